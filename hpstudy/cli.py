@@ -1,0 +1,114 @@
+"""Command line: `hpstudy run`, `hpstudy list`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from hpstudy.errors import HpstudyError, StudyError
+
+STUDIES_DIR = Path("studies")
+
+
+def resolve_study_path(arg: str) -> Path:
+    """A study given as a path, or as a name found in ./studies/."""
+    path = Path(arg)
+    if path.exists() or path.suffix == ".toml":
+        return path
+    candidate = STUDIES_DIR / f"{arg}.toml"
+    if candidate.exists():
+        return candidate
+    raise StudyError(f"study {arg!r} not found: no such file, and no {candidate}.")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run every missing (trial, seed) of a study and store each finished chunk."""
+    from tqdm import tqdm
+
+    from hpstudy import data as hdata
+    from hpstudy import engine, store
+    from hpstudy.environment import fingerprint
+    from hpstudy.study import load_study, parse_seeds
+
+    study = load_study(resolve_study_path(args.study))
+    if args.max_epochs is not None:
+        if args.max_epochs < 1:
+            raise StudyError(f"--max-epochs {args.max_epochs} is invalid; expected an integer >= 1.")
+        study = study.with_max_epochs(args.max_epochs)
+    seeds = parse_seeds(args.seeds, study.default_seeds)
+    directory = store.study_dir(args.results, study.name)
+    done = store.stored_ids(directory)
+    todo = [spec for spec in study.runs(seeds) if spec.run_id not in done]
+    total = len(study.trials) * len(seeds)
+    print(f"{study.name}: {len(study.trials)} trials x {len(seeds)} seeds = {total} runs; "
+          f"{total - len(todo)} already stored in {directory}, {len(todo)} to run.")
+    if not todo:
+        return 0
+    dataset = hdata.load_mnist(args.data_dir, study.meta.get("validation", "test"), download=not args.no_download)
+    device = engine.device_data(dataset)
+    env = fingerprint()
+    start = time.perf_counter()
+    with tqdm(total=len(todo), unit="run", desc=study.name, file=sys.stderr) as bar:
+
+        def on_chunk(results: list[engine.RunResult]) -> None:
+            records = [store.to_record(r, study.name, study.sha256, dataset.fingerprint, env) for r in results]
+            store.write_chunk(directory, records)
+            bar.update(len(results))
+
+        engine.execute(todo, lambda _: device, on_chunk)
+    elapsed = time.perf_counter() - start
+    runs = store.read_runs(directory)
+    runs = runs[runs["seed"].isin(list(seeds))]
+    summary = runs.groupby("trial_id", sort=False)["test_accuracy"].agg(["count", "mean", "std"])
+    print(f"ran {len(todo)} runs in {elapsed:.1f} s ({elapsed / len(todo):.2f} s per run); results in {directory}")
+    print(summary.to_string(float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Every study file with its trials, runs per seed and stored runs."""
+    from hpstudy import store
+    from hpstudy.study import load_study
+
+    paths = sorted(Path(args.studies).glob("*.toml"))
+    print(f"{'study':<34} {'design':<7} {'trials':>6} {'runs/seed':>9} {'stored':>7}")
+    for path in paths:
+        study = load_study(path)
+        stored = len(store.stored_ids(store.study_dir(args.results, study.name)))
+        print(f"{study.name:<34} {study.design_kind:<7} {len(study.trials):>6} {len(study.trials):>9} {stored:>7}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="hpstudy", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run (or resume, or extend with seeds) a study")
+    run.add_argument("study", help="study file, or the name of one in ./studies/")
+    run.add_argument("--seeds", help="N for seeds 0..N-1, or A:B for seeds A..B-1 (default: the study's)")
+    run.add_argument("--data-dir", help="folder holding the four MNIST .gz files (else $HPSTUDY_DATA_DIR, then the cache)")
+    run.add_argument("--results", default="results", help="results folder (default: ./results)")
+    run.add_argument("--max-epochs", type=int, help="smoke test: cap epochs (stored as a separate study)")
+    run.add_argument("--no-download", action="store_true", help="never download the dataset")
+    run.set_defaults(func=cmd_run)
+    lst = sub.add_parser("list", help="list the studies and how many runs are stored")
+    lst.add_argument("--studies", default=str(STUDIES_DIR), help="folder of study files (default: ./studies)")
+    lst.add_argument("--results", default="results", help="results folder (default: ./results)")
+    lst.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user-facing errors become one message on stderr and a non-zero exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except HpstudyError as exc:
+        print(f"hpstudy: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

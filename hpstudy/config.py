@@ -1,0 +1,87 @@
+"""Typed, frozen run configuration: what one training run is, and the identity derived from it."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+ACTIVATIONS = ("relu", "sigmoid", "tanh")
+INITS = ("keras", "sklearn", "nielsen")
+LOSSES = ("softmax_cross_entropy", "sigmoid_quadratic")
+OPTIMIZERS = ("adam", "adam_keras", "sgd", "sgd_momentum", "sgd_nesterov")
+MONITORS = ("val_loss", "val_accuracy", "train_loss", "train_accuracy")
+STOPPING_RULES = ("keras", "sklearn")
+# Hyperparameters that are traced values inside the compiled program: runs differing only in these
+# share one compile group (and one compiled program).
+TRACED_FIELDS = ("learning_rate", "dropout")
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlyStopping:
+    """When to stop a run early, with Keras' or scikit-learn's rule.
+
+    keras: improvement means monitored < best - min_delta (> for accuracies); wait counts epochs
+    without improvement and training stops when wait >= patience (never after the first epoch).
+    sklearn: no-improvement means loss > best - min_delta (its tol); best tracks the plain minimum;
+    training stops when the count exceeds patience (its n_iter_no_change).
+    """
+
+    monitor: str = "val_loss"
+    min_delta: float = 0.0
+    patience: int = 0
+    restore_best_weights: bool = False
+    rule: str = "keras"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines one run's result, apart from its seed and the data."""
+
+    dataset: str = "mnist"
+    validation: str = "test"
+    flavour: str = "keras"
+    hidden: tuple[int, ...] = (128,)
+    activation: str = "relu"
+    dropout: float = 0.0
+    init: str = "keras"
+    loss: str = "softmax_cross_entropy"
+    optimizer: str = "adam_keras"
+    learning_rate: float = 1e-3
+    momentum: float = 0.0
+    l2: float = 0.0
+    batch_size: int = 32
+    epochs: int = 5
+    early_stopping: EarlyStopping | None = None
+
+    def canonical(self) -> str:
+        """A stable JSON text of every field: the basis of run identity."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+
+    def static(self) -> "RunConfig":
+        """The compile-group part: this config with traced hyperparameters zeroed."""
+        return dataclasses.replace(self, **{f: 0.0 for f in TRACED_FIELDS})
+
+    def group_id(self) -> str:
+        """A short stable id of the compile group."""
+        return hashlib.sha256(self.static().canonical().encode()).hexdigest()[:12]
+
+    def as_flat_dict(self) -> dict[str, Any]:
+        """Fields as a flat dict (early stopping fields prefixed) for tables and stores."""
+        flat = dataclasses.asdict(self)
+        stop = flat.pop("early_stopping")
+        flat["hidden"] = list(self.hidden)
+        for k, v in (stop or {}).items():
+            flat[f"early_stopping.{k}"] = v
+        return flat
+
+
+def run_digest(config: RunConfig, seed: int) -> bytes:
+    """SHA-256 of (canonical configuration, seed): a run's identity, independent of any list position."""
+    return hashlib.sha256(f"{config.canonical()}|seed={int(seed)}".encode()).digest()
+
+
+def run_id(config: RunConfig, seed: int) -> str:
+    """Hex id of a run (first 16 bytes of its digest)."""
+    return run_digest(config, seed)[:16].hex()

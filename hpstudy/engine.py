@@ -1,0 +1,358 @@
+"""The training engine: pure per-run functions, vmapped over a fixed-width chunk of runs, jitted.
+
+Reproducibility rests on three rules (see docs/design.md):
+- a run's keys come from its own identity (configuration + seed), never from its position;
+- runs are executed in chunks of a fixed width chosen from the compile group's static shapes only,
+  padded with dummy runs, so the compiled program, and so every run's bits, never depends on how
+  many runs a study has or which runs share a chunk;
+- every epoch is one jitted lax.scan over mini-batches; the Python loop over epochs only sequences
+  calls of the same compiled program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import math
+import time
+from typing import Callable, Iterable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from hpstudy.config import EarlyStopping, RunConfig, run_digest, run_id
+from hpstudy.data import Dataset
+from hpstudy.model import MLP, float_dtype, l2_penalty, per_example_loss, preprocess
+from hpstudy.optimizers import make_optimizer
+
+
+class Hyper(NamedTuple):
+    """Traced per-run hyperparameters."""
+
+    learning_rate: jax.Array
+    dropout: jax.Array
+
+
+class DeviceData(NamedTuple):
+    """The dataset on the device: images stay uint8, labels int32."""
+
+    x_train: jax.Array
+    y_train: jax.Array
+    x_val: jax.Array
+    y_val: jax.Array
+    x_test: jax.Array
+    y_test: jax.Array
+
+
+class RunState(NamedTuple):
+    """Everything one run carries from epoch to epoch."""
+
+    params: dict
+    opt_state: optax.OptState
+    best_params: dict | None
+    best: jax.Array  # best monitored value so far, sign-flipped so that lower is better
+    wait: jax.Array
+    stopped: jax.Array
+    epochs_run: jax.Array
+    best_epoch: jax.Array
+    data_key: jax.Array
+    dropout_key: jax.Array
+
+
+class EpochMetrics(NamedTuple):
+    """Per-epoch metrics of one run; train metrics are running means over the epoch's batches, as Keras reports."""
+
+    train_loss: jax.Array
+    train_accuracy: jax.Array
+    val_loss: jax.Array
+    val_accuracy: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One run to execute: a configuration, a seed index and the trial it belongs to."""
+
+    config: RunConfig
+    seed: int
+    trial_id: str = ""
+
+    @property
+    def run_id(self) -> str:
+        return run_id(self.config, self.seed)
+
+
+def model_of(config: RunConfig) -> MLP:
+    """The Flax module a configuration describes."""
+    return MLP(hidden=tuple(config.hidden), activation=config.activation, init_scheme=config.init)
+
+
+def root_key(config: RunConfig, seed: int) -> np.ndarray:
+    """The run's root PRNG key (raw uint32[2]) taken from the hash of its configuration and seed."""
+    return np.frombuffer(run_digest(config, seed)[:8], dtype="<u4").astype(np.uint32)
+
+
+def init_run(config: RunConfig, key: jax.Array, hp: Hyper) -> RunState:
+    """Initial parameters, optimizer state and early-stopping state of one run."""
+    init_key, data_key, dropout_key = jax.random.split(key, 3)
+    params = model_of(config).init(init_key, jnp.zeros((1, 784), float_dtype()))["params"]
+    opt_state = make_optimizer(config.optimizer, config.momentum, hp.learning_rate).init(params)
+    keep_best = config.early_stopping is not None and config.early_stopping.restore_best_weights
+    dtype = jax.tree.leaves(params)[0].dtype
+    return RunState(
+        params=params,
+        opt_state=opt_state,
+        best_params=params if keep_best else None,
+        best=jnp.array(jnp.inf, dtype),
+        wait=jnp.array(0, jnp.int32),
+        stopped=jnp.array(False),
+        epochs_run=jnp.array(0, jnp.int32),
+        best_epoch=jnp.array(-1, jnp.int32),
+        data_key=data_key,
+        dropout_key=dropout_key,
+    )
+
+
+def objective(config: RunConfig, params, x, y, mask, rate, key):
+    """Mean loss over the batch's real examples (plus scikit-learn's scaled L2 term); aux: outputs."""
+    out = model_of(config).apply({"params": params}, x, rate, train=True, rngs={"dropout": key})
+    count = jnp.sum(mask)
+    loss = jnp.sum(per_example_loss(config.loss, out, y) * mask) / count
+    if config.l2:
+        loss = loss + config.l2 * l2_penalty(params) / count
+    return loss, out
+
+
+def train_step(config: RunConfig, params, opt_state, x, y, mask, rate, key):
+    """One optimizer step on one mini-batch of floats; returns (params, opt_state, loss * count, correct)."""
+    (loss, out), grads = jax.value_and_grad(objective, argnums=1, has_aux=True)(
+        config, params, x, y, mask, rate, key
+    )
+    tx = make_optimizer(config.optimizer, config.momentum)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    correct = jnp.sum((jnp.argmax(out, -1) == y) * mask)
+    return params, opt_state, loss * jnp.sum(mask), correct
+
+
+def evaluate(config: RunConfig, params, images, labels) -> tuple[jax.Array, jax.Array]:
+    """Mean loss and accuracy on a whole split, without dropout."""
+    out = model_of(config).apply({"params": params}, preprocess(images))
+    loss = jnp.mean(per_example_loss(config.loss, out, labels))
+    return loss, jnp.mean(jnp.argmax(out, -1) == labels)
+
+
+def epoch_batches(config: RunConfig, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
+    """This epoch's shuffled indices as (steps, batch) plus a mask; the last batch may be partial, as in Keras."""
+    b = config.batch_size
+    steps = -(-n // b)
+    perm = jax.random.permutation(key, n).astype(jnp.int32)
+    padded = jnp.concatenate([perm, jnp.zeros(steps * b - n, jnp.int32)])
+    mask = (jnp.arange(steps * b) < n).astype(jnp.float32)
+    return padded.reshape(steps, b), mask.reshape(steps, b)
+
+
+def early_stopping_update(es: EarlyStopping, state: RunState, metrics: EpochMetrics, epoch: jax.Array):
+    """(improved, new best, new wait, stop now) under Keras' or scikit-learn's rule."""
+    value = getattr(metrics, es.monitor)
+    value = -value if es.monitor.endswith("accuracy") else value  # lower is better from here on
+    if es.rule == "keras":
+        improved = value < state.best - es.min_delta
+        best = jnp.where(improved, value, state.best)
+        wait = jnp.where(improved, 0, state.wait + 1)
+        stop = (~improved) & (wait >= es.patience) & (epoch > 0)
+    else:  # scikit-learn's _update_no_improvement_count
+        improved = value < state.best
+        wait = jnp.where(value > state.best - es.min_delta, state.wait + 1, 0)
+        best = jnp.minimum(value, state.best)
+        stop = wait > es.patience
+    return improved, best.astype(state.best.dtype), wait.astype(jnp.int32), stop
+
+
+def select(flag: jax.Array, if_true, if_false):
+    """Pytree-wise jnp.where on a scalar flag."""
+    return jax.tree.map(lambda a, b: jnp.where(flag, a, b), if_true, if_false)
+
+
+def train_epoch(config: RunConfig, state: RunState, hp: Hyper, data: DeviceData, epoch: jax.Array):
+    """One epoch of one run: shuffled mini-batches in a lax.scan, evaluation, early stopping; a stopped run stays frozen."""
+    n = data.x_train.shape[0]
+    idx, mask = epoch_batches(config, jax.random.fold_in(state.data_key, epoch), n)
+    epoch_dropout_key = jax.random.fold_in(state.dropout_key, epoch)
+
+    def step(carry, batch):
+        params, opt_state, loss_sum, correct_sum = carry
+        i, b_idx, b_mask = batch
+        x = preprocess(data.x_train[b_idx])
+        y = data.y_train[b_idx]
+        key = jax.random.fold_in(epoch_dropout_key, i)
+        params, opt_state, loss, correct = train_step(config, params, opt_state, x, y, b_mask, hp.dropout, key)
+        return (params, opt_state, loss_sum + loss, correct_sum + correct), None
+
+    dtype = state.best.dtype
+    zero = jnp.zeros((), dtype)
+    (params, opt_state, loss_sum, correct_sum), _ = jax.lax.scan(
+        step, (state.params, state.opt_state, zero, zero), (jnp.arange(idx.shape[0]), idx, mask)
+    )
+    val_loss, val_acc = evaluate(config, params, data.x_val, data.y_val)
+    metrics = EpochMetrics(loss_sum / n, correct_sum / n, val_loss, val_acc.astype(dtype))
+    new = state._replace(params=params, opt_state=opt_state, epochs_run=state.epochs_run + 1)
+    es = config.early_stopping
+    if es is not None:
+        improved, best, wait, stop = early_stopping_update(es, state, metrics, epoch)
+        new = new._replace(best=best, wait=wait, stopped=stop, best_epoch=jnp.where(improved, epoch, state.best_epoch))
+        if es.restore_best_weights:
+            new = new._replace(best_params=select(improved, params, state.best_params))
+    return select(state.stopped, state, new), metrics
+
+
+def finalize(config: RunConfig, state: RunState, data: DeviceData):
+    """Final parameters (best ones if restoring) and their test loss and accuracy."""
+    params = state.params
+    es = config.early_stopping
+    if es is not None and es.restore_best_weights:
+        params = select(state.best_epoch >= 0, state.best_params, params)
+    test_loss, test_acc = evaluate(config, params, data.x_test, data.y_test)
+    return params, test_loss, test_acc
+
+
+def chunk_width(config: RunConfig) -> int:
+    """Runs per vmapped chunk, from the group's static shapes only (never from the number of runs).
+
+    Aim for about 32 M multiply-adds per chunk step: wide enough to amortise per-step overhead on
+    small networks, narrow enough to stay in cache on large ones; a power of two in [4, 64].
+    """
+    sizes = (784, *config.hidden, 10)
+    work = config.batch_size * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    width = 2 ** int(math.floor(math.log2(max(1.0, 32e6 / work))))
+    return int(min(64, max(4, width)))
+
+
+def param_hash(params) -> str:
+    """SHA-256 over every parameter's path, dtype, shape and bytes, in a fixed order."""
+    digest = hashlib.sha256()
+    for path, leaf in sorted(jax.tree_util.tree_leaves_with_path(params), key=lambda t: jax.tree_util.keystr(t[0])):
+        arr = np.ascontiguousarray(np.asarray(leaf))
+        digest.update(f"{jax.tree_util.keystr(path)}|{arr.dtype}|{arr.shape}|".encode())
+        digest.update(arr.tobytes())
+    return digest.hexdigest()
+
+
+def device_data(dataset: Dataset) -> DeviceData:
+    """Put a dataset on the default device once (images as uint8)."""
+    val = dataset.validation
+    x_val = val.images if val is not None else np.zeros((0, 784), np.uint8)
+    y_val = val.labels if val is not None else np.zeros((0,), np.uint8)
+    arrays = (dataset.train.images, dataset.train.labels, x_val, y_val, dataset.test.images, dataset.test.labels)
+    return DeviceData(*(jnp.asarray(a) if i % 2 == 0 else jnp.asarray(a, jnp.int32) for i, a in enumerate(arrays)))
+
+
+class ChunkProgram:
+    """The compiled functions of one compile group at one chunk width."""
+
+    def __init__(self, config: RunConfig, width: int, data: DeviceData):
+        static = config.static()
+        self.width = width
+        self.compile_seconds = 0.0
+        start = time.perf_counter()
+        keys = jnp.zeros((width, 2), jnp.uint32)
+        hp = Hyper(jnp.zeros(width, float_dtype()), jnp.zeros(width, float_dtype()))
+        init = jax.jit(jax.vmap(functools.partial(init_run, static)))
+        self.init = init.lower(keys, hp).compile()
+        state = jax.eval_shape(init, keys, hp)
+        epoch = jax.jit(jax.vmap(functools.partial(train_epoch, static), in_axes=(0, 0, None, None)), donate_argnums=0)
+        self.epoch = epoch.lower(state, hp, data, jnp.int32(0)).compile()
+        final = jax.jit(jax.vmap(functools.partial(finalize, static), in_axes=(0, None)))
+        self.final = final.lower(state, data).compile()
+        self.compile_seconds = time.perf_counter() - start
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What the engine reports for one finished run."""
+
+    spec: RunSpec
+    history: dict[str, list[float]]
+    epochs_run: int
+    best_epoch: int
+    test_loss: float
+    test_accuracy: float
+    param_sha256: str
+    chunk_width: int
+    group_id: str
+    seconds: float
+    compile_seconds: float
+
+
+def _pad(specs: Sequence[RunSpec], width: int) -> list[RunSpec]:
+    """Fill the chunk up with copies of its last run; their results are discarded."""
+    return list(specs) + [specs[-1]] * (width - len(specs))
+
+
+def run_chunk(program: ChunkProgram, specs: Sequence[RunSpec], data: DeviceData, group_id: str) -> list[RunResult]:
+    """Train one chunk of runs of one compile group to the end and return the real runs' results."""
+    config = specs[0].config
+    padded = _pad(specs, program.width)
+    keys = jnp.asarray(np.stack([root_key(s.config, s.seed) for s in padded]))
+    dtype = float_dtype()
+    hp = Hyper(
+        jnp.asarray([s.config.learning_rate for s in padded], dtype),
+        jnp.asarray([s.config.dropout for s in padded], dtype),
+    )
+    start = time.perf_counter()
+    state = program.init(keys, hp)
+    history = []
+    for epoch in range(config.epochs):
+        state, metrics = program.epoch(state, hp, data, jnp.int32(epoch))
+        history.append(jax.device_get(metrics))
+        if bool(np.all(jax.device_get(state.stopped)[: len(specs)])):
+            break
+    params, test_loss, test_acc = jax.device_get(program.final(state, data))
+    epochs_run = np.asarray(jax.device_get(state.epochs_run))
+    best_epoch = np.asarray(jax.device_get(state.best_epoch))
+    seconds = (time.perf_counter() - start) / len(specs)
+    results = []
+    for r, spec in enumerate(specs):
+        n = int(epochs_run[r])
+        hist = {name: [float(getattr(h, name)[r]) for h in history[:n]] for name in EpochMetrics._fields}
+        results.append(
+            RunResult(
+                spec=spec,
+                history=hist,
+                epochs_run=n,
+                best_epoch=int(best_epoch[r]),
+                test_loss=float(test_loss[r]),
+                test_accuracy=float(test_acc[r]),
+                param_sha256=param_hash(jax.tree.map(lambda a: a[r], params)),
+                chunk_width=program.width,
+                group_id=group_id,
+                seconds=seconds,
+                compile_seconds=program.compile_seconds,
+            )
+        )
+    return results
+
+
+def compile_groups(specs: Iterable[RunSpec]) -> dict[RunConfig, list[RunSpec]]:
+    """Runs grouped by the static part of their configuration, in first-seen order."""
+    groups: dict[RunConfig, list[RunSpec]] = {}
+    for spec in specs:
+        groups.setdefault(spec.config.static(), []).append(spec)
+    return groups
+
+
+def execute(
+    specs: Sequence[RunSpec],
+    data_for: Callable[[RunConfig], DeviceData],
+    on_chunk: Callable[[list[RunResult]], None],
+    width_rule: Callable[[RunConfig], int] = chunk_width,
+) -> None:
+    """Run every spec, chunk by chunk per compile group, handing each finished chunk to `on_chunk`."""
+    for static, group in compile_groups(specs).items():
+        data = data_for(static)
+        program = ChunkProgram(static, width_rule(static), data)
+        group_id = static.group_id()
+        for start in range(0, len(group), program.width):
+            on_chunk(run_chunk(program, group[start : start + program.width], data, group_id))

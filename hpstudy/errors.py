@@ -1,0 +1,25 @@
+"""Errors that the CLI turns into a clear message and a non-zero exit code."""
+
+
+class HpstudyError(Exception):
+    """Base class: a user-facing problem with a message that says how to fix it."""
+
+    exit_code = 1
+
+
+class DataError(HpstudyError):
+    """Dataset files missing, corrupt or not the canonical ones."""
+
+    exit_code = 3
+
+
+class StudyError(HpstudyError):
+    """A study file that does not parse or validate."""
+
+    exit_code = 2
+
+
+class StoreError(HpstudyError):
+    """A results store that cannot be read or written."""
+
+    exit_code = 4

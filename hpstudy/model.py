@@ -1,0 +1,98 @@
+"""The MLP (Flax linen), its initializers, losses and metrics.
+
+Linen rather than NNX: linen modules are stateless descriptions whose `init`/`apply` are pure
+functions of explicit parameter pytrees and keys, which is exactly what jit + vmap over runs needs;
+NNX's mutable objects would have to be split back into pytrees at every vmap boundary.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ACTIVATION_FNS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": jax.nn.relu,
+    "sigmoid": jax.nn.sigmoid,
+    "tanh": jnp.tanh,
+}
+
+
+def float_dtype() -> jnp.dtype:
+    """float64 when JAX's x64 mode is on (fidelity tests), else float32."""
+    return jnp.result_type(float)
+
+
+def _uniform(bound: float) -> Callable:
+    """Initializer drawing U(-bound, bound)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def initializers(scheme: str, fan_in: int, fan_out: int, activation: str) -> tuple[Callable, Callable]:
+    """(kernel_init, bias_init) of one layer for the 'keras', 'sklearn' or 'nielsen' scheme."""
+    if scheme == "keras":  # Dense defaults: glorot_uniform kernel, zero bias
+        return nn.initializers.glorot_uniform(), nn.initializers.zeros
+    if scheme == "sklearn":  # MLPClassifier: U(-b, b) for weights and biases, f = 2 for logistic
+        factor = 2.0 if activation == "sigmoid" else 6.0
+        bound = math.sqrt(factor / (fan_in + fan_out))
+        return _uniform(bound), _uniform(bound)
+    if scheme == "nielsen":  # network.py: np.random.randn for every weight and bias
+        return nn.initializers.normal(1.0), nn.initializers.normal(1.0)
+    raise ValueError(f"init={scheme!r} is unknown; expected one of 'keras', 'sklearn', 'nielsen'.")
+
+
+def dropout(x: jax.Array, rate: jax.Array, key: jax.Array) -> jax.Array:
+    """Inverted dropout with a traced rate (rate 0 is the identity), as Keras applies it."""
+    keep = 1.0 - rate
+    mask = jax.random.bernoulli(key, keep, x.shape)
+    return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+class MLP(nn.Module):
+    """Dense layers with an activation and dropout after each hidden layer; returns pre-activations
+    of the output layer (logits)."""
+
+    hidden: Sequence[int]
+    activation: str
+    init_scheme: str
+    n_out: int = 10
+
+    @nn.compact
+    def __call__(self, x: jax.Array, rate: jax.Array | float = 0.0, train: bool = False) -> jax.Array:
+        act = ACTIVATION_FNS[self.activation]
+        dtype = float_dtype()
+        for width in self.hidden:
+            k_init, b_init = initializers(self.init_scheme, x.shape[-1], width, self.activation)
+            x = act(nn.Dense(width, kernel_init=k_init, bias_init=b_init, dtype=dtype, param_dtype=dtype)(x))
+            if train:
+                x = dropout(x, rate, self.make_rng("dropout"))
+        k_init, b_init = initializers(self.init_scheme, x.shape[-1], self.n_out, self.activation)
+        return nn.Dense(self.n_out, kernel_init=k_init, bias_init=b_init, dtype=dtype, param_dtype=dtype)(x)
+
+
+def per_example_loss(kind: str, outputs: jax.Array, labels: jax.Array) -> jax.Array:
+    """Loss of each example: softmax cross-entropy on logits, or Nielsen's quadratic cost on sigmoid outputs."""
+    if kind == "softmax_cross_entropy":
+        return -jnp.take_along_axis(jax.nn.log_softmax(outputs), labels[:, None], axis=-1)[:, 0]
+    if kind == "sigmoid_quadratic":
+        onehot = jax.nn.one_hot(labels, outputs.shape[-1], dtype=outputs.dtype)
+        return 0.5 * jnp.sum((jax.nn.sigmoid(outputs) - onehot) ** 2, axis=-1)
+    raise ValueError(f"loss={kind!r} is unknown; expected 'softmax_cross_entropy' or 'sigmoid_quadratic'.")
+
+
+def l2_penalty(params) -> jax.Array:
+    """0.5 * sum of squared kernel weights (biases excluded), scikit-learn's alpha term before scaling."""
+    kernels = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(params) if "kernel" in str(path[-1])]
+    return 0.5 * sum(jnp.sum(k * k) for k in kernels)
+
+
+def preprocess(images: jax.Array) -> jax.Array:
+    """uint8 pixels to floats in [0, 1], on the device."""
+    return images.astype(float_dtype()) / 255.0
