@@ -25,11 +25,9 @@ def resolve_study_path(arg: str) -> Path:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run every missing (trial, seed) of a study and store each finished chunk."""
-    from tqdm import tqdm
-
     from hpstudy import data as hdata
-    from hpstudy import engine, store
-    from hpstudy.environment import fingerprint
+    from hpstudy import store
+    from hpstudy.runner import run_study
     from hpstudy.study import load_study, parse_seeds
 
     study = load_study(resolve_study_path(args.study))
@@ -38,31 +36,21 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise StudyError(f"--max-epochs {args.max_epochs} is invalid; expected an integer >= 1.")
         study = study.with_max_epochs(args.max_epochs)
     seeds = parse_seeds(args.seeds, study.default_seeds)
-    directory = store.study_dir(args.results, study.name)
-    done = store.stored_ids(directory)
-    todo = [spec for spec in study.runs(seeds) if spec.run_id not in done]
-    total = len(study.trials) * len(seeds)
-    print(f"{study.name}: {len(study.trials)} trials x {len(seeds)} seeds = {total} runs; "
-          f"{total - len(todo)} already stored in {directory}, {len(todo)} to run.")
-    if not todo:
-        return 0
-    dataset = hdata.load_mnist(args.data_dir, study.meta.get("validation", "test"), download=not args.no_download)
-    device = engine.device_data(dataset)
-    env = fingerprint()
-    start = time.perf_counter()
-    with tqdm(total=len(todo), unit="run", desc=study.name, file=sys.stderr) as bar:
-
-        def on_chunk(results: list[engine.RunResult]) -> None:
-            records = [store.to_record(r, study.name, study.sha256, dataset.fingerprint, env) for r in results]
-            store.write_chunk(directory, records)
-            bar.update(len(results))
-
-        engine.execute(todo, lambda _: device, on_chunk)
-    elapsed = time.perf_counter() - start
-    runs = store.read_runs(directory)
+    validation = study.meta.get("validation", "test")
+    report = run_study(
+        study,
+        seeds,
+        lambda: hdata.load_mnist(args.data_dir, validation, download=not args.no_download),
+        args.results,
+    )
+    print(f"{study.name}: {len(study.trials)} trials x {len(seeds)} seeds = {report.total} runs; "
+          f"{report.already_stored} were already stored, {report.computed} computed"
+          + (f" in {report.seconds:.1f} s ({report.seconds / report.computed:.2f} s per run)" if report.computed else "")
+          + f"; results in {report.directory}")
+    runs = store.read_runs(report.directory)
     runs = runs[runs["seed"].isin(list(seeds))]
-    summary = runs.groupby("trial_id", sort=False)["test_accuracy"].agg(["count", "mean", "std"])
-    print(f"ran {len(todo)} runs in {elapsed:.1f} s ({elapsed / len(todo):.2f} s per run); results in {directory}")
+    summary = runs.groupby("trial_id")["test_accuracy"].agg(["count", "mean", "std"])
+    summary.columns = ["runs", "mean test acc", "std"]
     print(summary.to_string(float_format=lambda v: f"{v:.4f}"))
     return 0
 

@@ -250,10 +250,9 @@ def device_data(dataset: Dataset) -> DeviceData:
 
 
 class ChunkProgram:
-    """The compiled functions of one compile group at one chunk width."""
+    """The compiled functions of one compile group at one chunk width (see `program_for`)."""
 
-    def __init__(self, config: RunConfig, width: int, data: DeviceData):
-        static = config.static()
+    def __init__(self, static: RunConfig, width: int, data: DeviceData):
         self.width = width
         self.compile_seconds = 0.0
         start = time.perf_counter()
@@ -335,6 +334,17 @@ def run_chunk(program: ChunkProgram, specs: Sequence[RunSpec], data: DeviceData,
     return results
 
 
+@functools.lru_cache(maxsize=32)
+def program_for(static: RunConfig, width: int, data_shapes: DeviceData) -> ChunkProgram:
+    """Compile once per (compile group, width, data shapes) in a process; later studies reuse it."""
+    return ChunkProgram(static, width, data_shapes)
+
+
+def shapes_of(data: DeviceData) -> DeviceData:
+    """The data's shapes and dtypes only (hashable, enough to compile against)."""
+    return DeviceData(*(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in data))
+
+
 def compile_groups(specs: Iterable[RunSpec]) -> dict[RunConfig, list[RunSpec]]:
     """Runs grouped by the static part of their configuration, in first-seen order."""
     groups: dict[RunConfig, list[RunSpec]] = {}
@@ -352,7 +362,7 @@ def execute(
     """Run every spec, chunk by chunk per compile group, handing each finished chunk to `on_chunk`."""
     for static, group in compile_groups(specs).items():
         data = data_for(static)
-        program = ChunkProgram(static, width_rule(static), data)
+        program = program_for(static, width_rule(static), shapes_of(data))
         group_id = static.group_id()
         for start in range(0, len(group), program.width):
             on_chunk(run_chunk(program, group[start : start + program.width], data, group_id))

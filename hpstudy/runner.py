@@ -1,0 +1,57 @@
+"""Run a study: work out which (trial, seed) runs are missing from the store, execute them, store each chunk."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from tqdm import tqdm
+
+from hpstudy import engine, store
+from hpstudy.data import Dataset
+from hpstudy.environment import fingerprint
+from hpstudy.study import Study
+
+
+@dataclasses.dataclass(frozen=True)
+class RunReport:
+    """What one invocation did."""
+
+    directory: Path
+    total: int
+    already_stored: int
+    computed: int
+    seconds: float
+
+
+def run_study(
+    study: Study,
+    seeds: range,
+    load_data: Callable[[], Dataset],
+    results: str | os.PathLike,
+    progress: bool = True,
+) -> RunReport:
+    """Compute and store every run of `study` over `seeds` that the store does not hold yet."""
+    directory = store.study_dir(results, study.name)
+    done = store.stored_ids(directory)
+    specs = study.runs(seeds)
+    todo = [spec for spec in specs if spec.run_id not in done]
+    if not todo:
+        return RunReport(directory, len(specs), len(specs), 0, 0.0)
+    dataset = load_data()  # only now: a fully stored study needs no data at all
+    device = engine.device_data(dataset)
+    env = fingerprint()
+    start = time.perf_counter()
+    with tqdm(total=len(todo), unit="run", desc=study.name, file=sys.stderr, disable=not progress) as bar:
+
+        def on_chunk(results_: list[engine.RunResult]) -> None:
+            records = [store.to_record(r, study.name, study.sha256, dataset.fingerprint, env) for r in results_]
+            store.write_chunk(directory, records)
+            bar.update(len(results_))
+
+        engine.execute(todo, lambda _: device, on_chunk)
+    return RunReport(directory, len(specs), len(specs) - len(todo), len(todo), time.perf_counter() - start)
