@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -73,8 +72,8 @@ def run_hashes(study_path: Path, seeds: range, results: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
-    """The real MNIST folder from $HPSTUDY_DATA_DIR (CI sets it); tests needing it skip otherwise."""
-    path = os.environ.get(hdata.ENV_DATA_DIR)
-    if not path or not all((Path(path) / name).is_file() for name in hdata.MNIST_FILES):
-        pytest.skip(f"real MNIST not available: set {hdata.ENV_DATA_DIR} to a folder holding the four files")
-    return Path(path)
+    """The real MNIST folder ($HPSTUDY_DATA_DIR, which CI sets, or the user cache); skip where absent."""
+    for folder in hdata.candidate_dirs(None):
+        if all((folder / name).is_file() for name in hdata.MNIST_FILES):
+            return folder
+    pytest.skip(f"real MNIST not available: set {hdata.ENV_DATA_DIR} to a folder holding the four files")
