@@ -1,0 +1,97 @@
+"""Engine pieces against plain-Python transcriptions of the reference behaviour."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hpstudy import engine
+from hpstudy.config import EarlyStopping, RunConfig
+
+
+def keras_reference(values, patience, min_delta):
+    """Keras 3 EarlyStopping.on_epoch_end for mode 'min': the epoch index at which training stops, or None."""
+    best, wait = float("inf"), 0
+    for epoch, current in enumerate(values):
+        wait += 1
+        if current + min_delta < best:
+            best, wait = current, 0
+            continue
+        if wait >= patience and epoch > 0:
+            return epoch
+    return None
+
+
+def sklearn_reference(values, n_iter_no_change, tol):
+    """scikit-learn MLP's _update_no_improvement_count on the training loss: stop epoch or None."""
+    best, count = float("inf"), 0
+    for epoch, loss in enumerate(values):
+        count = count + 1 if loss > best - tol else 0
+        best = min(best, loss)
+        if count > n_iter_no_change:
+            return epoch
+    return None
+
+
+def engine_stop_epoch(es: EarlyStopping, values):
+    """Drive engine.early_stopping_update over a sequence of monitored values."""
+    state = engine.RunState(None, None, None, jnp.array(jnp.inf, jnp.float32), jnp.array(0), jnp.array(False),
+                            jnp.array(0), jnp.array(-1), None, None)
+    for epoch, v in enumerate(values):
+        metrics = engine.EpochMetrics(jnp.float32(v), jnp.float32(0), jnp.float32(v), jnp.float32(0))
+        _, best, wait, stop = engine.early_stopping_update(es, state, metrics, jnp.int32(epoch))
+        if bool(stop):
+            return epoch
+        state = state._replace(best=best, wait=wait)
+    return None
+
+
+@pytest.mark.parametrize("patience", [0, 1, 2, 3])
+@pytest.mark.parametrize("min_delta", [0.0, 0.05])
+def test_keras_early_stopping_matches_callback(patience, min_delta):
+    rng = np.random.default_rng(patience * 10 + int(min_delta * 100))
+    es = EarlyStopping(monitor="val_loss", patience=patience, min_delta=min_delta)
+    stops = []
+    for _ in range(40):
+        values = np.round(rng.uniform(0, 1, size=8), 2).astype(np.float32).tolist()
+        stops.append(engine_stop_epoch(es, values))
+        assert stops[-1] == keras_reference(values, patience, min_delta), values
+    assert any(s is not None for s in stops)  # the sequences really exercise stopping
+
+
+@pytest.mark.parametrize("n_iter_no_change", [0, 2])
+def test_sklearn_stopping_matches_reference(n_iter_no_change):
+    rng = np.random.default_rng(n_iter_no_change)
+    es = EarlyStopping(monitor="train_loss", patience=n_iter_no_change, min_delta=0.01, rule="sklearn")
+    for _ in range(40):
+        values = np.round(rng.uniform(0, 1, size=10), 3).astype(np.float32).tolist()
+        assert engine_stop_epoch(es, values) == sklearn_reference(values, n_iter_no_change, 0.01), values
+
+
+def test_keras_patience_zero_stops_at_first_worse_epoch():
+    es = EarlyStopping(monitor="val_loss", patience=0)
+    assert engine_stop_epoch(es, [0.5, 0.4, 0.45, 0.3]) == 2
+    assert engine_stop_epoch(es, [0.5, 0.4, 0.3, 0.2]) is None
+
+
+def test_epoch_batches_cover_every_example_once_with_partial_last_batch():
+    config = RunConfig(batch_size=64)
+    idx, mask = engine.epoch_batches(config, jnp.array([0, 7], jnp.uint32), 500)
+    assert idx.shape == (8, 64) and float(mask.sum()) == 500
+    assert float(mask[-1].sum()) == 500 - 7 * 64
+    real = np.asarray(idx)[np.asarray(mask) > 0]
+    assert sorted(real.tolist()) == list(range(500))
+
+
+def test_chunk_width_depends_only_on_static_shapes():
+    base = RunConfig(hidden=(128, 128), batch_size=32)
+    widths = {engine.chunk_width(dataclasses.replace(base, learning_rate=lr, dropout=d))
+              for lr in (1e-4, 1e-2, 1.0) for d in (0.0, 0.3)}
+    assert len(widths) == 1
+    for hidden in ((30,), (128, 128), (512, 512, 512, 512, 512)):
+        for batch in (10, 32, 200):
+            w = engine.chunk_width(RunConfig(hidden=hidden, batch_size=batch))
+            assert 1 <= w <= 512 and w & (w - 1) == 0  # a power of two
