@@ -159,7 +159,7 @@ def early_stopping_update(es: EarlyStopping, state: RunState, metrics: EpochMetr
     value = getattr(metrics, es.monitor)
     value = -value if es.monitor.endswith("accuracy") else value  # lower is better from here on
     if es.rule == "keras":
-        improved = value < state.best - es.min_delta
+        improved = value + es.min_delta < state.best  # Keras: monitor_op(current - min_delta, best)
         best = jnp.where(improved, value, state.best)
         wait = jnp.where(improved, 0, state.wait + 1)
         stop = (~improved) & (wait >= es.patience) & (epoch > 0)
