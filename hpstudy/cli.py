@@ -1,4 +1,4 @@
-"""Command line: `hpstudy run`, `hpstudy list`."""
+"""Command line: `hpstudy run`, `hpstudy list`, `hpstudy report`."""
 
 from __future__ import annotations
 
@@ -62,10 +62,31 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     paths = sorted(Path(args.studies).glob("*.toml"))
     print(f"{'study':<34} {'design':<7} {'trials':>6} {'runs/seed':>9} {'stored':>7}")
+    invalid = []
     for path in paths:
-        study = load_study(path)
+        try:
+            study = load_study(path)
+        except StudyError as exc:  # one bad file must not hide the others
+            invalid.append(str(exc))
+            print(f"{path.stem:<34} {'INVALID':<7}")
+            continue
         stored = len(store.stored_ids(store.study_dir(args.results, study.name)))
         print(f"{study.name:<34} {study.design_kind:<7} {len(study.trials):>6} {len(study.trials):>9} {stored:>7}")
+    for message in invalid:
+        print(f"hpstudy: error: {message}", file=sys.stderr)
+    return StudyError.exit_code if invalid else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write reports/<study>/ (README, tables, figures) from the study's stored runs."""
+    from hpstudy.report import write_report
+    from hpstudy.study import load_study, parse_seeds
+
+    study = load_study(resolve_study_path(args.study))
+    seeds = parse_seeds(args.seeds, study.default_seeds) if args.seeds is not None else None
+    start = time.perf_counter()
+    target = write_report(study, args.results, args.out, seeds)
+    print(f"{study.name}: report written to {target} in {time.perf_counter() - start:.1f} s")
     return 0
 
 
@@ -85,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("--studies", default=str(STUDIES_DIR), help="folder of study files (default: ./studies)")
     lst.add_argument("--results", default="results", help="results folder (default: ./results)")
     lst.set_defaults(func=cmd_list)
+    rep = sub.add_parser("report", help="write the report (README, tables, figures) of a study's stored runs")
+    rep.add_argument("study", help="study file, or the name of one in ./studies/")
+    rep.add_argument("--results", default="results", help="results folder (default: ./results)")
+    rep.add_argument("--out", default="reports", help="reports folder; the report goes to OUT/<study>/ (default: ./reports)")
+    rep.add_argument("--seeds", help="only seeds 0..N-1 (N) or A..B-1 (A:B) (default: every stored seed)")
+    rep.set_defaults(func=cmd_report)
     return parser
 
 

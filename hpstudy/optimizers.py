@@ -11,9 +11,15 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 KERAS_ADAM_EPSILON = 1e-7
+
+
+def _f32(value: float) -> float:
+    """A Python float rounded to the nearest float32, as tf.cast(python_float, dtype) sees it."""
+    return float(np.float32(value))
 
 
 class KerasAdamState(NamedTuple):
@@ -38,7 +44,11 @@ def keras_adam(
         t = state.count + 1
         dtype = jax.tree.leaves(grads)[0].dtype
         tf = t.astype(dtype)
-        alpha = learning_rate * jnp.sqrt(1 - b2**tf) / (1 - b1**tf)
+        # Keras computes the bias-correction powers as ops.power(ops.cast(beta, dtype), t), and on the
+        # TensorFlow backend that cast makes a float32 tensor of the Python float first: the powers use
+        # float32-rounded betas while the moment updates use the Python floats. Identical bits in float32;
+        # in float64 it is what Keras really computes.
+        alpha = learning_rate * jnp.sqrt(1 - _f32(b2) ** tf) / (1 - _f32(b1) ** tf)
         m = jax.tree.map(lambda m, g: m + (g - m) * (1 - b1), state.m, grads)
         v = jax.tree.map(lambda v, g: v + (g * g - v) * (1 - b2), state.v, grads)
         updates = jax.tree.map(lambda m, v: -alpha * m / (jnp.sqrt(v) + eps), m, v)

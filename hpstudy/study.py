@@ -1,6 +1,8 @@
 """Study files (TOML): parse, validate, and expand a study's design into trials and runs.
 
-The format is documented key by key in docs/studies.md.
+The format is documented key by key in docs/studies.md. Every validation error is a StudyError (exit
+code 2) whose message names the file, the key path, the offending value and what was expected; nothing
+is run or written before a study file has loaded.
 """
 
 from __future__ import annotations
@@ -22,9 +24,13 @@ from hpstudy.data import parse_validation
 from hpstudy.engine import RunSpec
 from hpstudy.errors import StudyError
 
-# What each implementation flavour implies unless the study says otherwise (see docs/studies.md).
+# What each implementation flavour implies unless the study says otherwise (see docs/studies.md and
+# ../shared/notes/implementations.md; tests/test_fidelity.py proves each against its library).
 FLAVOUR_DEFAULTS: dict[str, dict[str, Any]] = {
+    # TF2 Keras: Dense with glorot_uniform kernels and zero biases, softmax cross-entropy, Keras' Adam.
     "keras": {"init": "keras", "loss": "softmax_cross_entropy", "optimizer": "adam_keras"},
+    # scikit-learn MLPClassifier(solver='sgd'): U(-b, b) weights and biases, softmax log-loss, Nesterov
+    # momentum 0.9 (its velocity formulation), L2 alpha 1e-4, and its tol/n_iter_no_change stopping rule.
     "sklearn": {
         "init": "sklearn",
         "loss": "softmax_cross_entropy",
@@ -35,22 +41,35 @@ FLAVOUR_DEFAULTS: dict[str, dict[str, Any]] = {
         # n_iter_no_change=10 epochs.
         "early_stopping": {"monitor": "train_loss", "min_delta": 1e-4, "patience": 10, "rule": "sklearn"},
     },
+    # Nielsen's network.py: N(0, 1) weights and biases, sigmoid output with quadratic cost, plain SGD.
     "nielsen": {"init": "nielsen", "loss": "sigmoid_quadratic", "optimizer": "sgd"},
 }
 MODEL_KEYS = {"flavour", "hidden", "activation", "dropout", "init", "loss"}
 TRAINING_KEYS = {"optimizer", "learning_rate", "momentum", "l2", "batch_size", "epochs", "early_stopping"}
 FACTOR_KEYS = (MODEL_KEYS | TRAINING_KEYS) - {"early_stopping"}
+FLAVOUR_KEYS = (FACTOR_KEYS - {"flavour"}) | {"early_stopping"}
 STUDY_KEYS = {"name", "title", "authors", "year", "citation", "doi", "url", "dataset", "validation", "seeds", "description"}
+STUDY_STRINGS = {"title", "citation", "doi", "url", "description"}
 TOP_KEYS = {"study", "model", "training", "flavours", "design", "assumptions", "published"}
-DESIGN_KEYS = {"kind", "factors", "sweeps", "trials", "sampler_seed", "space"}
+DESIGN_KINDS = ("grid", "sweeps", "random")
+DESIGN_KEYS_BY_KIND = {
+    "grid": {"kind", "factors", "objective"},
+    "sweeps": {"kind", "factors", "sweeps", "objective"},
+    "random": {"kind", "trials", "sampler_seed", "space", "objective"},
+}
+DESIGN_KEYS = set().union(*DESIGN_KEYS_BY_KIND.values())
 SPACE_KEYS = {"type", "low", "high", "step", "log", "values"}
+SPACE_EXTRA = {"hidden_layers", "units"}  # depth, and the range every hidden layer's width is drawn from
 ES_KEYS = {"monitor", "min_delta", "patience", "restore_best_weights", "rule"}
 METRICS = {
     "test_accuracy", "test_loss", "final_val_accuracy", "final_val_loss", "best_val_accuracy",
     "final_train_accuracy", "final_train_loss", "seconds", "epochs_run",
 }
-PUBLISHED_KEYS = METRICS | {"where", "source", "note"}
-N_TRAIN = 60000
+PUBLISHED_KEYS = METRICS | {"where", "source", "note", "best_over"}
+ASSUMPTION_KEYS = {"key", "value", "why"}
+N_TRAIN = 60000  # MNIST's training images; a holdout validation split takes its images from these
+# Published configurations are matched to trials with this tolerance (a paper's 0.01 is our 0.01).
+MATCH_REL_TOL = 1e-6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +79,31 @@ class Trial:
     trial_id: str
     values: dict  # the design's values for this trial (factor -> value)
     config: RunConfig
+
+    def value(self, key: str) -> Any:
+        """A factor's value: from the design values, else from the resolved configuration."""
+        if key in self.values:
+            return self.values[key]
+        return getattr(self.config, key)
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equal configuration values: numbers within MATCH_REL_TOL, lists and tuples element-wise."""
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return (
+            isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b)
+            and all(same_value(x, y) for x, y in zip(a, b))
+        )
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(float(a), float(b), rel_tol=MATCH_REL_TOL, abs_tol=1e-12)
+    return a == b
+
+
+def matches(trial: Trial, where: dict) -> bool:
+    """Whether a published entry's `where` names this trial."""
+    return all(same_value(trial.value(k), v) for k, v in where.items())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +117,7 @@ class Study:
     assumptions: tuple[dict, ...]
     published: tuple[dict, ...]
     design_kind: str
+    design: dict = dataclasses.field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -81,6 +126,40 @@ class Study:
     @property
     def default_seeds(self) -> int:
         return int(self.meta.get("seeds", 5))
+
+    @property
+    def validation(self) -> str:
+        return self.meta.get("validation", "test")
+
+    @property
+    def objective(self) -> str:
+        """The metric that ranks trials (design.objective; default best_val_accuracy for a random search,
+        test_accuracy otherwise). Accuracies are maximised, losses, seconds and epochs minimised."""
+        return self.design.get("objective", "best_val_accuracy" if self.design_kind == "random" else "test_accuracy")
+
+    @property
+    def factors(self) -> tuple[str, ...]:
+        """The design's factors, in the order they first appear in the trials."""
+        seen: dict[str, None] = {}
+        for t in self.trials:
+            for k in t.values:
+                seen.setdefault(k, None)
+        return tuple(seen)
+
+    def trial(self, trial_id: str) -> Trial:
+        """The trial with this id (KeyError if none)."""
+        for t in self.trials:
+            if t.trial_id == trial_id:
+                return t
+        raise KeyError(trial_id)
+
+    def trials_matching(self, where: dict) -> list[Trial]:
+        """The trials a `where` table names (float-tolerant; empty `where` names every trial)."""
+        return [t for t in self.trials if matches(t, where)]
+
+    def published_for(self, trial: Trial) -> list[dict]:
+        """The published entries whose `where` names this trial (float-tolerant)."""
+        return [p for p in self.published if matches(trial, p.get("where", {}))]
 
     def runs(self, seeds: range) -> list[RunSpec]:
         """Every (trial, seed) run of the study for the given seed indices."""
@@ -96,101 +175,132 @@ class Study:
         return dataclasses.replace(self, trials=trials, meta=meta)
 
 
+def _did_you_mean(key: str, allowed: set[str]) -> str:
+    near = difflib.get_close_matches(key, sorted(allowed), n=1)
+    return f" Did you mean '{near[0]}'?" if near else ""
+
+
 class _Checker:
-    """Collects the file name so every error names file, key path, value and expectation."""
+    """Knows the file (and the training-set size) so every error names file, key path, value and expectation."""
 
     def __init__(self, path: Path):
         self.path = path
+        self.n_train = N_TRAIN
 
     def fail(self, key: str, value: Any, expected: str) -> StudyError:
         return StudyError(f"{self.path}: {key} = {value!r} is invalid; expected {expected}.")
 
-    def keys(self, table: Any, allowed: set[str], where: str) -> None:
+    def keys(self, table: Any, allowed: set[str], where: str, hint: dict[str, str] | None = None) -> None:
+        """Raise unless `table` is a table whose keys are all allowed (unknown keys get a did-you-mean)."""
         if not isinstance(table, dict):
-            raise self.fail(where, table, "a table")
-        for key in table:
+            raise self.fail(where or "<document>", table, "a table")
+        for key, value in table.items():
             if key not in allowed:
-                near = difflib.get_close_matches(key, sorted(allowed), n=1)
-                hint = f"; did you mean '{near[0]}'?" if near else ""
+                path = f"{where}.{key}" if where else key
+                suggestion = _did_you_mean(key, allowed)
+                if not suggestion and hint and key in hint:
+                    suggestion = f" '{key}' belongs in {hint[key]}."
                 raise StudyError(
-                    f"{self.path}: unknown key '{where + '.' if where else ''}{key}'{hint} "
-                    f"(allowed here: {', '.join(sorted(allowed))})."
+                    f"{self.path}: unknown key '{path}' (= {value!r}); expected one of: "
+                    f"{', '.join(sorted(allowed))}.{suggestion}"
                 )
 
     def typed(self, key: str, value: Any, kind: type | tuple, expected: str) -> Any:
-        if isinstance(value, bool) and kind is not bool and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        """Raise unless value has the type (bools are never numbers)."""
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds:
             raise self.fail(key, value, expected)
-        if not isinstance(value, kind):
+        if not isinstance(value, kinds):
             raise self.fail(key, value, expected)
         return value
 
 
 def _check_value(chk: _Checker, key: str, name: str, value: Any) -> Any:
-    """Validate one configuration value (from a base table or a factor level) and normalise it."""
-    if name in ("flavour",):
-        if value not in FLAVOUR_DEFAULTS:
-            raise chk.fail(key, value, f"one of {', '.join(FLAVOUR_DEFAULTS)}")
+    """Validate one configuration value (from a base table, a flavour table or a factor level); normalise it."""
+    if name == "flavour":
+        if not isinstance(value, str) or value not in FLAVOUR_DEFAULTS:
+            raise chk.fail(key, value, f"a flavour, one of {', '.join(FLAVOUR_DEFAULTS)}")
     elif name == "activation":
-        if value not in C.ACTIVATIONS:
-            raise chk.fail(key, value, f"one of {', '.join(C.ACTIVATIONS)}")
+        if not isinstance(value, str) or value not in C.ACTIVATIONS:
+            raise chk.fail(key, value, f"an activation, one of {', '.join(C.ACTIVATIONS)}")
     elif name == "init":
-        if value not in C.INITS:
-            raise chk.fail(key, value, f"one of {', '.join(C.INITS)}")
+        if not isinstance(value, str) or value not in C.INITS:
+            raise chk.fail(key, value, f"an initialisation scheme, one of {', '.join(C.INITS)}")
     elif name == "loss":
-        if value not in C.LOSSES:
-            raise chk.fail(key, value, f"one of {', '.join(C.LOSSES)}")
+        if not isinstance(value, str) or value not in C.LOSSES:
+            raise chk.fail(key, value, f"a loss, one of {', '.join(C.LOSSES)}")
     elif name == "optimizer":
-        if value not in C.OPTIMIZERS:
-            raise chk.fail(key, value, f"one of {', '.join(C.OPTIMIZERS)}")
+        if not isinstance(value, str) or value not in C.OPTIMIZERS:
+            raise chk.fail(key, value, f"an optimizer, one of {', '.join(C.OPTIMIZERS)}")
     elif name == "hidden":
-        if not isinstance(value, list) or not value:
-            raise chk.fail(key, value, "a non-empty list of layer widths (layers >= 1)")
+        if not isinstance(value, (list, tuple)) or not value:
+            raise chk.fail(key, value, "a non-empty list of hidden-layer widths (layers >= 1)")
         for width in value:
             if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-                raise chk.fail(key, value, "layer widths that are integers >= 1 (units >= 1)")
+                raise chk.fail(key, value, "hidden-layer widths that are integers >= 1 (units >= 1)")
         return tuple(value)
     elif name == "learning_rate":
-        chk.typed(key, value, (int, float), "a number > 0")
+        chk.typed(key, value, (int, float), "a learning rate, a number > 0")
         if not (value > 0 and math.isfinite(value)):
             raise chk.fail(key, value, "a learning rate > 0")
         return float(value)
     elif name == "dropout":
-        chk.typed(key, value, (int, float), "a number in [0, 1)")
+        chk.typed(key, value, (int, float), "a dropout rate, a number in [0, 1)")
         if not 0 <= value < 1:
             raise chk.fail(key, value, "a dropout rate in [0, 1)")
         return float(value)
     elif name in ("momentum", "l2"):
         chk.typed(key, value, (int, float), "a number >= 0")
-        if value < 0:
+        if not (value >= 0 and math.isfinite(value)):
             raise chk.fail(key, value, "a number >= 0")
+        if name == "momentum" and value >= 1:
+            raise chk.fail(key, value, "a momentum in [0, 1)")
         return float(value)
     elif name == "batch_size":
-        chk.typed(key, value, int, f"an integer batch size in [1, {N_TRAIN}]")
-        if not 1 <= value <= N_TRAIN:
-            raise chk.fail(key, value, f"a batch size in [1, {N_TRAIN}] (the training set size)")
+        expected = f"an integer batch size in [1, {chk.n_train}] (the training set has {chk.n_train} images)"
+        chk.typed(key, value, int, expected)
+        if not 1 <= value <= chk.n_train:
+            raise chk.fail(key, value, expected)
     elif name == "epochs":
-        chk.typed(key, value, int, "an integer >= 1")
+        chk.typed(key, value, int, "an integer number of epochs >= 1")
         if value < 1:
             raise chk.fail(key, value, "an integer number of epochs >= 1")
     return value
 
 
 def _early_stopping(chk: _Checker, key: str, table: Any) -> EarlyStopping | None:
-    """Parse an early-stopping table, or 'none'."""
-    if table == "none":
-        return None
+    """Parse an early-stopping table, or the string 'none'."""
+    if isinstance(table, str):
+        if table == "none":
+            return None
+        raise chk.fail(key, table, "a table of early-stopping settings or the string 'none'")
     chk.keys(table, ES_KEYS, key)
     es = EarlyStopping(**table)
-    if es.monitor not in C.MONITORS:
+    if not isinstance(es.monitor, str) or es.monitor not in C.MONITORS:
         raise chk.fail(f"{key}.monitor", es.monitor, f"one of {', '.join(C.MONITORS)}")
-    if es.rule not in C.STOPPING_RULES:
+    if not isinstance(es.rule, str) or es.rule not in C.STOPPING_RULES:
         raise chk.fail(f"{key}.rule", es.rule, f"one of {', '.join(C.STOPPING_RULES)}")
     chk.typed(f"{key}.patience", es.patience, int, "an integer >= 0")
     if es.patience < 0:
         raise chk.fail(f"{key}.patience", es.patience, "an integer >= 0")
     chk.typed(f"{key}.min_delta", es.min_delta, (int, float), "a number >= 0")
+    if not (es.min_delta >= 0 and math.isfinite(es.min_delta)):
+        raise chk.fail(f"{key}.min_delta", es.min_delta, "a number >= 0")
     chk.typed(f"{key}.restore_best_weights", es.restore_best_weights, bool, "true or false")
     return dataclasses.replace(es, min_delta=float(es.min_delta))
+
+
+def _settings_table(chk: _Checker, table: Any, allowed: set[str], where: str, hint: dict[str, str]) -> dict:
+    """A [model], [training] or [flavours.<name>] table, every value validated and normalised."""
+    chk.keys(table, allowed, where, hint)
+    out = {}
+    for key, value in table.items():
+        if key == "early_stopping":
+            _early_stopping(chk, f"{where}.early_stopping", value)  # validated now, parsed per trial
+            out[key] = value
+        else:
+            out[key] = _check_value(chk, f"{where}.{key}", key, value)
+    return out
 
 
 def _resolve(chk: _Checker, base: dict, flavours: dict, values: dict, meta: dict, where: str) -> RunConfig:
@@ -210,12 +320,17 @@ def _resolve(chk: _Checker, base: dict, flavours: dict, values: dict, meta: dict
 def _levels(chk: _Checker, key: str, name: str, levels: Any) -> list:
     """A factor's list of levels, each validated."""
     if name not in FACTOR_KEYS:
-        near = difflib.get_close_matches(name, sorted(FACTOR_KEYS), n=1)
-        hint = f"; did you mean '{near[0]}'?" if near else ""
-        raise StudyError(f"{chk.path}: unknown factor '{key}'{hint} (factors: {', '.join(sorted(FACTOR_KEYS))}).")
+        raise StudyError(
+            f"{chk.path}: unknown factor '{key}' (= {levels!r}); expected one of: "
+            f"{', '.join(sorted(FACTOR_KEYS))}.{_did_you_mean(name, FACTOR_KEYS)}"
+        )
     if not isinstance(levels, list) or not levels:
         raise chk.fail(key, levels, "a non-empty list of levels (an empty grid has no trials)")
-    return [_check_value(chk, key, name, v) for v in levels]
+    normalised = [_check_value(chk, f"{key}[{i}]", name, v) for i, v in enumerate(levels)]
+    for i, v in enumerate(normalised):
+        if any(same_value(v, w) for w in normalised[:i]):
+            raise chk.fail(f"{key}[{i}]", levels[i], "distinct levels (this one is repeated)")
+    return normalised
 
 
 def _trial_id(values: dict) -> str:
@@ -225,72 +340,128 @@ def _trial_id(values: dict) -> str:
     return ",".join(f"{k}={fmt(values[k])}" for k in sorted(values))
 
 
-def _grid(chk: _Checker, factors: dict, where: str) -> list[dict]:
+def _grid(chk: _Checker, factors: Any, where: str) -> list[dict]:
     """Cartesian product of the factors' levels."""
-    chk.keys(factors, set(factors), where)
+    if not isinstance(factors, dict):
+        raise chk.fail(where, factors, "a table of factors, each a list of levels")
     names = list(factors)
     levels = [_levels(chk, f"{where}.{n}", n, factors[n]) for n in names]
     return [dict(zip(names, combo)) for combo in itertools.product(*levels)]
 
 
+def _draw_int(rng: np.random.Generator, spec: dict) -> int:
+    step = spec.get("step", 1)
+    return int(spec["low"] + step * rng.integers(0, (spec["high"] - spec["low"]) // step + 1))
+
+
 def sample_trial(space: dict, sampler_seed: int, index: int) -> dict:
-    """Trial `index` of a random search: a pure function of (sampler seed, index, space)."""
+    """Trial `index` of a random search: a pure function of (sampler seed, index, space).
+
+    Each trial draws from its own generator seeded with (sampler seed, index), never from a stream shared
+    with earlier trials, so raising the number of trials leaves the earlier trials unchanged. Names are
+    drawn in sorted order; with 'hidden_layers' the depth is drawn first and every layer's width from
+    'units' with a generator of its own (sampler seed, index, 1000 + layer), as Keras Tuner's guide
+    samples one width per layer.
+    """
     rng = np.random.default_rng([int(sampler_seed), int(index)])
     values: dict[str, Any] = {}
     for name in sorted(space):
         spec = space[name]
         if spec["type"] == "int":
-            step = spec.get("step", 1)
-            values[name] = int(spec["low"] + step * rng.integers(0, (spec["high"] - spec["low"]) // step + 1))
+            values[name] = _draw_int(rng, spec)
         elif spec["type"] == "float":
             lo, hi = spec["low"], spec["high"]
             u = rng.random()
             values[name] = float(math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))) if spec.get("log") else float(lo + u * (hi - lo))
         else:
             values[name] = spec["values"][int(rng.integers(0, len(spec["values"])))]
-    if "hidden_layers" in values:  # depth and per-layer width, as Keras Tuner's guide samples them
+    if "hidden_layers" in values:
         depth = values.pop("hidden_layers")
-        per_layer = space.get("units")
-        widths = []
-        for layer in range(depth):
-            lrng = np.random.default_rng([int(sampler_seed), int(index), 1000 + layer])
-            step = per_layer.get("step", 1)
-            widths.append(int(per_layer["low"] + step * lrng.integers(0, (per_layer["high"] - per_layer["low"]) // step + 1)))
         values.pop("units", None)
-        values["hidden"] = tuple(widths)
+        values["hidden"] = tuple(
+            _draw_int(np.random.default_rng([int(sampler_seed), int(index), 1000 + layer]), space["units"])
+            for layer in range(depth)
+        )
     return values
 
 
-def _random(chk: _Checker, design: dict) -> list[tuple[str, dict]]:
-    """Trials of a random-search design."""
-    trials = chk.typed("design.trials", design.get("trials"), int, "an integer number of trials >= 1")
-    if trials < 1:
-        raise chk.fail("design.trials", trials, "an integer number of trials >= 1")
-    seed = chk.typed("design.sampler_seed", design.get("sampler_seed", 0), int, "an integer")
-    space = design.get("space")
-    chk.keys(space, FACTOR_KEYS | {"hidden_layers", "units"}, "design.space")
+def _space(chk: _Checker, space: Any) -> dict:
+    """Validate a random design's search space (bounds checked like any other configuration value)."""
+    if not isinstance(space, dict) or not space:
+        raise chk.fail("design.space", space, "a non-empty table of search dimensions")
+    chk.keys(space, FACTOR_KEYS | SPACE_EXTRA, "design.space")
     for name, spec in space.items():
         key = f"design.space.{name}"
         chk.keys(spec, SPACE_KEYS, key)
         kind = spec.get("type")
-        if kind in ("int", "float"):
-            if not all(isinstance(spec.get(b), (int, float)) and not isinstance(spec.get(b), bool) for b in ("low", "high")):
-                raise chk.fail(key, spec, "numbers 'low' and 'high'")
-            if spec["low"] > spec["high"] or (spec.get("log") and spec["low"] <= 0):
-                raise chk.fail(key, spec, "low <= high (and low > 0 with log = true)")
+        if kind == "int":
+            for bound in ("low", "high"):
+                chk.typed(f"{key}.{bound}", spec.get(bound), int, "an integer")
+            step = chk.typed(f"{key}.step", spec.get("step", 1), int, "an integer step >= 1")
+            if step < 1:
+                raise chk.fail(f"{key}.step", step, "an integer step >= 1")
+            if spec["low"] > spec["high"]:
+                raise chk.fail(f"{key}.high", spec["high"], f"an integer >= low ({spec['low']})")
+            if "log" in spec:
+                raise chk.fail(f"{key}.log", spec["log"], "no 'log' on an integer range (log sampling is for floats)")
+        elif kind == "float":
+            for bound in ("low", "high"):
+                chk.typed(f"{key}.{bound}", spec.get(bound), (int, float), "a number")
+            if "step" in spec:
+                raise chk.fail(f"{key}.step", spec["step"], "no 'step' on a float range (use type = 'choice')")
+            log = chk.typed(f"{key}.log", spec.get("log", False), bool, "true or false")
+            if spec["low"] > spec["high"]:
+                raise chk.fail(f"{key}.high", spec["high"], f"a number >= low ({spec['low']})")
+            if log and spec["low"] <= 0:
+                raise chk.fail(f"{key}.low", spec["low"], "a number > 0 for log-uniform sampling")
         elif kind == "choice":
             if not isinstance(spec.get("values"), list) or not spec["values"]:
-                raise chk.fail(f"{key}.values", spec.get("values"), "a non-empty list")
+                raise chk.fail(f"{key}.values", spec.get("values"), "a non-empty list of choices")
+            extra = set(spec) - {"type", "values"}
+            if extra:
+                raise chk.fail(f"{key}.{sorted(extra)[0]}", spec[sorted(extra)[0]], "only 'values' with type = 'choice'")
         else:
             raise chk.fail(f"{key}.type", kind, "'int', 'float' or 'choice'")
+        if kind != "choice" and "values" in spec:
+            raise chk.fail(f"{key}.values", spec["values"], f"no 'values' with type = '{kind}' (use 'low' and 'high')")
+        # Every value the dimension can produce must be a valid configuration value: check both ends.
+        if name == "hidden_layers":
+            if kind != "int":
+                raise chk.fail(f"{key}.type", kind, "'int' (the number of hidden layers)")
+            if spec["low"] < 1:
+                raise chk.fail(f"{key}.low", spec["low"], "an integer number of hidden layers >= 1 (layers >= 1)")
+        elif name == "units":
+            if kind != "int":
+                raise chk.fail(f"{key}.type", kind, "'int' (the width of each hidden layer)")
+            if spec["low"] < 1:
+                raise chk.fail(f"{key}.low", spec["low"], "an integer number of units >= 1 (units >= 1)")
+        elif kind == "choice":
+            spec["values"] = [_check_value(chk, f"{key}.values[{i}]", name, v) for i, v in enumerate(spec["values"])]
+        else:
+            for bound in ("low", "high"):
+                _check_value(chk, f"{key}.{bound}", name, spec[bound])
     if ("hidden_layers" in space) != ("units" in space):
-        raise chk.fail("design.space", sorted(space), "'hidden_layers' and 'units' together")
+        raise chk.fail("design.space", sorted(space), "'hidden_layers' and 'units' together (depth and width per layer)")
+    if "hidden" in space and "hidden_layers" in space:
+        raise chk.fail("design.space.hidden", space["hidden"], "either 'hidden' or 'hidden_layers' with 'units', not both")
+    return space
+
+
+def _random(chk: _Checker, design: dict) -> list[tuple[str, dict]]:
+    """Trials of a random-search design."""
+    if "trials" not in design:
+        raise chk.fail("design.trials", None, "an integer number of trials >= 1 (a random design needs one)")
+    trials = chk.typed("design.trials", design["trials"], int, "an integer number of trials >= 1")
+    if trials < 1:
+        raise chk.fail("design.trials", trials, "an integer number of trials >= 1")
+    seed = chk.typed("design.sampler_seed", design.get("sampler_seed", 0), int, "an integer >= 0")
+    if seed < 0:
+        raise chk.fail("design.sampler_seed", seed, "an integer >= 0")
+    space = _space(chk, design.get("space"))
     out = []
     for i in range(trials):
         values = sample_trial(space, seed, i)
-        for name, v in values.items():
-            if name != "hidden":
-                _check_value(chk, f"design.space.{name}", name, v)
+        values = {name: _check_value(chk, f"design.space.{name}", name, v) for name, v in values.items()}
         out.append((f"trial-{i:03d}", values))
     return out
 
@@ -299,25 +470,119 @@ def _design(chk: _Checker, design: Any) -> tuple[str, list[tuple[str | None, dic
     """(kind, [(trial id or None, design values)]) of the design table."""
     chk.keys(design, DESIGN_KEYS, "design")
     kind = design.get("kind", "grid")
+    if kind not in DESIGN_KINDS:
+        raise chk.fail("design.kind", kind, "'grid', 'sweeps' or 'random'")
+    for key in design:
+        if key not in DESIGN_KEYS_BY_KIND[kind]:
+            allowed = ", ".join(sorted(DESIGN_KEYS_BY_KIND[kind]))
+            raise chk.fail(f"design.{key}", design[key], f"no '{key}' in a '{kind}' design (its keys: {allowed})")
+    if "objective" in design and (not isinstance(design["objective"], str) or design["objective"] not in METRICS):
+        raise chk.fail("design.objective", design["objective"], f"a metric, one of {', '.join(sorted(METRICS))}")
     if kind == "grid":
         return kind, [(None, v) for v in _grid(chk, design.get("factors", {}), "design.factors")]
     if kind == "sweeps":
         sweeps = design.get("sweeps")
         if not isinstance(sweeps, list) or not sweeps:
             raise chk.fail("design.sweeps", sweeps, "a non-empty array of tables [[design.sweeps]]")
-        crossed = _grid(chk, design.get("factors", {}), "design.factors") if design.get("factors") else [{}]
+        crossed_factors = design.get("factors", {})
+        crossed = _grid(chk, crossed_factors, "design.factors") if crossed_factors else [{}]
         seen, out = set(), []
         for i, block in enumerate(sweeps):
-            for values in _grid(chk, block, f"design.sweeps[{i}]"):
+            where = f"design.sweeps[{i}]"
+            if not isinstance(block, dict) or not block:
+                raise chk.fail(where, block, "a non-empty table of swept factors")
+            for name in block:
+                if isinstance(crossed_factors, dict) and name in crossed_factors:
+                    raise chk.fail(f"{where}.{name}", block[name], f"a factor that is not also crossed in design.factors")
+            for values in _grid(chk, block, where):
                 for extra in crossed:
                     v = {**extra, **values}
                     if _trial_id(v) not in seen:
                         seen.add(_trial_id(v))
                         out.append((None, v))
         return kind, out
-    if kind == "random":
-        return kind, _random(chk, design)
-    raise chk.fail("design.kind", kind, "'grid', 'sweeps' or 'random'")
+    return kind, _random(chk, design)
+
+
+def _meta(chk: _Checker, meta: Any) -> dict:
+    """The [study] table."""
+    if meta is None:
+        raise chk.fail("study", None, "a [study] table with at least 'name'")
+    chk.keys(meta, STUDY_KEYS, "study")
+    name = meta.get("name")
+    if not isinstance(name, str) or not name or not all(c.isalnum() or c in "_-." for c in name):
+        raise chk.fail("study.name", name, "a non-empty name of letters, digits, '_', '-' or '.'")
+    for key in STUDY_STRINGS & set(meta):
+        chk.typed(f"study.{key}", meta[key], str, "a string")
+    if "authors" in meta:
+        authors = meta["authors"]
+        if not isinstance(authors, list) or not all(isinstance(a, str) for a in authors):
+            raise chk.fail("study.authors", authors, "a list of strings")
+    if "year" in meta:
+        chk.typed("study.year", meta["year"], int, "an integer year")
+    if meta.get("dataset", "mnist") != "mnist":
+        raise chk.fail("study.dataset", meta.get("dataset"), "'mnist'")
+    validation = meta.get("validation", "test")
+    try:
+        holdout = parse_validation(validation) if isinstance(validation, str) else -1
+    except ValueError:
+        holdout = -1
+    if holdout == -1 or (holdout and holdout >= N_TRAIN):
+        raise chk.fail("study.validation", validation, f"'test', 'none' or 'holdout:N' with 0 < N < {N_TRAIN}")
+    chk.n_train = N_TRAIN - (holdout or 0)
+    if "seeds" in meta:
+        chk.typed("study.seeds", meta["seeds"], int, "an integer number of seeds >= 1")
+        if meta["seeds"] < 1:
+            raise chk.fail("study.seeds", meta["seeds"], "an integer number of seeds >= 1")
+    return meta
+
+
+def _assumptions(chk: _Checker, assumptions: Any) -> tuple[dict, ...]:
+    if not isinstance(assumptions, list):
+        raise chk.fail("assumptions", assumptions, "an array of tables [[assumptions]] with key, value and why")
+    for i, a in enumerate(assumptions):
+        where = f"assumptions[{i}]"
+        chk.keys(a, ASSUMPTION_KEYS, where)
+        for key in ("key", "why"):
+            if not isinstance(a.get(key), str) or not a[key].strip():
+                raise chk.fail(f"{where}.{key}", a.get(key), "a non-empty string")
+        if "value" not in a:
+            raise chk.fail(f"{where}.value", None, "the value chosen")
+    return tuple(assumptions)
+
+
+def _published(chk: _Checker, published: Any, trials: list[Trial], kind: str) -> tuple[dict, ...]:
+    if not isinstance(published, list):
+        raise chk.fail("published", published, "an array of tables [[published]]")
+    factors = {k for t in trials for k in t.values}
+    for i, p in enumerate(published):
+        where_key = f"published[{i}]"
+        chk.keys(p, PUBLISHED_KEYS, where_key)
+        where = p.get("where", {})
+        chk.keys(where, FACTOR_KEYS, f"{where_key}.where")
+        p["where"] = {k: _check_value(chk, f"{where_key}.where.{k}", k, v) for k, v in where.items()}
+        values = [k for k in p if k in METRICS]
+        if not values:
+            raise chk.fail(where_key, sorted(p), f"at least one published metric, from: {', '.join(sorted(METRICS))}")
+        for k in values:
+            chk.typed(f"{where_key}.{k}", p[k], (int, float), "a number")
+            if not (p[k] >= 0 and math.isfinite(p[k])):
+                raise chk.fail(f"{where_key}.{k}", p[k], "a number >= 0")
+        for k in ("source", "note"):
+            if k in p:
+                chk.typed(f"{where_key}.{k}", p[k], str, "a string")
+        if "best_over" in p:
+            best_over = p["best_over"]
+            if not isinstance(best_over, list) or not best_over or not all(isinstance(f, str) for f in best_over):
+                raise chk.fail(f"{where_key}.best_over", best_over, "a non-empty list of design factors")
+            for f in best_over:
+                if f not in factors:
+                    raise chk.fail(f"{where_key}.best_over", best_over, f"factors of the design ({', '.join(sorted(factors))})")
+        # A paper's configuration must name one of the design's trials, or it is a typo; a random
+        # search reports the configuration its own search found, which ours need not sample.
+        if kind != "random" and not any(matches(t, p["where"]) for t in trials):
+            raise chk.fail(f"{where_key}.where", where, "a configuration that matches at least one trial of the design")
+    return tuple(published)
 
 
 def load_study(path: str | Path) -> Study:
@@ -333,57 +598,49 @@ def load_study(path: str | Path) -> Study:
         raise StudyError(f"{path}: not valid TOML ({exc}).") from exc
     chk = _Checker(path)
     chk.keys(doc, TOP_KEYS, "")
-    meta = doc.get("study")
-    if meta is None:
-        raise StudyError(f"{path}: missing table [study] with at least 'name'.")
-    chk.keys(meta, STUDY_KEYS, "study")
-    name = meta.get("name")
-    if not isinstance(name, str) or not name or not all(c.isalnum() or c in "_-." for c in name):
-        raise chk.fail("study.name", name, "a non-empty name of letters, digits, '_', '-' or '.'")
-    if meta.get("dataset", "mnist") != "mnist":
-        raise chk.fail("study.dataset", meta.get("dataset"), "'mnist'")
-    try:
-        parse_validation(meta.get("validation", "test"))
-    except ValueError:
-        raise chk.fail("study.validation", meta.get("validation"), "'test', 'none' or 'holdout:N'") from None
-    if "seeds" in meta and (not isinstance(meta["seeds"], int) or isinstance(meta["seeds"], bool) or meta["seeds"] < 1):
-        raise chk.fail("study.seeds", meta["seeds"], "an integer number of seeds >= 1")
+    meta = _meta(chk, doc.get("study"))
+    hint = {**{k: "[model]" for k in MODEL_KEYS}, **{k: "[training]" for k in TRAINING_KEYS}}
     base: dict[str, Any] = {}
     for section, allowed in (("model", MODEL_KEYS), ("training", TRAINING_KEYS)):
-        table = doc.get(section, {})
-        chk.keys(table, allowed, section)
-        for key, value in table.items():
-            base[key] = value if key == "early_stopping" else _check_value(chk, f"{section}.{key}", key, value)
-    flavours = doc.get("flavours", {})
-    chk.keys(flavours, set(FLAVOUR_DEFAULTS), "flavours")
-    for flav, table in flavours.items():
-        chk.keys(table, FACTOR_KEYS | {"early_stopping"}, f"flavours.{flav}")
-        for key, value in table.items():
-            if key != "early_stopping":
-                table[key] = _check_value(chk, f"flavours.{flav}.{key}", key, value)
-    kind, designed = _design(chk, doc.get("design", {"kind": "grid", "factors": {}}))
+        base.update(_settings_table(chk, doc.get(section, {}), allowed, section, hint))
+    flavours_doc = doc.get("flavours", {})
+    chk.keys(flavours_doc, set(FLAVOUR_DEFAULTS), "flavours")
+    flavours = {
+        flav: _settings_table(chk, table, FLAVOUR_KEYS, f"flavours.{flav}", hint) for flav, table in flavours_doc.items()
+    }
+    design = doc.get("design", {"kind": "grid", "factors": {}})
+    kind, designed = _design(chk, design)
     trials = []
+    order = list(dict.fromkeys(k for _, values in designed for k in values))
     for tid, values in designed:
         cfg = _resolve(chk, base, flavours, values, meta, "training.")
+        if kind == "sweeps":
+            # Every trial of a sweeps design names every swept factor, the held-fixed ones at their base
+            # values, so the point where two sweeps cross is one trial, found in both sweeps.
+            values = {k: values[k] if k in values else getattr(cfg, k) for k in order}
+            if any(t.values == values for t in trials):
+                continue
         trials.append(Trial(tid or _trial_id(values) or "base", values, cfg))
     ids = [t.trial_id for t in trials]
     if len(set(ids)) != len(ids):
         raise chk.fail("design", ids, "distinct trials")
-    assumptions = doc.get("assumptions", [])
-    for i, a in enumerate(assumptions):
-        chk.keys(a, {"key", "value", "why"}, f"assumptions[{i}]")
-    published = doc.get("published", [])
-    for i, p in enumerate(published):
-        chk.keys(p, PUBLISHED_KEYS, f"published[{i}]")
-        chk.keys(p.get("where", {}), FACTOR_KEYS, f"published[{i}].where")
+    if kind != "random":
+        seen: dict[RunConfig, str] = {}
+        for t in trials:
+            if t.config in seen:
+                raise chk.fail("design", t.trial_id, f"trials with distinct configurations (it equals {seen[t.config]})")
+            seen[t.config] = t.trial_id
+    assumptions = _assumptions(chk, doc.get("assumptions", []))
+    published = _published(chk, doc.get("published", []), trials, kind)
     return Study(
         path=path,
         sha256=hashlib.sha256(raw_bytes).hexdigest(),
         meta=meta,
         trials=tuple(trials),
-        assumptions=tuple(assumptions),
-        published=tuple(published),
+        assumptions=assumptions,
+        published=published,
         design_kind=kind,
+        design={k: v for k, v in design.items() if k in ("kind", "objective", "trials", "sampler_seed")},
     )
 
 

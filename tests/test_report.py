@@ -1,0 +1,353 @@
+"""Tests for `hpstudy report`: numbers against hpstudy.stats, byte-identical outputs, missing data.
+
+Stores are built from synthetic records (hpstudy.report.synthetic_records, i.e. store.to_record of
+made-up RunResults), so nothing is trained. Each design (grid, sweeps, random) is reported twice once
+per module and the tests share those reports.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hpstudy import cli, stats, store
+from hpstudy.report import (
+    analyze,
+    load_runs,
+    matching_trials,
+    synthetic_records,
+    write_report,
+)
+from hpstudy.study import load_study
+
+ROOT = Path(__file__).resolve().parent.parent
+GRID = ROOT / "studies" / "naragundkar2024_grid.toml"
+SWEEPS = """
+[study]
+name = "toy_sweeps"
+title = "Toy three-implementation sweep"
+citation = "Toy, T. (2021). Three implementations."
+validation = "test"
+seeds = 3
+
+[model]
+hidden = [30]
+
+[training]
+batch_size = 10
+epochs = 4
+
+[design]
+kind = "sweeps"
+objective = "best_val_accuracy"
+
+[design.factors]
+flavour = ["keras", "sklearn", "nielsen"]
+activation = ["sigmoid", "relu"]
+
+[[design.sweeps]]
+learning_rate = [0.001, 0.01, 0.1, 1.0]
+
+[[published]]
+where = { flavour = "keras", activation = "sigmoid", learning_rate = 0.1 }
+best_val_accuracy = 0.9692
+best_over = ["learning_rate"]
+source = "text, best over the learning rates"
+
+[[published]]
+where = { flavour = "sklearn", activation = "sigmoid", learning_rate = 0.0100000001 }
+best_val_accuracy = 96.5
+source = "text, in percent"
+
+[[published]]
+where = { flavour = "keras", activation = "relu" }
+best_val_accuracy = 0.9696
+source = "best over the sweep"
+"""
+RANDOM = """
+[study]
+name = "toy_random"
+title = "Toy random search"
+validation = "holdout:10000"
+seeds = 3
+
+[model]
+flavour = "keras"
+activation = "relu"
+
+[training]
+epochs = 6
+
+[training.early_stopping]
+monitor = "val_accuracy"
+patience = 1
+
+[design]
+kind = "random"
+trials = 8
+sampler_seed = 0
+
+[design.space]
+learning_rate = { type = "float", low = 1e-4, high = 1e-2, log = true }
+batch_size = { type = "choice", values = [32, 64, 128] }
+hidden_layers = { type = "int", low = 2, high = 3 }
+units = { type = "int", low = 32, high = 512, step = 32 }
+
+[[published]]
+where = { hidden = [416, 288], learning_rate = 0.000112 }
+best_over = ["hidden", "learning_rate", "batch_size"]
+best_val_accuracy = 0.982
+source = "abstract"
+"""
+SEEDS = range(3)
+SINGLE = "activation=relu,flavour=sklearn,learning_rate=0.01"  # a sweeps configuration left with one seed
+
+
+def _build(tmp: Path, study_path: Path, drop_to_one: str | None = None) -> Path:
+    study = load_study(study_path)
+    records = synthetic_records(study, SEEDS)
+    if drop_to_one:
+        records = [r for r in records if r["trial_id"] != drop_to_one or r["seed"] == 0]
+    results = tmp / "results"
+    directory = store.study_dir(results, study.name)
+    for i in range(0, len(records), 8):
+        store.write_chunk(directory, records[i : i + 8])
+    return results
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory) -> dict[str, dict]:
+    """Each design reported twice into separate folders, from the same store."""
+    tmp = tmp_path_factory.mktemp("reports")
+    out = {}
+    for name, text, drop in (("grid", None, None), ("sweeps", SWEEPS, SINGLE), ("random", RANDOM, None)):
+        base = tmp / name
+        base.mkdir()
+        path = GRID if text is None else base / f"toy_{name}.toml"
+        if text is not None:
+            path.write_text(text)
+        results = _build(base, path, drop)
+        study = load_study(path)
+        first = write_report(study, results, base / "first")
+        second = write_report(study, results, base / "second")
+        out[name] = {"study": study, "results": results, "first": first, "second": second}
+    return out
+
+
+@pytest.mark.parametrize("design", ["grid", "sweeps", "random"])
+def test_report_is_byte_identical(reports, design):
+    r = reports[design]
+    first, second = _files(r["first"]), _files(r["second"])
+    assert first.keys() == second.keys()
+    for name in first:
+        assert first[name] == second[name], f"{design}: {name} differs between two reports of the same runs"
+
+
+
+def test_report_is_byte_identical_across_processes(reports, tmp_path):
+    """A fresh process (another hash seed) writing over an existing report gives the same bytes."""
+    r = reports["grid"]
+    target = tmp_path / r["study"].name
+    shutil.copytree(r["first"], target)
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    subprocess.run(
+        [sys.executable, "-m", "hpstudy.cli", "report", str(GRID), "--results", str(r["results"]), "--out", str(tmp_path)],
+        check=True, env=env, cwd=ROOT, capture_output=True,
+    )
+    assert _files(target) == _files(r["first"])
+
+
+@pytest.mark.parametrize("design", ["grid", "sweeps", "random"])
+def test_report_files_and_no_timestamps(reports, design):
+    files = _files(reports[design]["first"])
+    for name in ("README.md", "table.csv", "table.md", "table.tex"):
+        assert name in files
+    stems = {Path(n).stem for n in files if n.startswith("figures/")}
+    expected = {
+        "grid": {"configurations", "by_learning_rate"},
+        "sweeps": {"best_val_accuracy_vs_learning_rate"},
+        "random": {"best_so_far", "score_vs_hyperparameters", "learning_curves"},
+    }[design]
+    assert stems == expected
+    for stem in stems:
+        for ext in ("pdf", "svg", "png"):
+            data = files[f"figures/{stem}.{ext}"]
+            assert len(data) > 1000
+            assert b"CreationDate" not in data and b"ModDate" not in data
+            assert b"<dc:date>" not in data
+            assert b"Matplotlib version" not in data
+    readme = files["README.md"].decode()
+    for stem in stems:
+        assert f"](figures/{stem}.png)" in readme
+
+
+def _csv(report: Path) -> pd.DataFrame:
+    return pd.read_csv(io.StringIO((report / "table.csv").read_text()))
+
+
+@pytest.mark.parametrize("design", ["grid", "sweeps", "random"])
+def test_table_numbers_match_stats(reports, design):
+    r = reports[design]
+    study = r["study"]
+    runs = store.read_runs(store.study_dir(r["results"], study.name))
+    table = _csv(r["first"]).set_index("trial_id")
+    assert sorted(table.index) == sorted(t.trial_id for t in study.trials)
+    for trial_id, group in runs.groupby("trial_id"):
+        row = table.loc[trial_id]
+        assert row["n"] == len(group)
+        for metric in ("test_accuracy", "test_loss", "best_val_accuracy", "final_val_loss", "seconds", "epochs_run"):
+            values = group[metric].to_numpy(dtype=float)
+            values = values[np.isfinite(values)]
+            if values.size == 0:
+                assert math.isnan(row[f"{metric}_mean"])
+                continue
+            s = stats.summarize(values)
+            assert row[f"{metric}_n"] == s.n
+            assert row[f"{metric}_mean"] == pytest.approx(s.mean, rel=1e-10, abs=1e-12)
+            if s.n >= 2:
+                assert row[f"{metric}_std"] == pytest.approx(s.std, rel=1e-9, abs=1e-12)
+                assert row[f"{metric}_ci_low"] == pytest.approx(s.ci_low, rel=1e-10, abs=1e-12)
+                assert row[f"{metric}_ci_high"] == pytest.approx(s.ci_high, rel=1e-10, abs=1e-12)
+                assert row[f"{metric}_pi_high"] == pytest.approx(s.pi_high, rel=1e-10, abs=1e-12)
+            else:
+                assert math.isnan(row[f"{metric}_ci_low"]) and math.isnan(row[f"{metric}_std"])
+
+
+def test_markdown_shows_mean_ci_published_and_bold_best(reports):
+    r = reports["grid"]
+    study = r["study"]
+    runs = store.read_runs(store.study_dir(r["results"], study.name))
+    md = (r["first"] / "table.md").read_text()
+    means = runs.groupby("trial_id")["test_accuracy"].mean()
+    best = means.idxmax()
+    values = runs[runs["trial_id"] == best]["test_accuracy"].to_numpy()
+    s = stats.summarize(values)
+    cell = f"**{100 * s.mean:.2f} ± {100 * (s.ci_high - s.ci_low) / 2:.2f}**"
+    assert cell in md
+    # every published test accuracy of the grid paper sits next to its configuration
+    for p in study.published:
+        assert f"{100 * p['test_accuracy']:.2f}" in md
+    tex = (r["first"] / "table.tex").read_text()
+    assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
+    assert rf"\textbf{{{100 * s.mean:.2f} $\pm$" in tex
+    assert tex.count(r" \\") == 2 + len(study.trials)  # two header lines, one line per configuration
+
+
+def test_verdicts_match_place_published(reports):
+    r = reports["grid"]
+    study = r["study"]
+    runs = load_runs(study, r["results"])
+    a = analyze(study, runs)
+    readme = (r["first"] / "README.md").read_text()
+    inside = total = 0
+    for p in study.published:
+        (trial,) = matching_trials(study, p["where"])
+        for metric in ("test_accuracy", "test_loss", "final_val_accuracy", "final_val_loss"):
+            values = runs[runs["trial_id"] == trial.trial_id][metric].to_numpy()
+            placement = stats.place_published(p[metric], values)
+            inside += placement.inside
+            total += 1
+            verdict = next(v for v in a.verdicts if v.metric == metric and v.source == p["source"])
+            assert verdict.placement == placement
+    assert f"**{inside} of {total}** published accuracies and losses" in readme
+    assert readme.count("**inside**") + readme.count("**outside**") == total + len(study.published)  # + seconds
+
+
+def test_sweeps_published_matching_percent_and_best_of_several(reports):
+    r = reports["sweeps"]
+    study = r["study"]
+    runs = load_runs(study, r["results"])
+    a = analyze(study, runs)
+    by_source = {v.source: v for v in a.verdicts}
+    # float-tolerant match, and a value given in percent is converted
+    v = by_source["text, in percent"]
+    assert v.published == pytest.approx(0.965) and "percent" in v.note and v.n == 3
+    # a `where` naming several configurations is placed against the best of them per seed
+    v = by_source["best over the sweep"]
+    relu = [t.trial_id for t in study.trials if t.values["flavour"] == "keras" and t.values["activation"] == "relu"]
+    pivot = runs[runs["trial_id"].isin(relu)].pivot(index="seed", columns="trial_id", values="best_val_accuracy")
+    assert v.placement == stats.place_published(0.9696, pivot.max(axis=1).to_numpy())
+    # best_over: the paper's maximum over learning rates against our per-seed maximum over them
+    v = by_source["text, best over the learning rates"]
+    sig = [t.trial_id for t in study.trials if t.values["flavour"] == "keras" and t.values["activation"] == "sigmoid"]
+    pivot = runs[runs["trial_id"].isin(sig)].pivot(index="seed", columns="trial_id", values="best_val_accuracy")
+    assert v.placement == stats.place_published(0.9692, pivot.max(axis=1).to_numpy())
+    assert "best over learning rate" in v.against and "our best per seed: " in v.note
+    # rows are listed flavour by flavour, activation by activation, learning rate ascending
+    md_rows = (r["first"] / "table.md").read_text().splitlines()[2:]
+    assert md_rows[0].startswith("| keras | sigmoid | 0.001 |") and md_rows[3].startswith("| keras | sigmoid | 1 |")
+
+
+def test_single_seed_and_diverged_runs_are_shown_not_crashing(reports):
+    r = reports["sweeps"]
+    table = _csv(r["first"]).set_index("trial_id")
+    row = table.loc[SINGLE]
+    assert row["n"] == 1 and math.isnan(row["test_accuracy_ci_low"]) and math.isnan(row["test_accuracy_std"])
+    md = (r["first"] / "table.md").read_text()
+    assert "± n/a" in md
+    # nielsen + relu "diverges" in the synthetic data (NaN loss): its loss is NaN, its accuracy is shown
+    nielsen_relu = [line for line in md.splitlines() if line.startswith("| nielsen | relu |")]
+    assert nielsen_relu and all("| NaN |" in line for line in nielsen_relu)
+
+
+def test_random_search_published_against_search_outcome(reports):
+    r = reports["random"]
+    study = r["study"]
+    runs = load_runs(study, r["results"])
+    a = analyze(study, runs)
+    (v,) = a.verdicts
+    assert "search" in v.against and "not among the sampled trials" in v.note
+    best = runs.pivot(index="seed", columns="trial_id", values="best_val_accuracy").max(axis=1)
+    assert v.placement == stats.place_published(0.982, best.to_numpy())
+
+
+def test_seeds_filter_and_cli(reports, tmp_path, capsys):
+    r = reports["grid"]
+    out = tmp_path / "out"
+    code = cli.main(["report", str(GRID), "--results", str(r["results"]), "--out", str(out), "--seeds", "2"])
+    assert code == 0
+    table = _csv(out / r["study"].name)
+    assert (table["n"] == 2).all() and (table["seeds"] == "0-1").all()
+    assert "report written to" in capsys.readouterr().out
+
+
+def test_no_stored_runs_is_a_clear_error_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "reports"
+    code = cli.main(["report", str(GRID), "--results", str(tmp_path / "empty"), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 4
+    assert str(tmp_path / "empty" / "naragundkar2024_grid") in err and "hpstudy run naragundkar2024_grid" in err
+    assert not out.exists()
+
+
+def test_seeds_not_stored_is_a_clear_error(reports, tmp_path, capsys):
+    out = tmp_path / "reports"
+    code = cli.main(["report", str(GRID), "--results", str(reports["grid"]["results"]), "--out", str(out),
+                     "--seeds", "10:12"])
+    assert code == 4 and "--seeds 10:12" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_stale_figures_are_removed_other_files_kept(reports, tmp_path):
+    r = reports["random"]
+    target = tmp_path / r["study"].name
+    shutil.copytree(r["first"], target)
+    (target / "figures" / "old_figure.png").write_bytes(b"stale")
+    (target / "results").mkdir()
+    (target / "results" / "keep.txt").write_text("shipped runs live here")
+    write_report(r["study"], r["results"], tmp_path)
+    assert not (target / "figures" / "old_figure.png").exists()
+    assert (target / "results" / "keep.txt").exists()
