@@ -23,10 +23,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from hpstudy.compilation import use_unrolled_threefry
 from hpstudy.config import EarlyStopping, RunConfig, run_digest, run_id
 from hpstudy.data import Dataset
 from hpstudy.model import MLP, float_dtype, l2_penalty, per_example_loss, preprocess
 from hpstudy.optimizers import make_optimizer
+
+# Every program this module compiles lowers Threefry without loops on CPU: the same bits, faster (see
+# hpstudy/compilation.py).
+use_unrolled_threefry()
 
 
 class Hyper(NamedTuple):
@@ -60,6 +65,10 @@ class RunState(NamedTuple):
     best_epoch: jax.Array
     data_key: jax.Array
     dropout_key: jax.Array
+    # Validation loss and accuracy of the last epoch trained, and of the best epoch: when the validation
+    # set is the test set, these are the final test metrics and `finalize` need not evaluate again.
+    val: tuple | None = None
+    best_val: tuple | None = None
 
 
 class EpochMetrics(NamedTuple):
@@ -101,6 +110,7 @@ def init_run(config: RunConfig, key: jax.Array, hp: Hyper) -> RunState:
     opt_state = make_optimizer(config.optimizer, config.momentum, hp.learning_rate).init(params)
     keep_best = config.early_stopping is not None and config.early_stopping.restore_best_weights
     dtype = jax.tree.leaves(params)[0].dtype
+    nan = jnp.array(jnp.nan, dtype)
     return RunState(
         params=params,
         opt_state=opt_state,
@@ -112,12 +122,18 @@ def init_run(config: RunConfig, key: jax.Array, hp: Hyper) -> RunState:
         best_epoch=jnp.array(-1, jnp.int32),
         data_key=data_key,
         dropout_key=dropout_key,
+        val=(nan, nan),
+        best_val=(nan, nan) if keep_best else None,
     )
 
 
-def objective(config: RunConfig, params, x, y, mask, rate, key):
-    """Mean loss over the batch's real examples (plus scikit-learn's scaled L2 term); aux: outputs."""
-    out = model_of(config).apply({"params": params}, x, rate, train=True, rngs={"dropout": key})
+def objective(config: RunConfig, params, x, y, mask, rate, key, dropout: bool = True):
+    """Mean loss over the batch's real examples (plus scikit-learn's scaled L2 term); aux: outputs.
+
+    dropout=False leaves the dropout layers out: the same values as rate 0 (which keeps every unit and
+    divides by 1.0), without drawing masks nobody needs.
+    """
+    out = model_of(config).apply({"params": params}, x, rate, train=dropout, rngs={"dropout": key})
     count = jnp.sum(mask)
     loss = jnp.sum(per_example_loss(config.loss, out, y) * mask) / count
     if config.l2:
@@ -125,10 +141,10 @@ def objective(config: RunConfig, params, x, y, mask, rate, key):
     return loss, out
 
 
-def train_step(config: RunConfig, params, opt_state, x, y, mask, rate, key):
+def train_step(config: RunConfig, params, opt_state, x, y, mask, rate, key, dropout: bool = True):
     """One optimizer step on one mini-batch of floats; returns (params, opt_state, loss * count, correct)."""
     (loss, out), grads = jax.value_and_grad(objective, argnums=1, has_aux=True)(
-        config, params, x, y, mask, rate, key
+        config, params, x, y, mask, rate, key, dropout
     )
     tx = make_optimizer(config.optimizer, config.momentum)
     updates, opt_state = tx.update(grads, opt_state, params)
@@ -176,58 +192,92 @@ def select(flag: jax.Array, if_true, if_false):
     return jax.tree.map(lambda a, b: jnp.where(flag, a, b), if_true, if_false)
 
 
-def train_epoch(config: RunConfig, state: RunState, hp: Hyper, data: DeviceData, epoch: jax.Array):
-    """One epoch of one run: shuffled mini-batches in a lax.scan, evaluation, early stopping; a stopped run stays frozen."""
+def train_epoch(
+    config: RunConfig, state: RunState, hp: Hyper, data: DeviceData, epoch: jax.Array, dropout: bool = True
+):
+    """One epoch of one run: shuffled mini-batches in a lax.scan, evaluation, early stopping; a stopped run stays frozen.
+
+    dropout=False compiles the epoch without dropout layers, for chunks whose runs all have rate 0.
+    """
     n = data.x_train.shape[0]
     idx, mask = epoch_batches(config, jax.random.fold_in(state.data_key, epoch), n)
+    # Every step's dropout key in one vectorised hash before the loop: the same keys as folding the
+    # step index in at each step, without a key derivation inside the loop.
     epoch_dropout_key = jax.random.fold_in(state.dropout_key, epoch)
+    step_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(epoch_dropout_key, jnp.arange(idx.shape[0]))
 
     def step(carry, batch):
         params, opt_state, loss_sum, correct_sum = carry
-        i, b_idx, b_mask = batch
-        x = preprocess(data.x_train[b_idx])
+        key, b_idx, b_mask = batch
+        x = preprocess(data.x_train[b_idx])  # one gather of uint8 rows, fused with the conversion
         y = data.y_train[b_idx]
-        key = jax.random.fold_in(epoch_dropout_key, i)
-        params, opt_state, loss, correct = train_step(config, params, opt_state, x, y, b_mask, hp.dropout, key)
+        params, opt_state, loss, correct = train_step(
+            config, params, opt_state, x, y, b_mask, hp.dropout, key, dropout
+        )
         return (params, opt_state, loss_sum + loss, correct_sum + correct), None
 
     dtype = state.best.dtype
     zero = jnp.zeros((), dtype)
     (params, opt_state, loss_sum, correct_sum), _ = jax.lax.scan(
-        step, (state.params, state.opt_state, zero, zero), (jnp.arange(idx.shape[0]), idx, mask)
+        step, (state.params, state.opt_state, zero, zero), (step_keys, idx, mask)
     )
     val_loss, val_acc = evaluate(config, params, data.x_val, data.y_val)
-    metrics = EpochMetrics(loss_sum / n, correct_sum / n, val_loss, val_acc.astype(dtype))
-    new = state._replace(params=params, opt_state=opt_state, epochs_run=state.epochs_run + 1)
+    val_acc = val_acc.astype(dtype)
+    metrics = EpochMetrics(loss_sum / n, correct_sum / n, val_loss, val_acc)
+    new = state._replace(params=params, opt_state=opt_state, epochs_run=state.epochs_run + 1, val=(val_loss, val_acc))
     es = config.early_stopping
     if es is not None:
         improved, best, wait, stop = early_stopping_update(es, state, metrics, epoch)
         new = new._replace(best=best, wait=wait, stopped=stop, best_epoch=jnp.where(improved, epoch, state.best_epoch))
         if es.restore_best_weights:
-            new = new._replace(best_params=select(improved, params, state.best_params))
+            new = new._replace(
+                best_params=select(improved, params, state.best_params),
+                best_val=select(improved, (val_loss, val_acc), state.best_val),
+            )
     return select(state.stopped, state, new), metrics
 
 
-def finalize(config: RunConfig, state: RunState, data: DeviceData):
-    """Final parameters (best ones if restoring) and their test loss and accuracy."""
+def finalize(config: RunConfig, state: RunState, data: DeviceData, val_is_test: bool = False):
+    """Final parameters (best ones if restoring) and their test loss and accuracy.
+
+    val_is_test: the validation set is the test set (the grid and three-implementation studies), so the
+    final parameters were already evaluated on it at the end of their epoch; those metrics are returned
+    instead of evaluating the same parameters on the same images again.
+    """
     params = state.params
     es = config.early_stopping
-    if es is not None and es.restore_best_weights:
+    restoring = es is not None and es.restore_best_weights
+    if restoring:
         params = select(state.best_epoch >= 0, state.best_params, params)
-    test_loss, test_acc = evaluate(config, params, data.x_test, data.y_test)
+    if val_is_test:
+        test_loss, test_acc = select(state.best_epoch >= 0, state.best_val, state.val) if restoring else state.val
+    else:
+        test_loss, test_acc = evaluate(config, params, data.x_test, data.y_test)
     return params, test_loss, test_acc
+
+
+CHUNK_WORK = 16e6  # multiply-adds per chunk step the width rule aims at
+CHUNK_MIN, CHUNK_MAX = 4, 32
 
 
 def chunk_width(config: RunConfig) -> int:
     """Runs per vmapped chunk, from the group's static shapes only (never from the number of runs).
 
-    Aim for about 32 M multiply-adds per chunk step: wide enough to amortise per-step overhead on
-    small networks, narrow enough to stay in cache on large ones; a power of two in [4, 64].
+    About 16 M multiply-adds per chunk step, a power of two in [4, 32]. Measured on the 2-core machine
+    (benchmarks/results.md): per-run throughput of the grid network is no better at 8 than at 4 (8 runs
+    carry 15 MB of parameters, gradients and Adam moments and fall out of cache; the Adam update alone
+    costs about 2.5x more per run), while every extra lane costs a padded run whole when a group has few
+    runs, and runs that stopped early ride along in their chunk until its last run stops. Small networks
+    (784-30-10 at batch 10) get 32 to amortise the per-step overhead (16 and 32 measured faster than 64).
+    Changing the rule changes the identity of some groups (the chunk width is recorded with every run):
+    the grid study's shapes now get 4 (previously 8 at batch 32, 4 at batch 64); at batch 32 widths 2, 4
+    and 8 give identical parameter bits (the validation loss can differ in its last bit), so its results
+    stand. The 784-30-10 network at batch 10 moved from 64 to 32: new bits.
     """
     sizes = (784, *config.hidden, 10)
     work = config.batch_size * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-    width = 2 ** int(math.floor(math.log2(max(1.0, 32e6 / work))))
-    return int(min(64, max(4, width)))
+    width = 2 ** int(math.floor(math.log2(max(1.0, CHUNK_WORK / work))))
+    return int(min(CHUNK_MAX, max(CHUNK_MIN, width)))
 
 
 def param_hash(params) -> str:
@@ -241,19 +291,38 @@ def param_hash(params) -> str:
 
 
 def device_data(dataset: Dataset) -> DeviceData:
-    """Put a dataset on the default device once (images as uint8)."""
+    """Put a dataset on the default device once (images as uint8).
+
+    Where the validation split is the test split, both fields hold the same device arrays, which is how
+    `execute` knows the final test evaluation would repeat the last validation one.
+    """
     val = dataset.validation
     x_val = val.images if val is not None else np.zeros((0, 784), np.uint8)
     y_val = val.labels if val is not None else np.zeros((0,), np.uint8)
-    arrays = (dataset.train.images, dataset.train.labels, x_val, y_val, dataset.test.images, dataset.test.labels)
-    return DeviceData(*(jnp.asarray(a) if i % 2 == 0 else jnp.asarray(a, jnp.int32) for i, a in enumerate(arrays)))
+    x_train, y_train = jnp.asarray(dataset.train.images), jnp.asarray(dataset.train.labels, jnp.int32)
+    x_test, y_test = jnp.asarray(dataset.test.images), jnp.asarray(dataset.test.labels, jnp.int32)
+    if val is dataset.test:
+        return DeviceData(x_train, y_train, x_test, y_test, x_test, y_test)
+    return DeviceData(x_train, y_train, jnp.asarray(x_val), jnp.asarray(y_val, jnp.int32), x_test, y_test)
+
+
+def validation_is_test(data: DeviceData) -> bool:
+    """Whether the validation split is the test split (the same device arrays)."""
+    return data.x_val is data.x_test and data.y_val is data.y_test
 
 
 class ChunkProgram:
-    """The compiled functions of one compile group at one chunk width (see `program_for`)."""
+    """The compiled functions of one compile group at one chunk width (see `program_for`).
 
-    def __init__(self, static: RunConfig, width: int, data: DeviceData):
+    dropout=False: every run of the chunk has dropout rate 0, so the program leaves the dropout layers
+    out (the same values, no masks drawn). val_is_test: the final test metrics are the last validation
+    metrics (see `finalize`).
+    """
+
+    def __init__(self, static: RunConfig, width: int, data: DeviceData, dropout: bool = True, val_is_test: bool = False):
         self.width = width
+        self.dropout = dropout
+        self.val_is_test = val_is_test
         self.compile_seconds = 0.0
         start = time.perf_counter()
         keys = jnp.zeros((width, 2), jnp.uint32)
@@ -261,9 +330,12 @@ class ChunkProgram:
         init = jax.jit(jax.vmap(functools.partial(init_run, static)))
         self.init = init.lower(keys, hp).compile()
         state = jax.eval_shape(init, keys, hp)
-        epoch = jax.jit(jax.vmap(functools.partial(train_epoch, static), in_axes=(0, 0, None, None)), donate_argnums=0)
-        self.epoch = epoch.lower(state, hp, data, jnp.int32(0)).compile()
-        final = jax.jit(jax.vmap(functools.partial(finalize, static), in_axes=(0, None)))
+        # the epoch index is per lane: a lane refilled with a new run starts at epoch 0 beside older runs
+        epoch_fn = functools.partial(train_epoch, static, dropout=dropout)
+        epoch = jax.jit(jax.vmap(epoch_fn, in_axes=(0, 0, None, 0)), donate_argnums=0)
+        self.epoch = epoch.lower(state, hp, data, jnp.zeros(width, jnp.int32)).compile()
+        final_fn = functools.partial(finalize, static, val_is_test=val_is_test)
+        final = jax.jit(jax.vmap(final_fn, in_axes=(0, None)))
         self.final = final.lower(state, data).compile()
         self.compile_seconds = time.perf_counter() - start
 
@@ -304,7 +376,7 @@ def run_chunk(program: ChunkProgram, specs: Sequence[RunSpec], data: DeviceData,
     state = program.init(keys, hp)
     history = []
     for epoch in range(config.epochs):
-        state, metrics = program.epoch(state, hp, data, jnp.int32(epoch))
+        state, metrics = program.epoch(state, hp, data, jnp.full(program.width, epoch, jnp.int32))
         history.append(jax.device_get(metrics))
         if bool(np.all(jax.device_get(state.stopped)[: len(specs)])):
             break
@@ -334,10 +406,110 @@ def run_chunk(program: ChunkProgram, specs: Sequence[RunSpec], data: DeviceData,
     return results
 
 
+def _lanes(specs: Sequence[RunSpec]) -> tuple[jax.Array, Hyper]:
+    """Root keys and traced hyperparameters of one run per lane."""
+    dtype = float_dtype()
+    keys = jnp.asarray(np.stack([root_key(s.config, s.seed) for s in specs]))
+    hp = Hyper(
+        jnp.asarray([s.config.learning_rate for s in specs], dtype),
+        jnp.asarray([s.config.dropout for s in specs], dtype),
+    )
+    return keys, hp
+
+
+@jax.jit
+def _splice(lanes: jax.Array, new, old):
+    """Per lane (leading axis), take `new` where lanes is true, else `old`."""
+
+    def one(a, b):
+        return jnp.where(lanes.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
+
+    return jax.tree.map(one, new, old)
+
+
+def run_group(
+    program: ChunkProgram,
+    specs: Sequence[RunSpec],
+    data: DeviceData,
+    group_id: str,
+    on_results: Callable[[list[RunResult]], None],
+) -> None:
+    """Train runs of one compile group through a chunk of `program.width` lanes, refilling lanes as runs end.
+
+    A chunk no longer waits for its slowest run: after every epoch, each lane whose run has stopped early
+    or trained its last epoch hands its result to `on_results` and takes the next waiting run, which starts
+    at its own epoch 0 beside the older runs. A lane's computation never depends on the other lanes (the
+    width is fixed), so every run's bits are those `run_chunk` gives; only the wasted epochs of stopped runs
+    riding along in their chunk are gone. Lanes left without a run near the end stay frozen.
+    """
+    width = program.width
+    waiting = list(specs)
+    lanes: list[RunSpec | None] = [waiting.pop(0) if waiting else None for _ in range(width)]
+    filled = [s for s in lanes if s is not None]
+    keys, hp = _lanes([s if s is not None else filled[-1] for s in lanes])
+    state = program.init(keys, hp)
+    epoch = np.zeros(width, np.int32)
+    history: list[list] = [[] for _ in range(width)]
+    seconds = np.zeros(width)
+    while any(s is not None for s in lanes):
+        start = time.perf_counter()
+        state, metrics = program.epoch(state, hp, data, jnp.asarray(epoch))
+        metrics = jax.device_get(metrics)
+        stopped = np.asarray(jax.device_get(state.stopped))
+        active = [i for i, s in enumerate(lanes) if s is not None]
+        for i in active:
+            history[i].append({name: float(getattr(metrics, name)[i]) for name in EpochMetrics._fields})
+            epoch[i] += 1
+            seconds[i] += (time.perf_counter() - start) / len(active)
+        done = [i for i in active if stopped[i] or epoch[i] >= lanes[i].config.epochs]
+        if not done:
+            continue
+        start = time.perf_counter()
+        params, test_loss, test_acc = jax.device_get(program.final(state, data))
+        epochs_run = np.asarray(jax.device_get(state.epochs_run))
+        best_epoch = np.asarray(jax.device_get(state.best_epoch))
+        results = []
+        for i in done:
+            n = int(epochs_run[i])
+            results.append(
+                RunResult(
+                    spec=lanes[i],
+                    history={name: [h[name] for h in history[i][:n]] for name in EpochMetrics._fields},
+                    epochs_run=n,
+                    best_epoch=int(best_epoch[i]),
+                    test_loss=float(test_loss[i]),
+                    test_accuracy=float(test_acc[i]),
+                    param_sha256=param_hash(jax.tree.map(lambda a: a[i], params)),
+                    chunk_width=width,
+                    group_id=group_id,
+                    seconds=float(seconds[i]) + (time.perf_counter() - start) / len(done),
+                    compile_seconds=program.compile_seconds,
+                )
+            )
+        # refill: a finished lane takes the next waiting run; one left empty is frozen where it is
+        refill = np.zeros(width, bool)
+        for i in done:
+            lanes[i] = waiting.pop(0) if waiting else None
+            history[i], seconds[i], epoch[i] = [], 0.0, 0
+            refill[i] = lanes[i] is not None
+        if refill.any():
+            new_keys, new_hp = _lanes([s if s is not None else filled[-1] for s in lanes])
+            fresh = program.init(new_keys, new_hp)
+            mask = jnp.asarray(refill)
+            state = _splice(mask, fresh, state)
+            hp = _splice(mask, new_hp, hp)
+        idle = np.array([s is None for s in lanes])
+        if idle.any():  # freeze lanes that finished without a successor (a run at its last epoch is not 'stopped')
+            state = state._replace(stopped=state.stopped | jnp.asarray(idle))
+        on_results(results)
+
+
 @functools.lru_cache(maxsize=32)
-def program_for(static: RunConfig, width: int, data_shapes: DeviceData) -> ChunkProgram:
-    """Compile once per (compile group, width, data shapes) in a process; later studies reuse it."""
-    return ChunkProgram(static, width, data_shapes)
+def program_for(
+    static: RunConfig, width: int, data_shapes: DeviceData, dropout: bool = True, val_is_test: bool = False
+) -> ChunkProgram:
+    """Compile once per (compile group, width, data shapes, variant) in a process; later studies reuse it."""
+    return ChunkProgram(static, width, data_shapes, dropout, val_is_test)
 
 
 def shapes_of(data: DeviceData) -> DeviceData:
@@ -353,16 +525,30 @@ def compile_groups(specs: Iterable[RunSpec]) -> dict[RunConfig, list[RunSpec]]:
     return groups
 
 
+def uses_dropout(spec: RunSpec) -> bool:
+    """Whether a run draws dropout masks (rate > 0)."""
+    return spec.config.dropout != 0.0
+
+
 def execute(
     specs: Sequence[RunSpec],
     data_for: Callable[[RunConfig], DeviceData],
     on_chunk: Callable[[list[RunResult]], None],
     width_rule: Callable[[RunConfig], int] = chunk_width,
 ) -> None:
-    """Run every spec, chunk by chunk per compile group, handing each finished chunk to `on_chunk`."""
+    """Run every spec, group by group through refilled chunks (`run_group`), handing the runs that finish
+    at each epoch boundary to `on_chunk`.
+
+    Within a group, runs with dropout and runs without are chunked apart, so that chunks of dropout-free
+    runs use the program without dropout layers; a run's bits do not depend on its chunk's company.
+    """
     for static, group in compile_groups(specs).items():
         data = data_for(static)
-        program = program_for(static, width_rule(static), shapes_of(data))
+        width = width_rule(static)
         group_id = static.group_id()
-        for start in range(0, len(group), program.width):
-            on_chunk(run_chunk(program, group[start : start + program.width], data, group_id))
+        for dropout in (True, False):
+            runs = [spec for spec in group if uses_dropout(spec) == dropout]
+            if not runs:
+                continue
+            program = program_for(static, width, shapes_of(data), dropout, validation_is_test(data))
+            run_group(program, runs, data, group_id, on_chunk)

@@ -12,6 +12,7 @@ from typing import Callable
 from tqdm import tqdm
 
 from hpstudy import engine, store
+from hpstudy.compilation import enable_persistent_cache
 from hpstudy.data import Dataset
 from hpstudy.environment import fingerprint
 from hpstudy.study import Study
@@ -42,6 +43,7 @@ def run_study(
     todo = [spec for spec in specs if spec.run_id not in done]
     if not todo:
         return RunReport(directory, len(specs), len(specs), 0, 0.0)
+    enable_persistent_cache()  # a later process loads the compiled programs instead of compiling again
     dataset = load_data()  # only now: a fully stored study needs no data at all
     device = engine.device_data(dataset)
     env = fingerprint()
