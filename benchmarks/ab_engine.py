@@ -49,6 +49,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--data-dir", default=os.environ.get("HPSTUDY_DATA_DIR", ""))
     args = parser.parse_args()
+    if args.data_dir:
+        args.data_dir = str(Path(args.data_dir).resolve())
     with tempfile.TemporaryDirectory() as tmp:
         archive = subprocess.run(["git", "archive", args.rev, "hpstudy"], cwd=ROOT, capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)

@@ -7,7 +7,7 @@ images at the end of the epoch, at batch 32 and 64, through
   (b) PyTorch on the CPU (optional: `pip install torch`), the same model, Adam, and the same batch order
       as hpstudy's run of seed 0;
   (c) Keras `fit` (TensorFlow), where TensorFlow is importable here or in the interpreter given by
-      --keras-python / $HPSTUDY_KERAS_PYTHON (default: /work/tfvenv/bin/python if it exists), in the same
+      --keras-python / $HPSTUDY_KERAS_PYTHON (a separate environment with TensorFlow), in the same
       batch order, with Keras' default compilation and with jit_compile=True.
 Compile and trace time is excluded everywhere (measured apart for hpstudy). Each measurement is repeated
 (--repeats) and reported as median with best and worst; ratios are medians over medians.
@@ -37,7 +37,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_TF_PYTHON = Path("/work/tfvenv/bin/python")
 NOTES_KERAS_RATE = (540.0, 640.0)  # ../shared/notes/performance.md: Keras fit, batch 32, this machine type
 
 
@@ -109,15 +108,14 @@ def run_torch(workload: C.Workload, data_dir: str, order, repeats: int, cores: i
 
 
 def keras_python(arg: str | None) -> tuple[str | None, str]:
-    """An interpreter with TensorFlow: this one, --keras-python, $HPSTUDY_KERAS_PYTHON, /work/tfvenv."""
+    """An interpreter with TensorFlow: this one, --keras-python, or $HPSTUDY_KERAS_PYTHON."""
     try:
         import tensorflow  # noqa: F401
 
         return sys.executable, "this interpreter"
     except ImportError:
         pass
-    for candidate, where in ((arg, "--keras-python"), (os.environ.get("HPSTUDY_KERAS_PYTHON"), "$HPSTUDY_KERAS_PYTHON"),
-                             (str(DEFAULT_TF_PYTHON), str(DEFAULT_TF_PYTHON))):
+    for candidate, where in ((arg, "--keras-python"), (os.environ.get("HPSTUDY_KERAS_PYTHON"), "$HPSTUDY_KERAS_PYTHON")):
         if candidate and Path(candidate).exists():
             probe = subprocess.run([candidate, "-c", "import tensorflow, keras"], capture_output=True, text=True)
             if probe.returncode == 0:
@@ -336,7 +334,7 @@ def markdown(res: dict) -> str:
               ".venv/bin/python benchmarks/compare.py                # -> benchmarks/results.json, results.md",
               ".venv/bin/python benchmarks/compare.py --end-to-end   # + the grid study end to end (several minutes)",
               "# Keras needs TensorFlow: it is used from this interpreter if importable, else from",
-              "# --keras-python PY (or $HPSTUDY_KERAS_PYTHON, or /work/tfvenv/bin/python if present).",
+              "# --keras-python PY (or $HPSTUDY_KERAS_PYTHON).",
               "```", ""]
     lines += ["Raw numbers, every sample and the machine description: `benchmarks/results.json`.", ""]
     return "\n".join(lines)

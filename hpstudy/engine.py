@@ -26,7 +26,7 @@ import optax
 from hpstudy.compilation import use_unrolled_threefry
 from hpstudy.config import EarlyStopping, RunConfig, run_digest, run_id
 from hpstudy.data import Dataset
-from hpstudy.model import MLP, float_dtype, l2_penalty, per_example_loss, preprocess
+from hpstudy.model import MLP, dropout_mask, float_dtype, l2_penalty, per_example_loss, preprocess
 from hpstudy.optimizers import make_optimizer
 
 # Every program this module compiles lowers Threefry without loops on CPU: the same bits, faster (see
@@ -127,13 +127,14 @@ def init_run(config: RunConfig, key: jax.Array, hp: Hyper) -> RunState:
     )
 
 
-def objective(config: RunConfig, params, x, y, mask, rate, key, dropout: bool = True):
+def objective(config: RunConfig, params, x, y, mask, rate, key, dropout: bool = True, masks=None):
     """Mean loss over the batch's real examples (plus scikit-learn's scaled L2 term); aux: outputs.
 
     dropout=False leaves the dropout layers out: the same values as rate 0 (which keeps every unit and
-    divides by 1.0), without drawing masks nobody needs.
+    divides by 1.0), without drawing masks nobody needs. masks: dropout masks drawn beforehand from
+    `key` (see `step_dropout_masks`); the same values as drawing them inside the model.
     """
-    out = model_of(config).apply({"params": params}, x, rate, train=dropout, rngs={"dropout": key})
+    out = model_of(config).apply({"params": params}, x, rate, train=dropout, masks=masks, rngs={"dropout": key})
     count = jnp.sum(mask)
     loss = jnp.sum(per_example_loss(config.loss, out, y) * mask) / count
     if config.l2:
@@ -141,16 +142,23 @@ def objective(config: RunConfig, params, x, y, mask, rate, key, dropout: bool = 
     return loss, out
 
 
-def train_step(config: RunConfig, params, opt_state, x, y, mask, rate, key, dropout: bool = True):
+def train_step(config: RunConfig, params, opt_state, x, y, mask, rate, key, dropout: bool = True, masks=None):
     """One optimizer step on one mini-batch of floats; returns (params, opt_state, loss * count, correct)."""
     (loss, out), grads = jax.value_and_grad(objective, argnums=1, has_aux=True)(
-        config, params, x, y, mask, rate, key, dropout
+        config, params, x, y, mask, rate, key, dropout, masks
     )
     tx = make_optimizer(config.optimizer, config.momentum)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     correct = jnp.sum((jnp.argmax(out, -1) == y) * mask)
     return params, opt_state, loss * jnp.sum(mask), correct
+
+
+def step_dropout_masks(config: RunConfig, params, rate: jax.Array, key: jax.Array) -> tuple:
+    """The dropout masks one training step uses with this step key: the model's own key sequence
+    (`MLP.dropout_keys`), drawn as its dropout layers draw them."""
+    keys = model_of(config).apply({"params": params}, method=MLP.dropout_keys, rngs={"dropout": key})
+    return tuple(dropout_mask(rate, k, (config.batch_size, width)) for k, width in zip(keys, config.hidden))
 
 
 def evaluate(config: RunConfig, params, images, labels) -> tuple[jax.Array, jax.Array]:
@@ -204,22 +212,31 @@ def train_epoch(
     # Every step's dropout key in one vectorised hash before the loop: the same keys as folding the
     # step index in at each step, without a key derivation inside the loop.
     epoch_dropout_key = jax.random.fold_in(state.dropout_key, epoch)
-    step_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(epoch_dropout_key, jnp.arange(idx.shape[0]))
+    steps = idx.shape[0]
+    step_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(epoch_dropout_key, jnp.arange(steps + 1))
 
+    def masks_of(key):  # this step's dropout masks, drawn ahead (see below); () without dropout
+        return step_dropout_masks(config, state.params, hp.dropout, key) if dropout else ()
+
+    # Each step draws the dropout masks of the next step and carries them over. Drawn inside the step,
+    # XLA fuses the mask's hash into both of its consumers (the forward and the backward pass) and so
+    # computes it twice; carried, it is computed once and read twice. The same keys, the same masks.
     def step(carry, batch):
-        params, opt_state, loss_sum, correct_sum = carry
-        key, b_idx, b_mask = batch
+        params, opt_state, loss_sum, correct_sum, masks = carry
+        key, next_key, b_idx, b_mask = batch
         x = preprocess(data.x_train[b_idx])  # one gather of uint8 rows, fused with the conversion
         y = data.y_train[b_idx]
         params, opt_state, loss, correct = train_step(
-            config, params, opt_state, x, y, b_mask, hp.dropout, key, dropout
+            config, params, opt_state, x, y, b_mask, hp.dropout, key, dropout, masks if dropout else None
         )
-        return (params, opt_state, loss_sum + loss, correct_sum + correct), None
+        return (params, opt_state, loss_sum + loss, correct_sum + correct, masks_of(next_key)), None
 
     dtype = state.best.dtype
     zero = jnp.zeros((), dtype)
-    (params, opt_state, loss_sum, correct_sum), _ = jax.lax.scan(
-        step, (state.params, state.opt_state, zero, zero), (step_keys, idx, mask)
+    (params, opt_state, loss_sum, correct_sum, _), _ = jax.lax.scan(
+        step,
+        (state.params, state.opt_state, zero, zero, masks_of(step_keys[0])),
+        (step_keys[:-1], step_keys[1:], idx, mask),
     )
     val_loss, val_acc = evaluate(config, params, data.x_val, data.y_val)
     val_acc = val_acc.astype(dtype)

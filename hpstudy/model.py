@@ -48,10 +48,17 @@ def initializers(scheme: str, fan_in: int, fan_out: int, activation: str) -> tup
     raise ValueError(f"init={scheme!r} is unknown; expected one of 'keras', 'sklearn', 'nielsen'.")
 
 
-def dropout(x: jax.Array, rate: jax.Array, key: jax.Array) -> jax.Array:
-    """Inverted dropout with a traced rate (rate 0 is the identity), as Keras applies it."""
+def dropout_mask(rate: jax.Array, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Which units a dropout layer keeps (True: kept), drawn with probability 1 - rate."""
+    return jax.random.bernoulli(key, 1.0 - rate, shape)
+
+
+def dropout(x: jax.Array, rate: jax.Array, key: jax.Array | None = None, mask: jax.Array | None = None) -> jax.Array:
+    """Inverted dropout with a traced rate (rate 0 is the identity), as Keras applies it; the mask is drawn
+    from `key`, or given (drawn beforehand by `dropout_mask` with the same key: the same values)."""
     keep = 1.0 - rate
-    mask = jax.random.bernoulli(key, keep, x.shape)
+    if mask is None:
+        mask = dropout_mask(rate, key, x.shape)
     return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
@@ -65,16 +72,25 @@ class MLP(nn.Module):
     n_out: int = 10
 
     @nn.compact
-    def __call__(self, x: jax.Array, rate: jax.Array | float = 0.0, train: bool = False) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, rate: jax.Array | float = 0.0, train: bool = False, masks: tuple | None = None
+    ) -> jax.Array:
+        """masks: the dropout masks of the hidden layers, drawn beforehand from `dropout_keys` (the same
+        values as drawing them here); otherwise each dropout layer draws its own."""
         act = ACTIVATION_FNS[self.activation]
         dtype = float_dtype()
-        for width in self.hidden:
+        for i, width in enumerate(self.hidden):
             k_init, b_init = initializers(self.init_scheme, x.shape[-1], width, self.activation)
             x = act(nn.Dense(width, kernel_init=k_init, bias_init=b_init, dtype=dtype, param_dtype=dtype)(x))
             if train:
-                x = dropout(x, rate, self.make_rng("dropout"))
+                x = dropout(x, rate, mask=masks[i]) if masks is not None else dropout(x, rate, self.make_rng("dropout"))
         k_init, b_init = initializers(self.init_scheme, x.shape[-1], self.n_out, self.activation)
         return nn.Dense(self.n_out, kernel_init=k_init, bias_init=b_init, dtype=dtype, param_dtype=dtype)(x)
+
+    def dropout_keys(self) -> tuple:
+        """The keys `__call__` would draw its dropout masks from, in layer order (the same `make_rng`
+        sequence of this module's scope)."""
+        return tuple(self.make_rng("dropout") for _ in self.hidden)
 
 
 @jax.custom_vjp
