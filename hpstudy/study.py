@@ -217,21 +217,17 @@ class _Checker:
 
 def _check_value(chk: _Checker, key: str, name: str, value: Any) -> Any:
     """Validate one configuration value (from a base table, a flavour table or a factor level); normalise it."""
-    if name == "flavour":
-        if not isinstance(value, str) or value not in FLAVOUR_DEFAULTS:
-            raise chk.fail(key, value, f"a flavour, one of {', '.join(FLAVOUR_DEFAULTS)}")
-    elif name == "activation":
-        if not isinstance(value, str) or value not in C.ACTIVATIONS:
-            raise chk.fail(key, value, f"an activation, one of {', '.join(C.ACTIVATIONS)}")
-    elif name == "init":
-        if not isinstance(value, str) or value not in C.INITS:
-            raise chk.fail(key, value, f"an initialisation scheme, one of {', '.join(C.INITS)}")
-    elif name == "loss":
-        if not isinstance(value, str) or value not in C.LOSSES:
-            raise chk.fail(key, value, f"a loss, one of {', '.join(C.LOSSES)}")
-    elif name == "optimizer":
-        if not isinstance(value, str) or value not in C.OPTIMIZERS:
-            raise chk.fail(key, value, f"an optimizer, one of {', '.join(C.OPTIMIZERS)}")
+    choices = {
+        "flavour": ("a flavour", tuple(FLAVOUR_DEFAULTS)),
+        "activation": ("an activation", C.ACTIVATIONS),
+        "init": ("an initialisation scheme", C.INITS),
+        "loss": ("a loss", C.LOSSES),
+        "optimizer": ("an optimizer", C.OPTIMIZERS),
+    }
+    if name in choices:
+        what, allowed = choices[name]
+        if not isinstance(value, str) or value not in allowed:
+            raise chk.fail(key, value, f"{what}, one of {', '.join(allowed)}")
     elif name == "hidden":
         if not isinstance(value, (list, tuple)) or not value:
             raise chk.fail(key, value, "a non-empty list of hidden-layer widths (layers >= 1)")
