@@ -115,12 +115,17 @@ def keras_python(arg: str | None) -> tuple[str | None, str]:
         return sys.executable, "this interpreter"
     except ImportError:
         pass
+    failures = []
     for candidate, where in ((arg, "--keras-python"), (os.environ.get("HPSTUDY_KERAS_PYTHON"), "$HPSTUDY_KERAS_PYTHON")):
         if candidate and Path(candidate).exists():
             probe = subprocess.run([candidate, "-c", "import tensorflow, keras"], capture_output=True, text=True)
             if probe.returncode == 0:
                 return candidate, where
-    return None, "TensorFlow is not importable here, and no interpreter with it was given (--keras-python)"
+            failures.append(f"{where}={candidate} cannot import tensorflow and keras: {C.strip_ansi(probe.stderr).strip()[-300:]}")
+        elif candidate:
+            failures.append(f"{where}={candidate} does not exist")
+    return None, "TensorFlow is not importable here, and no interpreter with it was given (--keras-python)" + (
+        "; " + "; ".join(failures) if failures else "")
 
 
 def run_keras_peer(python: str, args: list[str]) -> dict:
