@@ -250,6 +250,61 @@ def hpstudy_rate(workload: Workload, program, device, n_runs: int, repeats: int,
     }
 
 
+def hpstudy_pool(dataset, workers: int | None = None):
+    """hpstudy's pool of single-core training processes (what `hpstudy run` uses), holding `dataset`."""
+    from hpstudy import parallel
+
+    return parallel.WorkerPool(dataset, workers or parallel.default_workers())
+
+
+def hpstudy_pool_warmup(workload: Workload, pool) -> None:
+    """One chunk per worker, untimed: every worker compiles (or loads from the cache) its program."""
+    from hpstudy import engine
+
+    config = workload.config()
+    width = engine.chunk_width(config.static())
+    pool.run([engine.RunSpec(config, 1_000_000 + i) for i in range(width * pool.workers)], lambda results: None)
+
+
+def hpstudy_pool_rate(workload: Workload, pool, n_runs: int, repeats: int, n_train: int, n_val: int, seed0: int = 0) -> dict:
+    """Model-steps/s of n_runs one-epoch runs through hpstudy's worker pool: the path `hpstudy run` takes
+    (single-core processes, each training whole fixed-width chunks: init, the epoch's scan, validation,
+    final metrics, parameter hashes), compile excluded (see hpstudy_pool_warmup), results passed back."""
+    from hpstudy import engine
+
+    config = workload.config()
+    width = engine.chunk_width(config.static())
+    specs = [engine.RunSpec(config, seed0 + s) for s in range(n_runs)]
+    steps = n_runs * workload.steps_per_epoch(n_train)
+    flop = n_runs * (n_train * workload.train_flop_per_sample() + n_val * workload.eval_flop_per_sample())
+    rates, seconds, hashes = [], [], None
+    for _ in range(repeats):
+        got: dict = {}
+        start = time.perf_counter()
+        pool.run(specs, lambda results: got.update({r.spec.run_id: r.param_sha256 for r in results}))
+        dt = time.perf_counter() - start
+        seconds.append(dt)
+        rates.append(steps / dt)
+        assert hashes is None or got == hashes, "repeats of the same runs must give the same bits"
+        hashes = got
+    s = summary(rates)
+    chunks = -(-n_runs // width)
+    return {
+        "runs": n_runs,
+        "workers": pool.workers,
+        "chunk_width": width,
+        "chunks": chunks,
+        "padding_runs": chunks * width - n_runs,
+        "model_steps": steps,
+        "model_steps_per_s": s,
+        "samples_per_s_median": s["median"] * workload.batch_size,
+        "gflops_median": flop / (steps / s["median"]) / 1e9,
+        "gflops_best": flop / (steps / s["best"]) / 1e9,
+        "seconds": sorted(seconds),
+        "first_param_sha256": hashes[specs[0].run_id] if hashes else None,
+    }
+
+
 def write_json(path: Path, payload: dict) -> None:
     path.write_text(json.dumps(payload, indent=2, sort_keys=False, default=float) + "\n")
 

@@ -3,9 +3,10 @@
 Workloads (see benchmarks/_common.py):
 - the grid study's 784-128-128-10 ReLU MLP with dropout 0.2 and Keras' Adam at batch 32, with 1, 8 and 40
   runs, each run training one full epoch of MNIST (1,875 steps) and evaluating on the 10,000 test images,
-  through `engine.run_chunk` (fixed-width chunks, padded: 1 run still pays for a whole chunk);
+  through hpstudy's pool of single-core worker processes, the path `hpstudy run` takes (fixed-width
+  chunks, padded: 1 run still pays for a whole chunk; one worker per usable core unless --workers);
 - the three-implementation study's 784-30-10 sigmoid network, quadratic cost, plain SGD, batch 10 (6,000
-  steps per epoch), with one and two full chunks of runs.
+  steps per epoch), with 2 and 8 full chunks of runs.
 Compile time is measured apart (a fresh compile in this process; the persistent cache is not used here),
 and `--cache-check` verifies in two fresh processes that the second one loads every program from JAX's
 persistent cache instead of compiling, and trains to the same bits.
@@ -34,20 +35,25 @@ TARGET_40 = 2800.0
 TARGET_SMALL = 50000.0
 
 
-def bench_workload(workload: C.Workload, device, runs: list[int], repeats: int) -> dict:
+def bench_workload(workload: C.Workload, dataset, device, runs: list[int], repeats: int, workers: int | None) -> dict:
+    """Compile time in this process, then model-steps/s through a pool of single-core worker processes."""
     program, compile_s = C.hpstudy_compile(workload, device)
     out = {"workload": workload.name, "chunk_width": program.width, "compile_seconds": round(compile_s, 2), "by_runs": {}}
-    print(f"\n{workload.name}: chunk width {program.width}, compile {compile_s:.1f} s", flush=True)
-    for n in runs:
-        r = C.hpstudy_rate(workload, program, device, n, repeats)
-        out["by_runs"][str(n)] = r
-        s = r["model_steps_per_s"]
-        print(
-            f"  {n:3d} runs ({r['chunks']} chunk(s), {r['padding_runs']} padding): "
-            f"{C.fmt_rate(s['median'])} model-steps/s median (best {C.fmt_rate(s['best'])}, worst "
-            f"{C.fmt_rate(s['worst'])}, {s['repeats']} repeats), {r['gflops_median']:.1f} GFLOP/s",
-            flush=True,
-        )
+    n_train, n_val = int(device.x_train.shape[0]), int(device.x_val.shape[0])
+    with C.hpstudy_pool(dataset, workers) as pool:
+        out["workers"] = pool.workers
+        print(f"\n{workload.name}: chunk width {program.width}, compile {compile_s:.1f} s, {pool.workers} worker process(es)", flush=True)
+        C.hpstudy_pool_warmup(workload, pool)
+        for n in runs:
+            r = C.hpstudy_pool_rate(workload, pool, n, repeats, n_train, n_val)
+            out["by_runs"][str(n)] = r
+            s = r["model_steps_per_s"]
+            print(
+                f"  {n:3d} runs ({r['chunks']} chunk(s), {r['padding_runs']} padding): "
+                f"{C.fmt_rate(s['median'])} model-steps/s median (best {C.fmt_rate(s['best'])}, worst "
+                f"{C.fmt_rate(s['worst'])}, {s['repeats']} repeats), {r['gflops_median']:.1f} GFLOP/s",
+                flush=True,
+            )
     return out
 
 
@@ -115,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", default="1,8,40", help="numbers of runs of the grid workload (default 1,8,40)")
     parser.add_argument("--quick", action="store_true", help="train on the first 12,000 images only (a fifth of an epoch)")
     parser.add_argument("--no-small", action="store_true", help="skip the 784-30-10 small-network workload")
+    parser.add_argument("--workers", type=int, help="training processes, one core each (default: one per usable core)")
     parser.add_argument("--cache-check", action="store_true", help="also verify the persistent compilation cache in two fresh processes")
     parser.add_argument("--out", default=str(OUT), help=f"JSON output (default {OUT.relative_to(C.ROOT)})")
     args = parser.parse_args(argv)
@@ -127,18 +134,19 @@ def main(argv: list[str] | None = None) -> int:
     device = engine.device_data(dataset)
     result = {
         "what": "model-steps/s (one optimizer step of one real run; padding runs not counted) through "
-        "hpstudy.engine.run_chunk, one epoch per run incl. per-epoch validation on the 10,000 test images; "
-        "compile time excluded and reported apart",
+        "hpstudy's pool of single-core worker processes (the path `hpstudy run` takes), one epoch per run incl. "
+        "per-epoch validation on the 10,000 test images; compile time excluded and reported apart",
         "machine": mach,
         "environment": C.env_summary(),
         "train_images": int(device.x_train.shape[0]),
         "workloads": {},
     }
     runs = [int(x) for x in args.runs.split(",") if x]
-    result["workloads"]["grid_b32"] = bench_workload(C.GRID32, device, runs, args.repeats)
+    result["workloads"]["grid_b32"] = bench_workload(C.GRID32, dataset, device, runs, args.repeats, args.workers)
     if not args.no_small:
         width = engine.chunk_width(C.SMALL10.config())
-        result["workloads"]["small_b10"] = bench_workload(C.SMALL10, device, [width, 2 * width], args.repeats)
+        result["workloads"]["small_b10"] = bench_workload(
+            C.SMALL10, dataset, device, [2 * width, 8 * width], args.repeats, args.workers)
     if args.cache_check:
         result["persistent_cache"] = cache_check(args.data_dir)
 

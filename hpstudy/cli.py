@@ -23,10 +23,22 @@ def resolve_study_path(arg: str) -> Path:
     raise StudyError(f"study {arg!r} not found: no such file, and no {candidate}.")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
+    return value
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run every missing (trial, seed) of a study and store each finished chunk."""
     from hpstudy import data as hdata
     from hpstudy import store
+    from hpstudy.parallel import default_workers
     from hpstudy.runner import run_study
     from hpstudy.study import load_study, parse_seeds
 
@@ -36,12 +48,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise StudyError(f"--max-epochs {args.max_epochs} is invalid; expected an integer >= 1.")
         study = study.with_max_epochs(args.max_epochs)
     seeds = parse_seeds(args.seeds, study.default_seeds)
+    if args.workers is None:
+        args.workers = default_workers()
     validation = study.meta.get("validation", "test")
     report = run_study(
         study,
         seeds,
         lambda: hdata.load_mnist(args.data_dir, validation, download=not args.no_download),
         args.results,
+        workers=args.workers,
     )
     print(f"{study.name}: {len(study.trials)} trials x {len(seeds)} seeds = {report.total} runs; "
           f"{report.already_stored} were already stored, {report.computed} computed"
@@ -100,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", help="folder holding the four MNIST .gz files (else $HPSTUDY_DATA_DIR, then the cache)")
     run.add_argument("--results", default="results", help="results folder (default: ./results)")
     run.add_argument("--max-epochs", type=int, help="smoke test: cap epochs (stored as a separate study)")
+    run.add_argument("--workers", type=positive_int, default=None,
+                     help="training processes, one core each (default: one per usable core); results do not depend on it")
     run.add_argument("--no-download", action="store_true", help="never download the dataset")
     run.set_defaults(func=cmd_run)
     lst = sub.add_parser("list", help="list the studies and how many runs are stored")

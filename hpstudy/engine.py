@@ -11,7 +11,6 @@ Reproducibility rests on three rules (see docs/design.md):
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import math
@@ -24,10 +23,11 @@ import numpy as np
 import optax
 
 from hpstudy.compilation import use_unrolled_threefry
-from hpstudy.config import EarlyStopping, RunConfig, run_digest, run_id
+from hpstudy.config import EarlyStopping, RunConfig, run_digest
 from hpstudy.data import Dataset
 from hpstudy.model import MLP, dropout_mask, float_dtype, l2_penalty, per_example_loss, preprocess
 from hpstudy.optimizers import make_optimizer
+from hpstudy.runs import HISTORY_FIELDS, RunResult, RunSpec  # noqa: F401 - RunSpec: part of this module's API
 
 # Every program this module compiles lowers Threefry without loops on CPU: the same bits, faster (see
 # hpstudy/compilation.py).
@@ -80,18 +80,7 @@ class EpochMetrics(NamedTuple):
     val_accuracy: jax.Array
 
 
-@dataclasses.dataclass(frozen=True)
-class RunSpec:
-    """One run to execute: a configuration, a seed index and the trial it belongs to."""
-
-    config: RunConfig
-    seed: int
-    trial_id: str = ""
-
-    @property
-    def run_id(self) -> str:
-        return run_id(self.config, self.seed)
-
+assert EpochMetrics._fields == HISTORY_FIELDS, "the store's history columns follow the engine's metrics"
 
 def model_of(config: RunConfig) -> MLP:
     """The Flax module a configuration describes."""
@@ -273,23 +262,20 @@ def finalize(config: RunConfig, state: RunState, data: DeviceData, val_is_test: 
     return params, test_loss, test_acc
 
 
-CHUNK_WORK = 16e6  # multiply-adds per chunk step the width rule aims at
-CHUNK_MIN, CHUNK_MAX = 4, 32
+CHUNK_WORK = 8e6  # multiply-adds per chunk step the width rule aims at
+CHUNK_MIN, CHUNK_MAX = 1, 4
 
 
 def chunk_width(config: RunConfig) -> int:
     """Runs per vmapped chunk, from the group's static shapes only (never from the number of runs).
 
-    About 16 M multiply-adds per chunk step, a power of two in [4, 32]. Measured on the 2-core machine
-    (benchmarks/results.md): per-run throughput of the grid network is no better at 8 than at 4 (8 runs
-    carry 15 MB of parameters, gradients and Adam moments and fall out of cache; the Adam update alone
-    costs about 2.5x more per run), while every extra lane costs a padded run whole when a group has few
-    runs, and runs that stopped early ride along in their chunk until its last run stops. Small networks
-    (784-30-10 at batch 10) get 32 to amortise the per-step overhead (16 and 32 measured faster than 64).
-    Changing the rule changes the identity of some groups (the chunk width is recorded with every run):
-    the grid study's shapes now get 4 (previously 8 at batch 32, 4 at batch 64); at batch 32 widths 2, 4
-    and 8 give identical parameter bits (the validation loss can differ in its last bit), so its results
-    stand. The 784-30-10 network at batch 10 moved from 64 to 32: new bits.
+    About 8 M multiply-adds per chunk step, a power of two in [1, 4]. Measured in single-core processes
+    (hpstudy/parallel.py) on the 2-core machine (docs/design.md): the grid network at batch 32 trains
+    fastest per core at width 2 (about 30% more model-steps/s than at 1 or 4; at 8 its parameters,
+    gradients and Adam moments fall out of cache); the 784-30-10 network at batch 10 is as fast at 4 as
+    at 1 and slower at 8 (XLA:CPU's batched small matrix products gain nothing from width on one core).
+    Narrow chunks also waste less on padding and on runs that stopped early. The width is recorded with
+    every run: it is part of a result's identity.
     """
     sizes = (784, *config.hidden, 10)
     work = config.batch_size * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
@@ -355,23 +341,6 @@ class ChunkProgram:
         final = jax.jit(jax.vmap(final_fn, in_axes=(0, None)))
         self.final = final.lower(state, data).compile()
         self.compile_seconds = time.perf_counter() - start
-
-
-@dataclasses.dataclass
-class RunResult:
-    """What the engine reports for one finished run."""
-
-    spec: RunSpec
-    history: dict[str, list[float]]
-    epochs_run: int
-    best_epoch: int
-    test_loss: float
-    test_accuracy: float
-    param_sha256: str
-    chunk_width: int
-    group_id: str
-    seconds: float
-    compile_seconds: float
 
 
 def _pad(specs: Sequence[RunSpec], width: int) -> list[RunSpec]:

@@ -9,6 +9,8 @@ import platform
 
 import jax
 
+from hpstudy.parallel import CORES_PER_RUN
+
 PINNED = ("jax", "jaxlib", "flax", "optax", "numpy")
 # ISA extensions that change which kernels XLA:CPU picks.
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "amx_tile", "asimd", "sve")
@@ -47,4 +49,6 @@ def fingerprint() -> dict:
         "backend": jax.default_backend(),
         "device_kind": device.device_kind,
         "device_count": jax.device_count(),
+        # every run trains in a process pinned to this many cores (hpstudy/parallel.py)
+        "cores_per_run": CORES_PER_RUN,
     }

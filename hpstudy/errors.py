@@ -23,3 +23,9 @@ class StoreError(HpstudyError):
     """A results store that cannot be read or written."""
 
     exit_code = 4
+
+
+class EngineError(HpstudyError):
+    """Training failed in a worker process, or could not be set up on one core."""
+
+    exit_code = 5

@@ -494,7 +494,6 @@ def fig_score_vs_hyper(a: Analysis) -> Figure | None:
         if m.column in p and p.get("where"):
             pub_points.append((p["where"], m.scale(_published_value(m, p[m.column])[0])))
     handles: dict[str, object] = {}
-    finite = ys[np.isfinite(ys)]
     for ax, (name, label, get) in zip(axes, axes_spec):
         xs = [get(r.trial) for r in rows]
         discrete = not _numeric(xs) or len(set(xs)) <= 6

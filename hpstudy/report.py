@@ -873,7 +873,7 @@ def synthetic_records(study: Study, seeds: Sequence[int], seed: int = 0) -> list
     dropout and with small batches' noise; every run has its own noise drawn from its run id. Nielsen's
     flavour with ReLU "fails" (NaN loss, chance accuracy) as it did in the paper.
     """
-    from hpstudy.engine import RunResult
+    from hpstudy.runs import RunResult
 
     records = []
     for t in study.trials:
@@ -922,6 +922,6 @@ def synthetic_records(study: Study, seeds: Sequence[int], seed: int = 0) -> list
 
 
 def _spec(config, seed: int, trial_id: str):
-    from hpstudy.engine import RunSpec
+    from hpstudy.runs import RunSpec
 
     return RunSpec(config, int(seed), trial_id)

@@ -11,7 +11,7 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from hpstudy import engine, store
+from hpstudy import engine, parallel, store
 from hpstudy.compilation import enable_persistent_cache
 from hpstudy.data import Dataset
 from hpstudy.environment import fingerprint
@@ -35,17 +35,26 @@ def run_study(
     load_data: Callable[[], Dataset],
     results: str | os.PathLike,
     progress: bool = True,
+    workers: int = 1,
 ) -> RunReport:
-    """Compute and store every run of `study` over `seeds` that the store does not hold yet."""
+    """Compute and store every run of `study` over `seeds` that the store does not hold yet.
+
+    Training runs on one core per process (see hpstudy/parallel.py): with workers=1 in this process,
+    pinned to one core if JAX has not started yet (else in one worker process); with more, in that many
+    single-core worker processes. The bits of every run are the same either way.
+    """
     directory = store.study_dir(results, study.name)
     done = store.stored_ids(directory)
     specs = study.runs(seeds)
     todo = [spec for spec in specs if spec.run_id not in done]
     if not todo:
         return RunReport(directory, len(specs), len(specs), 0, 0.0)
-    enable_persistent_cache()  # a later process loads the compiled programs instead of compiling again
+    if workers < 1:
+        raise ValueError(f"workers={workers} is invalid; expected an integer >= 1.")
+    in_process = workers == 1 and parallel.pin_one_core()
+    if in_process:
+        enable_persistent_cache()  # a later process loads the compiled programs instead of compiling again
     dataset = load_data()  # only now: a fully stored study needs no data at all
-    device = engine.device_data(dataset)
     env = fingerprint()
     start = time.perf_counter()
     with tqdm(total=len(todo), unit="run", desc=study.name, file=sys.stderr, disable=not progress) as bar:
@@ -55,5 +64,9 @@ def run_study(
             store.write_chunk(directory, records)
             bar.update(len(results_))
 
-        engine.execute(todo, lambda _: device, on_chunk)
+        if in_process:
+            device = engine.device_data(dataset)
+            engine.execute(todo, lambda _: device, on_chunk)
+        else:
+            parallel.execute_parallel(todo, dataset, on_chunk, workers)
     return RunReport(directory, len(specs), len(specs) - len(todo), len(todo), time.perf_counter() - start)

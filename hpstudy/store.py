@@ -12,10 +12,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hpstudy.engine import EpochMetrics, RunResult
 from hpstudy.errors import StoreError
-
-HISTORY_FIELDS = EpochMetrics._fields
+from hpstudy.runs import HISTORY_FIELDS, RunResult
 
 
 def study_dir(results: str | os.PathLike, study: str) -> Path:

@@ -21,8 +21,8 @@ import numpy as np
 from hpstudy import config as C
 from hpstudy.config import EarlyStopping, RunConfig
 from hpstudy.data import parse_validation
-from hpstudy.engine import RunSpec
 from hpstudy.errors import StudyError
+from hpstudy.runs import RunSpec
 
 # What each implementation flavour implies unless the study says otherwise (see docs/studies.md and
 # ../shared/notes/implementations.md; tests/test_fidelity.py proves each against its library).
@@ -489,7 +489,7 @@ def _design(chk: _Checker, design: Any) -> tuple[str, list[tuple[str | None, dic
                 raise chk.fail(where, block, "a non-empty table of swept factors")
             for name in block:
                 if isinstance(crossed_factors, dict) and name in crossed_factors:
-                    raise chk.fail(f"{where}.{name}", block[name], f"a factor that is not also crossed in design.factors")
+                    raise chk.fail(f"{where}.{name}", block[name], "a factor that is not also crossed in design.factors")
             for values in _grid(chk, block, where):
                 for extra in crossed:
                     v = {**extra, **values}

@@ -6,13 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from hpstudy import data as hdata
-from hpstudy import store
-from hpstudy.runner import run_study
-from hpstudy.study import load_study
+from hpstudy import parallel
+
+# Train on one core, as `hpstudy run` does (hpstudy/parallel.py): pinned before any test starts JAX.
+parallel.pin_one_core()
+
+from hpstudy import data as hdata  # noqa: E402
+from hpstudy import store  # noqa: E402
+from hpstudy.runner import run_study  # noqa: E402
+from hpstudy.study import load_study  # noqa: E402
 
 # 500 training images with batch 64 leaves a partial last batch (500 = 7 * 64 + 52), as Keras would use it.
-# 256-wide layers make the chunk-width rule pick 4, so a dozen runs already span several chunks.
+# 32-wide layers at batch 64 make the chunk-width rule pick 4, so a dozen runs already span several chunks.
 SMALL_STUDY = """
 [study]
 name = "small"
@@ -21,7 +26,7 @@ seeds = 2
 
 [model]
 flavour = "keras"
-hidden = [256, 256]
+hidden = [32, 32]
 activation = "relu"
 
 [training]

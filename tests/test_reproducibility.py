@@ -52,6 +52,22 @@ def test_run_alone_in_padded_chunk_equals_run_among_full_chunks(write_study, tmp
     assert crowd[run_id] == digest
 
 
+def test_worker_processes_give_the_bits_of_one_process(write_study, tmp_path):
+    """Two single-core worker processes (`hpstudy run --workers 2`) train each run to the same bits as this
+    process, pinned to one core, does; which worker trained which chunk does not matter."""
+    from hpstudy import parallel
+    from hpstudy.runner import run_study
+    from tests.conftest import synthetic_dataset
+
+    assert parallel.pinned(), "the test process trains on one core, as every hpstudy training process does"
+    path = write_study()
+    alone = run_hashes(path, range(3), tmp_path / "one")
+    report = run_study(load_study(path), range(3), synthetic_dataset, tmp_path / "two", progress=False, workers=2)
+    runs = store.read_runs(report.directory)
+    assert report.computed == 12 and len(runs) == 12
+    assert dict(zip(runs["run_id"], runs["param_sha256"])) == alone
+
+
 def test_run_identity_does_not_depend_on_trial_id_or_position():
     config = load_study(Path("studies/naragundkar2024_grid.toml")).trials[0].config
     assert RunSpec(config, 3, "x").run_id == RunSpec(config, 3, "y").run_id
