@@ -60,6 +60,8 @@ def bench_workload(workload: C.Workload, dataset, device, runs: list[int], repea
 CACHE_CHILD = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[3])
+from hpstudy import parallel
+parallel.pin_one_core()  # as every hpstudy training process
 import jax
 events = {"hits": 0, "misses": 0, "backend_compiles": 0}
 def on_event(name, **kw):
