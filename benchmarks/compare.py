@@ -230,22 +230,23 @@ ENGINE_NOTES = [
     "- Where the validation set is the test set, the final test metrics are the last (or, restoring, the best) "
     "epoch's validation metrics instead of a second evaluation of the same parameters on the same images: "
     "identical numbers in every case checked.",
-    "- Chunk width rule: about 16 M multiply-adds per chunk step, a power of two in [4, 32] (was 32 M, [4, 64]). "
-    "The grid network at batch 32 moves from 8 to 4 runs per chunk: identical parameter bits (widths 2, 4 and 8 "
-    "agree; the validation loss can differ in its last bit), faster per run (the Adam update of 4 runs stays in "
-    "cache) and half the padding waste. The 784-30-10 network at batch 10 moves from 64 to 32: new bits "
-    "(recorded: the chunk width is stored with every run).",
+    "- Every training process is pinned to one core before JAX starts, and `hpstudy run` starts one such worker "
+    "process per usable core, each training whole chunks (hpstudy/parallel.py). XLA:CPU splits work by the "
+    "cores a process may use, so before this a run's bits depended on the machine's core count (`taskset -c 0` "
+    "gave other hashes); now they do not, and two single-core processes train more model-steps/s than one "
+    "two-thread process (small per-step kernels pay for every hand-over to a second thread). New bits for "
+    "every study (the shipped runs were made again).",
+    "- Chunk width rule, re-measured on one core: about 8 M multiply-adds per chunk step, a power of two in "
+    "[1, 4]. The grid network at batch 32 gets 2 (faster per core than 1 or 4), batch 64 gets 1, the "
+    "784-30-10 network at batch 10 gets 4 (as fast as 1; 8 is slower).",
     "- JAX's persistent compilation cache (under ~/.cache/hpstudy/jax/<cpu>, or $HPSTUDY_CACHE_DIR; off with "
     "HPSTUDY_CACHE_DIR=off), enabled by `hpstudy run`: a second process loads every program instead of compiling.",
     "- The images stay uint8 on the device; each step gathers its rows once and converts them in the same fused "
-    "kernel. The per-step profile (grid network, batch 32, 4 runs, fastest instance of each kernel, quiet "
-    "machine): matrix products about 64% of the step, the Keras-Adam update about 18%, dropout masks about 10% "
-    "(XLA recomputes them for the backward pass), input conversion 2%. The matrix products themselves run at "
-    "about 60% of peak; the rest bounds the whole at about 40% of peak on this machine, below issue 4's 60%.",
-    "- Finding (not a change): on this machine a run's bits depend on how many cores the process may use: "
-    "`taskset -c 0` gives different parameter hashes than two cores, with the original engine as well (XLA:CPU "
-    "splits work by thread count at run time; a cached executable follows the cores it runs on). The environment "
-    "fingerprint should record the usable core count.",
+    "kernel. The per-step profile (grid network, batch 32, 4 runs, two threads, fastest instance of each kernel, "
+    "quiet machine, measured before the two changes above): matrix products about 64% of the step, the Keras-Adam "
+    "update about 18%, dropout masks about 10% (since then drawn once per step and carried, not drawn again for "
+    "the backward pass), input conversion 2%. The matrix products themselves run at about 60% of peak; the rest "
+    "bounds the whole well below issue 4's 60% of peak.",
 ]
 
 

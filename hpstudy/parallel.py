@@ -64,8 +64,22 @@ def pin_one_core(core: int | None = None) -> bool:
     return True
 
 
+def accelerator_installed() -> bool:
+    """Whether JAX may pick a GPU or TPU here: a plugin for one is installed and JAX_PLATFORMS does not
+    restrict JAX to the CPU. Checked without starting JAX."""
+    if os.environ.get("JAX_PLATFORMS", "").strip().lower() == "cpu":
+        return False
+    import importlib.metadata
+
+    names = {(dist.metadata["Name"] or "").lower().replace("_", "-") for dist in importlib.metadata.distributions()}
+    return any(name.startswith(("jax-cuda", "jax-rocm", "libtpu")) for name in names)
+
+
 def default_workers() -> int:
-    """One worker per usable core."""
+    """One worker per usable core on a CPU; one process on a machine with an accelerator (workers would
+    each claim most of its memory)."""
+    if accelerator_installed():
+        return 1
     return max(1, len(usable_cores()))
 
 

@@ -95,3 +95,30 @@ def test_chunk_width_depends_only_on_static_shapes():
         for batch in (10, 32, 200):
             w = engine.chunk_width(RunConfig(hidden=hidden, batch_size=batch))
             assert 1 <= w <= 512 and w & (w - 1) == 0  # a power of two
+
+
+def test_a_failing_worker_raises_a_clear_error_in_the_parent():
+    """A run that fails inside a worker process surfaces in the parent as an EngineError that carries the
+    worker's own message, instead of hanging or being lost."""
+    from hpstudy import parallel
+    from hpstudy.errors import EngineError
+    from hpstudy.runs import RunSpec
+    from tests.conftest import synthetic_dataset
+
+    bad = RunSpec(RunConfig(hidden=(8,), batch_size=64, epochs=1, optimizer="no_such_optimizer"), 0)
+    with pytest.raises(EngineError, match="no_such_optimizer"):
+        parallel.execute_parallel([bad], synthetic_dataset(), lambda results: None, workers=1)
+
+
+def test_work_is_split_into_parts_of_whole_chunks_largest_first():
+    from hpstudy import parallel
+    from hpstudy.runs import RunSpec
+
+    big = RunConfig(hidden=(32, 32), batch_size=64, epochs=3)
+    small = RunConfig(hidden=(32, 32), batch_size=64, epochs=1)
+    width = engine.chunk_width(big)
+    specs = [RunSpec(small, s) for s in range(3)] + [RunSpec(big, s) for s in range(5 * width)]
+    parts = parallel.plan_parts(specs, workers=2, n_train=500)
+    assert sorted(s.run_id for part in parts for s in part) == sorted(s.run_id for s in specs)  # each run once
+    assert [len(p) for p in parts] == [3 * width, 2 * width, 3]  # whole chunks; the 3-epoch group first
+    assert all(len({s.config.static() for s in part}) == 1 for part in parts)

@@ -278,6 +278,13 @@ def test_cli_run_of_a_bad_study_exits_2_and_writes_nothing(tmp_path, capsys):
     assert not results.exists()
 
 
+def test_cli_rejects_zero_workers(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["run", "naragundkar2024_grid", "--workers", "0", "--results", str(tmp_path / "r")])
+    assert exit_.value.code == 2
+    assert "--workers" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
 def test_cli_process_exit_code_is_2_for_a_bad_study(tmp_path):
     path = write(tmp_path, edit(VALID, "batch_size = [32, 64]", "batch_size = [32, -64]"), "bad.toml")
     results = tmp_path / "results"
