@@ -8,7 +8,7 @@ machine, and the other cores are used by more such processes, each training whol
 machine this is also faster than one two-thread process (docs/design.md, benchmarks/engine.json): small
 per-step kernels gain nothing from a second thread but pay for the hand-over.
 
-The parent process (`execute_parallel`) never computes with JAX: it plans the work, hands parts of it to
+The parent process (`WorkerPool`, `execute_parallel`) never computes with JAX: it plans the work, hands parts of it to
 the workers and passes their finished runs on (to the store) as they arrive.
 """
 
@@ -26,8 +26,10 @@ from typing import Callable, Sequence
 
 from hpstudy.errors import EngineError
 
+# Whether this OS lets a process choose its cores (Linux does; macOS does not, and there XLA uses them all).
+CAN_PIN = hasattr(os, "sched_setaffinity")
 # Cores per training process: part of every result's environment (see environment.fingerprint).
-CORES_PER_RUN = 1
+CORES_PER_RUN = 1 if CAN_PIN else (os.cpu_count() or 1)
 
 
 def usable_cores() -> list[int]:
@@ -53,12 +55,13 @@ def pinned() -> bool:
 def pin_one_core(core: int | None = None) -> bool:
     """Pin this process to one core (the first it may use, or `core`) if JAX has not started its backend yet.
 
-    Returns whether JAX's backend will see a single core: True when pinned now, or when the process was
-    already restricted to one core; False when the backend started earlier with more cores.
+    Returns whether training may go on in this process: True when pinned now, when the process was
+    already restricted to one core, or where the OS cannot pin at all (then XLA uses every core and the
+    fingerprint's cores_per_run says so); False when JAX's backend started earlier with more cores.
     """
-    if pinned():
+    if pinned() or not CAN_PIN:  # without affinity control (macOS) there is nothing more to do
         return True
-    if backend_started() or not hasattr(os, "sched_setaffinity"):
+    if backend_started():
         return False
     os.sched_setaffinity(0, {usable_cores()[0] if core is None else core})
     return True
@@ -77,8 +80,8 @@ def accelerator_installed() -> bool:
 
 def default_workers() -> int:
     """One worker per usable core on a CPU; one process on a machine with an accelerator (workers would
-    each claim most of its memory)."""
-    if accelerator_installed():
+    each claim most of its memory) or where processes cannot be pinned (each would use every core)."""
+    if accelerator_installed() or not CAN_PIN:
         return 1
     return max(1, len(usable_cores()))
 
@@ -127,7 +130,9 @@ def _exit_with_parent(parent: int) -> None:
 
 def _init_worker(cores, results, dataset, cache: bool, parent: int) -> None:
     """Pin this worker to its core before JAX starts, then put the dataset on the device once."""
-    os.sched_setaffinity(0, {cores.get()})
+    core = cores.get()
+    if CAN_PIN:
+        os.sched_setaffinity(0, {core})
     _exit_with_parent(parent)
     from hpstudy import engine
     from hpstudy.compilation import enable_persistent_cache

@@ -216,6 +216,8 @@ class Verdict:
     n: int
     placement: stats.Placement | None
     note: str
+    trial_id: str = ""  # the one trial the number is placed against, if it names one
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -414,7 +416,7 @@ def _verdicts(study: Study, rows: Sequence[Row], objective: Metric) -> list[Verd
                         notes.append(f"each seed's best configuration chosen by {objective.label}")
             placement = stats.place_published(value, list(vals.values()), CONFIDENCE) if vals else None
             out.append(Verdict(source, where_text, key, value, against, len(vals), placement,
-                               "; ".join(n for n in notes if n)))
+                               "; ".join(n for n in notes if n), group[0].trial_id if len(group) == 1 else ""))
     return out
 
 
@@ -694,6 +696,84 @@ def _verdict_table(a: Analysis) -> list[str]:
     return lines
 
 
+# The per-epoch history that shows how a final metric developed; test metrics only where validation is the test set.
+HISTORY_OF = {"final_val_accuracy": "val_accuracy", "final_val_loss": "val_loss"}
+HISTORY_OF_TEST = {"test_accuracy": "val_accuracy", "test_loss": "val_loss"}
+
+
+def epoch_means(histories: Sequence[Sequence[float]]) -> list[tuple[float, int]]:
+    """Mean over runs of each epoch's value, among the runs that trained that epoch, with their count."""
+    longest = max((len(h) for h in histories), default=0)
+    out = []
+    for epoch in range(longest):
+        values = [float(h[epoch]) for h in histories if len(h) > epoch and math.isfinite(float(h[epoch]))]
+        if values:
+            out.append((float(np.mean(values)), len(values)))
+    return out
+
+
+def training_length_hint(published: float, means: Sequence[tuple[float, int]], higher_is_better: bool) -> tuple[int, str]:
+    """(closest epoch, reading) for a published final value against the seeds' per-epoch means.
+
+    A published value that the seeds' curve passes through before its end looks like our runs after fewer
+    epochs: training length (fewer epochs, an earlier stop, a slower start) is the likely reason. One that
+    is better than every epoch's mean, or closest at the end, points to a difference in setup instead."""
+    if not means:
+        return 0, ""
+    values = [m for m, _ in means]
+    epoch = int(np.argmin([abs(v - published) for v in values])) + 1
+    better_than_all = published > max(values) if higher_is_better else published < min(values)
+    if better_than_all:
+        return epoch, ("better than the seeds' mean at every epoch: a difference in setup (data, model, optimizer "
+                       "or framework numerics), not in training length, is the likely reason")
+    if epoch == len(values):
+        return epoch, "closest to the seeds' last epoch: a difference in setup is the likely reason"
+    return epoch, ("the published run looks like ours after fewer epochs: a shorter or slower training (fewer "
+                   "epochs, an earlier stop, a slower start) is the likely reason")
+
+
+def _outside_reasons(a: Analysis) -> list[str]:
+    """For the published accuracies and losses outside the prediction interval, where the seeds' mean
+    learning curve meets them, and the likely reason that suggests (a hypothesis to check, not a proof)."""
+    mapping = dict(HISTORY_OF)
+    if str(a.study.meta.get("validation", "test")) == "test":
+        mapping.update(HISTORY_OF_TEST)
+    rows: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    seen = set()
+    for v in a.verdicts:
+        p = v.placement
+        if p is None or p.inside or p.verdict == "too few seeds" or not v.trial_id or v.metric not in mapping:
+            continue
+        column = mapping[v.metric]
+        runs = a.runs[a.runs["trial_id"] == v.trial_id]
+        if column not in runs or runs.empty or (v.source, v.where, column, v.published) in seen:
+            continue  # a final validation value equal to the test value it duplicates says nothing new
+        seen.add((v.source, v.where, column, v.published))
+        means = epoch_means([list(h) for h in runs[column]])
+        m = metric_of(v.metric)
+        epoch, reading = training_length_hint(v.published, means, m.better > 0)
+        if not reading:
+            continue
+        fmt = (lambda x: f"{m.scale(x):.2f}") if m.kind == "acc" else (lambda x: f"{x:.4g}")
+        fact = (f"{m.label} published {fmt(v.published)}, seeds {fmt(p.mean)} at the end and "
+                f"{fmt(means[epoch - 1][0])} after epoch {epoch} of {len(means)}")
+        rows.setdefault((v.source, v.where), []).append((fact, reading))
+    if not rows:
+        return []
+    lines = ["### Outside the prediction interval: likely reasons", "",
+             "Where each published accuracy or loss outside the interval meets the seeds' mean learning curve "
+             "(validation metrics per epoch; test metrics too where the validation set is the test set), and "
+             "what that suggests. Read from the data: a hypothesis to check, not a proof.", ""]
+    for (source, where), items in rows.items():
+        readings = list(dict.fromkeys(r for _, r in items))
+        if len(readings) == 1:
+            text = "; ".join(f for f, _ in items) + f". {readings[0][0].upper() + readings[0][1:]}."
+        else:
+            text = "; ".join(f"{f} ({r})" for f, r in items) + "."
+        lines.append(f"- {_md_escape(source)} ({_md_escape(where)}): {_md_escape(text)}")
+    return lines + [""]
+
+
 def _comparison_table(a: Analysis, comps: Sequence[Comparison]) -> list[str]:
     m = a.primary
     lines = [
@@ -770,7 +850,7 @@ def readme(a: Analysis, table_md: str, figures: Sequence[tuple[str, str]], resul
               f"its column; \"pub.\" is the paper's single-run value; n/a: one seed, no interval. Also as "
               f"[table.csv](table.csv) (every number, with standard deviations, prediction intervals and a "
               f"bootstrap CI of {a.primary.label}) and [table.tex](table.tex) (booktabs).", "", table_md.rstrip(), ""]
-    lines += ["## Published numbers against the seeds", ""] + _verdict_table(a) + [""]
+    lines += ["## Published numbers against the seeds", ""] + _verdict_table(a) + [""] + _outside_reasons(a)
     lines += ["## Comparisons", "", f"On {a.primary.label}, paired on common seeds (differences a - b), Holm-corrected "
               "within each family (on the paired t-test p); * marks Holm p < 0.05. P(a > b) is the probability "
               "that a run of a beats a run of b.", ""]

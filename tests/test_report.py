@@ -351,3 +351,27 @@ def test_stale_figures_are_removed_other_files_kept(reports, tmp_path):
     write_report(r["study"], r["results"], tmp_path)
     assert not (target / "figures" / "old_figure.png").exists()
     assert (target / "results" / "keep.txt").exists()
+
+
+def test_epoch_means_average_only_the_runs_that_trained_each_epoch():
+    from hpstudy.report import epoch_means
+
+    means = epoch_means([[0.9, 0.95, 0.97], [0.8, 0.9, float("nan")], [0.85]])
+    assert [n for _, n in means] == [3, 2, 1]  # a NaN (a diverged run's loss) counts for nothing
+    assert [m for m, _ in means] == pytest.approx([0.85, 0.925, 0.97])
+    assert epoch_means([]) == []
+
+
+def test_training_length_hint_reads_where_the_curve_meets_the_published_value():
+    from hpstudy.report import training_length_hint
+
+    curve = [(0.95, 10), (0.965, 10), (0.972, 10), (0.976, 10)]
+    epoch, reading = training_length_hint(0.966, curve, higher_is_better=True)
+    assert epoch == 2 and "fewer epochs" in reading
+    epoch, reading = training_length_hint(0.99, curve, higher_is_better=True)  # beyond every epoch
+    assert epoch == 4 and "setup" in reading and "not in training length" in reading
+    epoch, reading = training_length_hint(0.9755, curve, higher_is_better=True)  # at the end, just below
+    assert epoch == 4 and "last epoch" in reading
+    losses = [(0.30, 5), (0.20, 5), (0.15, 5)]
+    assert training_length_hint(0.10, losses, higher_is_better=False)[1].startswith("better than")
+    assert training_length_hint(0.21, losses, higher_is_better=False)[0] == 2
