@@ -1,12 +1,14 @@
 """The training engine: pure per-run functions, vmapped over a fixed-width chunk of runs, jitted.
 
-Reproducibility rests on three rules (see docs/design.md):
+Reproducibility rests on four rules (see docs/design.md):
 - a run's keys come from its own identity (configuration + seed), never from its position;
 - runs are executed in chunks of a fixed width chosen from the compile group's static shapes only,
   padded with dummy runs, so the compiled program, and so every run's bits, never depends on how
   many runs a study has or which runs share a chunk;
 - every epoch is one jitted lax.scan over mini-batches; the Python loop over epochs only sequences
-  calls of the same compiled program.
+  calls of the same compiled program;
+- the process that runs these programs is pinned to one core (hpstudy/parallel.py), because XLA:CPU
+  splits work by the number of cores it may use.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class EpochMetrics(NamedTuple):
 
 
 assert EpochMetrics._fields == HISTORY_FIELDS, "the store's history columns follow the engine's metrics"
+
 
 def model_of(config: RunConfig) -> MLP:
     """The Flax module a configuration describes."""
