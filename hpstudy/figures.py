@@ -307,6 +307,8 @@ def fig_sweep(a: Analysis, x_factor: str, metric: Metric) -> Figure | None:
             ys = np.array([metric.scale(_mean(c)) for c in cells])
             lo = np.array([metric.scale(c.summary.ci_low) if c.summary is not None and c.summary.n >= 2 else math.nan for c in cells])
             hi = np.array([metric.scale(c.summary.ci_high) if c.summary is not None and c.summary.n >= 2 else math.nan for c in cells])
+            if metric.kind == "acc":  # a t interval over few, wildly different seeds can leave [0, 100]%
+                lo, hi = np.clip(lo, 0.0, 100.0), np.clip(hi, 0.0, 100.0)
             color = OKABE_ITO[li % len(OKABE_ITO)]
             label = ", ".join(format_value(f, v) for f, v in zip(line_factors, key)) or metric.label
             (ln,) = ax.plot(xs, ys, color=color, marker=MARKERS[li % len(MARKERS)], linestyle=LINESTYLES[li % len(LINESTYLES)],
@@ -564,7 +566,8 @@ def plan(a: Analysis) -> list[tuple[str, str, callable]]:
                     f"({ci}; accuracy axis does not start at 0); diamonds: the paper's single runs.",
                     lambda a, f=bar: fig_grouped_bars(a, f)))
     for f in _sweep_factors(a):
-        out.append((f"{a.primary.column}_vs_{f}", f"{a.primary.label} against {_axis_label(f)} ({ci}, band: CI); "
+        clipped = " clipped to 0-100%" if a.primary.kind == "acc" else ""
+        out.append((f"{a.primary.column}_vs_{f}", f"{a.primary.label} against {_axis_label(f)} ({ci}, band: CI{clipped}); "
                     "stars: the paper's values.", lambda a, f=f: fig_sweep(a, f, a.primary)))
     if a.study.design_kind == "random":
         out.append(("best_so_far", f"Highest {a.primary.label} found so far, after each trial ({ci}); dots: each trial's mean; "
