@@ -210,46 +210,6 @@ def hpstudy_compile(workload: Workload, device, width: int | None = None) -> tup
     return program, time.perf_counter() - start
 
 
-def hpstudy_rate(workload: Workload, program, device, n_runs: int, repeats: int, seed0: int = 0) -> dict:
-    """Model-steps/s of n_runs runs of one epoch through run_chunk (the reproducible chunked path:
-    init, the epoch's scan, validation, final metrics, parameter hashes), compile excluded."""
-    from hpstudy import engine
-
-    config = workload.config()
-    specs = [engine.RunSpec(config, seed0 + s) for s in range(n_runs)]
-    n_train = int(device.x_train.shape[0])
-    steps = n_runs * workload.steps_per_epoch(n_train)
-    flop = n_runs * (n_train * workload.train_flop_per_sample() + int(device.x_val.shape[0]) * workload.eval_flop_per_sample())
-    # one untimed pass: first-touch of buffers, thread pools
-    engine.run_chunk(program, specs[: program.width], device, "bench")
-    rates, seconds, hashes = [], [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        results = []
-        for i in range(0, n_runs, program.width):
-            results += engine.run_chunk(program, specs[i : i + program.width], device, "bench")
-        dt = time.perf_counter() - start
-        seconds.append(dt)
-        rates.append(steps / dt)
-        got = [r.param_sha256 for r in results]
-        assert hashes is None or got == hashes, "repeats of the same runs must give the same bits"
-        hashes = got
-    s = summary(rates)
-    return {
-        "runs": n_runs,
-        "chunk_width": program.width,
-        "chunks": -(-n_runs // program.width),
-        "padding_runs": -(-n_runs // program.width) * program.width - n_runs,
-        "model_steps": steps,
-        "model_steps_per_s": s,
-        "samples_per_s_median": s["median"] * workload.batch_size,
-        "gflops_median": flop / (steps / s["median"]) / 1e9,
-        "gflops_best": flop / (steps / s["best"]) / 1e9,
-        "seconds": sorted(seconds),
-        "first_param_sha256": hashes[0] if hashes else None,
-    }
-
-
 def hpstudy_pool(dataset, workers: int | None = None):
     """hpstudy's pool of single-core training processes (what `hpstudy run` uses), holding `dataset`."""
     from hpstudy import parallel
