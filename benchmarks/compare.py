@@ -3,7 +3,7 @@
 Workload: the grid study's 784-128-128-10 ReLU MLP, dropout 0.2 after each hidden layer, Adam (lr 1e-3),
 softmax cross-entropy, one epoch of MNIST (60,000 images) per measurement, validation on the 10,000 test
 images at the end of the epoch, at batch 32 and 64, through
-  (a) hpstudy's reproducible chunked engine (engine.run_chunk) with 1, 8 and 40 runs;
+  (a) hpstudy's reproducible chunked engine, through its single-core worker processes, with 1, 8 and 40 runs;
   (b) PyTorch on the CPU (optional: `pip install torch`), the same model, Adam, and the same batch order
       as hpstudy's run of seed 0;
   (c) Keras `fit` (TensorFlow), where TensorFlow is importable here or in the interpreter given by

@@ -81,7 +81,8 @@ start = time.perf_counter()
 program, compile_s = C.hpstudy_compile(w, device)
 specs = [engine.RunSpec(w.config(), s) for s in range(2)]
 t = time.perf_counter()
-res = engine.run_chunk(program, specs, device, "cache-check")
+res = []
+engine.run_group(program, specs, device, "cache-check", res.extend)
 print(json.dumps({"folder": str(folder), "compile_seconds": compile_s, "train_seconds": time.perf_counter() - t,
                   "hashes": [r.param_sha256 for r in res], "test_loss": [r.test_loss for r in res], **events}))
 """

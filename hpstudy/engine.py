@@ -346,55 +346,6 @@ class ChunkProgram:
         self.compile_seconds = time.perf_counter() - start
 
 
-def _pad(specs: Sequence[RunSpec], width: int) -> list[RunSpec]:
-    """Fill the chunk up with copies of its last run; their results are discarded."""
-    return list(specs) + [specs[-1]] * (width - len(specs))
-
-
-def run_chunk(program: ChunkProgram, specs: Sequence[RunSpec], data: DeviceData, group_id: str) -> list[RunResult]:
-    """Train one chunk of runs of one compile group to the end and return the real runs' results."""
-    config = specs[0].config
-    padded = _pad(specs, program.width)
-    keys = jnp.asarray(np.stack([root_key(s.config, s.seed) for s in padded]))
-    dtype = float_dtype()
-    hp = Hyper(
-        jnp.asarray([s.config.learning_rate for s in padded], dtype),
-        jnp.asarray([s.config.dropout for s in padded], dtype),
-    )
-    start = time.perf_counter()
-    state = program.init(keys, hp)
-    history = []
-    for epoch in range(config.epochs):
-        state, metrics = program.epoch(state, hp, data, jnp.full(program.width, epoch, jnp.int32))
-        history.append(jax.device_get(metrics))
-        if bool(np.all(jax.device_get(state.stopped)[: len(specs)])):
-            break
-    params, test_loss, test_acc = jax.device_get(program.final(state, data))
-    epochs_run = np.asarray(jax.device_get(state.epochs_run))
-    best_epoch = np.asarray(jax.device_get(state.best_epoch))
-    seconds = (time.perf_counter() - start) / len(specs)
-    results = []
-    for r, spec in enumerate(specs):
-        n = int(epochs_run[r])
-        hist = {name: [float(getattr(h, name)[r]) for h in history[:n]] for name in EpochMetrics._fields}
-        results.append(
-            RunResult(
-                spec=spec,
-                history=hist,
-                epochs_run=n,
-                best_epoch=int(best_epoch[r]),
-                test_loss=float(test_loss[r]),
-                test_accuracy=float(test_acc[r]),
-                param_sha256=param_hash(jax.tree.map(lambda a: a[r], params)),
-                chunk_width=program.width,
-                group_id=group_id,
-                seconds=seconds,
-                compile_seconds=program.compile_seconds,
-            )
-        )
-    return results
-
-
 def _lanes(specs: Sequence[RunSpec]) -> tuple[jax.Array, Hyper]:
     """Root keys and traced hyperparameters of one run per lane."""
     dtype = float_dtype()
@@ -428,8 +379,8 @@ def run_group(
     A chunk no longer waits for its slowest run: after every epoch, each lane whose run has stopped early
     or trained its last epoch hands its result to `on_results` and takes the next waiting run, which starts
     at its own epoch 0 beside the older runs. A lane's computation never depends on the other lanes (the
-    width is fixed), so every run's bits are those `run_chunk` gives; only the wasted epochs of stopped runs
-    riding along in their chunk are gone. Lanes left without a run near the end stay frozen.
+    width is fixed), so every run's bits are those of the same run in any other chunk of this program;
+    runs that stopped early no longer ride along in their chunk until its last run stops. Lanes left without a run near the end stay frozen.
     """
     width = program.width
     waiting = list(specs)

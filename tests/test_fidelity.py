@@ -173,6 +173,17 @@ def run_sklearn(initial: list, activation: str) -> tuple[list, object]:
     return [(w.copy(), b.copy()) for w, b in zip(clf.coefs_, clf.intercepts_)], clf
 
 
+def assert_matches_reference(label: str, initial, ours, reference, run_reference, precision: str) -> None:
+    """The reference really trained (and, in float64, is a deterministic function of its start), and our
+    parameters equal its within the precision's tolerance."""
+    assert moved(initial, reference) > 1e-3
+    if precision == "float64":
+        assert sensitivity(run_reference, initial) < 1e-12
+    rel = relative_difference(ours, reference)
+    print(f"{label} {precision}: max relative difference {rel:.3e}")
+    assert rel < TOLERANCE[precision]
+
+
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_sklearn_flavour_matches_mlpclassifier(activation, precision):
@@ -183,12 +194,8 @@ def test_sklearn_flavour_matches_mlpclassifier(activation, precision):
     assert (clf.alpha, clf.momentum, clf.nesterovs_momentum, clf.learning_rate) == (1e-4, 0.9, True, "constant")
     assert (config.l2, config.momentum, config.optimizer) == (1e-4, 0.9, "sgd_nesterov")
     assert clf.out_activation_ == "softmax" and clf.loss == "log_loss"
-    assert moved(initial, reference) > 1e-3
-    if precision == "float64":
-        assert sensitivity(lambda start: run_sklearn(start, activation)[0], initial) < 1e-12
-    rel = relative_difference(ours, reference)
-    print(f"sklearn {activation} {precision}: max relative difference {rel:.3e}")
-    assert rel < TOLERANCE[precision]
+    assert_matches_reference(f"sklearn {activation}", initial, ours, reference,
+                             lambda start: run_sklearn(start, activation)[0], precision)
 
 
 @pytest.mark.parametrize(
@@ -285,12 +292,8 @@ def test_nielsen_flavour_matches_network_py(activation, precision):
     assert (config.init, config.loss, config.optimizer, config.l2) == ("nielsen", "sigmoid_quadratic", "sgd", 0.0)
     initial, ours = run_hpstudy(config, precision)
     reference = run_nielsen(initial, activation, lr)
-    assert moved(initial, reference) > 1e-3
-    if precision == "float64":
-        assert sensitivity(lambda start: run_nielsen(start, activation, lr), initial) < 1e-12
-    rel = relative_difference(ours, reference)
-    print(f"nielsen {activation} {precision}: max relative difference {rel:.3e}")
-    assert rel < TOLERANCE[precision]
+    assert_matches_reference(f"nielsen {activation}", initial, ours, reference,
+                             lambda start: run_nielsen(start, activation, lr), precision)
 
 
 def test_nielsen_reference_detects_a_mean_versus_sum_mistake():
@@ -347,12 +350,8 @@ def test_keras_flavour_matches_tensorflow_keras(activation, optimizer, precision
     assert (config.init, config.loss) == ("keras", "softmax_cross_entropy")
     initial, ours = run_hpstudy(config, precision)
     reference = run_keras(initial, activation, optimizer)
-    assert moved(initial, reference) > 1e-3
-    if precision == "float64":
-        assert sensitivity(lambda start: run_keras(start, activation, optimizer), initial) < 1e-12
-    rel = relative_difference(ours, reference)
-    print(f"keras {optimizer} {activation} {precision}: max relative difference {rel:.3e}")
-    assert rel < TOLERANCE[precision]
+    assert_matches_reference(f"keras {optimizer} {activation}", initial, ours, reference,
+                             lambda start: run_keras(start, activation, optimizer), precision)
     if optimizer == "adam_keras" and precision == "float64":
         # Optax's Adam (epsilon added to the bias-corrected second moment) is visibly different.
         _, optax_adam = run_hpstudy(dataclasses.replace(config, optimizer="adam"), precision)

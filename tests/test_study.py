@@ -218,13 +218,8 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
-def test_bad_study_file_names_file_key_value_and_expectation(tmp_path, case):
-    _, old, new, key, value, expected = case
-    text = edit(VALID, old, new)
-    if case[0] == "batch-larger-than-holdout-train":
-        text = edit(text, "batch_size = [32, 64]", "batch_size = [32, 40001]")
-    path = write(tmp_path, text)
+def assert_clear_study_error(path, key: str, value: str, expected: str) -> None:
+    """Loading `path` fails with exit code 2 and a message naming the file, the key, the value and what was expected."""
     with pytest.raises(StudyError) as err:
         load_study(path)
     message = str(err.value)
@@ -233,6 +228,15 @@ def test_bad_study_file_names_file_key_value_and_expectation(tmp_path, case):
     assert value in message
     assert expected in message
     assert err.value.exit_code == 2
+
+
+@pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
+def test_bad_study_file_names_file_key_value_and_expectation(tmp_path, case):
+    _, old, new, key, value, expected = case
+    text = edit(VALID, old, new)
+    if case[0] == "batch-larger-than-holdout-train":
+        text = edit(text, "batch_size = [32, 64]", "batch_size = [32, 40001]")
+    assert_clear_study_error(write(tmp_path, text), key, value, expected)
 
 
 RANDOM_BAD = [
@@ -254,11 +258,7 @@ RANDOM_BAD = [
 @pytest.mark.parametrize("case", RANDOM_BAD, ids=[c[0] for c in RANDOM_BAD])
 def test_bad_random_space_names_file_key_value_and_expectation(tmp_path, case):
     _, old, new, key, value, expected = case
-    path = write(tmp_path, edit(RANDOM.format(trials=4, seed=0), old, new))
-    with pytest.raises(StudyError) as err:
-        load_study(path)
-    message = str(err.value)
-    assert str(path) in message and key in message and value in message and expected in message
+    assert_clear_study_error(write(tmp_path, edit(RANDOM.format(trials=4, seed=0), old, new)), key, value, expected)
 
 
 def test_invalid_toml_and_missing_file(tmp_path):
