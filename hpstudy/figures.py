@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from scipy import stats as sstats
 
-from hpstudy.report import (
+from hpstudy.analysis import (
     CONFIDENCE,
     METRIC,
     Analysis,
@@ -135,7 +135,7 @@ def _fit_ylim(ax, values: np.ndarray) -> None:
 
 
 def _axis_label(factor: str) -> str:
-    from hpstudy.report import FACTOR_LABELS
+    from hpstudy.analysis import FACTOR_LABELS
 
     return FACTOR_LABELS.get(factor, factor)
 

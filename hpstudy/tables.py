@@ -12,7 +12,7 @@ import io
 import math
 import pandas as pd
 
-from hpstudy.report import FACTOR_LABELS, Analysis, Cell, Metric, describe_seeds, format_value
+from hpstudy.analysis import FACTOR_LABELS, Analysis, Cell, Metric, describe_seeds, format_value
 
 DECIMALS = {"acc": 2, "loss": 4, "time": 2, "count": 1}
 DAGGER_NOTE = "some runs gave a non-finite value (diverged) and are left out of that mean"
