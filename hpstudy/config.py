@@ -13,6 +13,9 @@ LOSSES = ("softmax_cross_entropy", "sigmoid_quadratic")
 OPTIMIZERS = ("adam", "adam_keras", "sgd", "sgd_momentum", "sgd_nesterov")
 MONITORS = ("val_loss", "val_accuracy", "train_loss", "train_accuracy")
 STOPPING_RULES = ("keras", "sklearn")
+# How a run's PRNG keys are derived: from its whole configuration (independent, the default) or from the
+# dataset, validation split and seed index alone (common random numbers, shared by every configuration).
+SEEDINGS = ("independent", "common")
 # Hyperparameters that are traced values inside the compiled program: runs differing only in these
 # share one compile group (and one compiled program).
 TRACED_FIELDS = ("learning_rate", "dropout")
@@ -54,10 +57,19 @@ class RunConfig:
     batch_size: int = 32
     epochs: int = 5
     early_stopping: EarlyStopping | None = None
+    seeding: str = "independent"
+
+    def _fields(self) -> dict[str, Any]:
+        """Every field; `seeding` only when it is not the default, so that every run made before it existed
+        keeps its identity, keys and bits."""
+        fields = dataclasses.asdict(self)
+        if fields["seeding"] == "independent":
+            del fields["seeding"]
+        return fields
 
     def canonical(self) -> str:
         """A stable JSON text of every field: the basis of run identity."""
-        return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+        return json.dumps(self._fields(), sort_keys=True, separators=(",", ":"))
 
     def static(self) -> "RunConfig":
         """The compile-group part: this config with traced hyperparameters zeroed."""
@@ -69,7 +81,7 @@ class RunConfig:
 
     def as_flat_dict(self) -> dict[str, Any]:
         """Fields as a flat dict (early stopping fields prefixed) for tables and stores."""
-        flat = dataclasses.asdict(self)
+        flat = self._fields()
         stop = flat.pop("early_stopping")
         flat["hidden"] = list(self.hidden)
         for k, v in (stop or {}).items():
@@ -80,6 +92,19 @@ class RunConfig:
 def run_digest(config: RunConfig, seed: int) -> bytes:
     """SHA-256 of (canonical configuration, seed): a run's identity, independent of any list position."""
     return hashlib.sha256(f"{config.canonical()}|seed={int(seed)}".encode()).digest()
+
+
+def key_digest(config: RunConfig, seed: int) -> bytes:
+    """The bytes a run's root PRNG key is taken from.
+
+    independent: the run's own digest, so runs of different configurations share no randomness.
+    common: a hash of the dataset, the validation split and the seed index only, so that every configuration
+    run with seed index s draws the same initialisation, data-order and dropout keys (common random numbers).
+    """
+    if config.seeding == "common":
+        text = f"common|dataset={config.dataset}|validation={config.validation}|seed={int(seed)}"
+        return hashlib.sha256(text.encode()).digest()
+    return run_digest(config, seed)
 
 
 def run_id(config: RunConfig, seed: int) -> str:

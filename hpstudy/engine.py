@@ -25,7 +25,7 @@ import numpy as np
 import optax
 
 from hpstudy.compilation import use_unrolled_threefry
-from hpstudy.config import EarlyStopping, RunConfig, run_digest
+from hpstudy.config import EarlyStopping, RunConfig, key_digest
 from hpstudy.data import Dataset
 from hpstudy.model import MLP, dropout_mask, float_dtype, l2_penalty, per_example_loss, preprocess
 from hpstudy.optimizers import make_optimizer
@@ -91,8 +91,9 @@ def model_of(config: RunConfig) -> MLP:
 
 
 def root_key(config: RunConfig, seed: int) -> np.ndarray:
-    """The run's root PRNG key (raw uint32[2]) taken from the hash of its configuration and seed."""
-    return np.frombuffer(run_digest(config, seed)[:8], dtype="<u4").astype(np.uint32)
+    """The run's root PRNG key (raw uint32[2]): the first 8 bytes of config.key_digest (its configuration and
+    seed, or with common random numbers its seed index alone)."""
+    return np.frombuffer(key_digest(config, seed)[:8], dtype="<u4").astype(np.uint32)
 
 
 def init_run(config: RunConfig, key: jax.Array, hp: Hyper) -> RunState:

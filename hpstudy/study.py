@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from hpstudy import config as C
-from hpstudy.config import EarlyStopping, RunConfig
+from hpstudy.config import SEEDINGS, EarlyStopping, RunConfig
 from hpstudy.data import parse_validation
 from hpstudy.errors import StudyError
 from hpstudy.runs import RunSpec
@@ -48,7 +48,9 @@ MODEL_KEYS = {"flavour", "hidden", "activation", "dropout", "init", "loss"}
 TRAINING_KEYS = {"optimizer", "learning_rate", "momentum", "l2", "batch_size", "epochs", "early_stopping"}
 FACTOR_KEYS = (MODEL_KEYS | TRAINING_KEYS) - {"early_stopping"}
 FLAVOUR_KEYS = (FACTOR_KEYS - {"flavour"}) | {"early_stopping"}
-STUDY_KEYS = {"name", "title", "authors", "year", "citation", "doi", "url", "dataset", "validation", "seeds", "description"}
+STUDY_KEYS = {"name", "title", "authors", "year", "citation", "doi", "url", "dataset", "validation", "seeds", "description",
+              "seeding", "smallest_effect"}
+DEFAULT_SMALLEST_EFFECT = 0.002  # 0.2 percentage points of accuracy: the smallest difference worth seeds
 STUDY_STRINGS = {"title", "citation", "doi", "url", "description"}
 TOP_KEYS = {"study", "model", "training", "flavours", "design", "assumptions", "published"}
 DESIGN_KINDS = ("grid", "sweeps", "random")
@@ -130,6 +132,16 @@ class Study:
     @property
     def validation(self) -> str:
         return self.meta.get("validation", "test")
+
+    @property
+    def seeding(self) -> str:
+        """'independent' (each run's keys from its whole configuration) or 'common' (from its seed index)."""
+        return self.meta.get("seeding", "independent")
+
+    @property
+    def smallest_effect(self) -> float:
+        """The smallest difference of the objective worth resolving (study.smallest_effect)."""
+        return float(self.meta.get("smallest_effect", DEFAULT_SMALLEST_EFFECT))
 
     @property
     def objective(self) -> str:
@@ -306,7 +318,8 @@ def _resolve(chk: _Checker, base: dict, flavours: dict, values: dict, meta: dict
     stop = settings.pop("early_stopping", None)
     es = _early_stopping(chk, f"{where}early_stopping", stop) if stop is not None else None
     cfg = RunConfig(
-        dataset=meta.get("dataset", "mnist"), validation=meta.get("validation", "test"), early_stopping=es, **settings
+        dataset=meta.get("dataset", "mnist"), validation=meta.get("validation", "test"), early_stopping=es,
+        seeding=meta.get("seeding", "independent"), **settings
     )
     if es is not None and es.monitor.startswith("val_") and cfg.validation == "none":
         raise chk.fail("study.validation", "none", f"a validation split, since early stopping monitors {es.monitor}")
@@ -526,6 +539,13 @@ def _meta(chk: _Checker, meta: Any) -> dict:
     if holdout == -1 or (holdout and holdout >= N_TRAIN):
         raise chk.fail("study.validation", validation, f"'test', 'none' or 'holdout:N' with 0 < N < {N_TRAIN}")
     chk.n_train = N_TRAIN - (holdout or 0)
+    if meta.get("seeding", "independent") not in SEEDINGS:
+        raise chk.fail("study.seeding", meta.get("seeding"), f"one of {', '.join(repr(x) for x in SEEDINGS)}")
+    if "smallest_effect" in meta:
+        effect = meta["smallest_effect"]
+        if isinstance(effect, bool) or not isinstance(effect, (int, float)) or not (0 < effect < math.inf):
+            raise chk.fail("study.smallest_effect", effect,
+                           "a number > 0 in the objective's units (accuracies as fractions: 0.002 is 0.2 pp)")
     if "seeds" in meta:
         chk.typed("study.seeds", meta["seeds"], int, "an integer number of seeds >= 1")
         if meta["seeds"] < 1:
