@@ -41,6 +41,11 @@ class Metric:
         """The value in display units (accuracies in percent)."""
         return value * 100.0 if self.kind == "acc" else value
 
+    @property
+    def interval_scale(self) -> str:
+        """Where its intervals are computed so that they stay in the possible range (stats.summarize)."""
+        return {"acc": "logit", "loss": "log", "time": "log"}.get(self.kind, "linear")
+
 
 METRICS: tuple[Metric, ...] = (
     Metric("test_accuracy", "test acc. (%)", "acc", +1),
@@ -49,11 +54,14 @@ METRICS: tuple[Metric, ...] = (
     Metric("final_val_loss", "final val. loss", "loss", -1),
     Metric("best_val_accuracy", "best val. acc. (%)", "acc", +1),
     Metric("epochs_run", "epochs run", "count", 0),
-    Metric("seconds", "seconds / run", "time", -1),
 )
 METRIC = {m.column: m for m in METRICS}
+# Training time is a measurement of chunks, not of runs: reported apart (Analysis.timing), never with
+# per-run intervals or a "best".
+SECONDS = Metric("seconds", "seconds / run", "time", 0)
 # Published metrics that may be placed against the seeds, besides the table's.
 EXTRA_METRICS = {
+    "seconds": SECONDS,
     "final_train_accuracy": Metric("final_train_accuracy", "final train acc. (%)", "acc", +1),
     "final_train_loss": Metric("final_train_loss", "final train loss", "loss", -1),
 }
@@ -87,7 +95,7 @@ def metric_of(column: str) -> Metric:
 # The columns a report reads (hp.* and config are not needed: the study file's trials give the design).
 COLUMNS = (
     "study_sha256", "trial_id", "run_id", "seed", *store.HISTORY_FIELDS, "epochs_run",
-    *(m.column for m in METRICS if m.column != "epochs_run"), "chunk_width", "group_id", "compile_seconds",
+    *(m.column for m in METRICS if m.column != "epochs_run"), "seconds", "chunk_width", "group_id", "compile_seconds",
     "dataset_fingerprint", "environment",
 )
 
@@ -168,7 +176,8 @@ def load_runs(study: Study, results: str | os.PathLike, seeds: Sequence[int] | N
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    """One metric of one trial: the finite values by seed and their summary."""
+    """One metric of one trial: the finite values by seed and their summary (intervals on the metric's
+    interval scale, so that they stay within the possible range)."""
 
     values: dict[int, float]  # seed -> value (finite only)
     n_nonfinite: int
@@ -179,9 +188,8 @@ class Cell:
         return len(self.values)
 
     @property
-    def half_width(self) -> float:
-        s = self.summary
-        return (s.ci_high - s.ci_low) / 2.0 if s is not None and s.n >= 2 else math.nan
+    def has_interval(self) -> bool:
+        return self.summary is not None and self.summary.n >= 2 and math.isfinite(self.summary.ci_low)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,7 +200,10 @@ class Row:
     seeds: tuple[int, ...]
     cells: dict[str, Cell]
     published: dict[str, float]
-    boot: tuple[float, float]  # bootstrap CI of the primary metric's mean
+    boot: tuple[float, float]  # bootstrap CI of the primary metric's mean (NaN below stats.MIN_BOOTSTRAP_N)
+    # published metrics that are the paper's best over other factors (e.g. its maximum over learning
+    # rates), placed at the configuration where it was found, with the factors maximised over
+    published_best_over: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,17 +219,43 @@ class Verdict:
     placement: stats.Placement | None
     note: str
     trial_id: str = ""  # the one trial the number is placed against, if it names one
-
+    also: tuple[str, ...] = ()  # the same number against the same seeds, listed elsewhere: counted once
 
 
 @dataclasses.dataclass(frozen=True)
 class Comparison:
-    """Paired comparison a - b on common seeds, with its Holm-adjusted p within its family."""
+    """a - b on the primary metric, with its Holm-adjusted p within its family."""
 
     a: str
     b: str
-    result: stats.Paired
+    result: stats.Difference
     holm_p: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """What was measured of one configuration's training time (hardware-dependent): chunks' wall time."""
+
+    trial_id: str
+    runs: int
+    chunk_width: int
+    seconds_per_run: float  # median over runs of chunk wall time / runs in the chunk
+    model_steps_per_s: float  # median over runs of (steps per epoch * epochs run) / seconds per run
+
+
+@dataclasses.dataclass(frozen=True)
+class Aggregate:
+    """rliable-style aggregate of one group of configurations on the primary metric: IQM over every run,
+    its stratified-bootstrap CI (configurations as tasks), and the runs' score distribution."""
+
+    group: str
+    configurations: int
+    runs: int
+    iqm: float
+    ci_low: float
+    ci_high: float
+    mean: float
+    scores: tuple[float, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,9 +271,21 @@ class Analysis:
     factor_effects: tuple[Comparison, ...]
     factor_note: str
     add_seeds: str
+    paired: bool = False  # common random numbers: comparisons pair runs by seed index
+    significant_best: frozenset = frozenset()  # trials better than every other of their family (Holm)
+    timing: tuple[Timing, ...] = ()
+    effects: tuple[stats.Effect, ...] = ()  # 2^k factorial main effects and interactions
+    effects_factors: tuple[str, ...] = ()
+    aggregates: tuple[Aggregate, ...] = ()
+    aggregate_factor: str = ""
+    dropped: tuple[str, ...] = ()  # metrics left out because they repeat others (validation = test)
 
     def row(self, trial_id: str) -> Row:
         return next(r for r in self.rows if r.trial.trial_id == trial_id)
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted({int(x) for x in self.runs["seed"]})
 
 
 _same = same_value  # equal design values as the study file's own matching decides (float-tolerant)
@@ -267,8 +316,14 @@ def factor_levels(study: Study, factor: str) -> list:
     return levels
 
 
+# The implementations the flavours stand for, as a reader knows them.
+IMPLEMENTATIONS = {"keras": "Keras", "sklearn": "scikit-learn", "nielsen": "Nielsen"}
+
+
 def format_value(factor: str, value: Any) -> str:
-    """A design value as text: 0.001, 32, 416x288."""
+    """A design value as text: 0.001, 32, 416x288, scikit-learn."""
+    if factor == "flavour" and isinstance(value, str):
+        return IMPLEMENTATIONS.get(value, value)
     if isinstance(value, (list, tuple)):
         return "x".join(str(v) for v in value)
     if isinstance(value, float):
@@ -280,7 +335,8 @@ def trial_label(trial: Trial, factors: Sequence[str] | None = None, sep: str = "
     """Short label of a trial from its design values ('lr 0.001, batch 32')."""
     short = {"learning_rate": "lr", "batch_size": "batch", "hidden": "hidden"}
     keys = factors if factors is not None else list(trial.values)
-    parts = [f"{short.get(k, k)} {format_value(k, trial.values[k])}" for k in keys if k in trial.values]
+    parts = [format_value(k, trial.values[k]) if k == "flavour" else f"{short.get(k, k)} {format_value(k, trial.values[k])}"
+             for k in keys if k in trial.values]
     return sep.join(parts) if parts else trial.trial_id
 
 
@@ -302,9 +358,9 @@ def _published_value(metric: Metric, value: float) -> tuple[float, str]:
     return value, ""
 
 
-def _cell(values: dict[int, float]) -> Cell:
+def _cell(values: dict[int, float], metric: Metric) -> Cell:
     finite = {s: v for s, v in values.items() if math.isfinite(v)}
-    summary = stats.summarize(list(finite.values()), CONFIDENCE) if finite else None
+    summary = stats.summarize(list(finite.values()), CONFIDENCE, metric.interval_scale) if finite else None
     return Cell(finite, len(values) - len(finite), summary)
 
 
@@ -322,6 +378,15 @@ def _selected_per_seed(group: Sequence[Trial], by_id: dict, objective: Metric) -
     seeds = sorted(set.intersection(*(set(c.values) for _, c in cells)))
     sign = objective.better or 1
     return {s: max(cells, key=lambda tc: sign * tc[1].values[s])[0] for s in seeds}
+
+
+def _selected_by_mean(group: Sequence[Trial], by_id: dict, objective: Metric) -> Trial | None:
+    """The trial with the best mean objective over its seeds: how a random search scores its trials."""
+    ranked = [t for t in group if t.trial_id in by_id and by_id[t.trial_id].cells[objective.column].n > 0]
+    if not ranked:
+        return None
+    sign = objective.better or 1
+    return max(ranked, key=lambda t: sign * by_id[t.trial_id].cells[objective.column].summary.mean)
 
 
 def _argmax_note(study: Study, selected: dict[int, Trial], factors: Sequence[str]) -> str:
@@ -342,36 +407,42 @@ def _argmax_note(study: Study, selected: dict[int, Trial], factors: Sequence[str
 
 
 def _verdicts(study: Study, rows: Sequence[Row], objective: Metric) -> list[Verdict]:
-    """Every published number against the seeds.
+    """Every published number against the seeds, each distinct one once.
 
     - `where` names one trial: that trial's runs;
-    - `best_over` lists factors the paper maximised over: per seed, the trial that is best on the study's
-      objective among those sharing the rest of `where` (the paper's number is the best of one run per
-      configuration, so that is what it is compared with), and that trial's value of the metric;
+    - `best_over` lists factors the paper maximised over (grid and sweeps): per seed, the trial that is best
+      on the study's objective among those sharing the rest of `where` (the paper's number is the best of
+      one run per configuration, so that is what it is compared with), and that trial's value of the metric;
     - `where` names several trials: likewise among them;
-    - a random search whose reported configuration was not sampled: likewise among all its trials (the
-      search's outcome: its test accuracy is the test accuracy of the trial it selected).
+    - a random search: the trial the search selects as the study file scores trials (the best mean of the
+      objective over seeds), and that trial's seeds.
+    A published number placed against exactly the same seeds' values as one before it (a final validation
+    value that repeats the test value when validation is the test set; a tie listed at two configurations)
+    is merged into that verdict (`also`) and counted once.
     """
     by_id = {r.trial.trial_id: r for r in rows}
-    out = []
+    out: list[Verdict] = []
+    seen: dict[tuple, int] = {}
     for p in study.published:
         where = dict(p.get("where", {}))
         best_over = [f for f in p.get("best_over", []) if isinstance(f, str)]
         where_text = ", ".join(f"{k} = {format_value(k, v)}" for k, v in where.items()) or "(any)"
         source = str(p.get("source", ""))
         exact = matching_trials(study, where)
-        if best_over:
+        random_search = study.design_kind == "random" and (not exact or best_over)
+        if random_search:
+            group = list(study.trials)
+            chosen = _selected_by_mean(group, by_id, objective)
+            against = (f"search's outcome: the trial with the best mean {objective.label} over seeds"
+                       + (f" ({chosen.trial_id})" if chosen else ""))
+        elif best_over:
             group = matching_trials(study, {k: v for k, v in where.items() if k not in best_over})
             against = (f"best over {', '.join(FACTOR_LABELS.get(f, f) for f in best_over)} per seed "
                        f"({len(group)} configurations)")
         elif len(exact) > 1:
             group, against = exact, f"best of {len(exact)} configurations per seed"
-        elif not exact and study.design_kind == "random":
-            group, against = list(study.trials), "best trial per seed (the search's outcome)"
         else:
             group, against = exact, ""
-        if study.design_kind == "random" and len(group) == len(study.trials) > 1:
-            against = "best trial per seed (the search's outcome)"
         first = True
         for key in [m.column for m in METRICS] + list(EXTRA_METRICS):
             if key not in p:
@@ -390,9 +461,15 @@ def _verdicts(study: Study, rows: Sequence[Row], objective: Metric) -> list[Verd
                 out.append(Verdict(source, where_text, key, value, "no stored configuration matches", 0, None,
                                    "; ".join(notes)))
                 continue
-            if len(group) == 1:
+            trial_id = ""
+            if random_search:
+                cell = by_id[chosen.trial_id].cells.get(key) if chosen is not None else None
+                vals = dict(cell.values) if cell is not None else {}
+                trial_id = chosen.trial_id if chosen is not None else ""
+            elif len(group) == 1:
                 cell = by_id[group[0].trial_id].cells.get(key) if group[0].trial_id in by_id else None
                 vals = dict(cell.values) if cell is not None else {}
+                trial_id = group[0].trial_id
             else:
                 selected = _selected_per_seed(group, by_id, objective)
                 vals = {}
@@ -405,23 +482,39 @@ def _verdicts(study: Study, rows: Sequence[Row], objective: Metric) -> list[Verd
                     notes.append(_argmax_note(study, selected, factors))
                     if key != objective.column:
                         notes.append(f"each seed's best configuration chosen by {objective.label}")
-            placement = stats.place_published(value, list(vals.values()), CONFIDENCE) if vals else None
+            family = "accuracy" if metric.kind == "acc" else metric.kind
+            same_key = (family, round(value, 12), tuple(sorted((k, round(v, 12)) for k, v in vals.items())))
+            label = f"{metric.label} at {where_text}"
+            if vals and same_key in seen:
+                k = seen[same_key]
+                out[k] = dataclasses.replace(out[k], also=out[k].also + (label,))
+                continue
+            placement = (stats.place_published(value, list(vals.values()), CONFIDENCE, metric.interval_scale)
+                         if vals else None)
+            if vals:
+                seen[same_key] = len(out)
             out.append(Verdict(source, where_text, key, value, against, len(vals), placement,
-                               "; ".join(n for n in notes if n), group[0].trial_id if len(group) == 1 else ""))
+                               "; ".join(n for n in notes if n), trial_id))
     return out
 
 
-def _paired(a: Cell, b: Cell) -> stats.Paired | None:
-    common = sorted(set(a.values) & set(b.values))
-    if len(common) < 2:
+def _compare(a: Cell, b: Cell, paired: bool) -> stats.Difference | None:
+    """a - b: independent samples (every seed of each), or pairs on common seeds under common seeding."""
+    if paired:
+        common = sorted(set(a.values) & set(b.values))
+        if len(common) < 2:
+            return None
+        return stats.compare([a.values[s] for s in common], [b.values[s] for s in common], True, CONFIDENCE)
+    if a.n < 2 or b.n < 2:
         return None
-    return stats.paired_comparison([a.values[s] for s in common], [b.values[s] for s in common], CONFIDENCE)
+    return stats.compare(list(a.values.values()), list(b.values.values()), False, CONFIDENCE)
 
 
-def _family(pairs: list[tuple[str, str, stats.Paired]]) -> tuple[Comparison, ...]:
+def _family(pairs: list[tuple[str, str, stats.Difference]]) -> tuple[Comparison, ...]:
     if not pairs:
         return ()
-    adjusted = stats.holm([p.t_pvalue for _, _, p in pairs])
+    ps = [p.t_pvalue if math.isfinite(p.t_pvalue) else math.nan for _, _, p in pairs]
+    adjusted = stats.holm(ps)
     return tuple(Comparison(a, b, p, float(h)) for (a, b, p), h in zip(pairs, adjusted))
 
 
@@ -429,28 +522,41 @@ def _categorical(study: Study, factors: Sequence[str]) -> list[str]:
     return [f for f in factors if all(isinstance(t.values.get(f, ""), str) for t in study.trials)]
 
 
-def _best_vs_rest(study: Study, rows: Sequence[Row], primary: Metric, factors: Sequence[str]) -> tuple[Comparison, ...]:
-    """Within each combination of categorical factors: its best configuration against each other one."""
+def _best_vs_rest(study: Study, rows: Sequence[Row], primary: Metric, factors: Sequence[str],
+                  paired: bool) -> tuple[tuple[Comparison, ...], frozenset]:
+    """Within each combination of categorical factors: its best configuration against each other one.
+
+    Also returns the best configurations whose every comparison is significant after Holm's correction
+    (the only ones a table may set in bold). The best is chosen on the same runs it is tested on, so these
+    p-values are optimistic; the README says so."""
     groups: dict[tuple, list[Row]] = {}
     cats = _categorical(study, factors)
     for r in rows:
         groups.setdefault(tuple(str(r.trial.values.get(c)) for c in cats), []).append(r)
-    pairs = []
+    pairs, families = [], []
     for members in groups.values():
         ranked = [r for r in members if r.cells[primary.column].n >= 2]
         if len(ranked) < 2:
             continue
         best = max(ranked, key=lambda r: primary.better * r.cells[primary.column].summary.mean)
+        start = len(pairs)
         for r in ranked:
             if r is best:
                 continue
-            res = _paired(best.cells[primary.column], r.cells[primary.column])
+            res = _compare(best.cells[primary.column], r.cells[primary.column], paired)
             if res is not None:
                 pairs.append((best.trial.trial_id, r.trial.trial_id, res))
-    return _family(pairs)
+        families.append((best.trial.trial_id, start, len(pairs)))
+    comps = _family(pairs)
+    significant = frozenset(
+        tid for tid, start, stop in families
+        if stop > start and all(c.holm_p < ALPHA and primary.better * c.result.mean_diff > 0 for c in comps[start:stop])
+    )
+    return comps, significant
 
 
-def _factor_effects(study: Study, rows: Sequence[Row], primary: Metric, factors: Sequence[str]) -> tuple[tuple[Comparison, ...], str]:
+def _factor_effects(study: Study, rows: Sequence[Row], primary: Metric, factors: Sequence[str],
+                    paired: bool) -> tuple[tuple[Comparison, ...], str]:
     """Grid designs: pairs of configurations that differ in one factor only, a - b with a the later level.
 
     Numeric factors compare adjacent levels (0.001 with 0.01, 0.01 with 0.1); categorical ones every pair.
@@ -474,7 +580,7 @@ def _factor_effects(study: Study, rows: Sequence[Row], primary: Metric, factors:
                 partner = by_key.get(tuple((g, _key(other.get(g))) for g in factors))
                 if partner is None:
                     continue
-                res = _paired(partner.cells[primary.column], r.cells[primary.column])
+                res = _compare(partner.cells[primary.column], r.cells[primary.column], paired)
                 if res is not None:
                     pairs.append((partner.trial.trial_id, r.trial.trial_id, res))
     if len(pairs) > MAX_FACTOR_COMPARISONS:
@@ -495,8 +601,21 @@ def _key(v: Any) -> Any:
     return v
 
 
-def _add_seeds(rows: Sequence[Row], primary: Metric) -> str:
-    """The "add seeds?" decision for the two best configurations on the primary metric."""
+def eval_images(study: Study) -> int:
+    """How many images the study's validation metrics are measured on (the test set's 10,000 otherwise)."""
+    validation = str(study.validation)
+    if validation.startswith("holdout:"):
+        return int(validation.partition(":")[2])
+    return 10_000
+
+
+def _add_seeds(study: Study, rows: Sequence[Row], primary: Metric, paired: bool) -> str:
+    """How many seeds would resolve the study's smallest effect of interest (never an observed difference).
+
+    The sd is pooled over the two best configurations (the ones a reader wants told apart); its chi-square
+    interval gives the interval of the seeds needed. For accuracies the effect is never below the binomial
+    standard error of the set they are measured on: a smaller difference is below what that set resolves.
+    """
     ranked = sorted(
         (r for r in rows if r.cells[primary.column].n >= 2),
         key=lambda r: -primary.better * r.cells[primary.column].summary.mean,
@@ -505,31 +624,36 @@ def _add_seeds(rows: Sequence[Row], primary: Metric) -> str:
         return "Add seeds? Not decidable: fewer than two configurations have at least 2 seeds."
     a, b = ranked[0], ranked[1]
     ca, cb = a.cells[primary.column], b.cells[primary.column]
-    common = sorted(set(ca.values) & set(cb.values))
-    head = (f"Add seeds? The two best configurations on {primary.label}, {trial_label(a.trial)} "
-            f"({_fmt(primary, ca.summary.mean)}) and {trial_label(b.trial)} ({_fmt(primary, cb.summary.mean)})")
-    if len(common) < 2:
-        return head + " share fewer than 2 seeds; run both on the same seeds first."
-    d = np.array([ca.values[s] - cb.values[s] for s in common])
-    diff, sd = float(d.mean()), float(d.std(ddof=1))
-    if diff == 0:
-        return head + f" have the same mean over {len(common)} common seeds: no number of seeds separates them."
+    df = ca.n + cb.n - 2
+    sd = math.sqrt(((ca.n - 1) * ca.summary.std ** 2 + (cb.n - 1) * cb.summary.std ** 2) / df)
+    effect = study.smallest_effect
+    wanted = effect
+    floor_note = ""
+    if primary.kind == "acc":
+        images = 10_000 if primary.column.startswith("test") else eval_images(study)
+        floor = stats.binomial_se(ca.summary.mean, images)
+        if effect < floor:
+            effect = floor
+            floor_note = (f" The study's smallest effect of interest, {_fmt_diff(primary, wanted)}, is below the binomial "
+                          f"standard error of an accuracy measured on {images:,} images ({_fmt_diff(primary, floor)}): "
+                          "a smaller difference is not resolved by that set, so the advice uses the latter.")
+    test = ("paired t-test (common random numbers)" if paired else "two-sample t-test")
+    head = (f"Add seeds? To tell apart two configurations whose {primary.label} differs by "
+            f"{_fmt_diff(primary, effect)} (the study's smallest effect of interest, `smallest_effect`), with "
+            f"{int(POWER * 100)}% power at alpha {ALPHA} in a two-sided {test}, using the seeds' sd pooled over the two "
+            f"best configurations ({trial_label(a.trial)} and {trial_label(b.trial)}): sd {_fmt_diff(primary, sd)} "
+            f"from {df} degrees of freedom")
     if sd == 0:
-        return head + f" differ by the same amount on every one of {len(common)} common seeds: no more seeds are needed."
-    try:
-        need = stats.seeds_needed(diff, sd, POWER, ALPHA, paired=True)
-    except ValueError:
-        return (head + f" differ by {_fmt_diff(primary, diff)} (sd of paired differences {_fmt_diff(primary, sd)}): "
-                "more than 100,000 seeds would be needed to resolve it; the difference is negligible.")
-    if need <= len(common):
-        verdict = "no, the seeds already resolve it"
-    elif need > max(10 * len(common), 50):
-        verdict = "not worth it; for practical purposes the two are tied"
-    else:
-        verdict = f"yes, about {need - len(common)} more (run with --seeds 0:{need})"
-    return (head + f" differ by {_fmt_diff(primary, diff)} on {len(common)} common seeds (sd of paired "
-            f"differences {_fmt_diff(primary, sd)}). A paired t-test resolves that difference with "
-            f"{int(POWER * 100)}% power at alpha {ALPHA} with {need} seeds: {verdict}.")
+        return head + ": no spread between seeds; 2 seeds per configuration suffice." + floor_note
+    advice = stats.seeds_for_effect(effect, sd, df, POWER, ALPHA, paired=False, confidence=CONFIDENCE)
+
+    def n_text(n: int | None) -> str:
+        return "more than 100,000" if n is None else f"{n:,}"
+
+    have = min(ca.n, cb.n)
+    return (head + f" (95% CI {_fmt_diff(primary, advice.sd_low)} to {_fmt_diff(primary, advice.sd_high)}), "
+            f"{n_text(advice.n)} seeds per configuration are needed (from {n_text(advice.n_low)} to "
+            f"{n_text(advice.n_high)} over the sd's interval); {have} are stored." + floor_note)
 
 
 def _fmt(metric: Metric, value: float) -> str:
@@ -537,29 +661,114 @@ def _fmt(metric: Metric, value: float) -> str:
 
 
 def _fmt_diff(metric: Metric, value: float) -> str:
-    return f"{metric.scale(value):.3g} pp" if metric.kind == "acc" else f"{value:.3g}"
+    return f"{metric.scale(value):.2g} pp" if metric.kind == "acc" else f"{value:.2g}"
+
+
+def _timing(study: Study, rows: Sequence[Row], runs: pd.DataFrame) -> tuple[Timing, ...]:
+    """Per configuration: what was measured (chunk wall time / runs in it), the chunk width and the
+    model-steps per second it implies. Medians over runs; no interval: runs of one chunk share one clock."""
+    train = 60_000 - (eval_images(study) if str(study.validation).startswith("holdout:") else 0)
+    groups = {tid: g for tid, g in runs.groupby("trial_id", sort=False)}
+    out = []
+    for r in rows:
+        g = groups.get(r.trial.trial_id)
+        if g is None or "seconds" not in g or not len(g):
+            continue
+        secs = [float(x) for x in g["seconds"] if x is not None and math.isfinite(float(x)) and float(x) > 0]
+        if not secs:
+            continue
+        steps = math.ceil(train / r.trial.config.batch_size)
+        rates = [steps * int(e) / float(x) for e, x in zip(g["epochs_run"], g["seconds"])
+                 if x is not None and math.isfinite(float(x)) and float(x) > 0]
+        widths = Counter(int(w) for w in g["chunk_width"])
+        out.append(Timing(r.trial.trial_id, len(g), widths.most_common(1)[0][0], _median(secs), _median(rates)))
+    return tuple(out)
+
+
+def _median(values: Sequence[float]) -> float:
+    v = sorted(values)
+    n = len(v)
+    return math.nan if n == 0 else (v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2.0)
+
+
+def _two_level_factorial(study: Study, rows: Sequence[Row], primary: Metric, factors: Sequence[str]) -> tuple[tuple[stats.Effect, ...], tuple[str, ...]]:
+    """Main effects and interactions when the grid is a full 2^k factorial (every factor at two levels)."""
+    if study.design_kind != "grid" or not factors or len(rows) != 2 ** len(factors):
+        return (), ()
+    levels = {f: factor_levels(study, f) for f in factors}
+    if any(len(levels[f]) != 2 for f in factors):
+        return (), ()
+    cells = {}
+    for r in rows:
+        combo = tuple(next(i for i, lv in enumerate(levels[f]) if _same(lv, r.trial.values.get(f))) for f in factors)
+        values = list(r.cells[primary.column].values.values())
+        if not values:
+            return (), ()
+        cells[combo] = values
+    try:
+        return tuple(stats.factorial_effects(cells, list(factors), CONFIDENCE)), tuple(factors)
+    except ValueError:
+        return (), ()
+
+
+def _aggregates(study: Study, rows: Sequence[Row], primary: Metric, factors: Sequence[str]) -> tuple[tuple[Aggregate, ...], str]:
+    """rliable-style aggregates per level of the first categorical factor (the implementation where there
+    is one), when the study has many configurations (at least 12)."""
+    cats = _categorical(study, factors)
+    if len(rows) < 12 or not cats:
+        return (), ""
+    factor = "flavour" if "flavour" in cats else cats[0]
+    out = []
+    for level in factor_levels(study, factor):
+        members = [r for r in rows if r.trial.values.get(factor) == level and r.cells[primary.column].n > 0]
+        if not members:
+            continue
+        groups = [list(r.cells[primary.column].values.values()) for r in members]
+        scores = [v for g in groups for v in g]
+        lo, hi = stats.stratified_bootstrap_ci(groups, stats.iqm, CONFIDENCE, n_resamples=2000, seed=0)
+        out.append(Aggregate(format_value(factor, level), len(members), len(scores), stats.iqm(scores), lo, hi,
+                             math.fsum(scores) / len(scores), tuple(sorted(scores))))
+    return tuple(out), factor
+
+
+def _duplicate_metrics(study: Study, rows: Sequence[Row]) -> tuple[str, ...]:
+    """Final validation metrics that repeat the test metrics run for run (validation is the test set and
+    the final weights are the tested ones): shown once, as test metrics."""
+    if str(study.validation) != "test":
+        return ()
+    out = []
+    for final, test in (("final_val_accuracy", "test_accuracy"), ("final_val_loss", "test_loss")):
+        pairs = [(r.cells[final].values.get(s), r.cells[test].values.get(s)) for r in rows for s in r.cells[final].values]
+        if pairs and all(b is not None and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12) for a, b in pairs):
+            out.append(final)
+    return tuple(out)
 
 
 def analyze(study: Study, runs: pd.DataFrame) -> Analysis:
     """Every number the report shows, computed from the runs (pure; writes nothing)."""
     primary = _primary(study)
     factors = design_factors(study)
+    paired = study.seeding == "common"
     groups = {tid: g for tid, g in runs.groupby("trial_id", sort=False)}
     rows = []
     published_single: dict[str, dict[str, float]] = {}
+    best_over: dict[str, dict[str, tuple[str, ...]]] = {}
     for p in study.published:
         trials = matching_trials(study, p.get("where", {}))
         if len(trials) == 1:
             for key in METRIC:
                 if key in p:
                     published_single.setdefault(trials[0].trial_id, {})[key] = _published_value(METRIC[key], p[key])[0]
+                    if p.get("best_over"):
+                        best_over.setdefault(trials[0].trial_id, {})[key] = tuple(p["best_over"])
     for t in study.trials:
         g = groups.get(t.trial_id, runs.iloc[0:0])
-        cells = {m.column: _cell(_values(g, m.column)) for m in METRICS}
+        cells = {m.column: _cell(_values(g, m.column), m) for m in METRICS}
         pc = cells[primary.column]
         boot = (stats.bootstrap_ci(list(pc.values.values()), CONFIDENCE, n_resamples=2000, seed=0)
                 if pc.n >= 2 else (math.nan, math.nan))
-        rows.append(Row(t, tuple(sorted(int(s) for s in g["seed"])), cells, published_single.get(t.trial_id, {}), boot))
+        rows.append(Row(t, tuple(sorted(int(s) for s in g["seed"])), cells, published_single.get(t.trial_id, {}), boot,
+                        best_over.get(t.trial_id, {})))
     if study.design_kind != "random":  # factor by factor, each in its design order (sweeps list the swept factor first)
         levels = {f: factor_levels(study, f) for f in factors}
 
@@ -571,10 +780,14 @@ def analyze(study: Study, runs: pd.DataFrame) -> Analysis:
             )
 
         rows.sort(key=position)
-    metrics = tuple(m for m in METRICS if any(r.cells[m.column].n > 0 for r in rows))
+    dropped = _duplicate_metrics(study, rows)
+    metrics = tuple(m for m in METRICS if m.column not in dropped and any(r.cells[m.column].n > 0 for r in rows))
     if primary not in metrics:
         primary = next((m for m in metrics if m.kind == "acc"), primary)
-    effects, note = _factor_effects(study, rows, primary, factors)
+    effects, note = _factor_effects(study, rows, primary, factors, paired)
+    best_vs_rest, significant = _best_vs_rest(study, rows, primary, factors, paired)
+    factorial, factorial_factors = _two_level_factorial(study, rows, primary, factors)
+    aggregates, aggregate_factor = _aggregates(study, rows, primary, factors)
     return Analysis(
         study=study,
         runs=runs,
@@ -583,12 +796,19 @@ def analyze(study: Study, runs: pd.DataFrame) -> Analysis:
         primary=primary,
         factors=factors,
         verdicts=tuple(_verdicts(study, rows, primary)),
-        best_vs_rest=_best_vs_rest(study, rows, primary, factors),
+        best_vs_rest=best_vs_rest,
         factor_effects=effects,
         factor_note=note,
-        add_seeds=_add_seeds(rows, primary),
+        add_seeds=_add_seeds(study, rows, primary, paired),
+        paired=paired,
+        significant_best=significant,
+        timing=_timing(study, rows, runs),
+        effects=factorial,
+        effects_factors=factorial_factors,
+        aggregates=aggregates,
+        aggregate_factor=aggregate_factor,
+        dropped=dropped,
     )
-
 
 
 def describe_seeds(seeds: Sequence[int]) -> str:

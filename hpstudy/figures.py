@@ -1,24 +1,31 @@
 """The report's figures: one paper style, Okabe-Ito colours, each figure as PDF, SVG and PNG.
 
-Figures are chosen by the study's design and factors, not by its name:
-- ``configurations``: grid designs (up to 40 configurations): final validation accuracy and loss per
-  configuration with 95% CI bars, published values as open diamonds (the grid paper's scatter plots);
-- ``by_<factor>``: grid designs with a factor of at most 4 levels (learning rate when there is one) and the
-  other factors' combinations as bars: training time, test accuracy, test loss with CI error bars;
-- ``<metric>_vs_<factor>``: any numeric factor with 3 or more levels (a sweep): the primary metric
-  against it (log axis for learning rates), one panel per activation (or other categorical factor), one
-  line per flavour (or the remaining factors) with a 95% CI band, published values as stars;
-- random designs: ``best_so_far`` (best score vs trial index, mean and CI over seeds),
-  ``score_vs_hyperparameters`` (each trial's mean and CI against each sampled hyperparameter) and
-  ``learning_curves`` (train and validation accuracy and loss per epoch of the best trial, 95% CI bands).
+Figures are chosen by the study's design and factors, not by its name. Every figure that shows a mean over
+seeds shows the seeds too, as points (or thin lines for learning curves), over any interval:
+- ``configurations``: grid designs (up to 40 configurations): the primary accuracy and loss per configuration,
+  each seed a point, mean and 95% CI, published values as open diamonds where the paper gives them;
+- ``by_<factor>``: grid designs with a factor of 2-4 levels: test accuracy and loss against it, a dot plot
+  (mean, CI, seeds) per combination of the other factors, on an axis that need not start at 0;
+- ``<metric>_vs_<factor>``: a numeric factor with 3 or more levels: the primary metric against it, one panel
+  per activation (shared y range), one line per implementation (Nielsen / scikit-learn / Keras), CI band and
+  seeds; learning rates on a log axis, split at 1 into a linear part when the levels run from below 0.1 to 1-5;
+- ``seeds``: every seed of every configuration (strip plot) where no ``configurations`` figure shows them;
+- ``learning_curves``: validation accuracy per epoch with a 95% band and each seed's curve, for the best
+  configurations (every configuration of small grids);
+- ``performance_profile``: studies with many configurations: share of runs above each score, per implementation;
+- random designs: ``best_so_far`` and ``score_vs_hyperparameters``.
 
-Files are byte-identical for the same inputs: fixed SVG hash salt, no dates or software versions in the
-metadata, Figure objects only (no pyplot state), every figure closed after saving.
+Files are byte-identical for the same inputs: no dates or software versions in the metadata, Figure objects
+only (no pyplot state), every figure closed after saving, and the SVG's ids (which matplotlib derives from
+hashes of float coordinates, so that last-bit noise would change them) renumbered in order of appearance.
+Log axes are drawn as linear axes of math.log10 positions, so that no vectorised transcendental function
+(whose last bits may depend on the CPU's SIMD width) decides a coordinate.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -26,21 +33,23 @@ import matplotlib as mpl
 import numpy as np
 from cycler import cycler
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 from scipy import stats as sstats
 
+from hpstudy import stats
 from hpstudy.analysis import (
     CONFIDENCE,
+    FACTOR_LABELS,
     METRIC,
     Analysis,
     Cell,
     Metric,
     Row,
+    _published_value,
+    _same,
     factor_levels,
     format_value,
     trial_label,
-    _published_value,
-    _same,
 )
 
 FORMATS = ("pdf", "svg", "png")
@@ -50,6 +59,7 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<")
 LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1)), "-", "--")
 PUBLISHED_STYLE = {"marker": "*", "s": 70, "edgecolors": "black", "linewidths": 0.6, "zorder": 5}
 PUBLISHED_LABEL = "published (one run)"
+SEED_STYLE = {"s": 6, "alpha": 0.55, "linewidths": 0, "zorder": 2}
 WIDTH = 7.0  # inches: a full text width
 CHANCE = 15.0  # percent: a sweep line never above this is a failed (diverged) configuration
 STYLE = {
@@ -82,6 +92,26 @@ METADATA = {
     "svg": {"Creator": "hpstudy report", "Date": None},
     "png": {"Software": None},
 }
+# The ids matplotlib's SVG writer makes from hashes: clip paths (p), markers (m), hatches (h), then 10 hex digits.
+_SVG_HASH_ID = re.compile(r"\b([pmh])([0-9a-f]{10})\b")
+
+
+def stable_svg_ids(text: str) -> str:
+    """The SVG with its hash-derived ids renumbered in order of first appearance (p0000000001, ...).
+
+    matplotlib names clip paths and markers by a hash of their float coordinates, so a last-bit difference
+    that the printed coordinates do not show still changes the file. Renumbering keeps every reference
+    consistent (ids and their '#id' uses are the same tokens) and depends only on the drawing order."""
+    names: dict[str, str] = {}
+
+    def rename(match: re.Match) -> str:
+        token = match.group(0)
+        if token not in names:
+            names[token] = f"{match.group(1)}{len([n for n in names if n[0] == token[0]]) + 1:010d}"
+        return names[token]
+
+    ids = set(re.findall(r'id="([pmh][0-9a-f]{10})"', text))
+    return _SVG_HASH_ID.sub(lambda m: rename(m) if m.group(0) in ids else m.group(0), text)
 
 
 def save(fig: Figure, directory: Path, stem: str) -> None:
@@ -90,19 +120,33 @@ def save(fig: Figure, directory: Path, stem: str) -> None:
     The constrained layout is solved once, while the PNG is drawn; the other formats reuse it (the
     layout works in points, so it is the same at every resolution) instead of solving it again.
     """
+    import io
+
     for i, ext in enumerate(("png", "pdf", "svg")):
-        fig.savefig(directory / f"{stem}.{ext}", format=ext, metadata=METADATA[ext])
+        if ext == "svg":
+            buf = io.StringIO()
+            fig.savefig(buf, format="svg", metadata=METADATA["svg"])
+            (directory / f"{stem}.svg").write_text(stable_svg_ids(buf.getvalue()), encoding="utf-8", newline="\n")
+        else:
+            fig.savefig(directory / f"{stem}.{ext}", format=ext, metadata=METADATA[ext])
         if i == 0:
             fig.set_layout_engine("none")
     fig.clear()
 
 
-def _half(cell: Cell) -> float:
-    return cell.half_width if cell.summary is not None else math.nan
-
-
 def _mean(cell: Cell) -> float:
     return cell.summary.mean if cell.summary is not None else math.nan
+
+
+def _yerr(metric: Metric, cells: Sequence[Cell | None]) -> np.ndarray:
+    """2 x n asymmetric error bars (display units) from each cell's bounded CI; 0 where there is none."""
+    out = np.zeros((2, len(cells)))
+    for i, c in enumerate(cells):
+        if c is not None and c.has_interval:
+            m = metric.scale(c.summary.mean)
+            out[0, i] = max(m - metric.scale(c.summary.ci_low), 0.0)
+            out[1, i] = max(metric.scale(c.summary.ci_high) - m, 0.0)
+    return out
 
 
 def _numeric(values: Sequence) -> bool:
@@ -113,12 +157,64 @@ def _log_axis(factor: str, levels: Sequence) -> bool:
     return _numeric(levels) and min(levels) > 0 and (factor == "learning_rate" or max(levels) / min(levels) >= 100)
 
 
-def _log_x(ax) -> None:
-    """A log x axis labelled 0.001, 0.01, ... (plain numbers read better than powers, and draw faster)."""
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(base=10))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
+def _log_ticks(ax, values: Sequence[float]) -> None:
+    """Ticks of an axis drawn at math.log10 positions: one per decade, labelled 0.001, 0.01, ..."""
+    lo, hi = math.floor(math.log10(min(values)) + 1e-9), math.ceil(math.log10(max(values)) - 1e-9)
+    ticks = list(range(lo, hi + 1))
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.set_xticklabels([f"{10.0 ** t:g}" for t in ticks])
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
+class Axis:
+    """x positions of a numeric factor's levels: linear, log (math.log10), or split at 1 into a log part
+    below and a linear part above, so that learning rates 1-5 are as readable as 0.001-0.1."""
+
+    def __init__(self, factor: str, levels: Sequence[float]):
+        self.levels = sorted(float(v) for v in levels)
+        low = [v for v in self.levels if v < 1.0]
+        high = [v for v in self.levels if v >= 1.0]
+        self.kind = "linear"
+        if _log_axis(factor, self.levels):
+            self.kind = "split" if len(low) >= 2 and len(high) >= 3 else "log"
+        if self.kind == "split":
+            self.top_low = math.log10(max(low))
+            self.gap = 1.0  # one decade's width between the parts
+            self.unit = 1.0  # one learning-rate unit above 1 is as wide as one decade below
+
+    def __call__(self, x: float) -> float:
+        x = float(x)
+        if self.kind == "log":
+            return math.log10(x)
+        if self.kind == "split":
+            if x < 1.0:
+                return math.log10(x)
+            return self.top_low + self.gap + (x - 1.0) * self.unit
+        return x
+
+    def break_at(self) -> float | None:
+        return self.top_low + self.gap / 2.0 if self.kind == "split" else None
+
+    def apply(self, ax) -> None:
+        """Ticks at the levels (split, log) and a break mark between the parts."""
+        if self.kind == "linear":
+            return
+        if self.kind == "log":
+            _log_ticks(ax, self.levels)
+            return
+        ax.xaxis.set_major_locator(FixedLocator([self(v) for v in self.levels]))
+        ax.set_xticklabels([f"{v:g}" for v in self.levels])
+        ax.xaxis.set_minor_locator(NullLocator())
+        b = self.break_at()
+        ax.axvline(b, color="0.55", linewidth=0.7, linestyle=(0, (2, 2)), zorder=1)
+        ax.text(b, 0.0, "//", transform=ax.get_xaxis_transform(), ha="center", va="center", fontsize=7,
+                color="0.3", clip_on=False, zorder=6)
+
+    def note(self) -> str:
+        if self.kind == "split":
+            return (f"x axis split at the dashed line: log scale up to {max(v for v in self.levels if v < 1):g}, "
+                    "linear from 1")
+        return "log scale" if self.kind == "log" else ""
 
 
 def _at_chance(metric: Metric, values: np.ndarray) -> np.ndarray:
@@ -135,8 +231,6 @@ def _fit_ylim(ax, values: np.ndarray) -> None:
 
 
 def _axis_label(factor: str) -> str:
-    from hpstudy.analysis import FACTOR_LABELS
-
     return FACTOR_LABELS.get(factor, factor)
 
 
@@ -154,13 +248,37 @@ def _legend_below(fig: Figure, handles: list, labels: list, ncols: int | None = 
         fig.legend(handles, labels, loc="outside lower center", ncols=ncols or min(len(labels), 5))
 
 
+def _seed_values(metric: Metric, cell: Cell) -> list[float]:
+    """A cell's seeds in display units, in seed order."""
+    return [metric.scale(cell.values[s]) for s in sorted(cell.values)]
+
+
 # ----------------------------------------------------------------------------------------------
-# Grid: configurations (forest plot) and grouped bars
+# Per configuration: forest plot (grid designs) and seed strip plot (any design)
 # ----------------------------------------------------------------------------------------------
 
 
 def _forest_metrics(a: Analysis) -> list[Metric]:
     return _value_metrics(a, ("final_val_accuracy", "final_val_loss")) or _value_metrics(a, ("test_accuracy", "test_loss"))
+
+
+def _has_published(a: Analysis, metrics: Sequence[Metric]) -> bool:
+    return any(m.column in r.published for r in a.rows for m in metrics)
+
+
+def _dot_rows(ax, a: Analysis, rows: Sequence[Row], m: Metric, y: np.ndarray) -> tuple:
+    """Seeds as points, mean and CI as a dot with bars, along y (one row per configuration)."""
+    for r, yy in zip(rows, y):
+        vals = _seed_values(m, r.cells[m.column])
+        if vals:
+            offs = np.linspace(-0.18, 0.18, len(vals)) if len(vals) > 1 else np.zeros(1)
+            ax.scatter(vals, yy + offs, color="0.2", **SEED_STYLE)
+    means = np.array([m.scale(_mean(r.cells[m.column])) for r in rows])
+    errs = _yerr(m, [r.cells[m.column] for r in rows])
+    eb = ax.errorbar(means, y, xerr=errs, fmt="o", color=OKABE_ITO[0], ecolor=OKABE_ITO[0], elinewidth=1.1,
+                     markersize=3.5, zorder=3)
+    seeds = ax.scatter([], [], color="0.2", **{**SEED_STYLE, "s": 10})
+    return eb, seeds
 
 
 def fig_configurations(a: Analysis) -> Figure | None:
@@ -169,15 +287,12 @@ def fig_configurations(a: Analysis) -> Figure | None:
         return None
     rows = list(a.rows)
     n = len(rows)
-    y = np.arange(n)[::-1]
-    fig = Figure(figsize=(WIDTH, max(2.4, 0.26 * n + 1.3)), layout="constrained")
+    y = np.arange(n)[::-1].astype(float)
+    fig = Figure(figsize=(WIDTH, max(2.4, 0.3 * n + 1.3)), layout="constrained")
     axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
-    eb = pub_handle = None
+    eb = seeds = pub_handle = None
     for ax, m in zip(axes, metrics):
-        means = np.array([m.scale(_mean(r.cells[m.column])) for r in rows])
-        halves = np.array([m.scale(_half(r.cells[m.column])) for r in rows])
-        eb = ax.errorbar(means, y, xerr=halves, fmt="o", color=OKABE_ITO[0], ecolor=OKABE_ITO[0], elinewidth=1.1,
-                         markersize=4, zorder=3)
+        eb, seeds = _dot_rows(ax, a, rows, m, y)
         pub = [(m.scale(r.published[m.column]), yy) for r, yy in zip(rows, y) if m.column in r.published]
         if pub:
             pub_handle = ax.scatter([p[0] for p in pub], [p[1] for p in pub], marker="D", s=22, facecolors="white",
@@ -187,12 +302,44 @@ def fig_configurations(a: Analysis) -> Figure | None:
         ax.xaxis.set_major_locator(MaxNLocator(5))
     axes[0].set_yticks(y, [trial_label(r.trial, a.factors) for r in rows])
     axes[0].set_ylim(-0.6, n - 0.4)
-    handles, labels = [eb], ["mean and 95% CI over seeds"]
+    handles, labels = [eb, seeds], ["mean and 95% CI over seeds", "one seed"]
     if pub_handle is not None:
         handles.append(pub_handle)
         labels.append(PUBLISHED_LABEL)
     _legend_below(fig, handles, labels)
     return fig
+
+
+def fig_seeds(a: Analysis) -> Figure | None:
+    """Every seed of every configuration on the primary metric (strip plot), mean and CI over them."""
+    m = a.primary
+    rows = [r for r in a.rows if r.cells[m.column].n > 0]
+    if not rows:
+        return None
+    n = len(rows)
+    y = np.arange(n)[::-1].astype(float)
+    fig = Figure(figsize=(WIDTH * 0.75, max(2.4, 0.16 * n + 1.2)), layout="constrained")
+    ax = fig.subplots()
+    eb, seeds = _dot_rows(ax, a, rows, m, y)
+    handles, labels = [eb, seeds], ["mean and 95% CI over seeds", "one seed"]
+    pub = [(m.scale(r.published[m.column]), yy) for r, yy in zip(rows, y) if m.column in r.published]
+    if pub:
+        handles.append(ax.scatter([p[0] for p in pub], [p[1] for p in pub], marker="D", s=18, facecolors="white",
+                                  edgecolors=OKABE_ITO[1], linewidths=1.0, zorder=4))
+        labels.append(PUBLISHED_LABEL)
+    labels_y = [f"{r.trial.trial_id} ({trial_label(r.trial)})" if a.study.design_kind == "random" else trial_label(r.trial, a.factors)
+                for r in rows]
+    ax.set_yticks(y, labels_y, fontsize=6 if n > 30 else 7)
+    ax.set_ylim(-0.6, n - 0.4)
+    ax.set_xlabel(m.label)
+    ax.grid(axis="y", visible=False)
+    _legend_below(fig, handles, labels, ncols=3)
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Grid: a factor of a few levels, dot plots (not bars: the accuracy axis does not start at 0)
+# ----------------------------------------------------------------------------------------------
 
 
 def _bar_factor(a: Analysis) -> str | None:
@@ -204,8 +351,8 @@ def _bar_factor(a: Analysis) -> str | None:
     return "learning_rate" if "learning_rate" in candidates else candidates[0]
 
 
-def fig_grouped_bars(a: Analysis, factor: str) -> Figure | None:
-    metrics = _value_metrics(a, ("seconds", "test_accuracy", "test_loss"))
+def fig_by_factor(a: Analysis, factor: str) -> Figure | None:
+    metrics = _value_metrics(a, ("test_accuracy", "test_loss"))
     levels = factor_levels(a.study, factor)
     others = [f for f in a.factors if f != factor]
     series: list[tuple] = []
@@ -223,47 +370,47 @@ def fig_grouped_bars(a: Analysis, factor: str) -> Figure | None:
             cell_of[(li, si)] = r
     k = len(series)
     width = 0.8 / k
-    fig = Figure(figsize=(WIDTH, 2.7), layout="constrained")
+    fig = Figure(figsize=(WIDTH, 2.9), layout="constrained")
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     handles, labels = [], []
     pub_handle = None
-    x = np.arange(len(levels))
+    x = np.arange(len(levels), dtype=float)
     for ax, m in zip(axes, metrics):
-        lows, highs = [], []
         for si, s in enumerate(series):
             offs = x - 0.4 + width * (si + 0.5)
             rows = [cell_of.get((li, si)) for li in range(len(levels))]
+            color = OKABE_ITO[si % len(OKABE_ITO)]
+            for o, r in zip(offs, rows):
+                if r is not None:
+                    vals = _seed_values(m, r.cells[m.column])
+                    ax.scatter(np.full(len(vals), o), vals, color=color, **{**SEED_STYLE, "alpha": 0.4})
             means = np.array([m.scale(_mean(r.cells[m.column])) if r else math.nan for r in rows])
-            halves = np.array([m.scale(_half(r.cells[m.column])) if r else math.nan for r in rows])
-            bars = ax.bar(offs, means, width * 0.92, yerr=halves, color=OKABE_ITO[si % len(OKABE_ITO)],
-                          error_kw={"elinewidth": 0.9, "ecolor": "black", "capsize": 2}, zorder=2)
+            errs = _yerr(m, [r.cells[m.column] if r else None for r in rows])
+            eb = ax.errorbar(offs, means, yerr=errs, fmt=MARKERS[si % len(MARKERS)], color=color, markersize=4,
+                             elinewidth=1.0, capsize=2, zorder=3)
             pubs = [(o, m.scale(r.published[m.column])) for o, r in zip(offs, rows) if r and m.column in r.published]
             if pubs:
                 pub_handle = ax.scatter([p[0] for p in pubs], [p[1] for p in pubs], marker="D", s=16,
                                         facecolors="white", edgecolors="black", linewidths=0.9, zorder=4)
-            lows += list(np.nan_to_num(means - np.nan_to_num(halves), nan=np.inf)) + [p[1] for p in pubs]
-            highs += list(np.nan_to_num(means + np.nan_to_num(halves), nan=-np.inf)) + [p[1] for p in pubs]
             if ax is axes[0]:
-                handles.append(bars)
+                handles.append(eb)
                 labels.append(", ".join(f"{_short(f)} {format_value(f, v)}" for f, v in zip(others, s)) or m.label)
-        if m.kind == "acc":  # accuracies differ by tenths of a percent: zoom in rather than start at 0
-            lo, hi = min(lows), max(highs)
-            if math.isfinite(lo) and math.isfinite(hi):
-                pad = max(hi - lo, 0.05) * 0.15
-                ax.set_ylim(lo - pad, hi + pad)
         ax.set_xticks(x, [format_value(factor, v) for v in levels])
+        ax.set_xlim(-0.5, len(levels) - 0.5)
         ax.set_xlabel(_axis_label(factor))
         ax.set_ylabel(m.label)
         ax.grid(axis="x", visible=False)
     if pub_handle is not None:
         handles.append(pub_handle)
         labels.append(PUBLISHED_LABEL)
+    handles.append(axes[0].scatter([], [], color="0.4", **{**SEED_STYLE, "s": 10}))
+    labels.append("one seed")
     _legend_below(fig, handles, labels, ncols=min(len(labels), 3))
     return fig
 
 
 # ----------------------------------------------------------------------------------------------
-# Sweeps: metric against a numeric factor, panels by activation, lines by flavour
+# Sweeps: metric against a numeric factor, panels by activation, lines by implementation
 # ----------------------------------------------------------------------------------------------
 
 
@@ -289,12 +436,14 @@ def fig_sweep(a: Analysis, x_factor: str, metric: Metric) -> Figure | None:
     ncols = min(len(panels), 3)
     nrows = math.ceil(len(panels) / ncols)
     fig = Figure(figsize=(WIDTH, 2.5 * nrows + 0.5), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True).ravel()
-    levels = factor_levels(a.study, x_factor)
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True).ravel()
+    axis = Axis(x_factor, factor_levels(a.study, x_factor))
     handles: dict[str, object] = {}
     has_published = False
-    for ax, pv in zip(axes, panels):
-        shown: list[float] = []
+    shown: list[float] = []
+    failed_by_panel: dict[int, list[tuple[str, float]]] = {}
+    nl = max(len(lines), 1)
+    for pi_, (ax, pv) in enumerate(zip(axes, panels)):
         failed: list[tuple[str, float]] = []
         for li, key in enumerate(lines):
             members = [r for r in rows if (panel is None or r.trial.values.get(panel) == pv)
@@ -302,20 +451,22 @@ def fig_sweep(a: Analysis, x_factor: str, metric: Metric) -> Figure | None:
             members.sort(key=lambda r: r.trial.values[x_factor])
             if not members:
                 continue
-            xs = np.array([float(r.trial.values[x_factor]) for r in members])
+            xs = np.array([axis(r.trial.values[x_factor]) for r in members])
             cells = [r.cells[metric.column] for r in members]
             ys = np.array([metric.scale(_mean(c)) for c in cells])
-            lo = np.array([metric.scale(c.summary.ci_low) if c.summary is not None and c.summary.n >= 2 else math.nan for c in cells])
-            hi = np.array([metric.scale(c.summary.ci_high) if c.summary is not None and c.summary.n >= 2 else math.nan for c in cells])
-            if metric.kind == "acc":  # a t interval over few, wildly different seeds can leave [0, 100]%
-                lo, hi = np.clip(lo, 0.0, 100.0), np.clip(hi, 0.0, 100.0)
+            lo = np.array([metric.scale(c.summary.ci_low) if c.has_interval else math.nan for c in cells])
+            hi = np.array([metric.scale(c.summary.ci_high) if c.has_interval else math.nan for c in cells])
             color = OKABE_ITO[li % len(OKABE_ITO)]
             label = ", ".join(format_value(f, v) for f, v in zip(line_factors, key)) or metric.label
             (ln,) = ax.plot(xs, ys, color=color, marker=MARKERS[li % len(MARKERS)], linestyle=LINESTYLES[li % len(LINESTYLES)],
                             markersize=3.5, zorder=3)
-            ax.fill_between(xs, lo, hi, color=color, alpha=0.18, linewidth=0, zorder=2)
+            ax.fill_between(xs, lo, hi, color=color, alpha=0.15, linewidth=0, zorder=2)
+            dodge = (li - (nl - 1) / 2.0) * 0.08  # seeds of different lines side by side, not on top of each other
+            for xx, c in zip(xs, cells):
+                vals = _seed_values(metric, c)
+                ax.scatter(np.full(len(vals), xx + dodge), vals, color=color, **{**SEED_STYLE, "s": 5, "alpha": 0.5})
             handles.setdefault(label, ln)
-            pubs = [(float(r.trial.values[x_factor]), metric.scale(r.published[metric.column]))
+            pubs = [(axis(r.trial.values[x_factor]), metric.scale(r.published[metric.column]))
                     for r in members if metric.column in r.published]
             if pubs:
                 ax.scatter([p[0] for p in pubs], [p[1] for p in pubs], color=color, **PUBLISHED_STYLE)
@@ -324,19 +475,24 @@ def fig_sweep(a: Analysis, x_factor: str, metric: Metric) -> Figure | None:
             if metric.kind == "acc" and finite.size and finite.max() <= CHANCE:
                 failed.append((label, float(finite.mean())))
             else:
-                shown += [*finite, *lo[np.isfinite(lo)], *hi[np.isfinite(hi)], *(p[1] for p in pubs)]
-        if failed and shown:  # runs at chance level would squash every other line: note them instead
-            _fit_ylim(ax, np.array(shown))
-            ax.text(0.02, 0.02, "\n".join(f"{name}: {value:.1f}% (chance level), off scale" for name, value in failed),
-                    transform=ax.transAxes, fontsize=6.5, va="bottom", ha="left", color="0.25")
-        if _log_axis(x_factor, levels):
-            _log_x(ax)
+                seeds = [v for c in cells for v in _seed_values(metric, c)]
+                shown += [*finite, *lo[np.isfinite(lo)], *hi[np.isfinite(hi)], *(p[1] for p in pubs), *seeds]
+        failed_by_panel[pi_] = failed
+        axis.apply(ax)
         if panel:
-            ax.set_title(f"{_axis_label(panel)}: {pv}")
+            ax.set_title(f"{_axis_label(panel)}: {format_value(panel, pv)}")
         ax.set_xlabel(_axis_label(x_factor))
-        ax.set_ylabel(metric.label)
+    for i in range(nrows):
+        axes[i * ncols].set_ylabel(metric.label)
+    if any(failed_by_panel.values()) and shown:  # runs at chance level would squash every other line
+        _fit_ylim(axes[0], np.array(shown))  # shared: every panel gets the same range
+        for pi_, failed in failed_by_panel.items():
+            if failed:
+                axes[pi_].text(0.02, 0.02, "\n".join(f"{name}: {value:.1f}% (chance level), off scale" for name, value in failed),
+                               transform=axes[pi_].transAxes, fontsize=6.5, va="bottom", ha="left", color="0.25")
     for ax in axes[len(panels):]:
         ax.set_visible(False)
+    handles["one seed"] = axes[0].scatter([], [], color="0.4", **{**SEED_STYLE, "s": 10})
     if has_published:  # one neutral legend entry for the stars, whatever their colour, after the lines
         handles[PUBLISHED_LABEL] = axes[0].scatter([], [], color="white", **PUBLISHED_STYLE)
     _legend_below(fig, list(handles.values()), list(handles), ncols=min(len(handles), 6))
@@ -344,7 +500,7 @@ def fig_sweep(a: Analysis, x_factor: str, metric: Metric) -> Figure | None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Learning curves, best-so-far, score vs hyperparameters
+# Learning curves (every study), performance profiles (many configurations)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -379,39 +535,111 @@ def best_row(a: Analysis) -> Row | None:
     return max(ranked, key=lambda r: m.better * r.cells[m.column].summary.mean) if ranked else None
 
 
+MAX_CURVES = 9
+
+
+def curve_rows(a: Analysis) -> list[Row]:
+    """The configurations whose learning curves are drawn: all of a small study; else the best of each
+    combination of categorical factors (each implementation and activation), or the best few overall."""
+    m = a.primary
+    ranked = [r for r in a.rows if r.cells[m.column].n > 0]
+    if len(ranked) <= MAX_CURVES:
+        return ranked
+    cats = [f for f in a.factors if all(isinstance(r.trial.values.get(f, ""), str) for r in a.rows)]
+    if cats:
+        groups: dict[tuple, list[Row]] = {}
+        for r in ranked:
+            groups.setdefault(tuple(str(r.trial.values.get(c)) for c in cats), []).append(r)
+        if len(groups) <= MAX_CURVES:
+            return [max(g, key=lambda r: m.better * r.cells[m.column].summary.mean) for g in groups.values()]
+    return sorted(ranked, key=lambda r: -m.better * r.cells[m.column].summary.mean)[:MAX_CURVES]
+
+
 def fig_learning_curves(a: Analysis) -> Figure | None:
-    best = best_row(a)
-    if best is None:
+    """Validation (or training) accuracy per epoch: each seed's curve, mean and 95% band, per configuration."""
+    rows = curve_rows(a)
+    column = "val_accuracy" if str(a.study.validation) != "none" else "train_accuracy"
+    if not rows:
         return None
-    runs = a.runs[a.runs["trial_id"] == best.trial.trial_id]
-    fig = Figure(figsize=(WIDTH, 2.6), layout="constrained")
-    axes = fig.subplots(1, 2, squeeze=False)[0]
+    ncols = min(len(rows), 3)
+    nrows = math.ceil(len(rows) / ncols)
+    fig = Figure(figsize=(WIDTH, 1.9 * nrows + 0.6), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True).ravel()
     handles: dict[str, object] = {}
-    lengths = np.array([int(e) for e in runs["epochs_run"]])
-    counts = [int((lengths >= e).sum()) for e in range(1, int(lengths.max()) + 1)]
-    for ax, (kind, scale, ylabel) in zip(axes, (("accuracy", 100.0, "accuracy (%)"), ("loss", 1.0, "loss"))):
-        for i, split in enumerate(("train", "val")):
-            mat = _history(runs, f"{split}_{kind}")
-            if mat.size == 0 or not np.isfinite(mat).any():
-                continue
-            mean, lo, hi = _t_band(mat * scale)
-            ep = np.arange(1, mat.shape[1] + 1)
-            color = OKABE_ITO[i]
-            (ln,) = ax.plot(ep, mean, color=color, linestyle=LINESTYLES[i], marker=MARKERS[i], markersize=3, zorder=3)
-            ax.fill_between(ep, lo, hi, color=color, alpha=0.2, linewidth=0, zorder=2)
-            handles.setdefault("training" if split == "train" else "validation", ln)
-        ax.set_xlabel("epoch" if len(set(counts)) == 1 else "epoch (runs still training)")
-        ax.set_ylabel(ylabel)
-        if len(set(counts)) > 1 and len(counts) <= 15:
-            ax.set_xticks(np.arange(1, len(counts) + 1), [f"{e}\n({c})" for e, c in enumerate(counts, 1)])
-        else:
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    name = trial_label(best.trial)
-    if a.study.design_kind == "random":
-        name = f"{best.trial.trial_id} ({name})"
-    fig.suptitle(f"{name}: mean and 95% CI over {len(runs)} seeds", fontsize=8.5)
-    _legend_below(fig, list(handles.values()), list(handles))
+    shown: list[float] = []
+    for ax, r in zip(axes, rows):
+        runs = a.runs[a.runs["trial_id"] == r.trial.trial_id]
+        mat = _history(runs, column) * 100.0
+        if mat.size == 0 or not np.isfinite(mat).any():
+            ax.set_visible(False)
+            continue
+        ep = np.arange(1, mat.shape[1] + 1)
+        for row in mat:
+            ok = np.isfinite(row)
+            sl = ax.plot(ep[ok], row[ok], color=OKABE_ITO[4], linewidth=0.6, marker="o", markersize=1.6, alpha=0.6, zorder=2)[0]
+            handles.setdefault("one seed", sl)
+        mean, lo, hi = _t_band(mat)
+        (ln,) = ax.plot(ep, mean, color=OKABE_ITO[0], linewidth=1.4, zorder=3)
+        ax.fill_between(ep, lo, hi, color=OKABE_ITO[0], alpha=0.2, linewidth=0, zorder=1)
+        handles.setdefault("mean and 95% CI over seeds", ln)
+        pub = [v for v in a.verdicts if v.trial_id == r.trial.trial_id and v.metric in
+               (("final_val_accuracy", "best_val_accuracy", "test_accuracy") if str(a.study.validation) == "test"
+                else ("final_val_accuracy", "best_val_accuracy"))]
+        if pub:
+            handles.setdefault("published", ax.axhline(pub[0].published * 100.0, color=OKABE_ITO[1], linewidth=0.9,
+                                                        linestyle="--", zorder=2))
+            shown.append(pub[0].published * 100.0)
+        finite = mat[np.isfinite(mat)]
+        if finite.size and finite.max() > CHANCE:
+            shown += list(finite[finite > CHANCE])
+        label = trial_label(r.trial) if a.study.design_kind != "random" else f"{r.trial.trial_id} ({trial_label(r.trial)})"
+        ax.set_title(label, fontsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+    for i in range(nrows):
+        axes[i * ncols].set_ylabel(("validation" if column.startswith("val") else "training") + " accuracy (%)")
+    if shown:
+        _fit_ylim(axes[0], np.array(shown))
+    for ax in axes[len(rows):]:
+        ax.set_visible(False)
+    _legend_below(fig, list(handles.values()), list(handles), ncols=3)
     return fig
+
+
+def fig_performance_profile(a: Analysis) -> Figure | None:
+    """rliable's performance profile: the share of runs scoring above each threshold, per group."""
+    if not a.aggregates:
+        return None
+    m = a.primary
+    all_scores = sorted({m.scale(v) for g in a.aggregates for v in g.scores})
+    if len(all_scores) < 2:
+        return None
+    top = all_scores[-1]
+    above = [v for v in all_scores if v > CHANCE] or all_scores
+    lo = above[0] - 0.05 * (top - above[0] + 1e-9)
+    taus = np.linspace(lo, top, 200)
+    fig = Figure(figsize=(WIDTH / 2 + 0.6, 2.8), layout="constrained")
+    ax = fig.subplots()
+    for i, g in enumerate(a.aggregates):
+        frac = stats.performance_profile([m.scale(v) for v in g.scores], taus)
+        ax.plot(taus, frac, color=OKABE_ITO[i % len(OKABE_ITO)], linestyle=LINESTYLES[i % len(LINESTYLES)],
+                drawstyle="steps-post", label=f"{g.group} ({g.runs} runs)")
+        ax.scatter([m.scale(v) for v in g.scores], np.full(len(g.scores), -0.04 - 0.03 * i),
+                   color=OKABE_ITO[i % len(OKABE_ITO)], marker="|", s=14, linewidths=0.6, zorder=3)
+    ax.set_xlim(lo, top + 0.02 * (top - lo))
+    ax.set_ylim(-0.06 - 0.03 * len(a.aggregates), 1.02)
+    ax.set_xlabel(f"{m.label}: threshold")
+    ax.set_ylabel("share of runs above it")
+    below = sum(1 for g in a.aggregates for v in g.scores if m.scale(v) < lo)
+    if below:
+        ax.set_title(f"{below} runs at chance level lie left of the axis", fontsize=7, loc="left", color="0.25")
+    _legend_below(fig, *ax.get_legend_handles_labels(), ncols=min(len(a.aggregates), 3))
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Random search: best so far, score against hyperparameters
+# ----------------------------------------------------------------------------------------------
 
 
 def _score_matrix(a: Analysis) -> tuple[np.ndarray, list[Row]]:
@@ -490,7 +718,7 @@ def fig_score_vs_hyper(a: Analysis) -> Figure | None:
     fig = Figure(figsize=(WIDTH, 2.3 * nrows + 0.4), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True).ravel()
     ys = np.array([m.scale(_mean(r.cells[m.column])) for r in rows])
-    halves = np.array([m.scale(_half(r.cells[m.column])) for r in rows])
+    errs = _yerr(m, [r.cells[m.column] for r in rows])
     pub_points = []
     for p in a.study.published:
         if m.column in p and p.get("where"):
@@ -500,7 +728,9 @@ def fig_score_vs_hyper(a: Analysis) -> Figure | None:
         xs = [get(r.trial) for r in rows]
         discrete = not _numeric(xs) or len(set(xs)) <= 6
         cats = sorted(set(xs), key=lambda v: (not isinstance(v, (int, float)), v if isinstance(v, (int, float)) else str(v))) if discrete else []
-        xv = np.array([cats.index(v) for v in xs], dtype=float) if discrete else np.array(xs, dtype=float)
+        log = not discrete and _log_axis(name, xs)
+        xv = (np.array([cats.index(v) for v in xs], dtype=float) if discrete
+              else np.array([math.log10(v) for v in xs] if log else xs, dtype=float))
         if discrete:  # spread the trials sharing a level so that their intervals do not overlap
             for level in range(len(cats)):
                 idx = np.flatnonzero(xv == level)
@@ -508,11 +738,11 @@ def fig_score_vs_hyper(a: Analysis) -> Figure | None:
                     xv[idx] += np.linspace(-0.3, 0.3, idx.size)
         categorical = discrete
         is_best = np.array([r is best for r in rows])
-        eb = ax.errorbar(xv[~is_best], ys[~is_best], yerr=halves[~is_best], fmt="o", color=OKABE_ITO[0],
+        eb = ax.errorbar(xv[~is_best], ys[~is_best], yerr=errs[:, ~is_best], fmt="o", color=OKABE_ITO[0],
                          markersize=3, elinewidth=0.8, alpha=0.85, zorder=3)
         handles.setdefault("trial: mean and 95% CI", eb)
         if is_best.any():
-            bb = ax.errorbar(xv[is_best], ys[is_best], yerr=halves[is_best], fmt="s", color=OKABE_ITO[1],
+            bb = ax.errorbar(xv[is_best], ys[is_best], yerr=errs[:, is_best], fmt="s", color=OKABE_ITO[1],
                              markersize=4.5, elinewidth=1.1, zorder=4)
             handles.setdefault(f"best trial ({best.trial.trial_id})", bb)
         base = name.split(".")[0]
@@ -524,13 +754,15 @@ def fig_score_vs_hyper(a: Analysis) -> Figure | None:
                     if not any(_same(px, c) for c in cats):
                         continue
                     px = next(i for i, c in enumerate(cats) if _same(px, c))
+                elif log:
+                    px = math.log10(px)
                 handles.setdefault("published best configuration (one search)",
                                    ax.scatter([px], [value], color="white", **PUBLISHED_STYLE))
         if categorical:
             ax.set_xticks(range(len(cats)), [format_value(base, c) for c in cats])
             ax.grid(axis="x", visible=False)
-        elif _log_axis(name, list(xv)):
-            _log_x(ax)
+        elif log:
+            _log_ticks(ax, [float(v) for v in xs])
         ax.set_xlabel(label)
     for ax in axes[len(axes_spec):]:
         ax.set_visible(False)
@@ -554,31 +786,53 @@ def fig_score_vs_hyper(a: Analysis) -> Figure | None:
 def plan(a: Analysis) -> list[tuple[str, str, callable]]:
     """(file stem, caption, builder) of every figure the study's design calls for, in report order."""
     out: list[tuple[str, str, callable]] = []
-    n_seeds = len(set(a.runs["seed"]))
-    ci = f"mean and 95% CI over {n_seeds} seeds"
-    if a.study.design_kind == "grid" and len(a.rows) <= 40:
-        what = " and ".join(m.label.replace(" (%)", "") for m in _forest_metrics(a))
-        out.append(("configurations", f"{what[0].upper()}{what[1:]} per configuration ({ci}); "
-                    "open diamonds: the paper's single runs.", fig_configurations))
+    n_seeds = sorted({len(r.seeds) for r in a.rows})
+    seeds = f"{n_seeds[0]}" if len(n_seeds) == 1 else f"{n_seeds[0]}-{n_seeds[-1]}"
+    ci = f"mean and 95% CI over {seeds} seeds, small dots the individual seeds"
+    bounded = (" Intervals are computed on the logit scale for accuracies and the log scale for losses, so none "
+               "leaves the possible range.")
+    forest = a.study.design_kind == "grid" and len(a.rows) <= 40
+    if forest:
+        metrics = _forest_metrics(a)
+        what = " and ".join(m.label.replace(" (%)", "") for m in metrics)
+        pub = "; open diamonds: the paper's single runs" if _has_published(a, metrics) else ""
+        out.append(("configurations", f"{what[0].upper()}{what[1:]} per configuration: {ci}{pub}.{bounded}", fig_configurations))
+    else:
+        pub = "; open diamonds: the paper's values" if _has_published(a, [a.primary]) else ""
+        out.append(("seeds", f"{a.primary.label} of every seed of every configuration: {ci}{pub}.{bounded}", fig_seeds))
     bar = _bar_factor(a)
     if bar:
-        out.append((f"by_{bar}", f"Training time per run, test accuracy and test loss by {_axis_label(bar)} "
-                    f"({ci}; accuracy axis does not start at 0); diamonds: the paper's single runs.",
-                    lambda a, f=bar: fig_grouped_bars(a, f)))
+        metrics = _value_metrics(a, ("test_accuracy", "test_loss"))
+        pub = "; open diamonds: the paper's single runs" if _has_published(a, metrics) else ""
+        out.append((f"by_{bar}", f"Test accuracy and test loss by {_axis_label(bar)}, one marker per combination of "
+                    f"the other factors: {ci}{pub}. A dot plot: the accuracy axis does not start at 0.{bounded}",
+                    lambda a, f=bar: fig_by_factor(a, f)))
     for f in _sweep_factors(a):
-        clipped = " clipped to 0-100%" if a.primary.kind == "acc" else ""
-        out.append((f"{a.primary.column}_vs_{f}", f"{a.primary.label} against {_axis_label(f)} ({ci}, band: CI{clipped}); "
-                    "stars: the paper's values.", lambda a, f=f: fig_sweep(a, f, a.primary)))
+        note = Axis(f, factor_levels(a.study, f)).note()
+        pub = "; stars: the paper's values" if _has_published(a, [a.primary]) else ""
+        out.append((f"{a.primary.column}_vs_{f}", f"{a.primary.label} against {_axis_label(f)}, one line per "
+                    f"{'implementation' if 'flavour' in a.factors else 'combination of the other factors'}: {ci}, the band "
+                    f"the CI{pub}. Every panel has the same y range" + (f"; {note}" if note else "") + f".{bounded}",
+                    lambda a, f=f: fig_sweep(a, f, a.primary)))
     if a.study.design_kind == "random":
-        out.append(("best_so_far", f"Highest {a.primary.label} found so far, after each trial ({ci}); dots: each trial's mean; "
-                    "star: the paper's search result.", fig_best_so_far))
-        out.append(("score_vs_hyperparameters", f"{a.primary.label} of each trial ({ci}) against each sampled "
-                    "hyperparameter; square: the best trial; star: the paper's best configuration.", fig_score_vs_hyper))
-    best = best_row(a)
-    if best is not None and a.study.design_kind == "random":
-        out.append(("learning_curves", f"Learning curves of the best configuration by {a.primary.label}, "
-                    f"{trial_label(best.trial)} (mean and 95% CI band over seeds; runs stopped early leave the "
-                    "later epochs' means).", fig_learning_curves))
+        out.append(("best_so_far", f"Highest {a.primary.label} found so far, after each trial (mean and 95% CI over "
+                    f"{seeds} seeds); dots: each trial's mean; star: the paper's search result.", fig_best_so_far))
+        out.append(("score_vs_hyperparameters", f"{a.primary.label} of each trial (mean and 95% CI over {seeds} seeds) "
+                    "against each sampled hyperparameter; square: the best trial; star: the paper's best configuration.",
+                    fig_score_vs_hyper))
+    rows = curve_rows(a)
+    if rows:
+        which = ("every configuration" if len(rows) == len(a.rows) else
+                 f"the best configuration by {a.primary.label} of each group" if len(rows) < len(a.rows) else "")
+        split = "validation" if str(a.study.validation) != "none" else "training"
+        out.append(("learning_curves", f"{split.capitalize()} accuracy per epoch, {which}: thin lines with dots are the "
+                    "individual seeds, the thick line and band their mean and 95% t CI (runs stopped early leave the later "
+                    "epochs' means); dashed: the paper's value where one is published for that configuration.",
+                    fig_learning_curves))
+    if a.aggregates:
+        out.append(("performance_profile", f"Performance profiles (Agarwal et al. 2021): the share of runs whose "
+                    f"{a.primary.label} exceeds each threshold, per {_axis_label(a.aggregate_factor)}, over all of its "
+                    "configurations and seeds; ticks below the axis: the individual runs.", fig_performance_profile))
     return out
 
 

@@ -1,4 +1,8 @@
-"""The report's README.md, written section by section from an Analysis (pure: returns text)."""
+"""The report's README.md, written section by section from an Analysis (pure: returns text).
+
+`readme` joins the sections in order; each `_section_*` function returns its lines and reads only the
+Analysis (and the table and figure list it is handed), so a section can change without touching the rest.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +13,288 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from hpstudy import stats
 from hpstudy.analysis import (
     ALPHA,
+    FACTOR_LABELS,
     HISTORY_OF,
     HISTORY_OF_TEST,
     Analysis,
     Comparison,
     describe_seeds,
     epoch_means,
+    factor_levels,
+    format_value,
     metric_of,
     trial_label,
     training_length_hint,
 )
+
+
+def _md_escape(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _num(x: float, fmt: str) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else format(x, fmt)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _lie(n: int) -> str:
+    return "lies" if n == 1 else "lie"
+
+
+def _name(metric) -> str:
+    """A metric's label for prose ('test acc.' rather than 'test acc. (%)')."""
+    return metric.label.replace(" (%)", "")
+
+
+def _value_text(metric, value: float) -> str:
+    """A value as the README prints it: accuracies in percent with 2 decimals, others with 4 digits."""
+    return f"{metric.scale(value):.2f}" if metric.kind == "acc" else f"{value:.4g}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Sections
+# ----------------------------------------------------------------------------------------------
+
+
+def _section_header(a: Analysis) -> list[str]:
+    s, meta = a.study, a.study.meta
+    lines = [f"# {meta.get('title', s.name)}", ""]
+    if meta.get("authors"):
+        lines.append(f"Authors: {', '.join(meta['authors'])}" + (f" ({meta['year']})" if meta.get("year") else "") + ".")
+    if meta.get("citation"):
+        lines.append(f"Citation: {meta['citation']}")
+    for key in ("doi", "url"):
+        if meta.get(key):
+            lines.append(f"{key.upper()}: {meta[key]}")
+    lines += ["", f"Study `{s.name}` ({s.design_kind} design, {len(s.trials)} configurations), study file "
+              f"`{s.path.name}` (sha256 `{s.sha256[:16]}`)." + (f" {meta['description']}" if meta.get("description") else ""), ""]
+    return lines
+
+
+def _counted(a: Analysis) -> list:
+    """The distinct published accuracies and losses that were placed against seeds (each counted once)."""
+    return [v for v in a.verdicts if v.placement is not None and metric_of(v.metric).kind in ("acc", "loss")
+            and v.placement.state != "too few seeds"]
+
+
+def _what_varies(a: Analysis) -> str:
+    """What differs between two seeds of one configuration, from the study's own settings."""
+    dropout = any(r.trial.config.dropout > 0 for r in a.rows)
+    parts = "the initial weights, the order of the training images" + (" and the dropout masks" if dropout else "")
+    text = (f"Between seeds only the random draws change: {parts}. The data split and the test images are the same "
+            "in every run, so the spread between seeds does not include the sampling error of the test set.")
+    if a.paired:
+        text += (" Seeds are common random numbers (`seeding = \"common\"`): configurations run with the same seed "
+                 "index share these draws wherever the shapes allow, and comparisons pair them by seed.")
+    return text
+
+
+def _section_summary(a: Analysis) -> list[str]:
+    """One plain paragraph: what was reproduced, what was not, what differs significantly, what varies."""
+    n_seeds = sorted({len(r.seeds) for r in a.rows})
+    seeds = f"{n_seeds[0]}" if len(n_seeds) == 1 else f"{n_seeds[0]} to {n_seeds[-1]}"
+    sentences = [f"In short: {_plural(len(a.rows), 'configuration')}, each re-run with {seeds} seeds."]
+    counted = _counted(a)
+    if counted:
+        states = Counter(v.placement.state for v in counted)
+        inside, outside = states.get("inside", 0), states.get("outside", 0)
+        parts = [f"{inside} {_lie(inside)} within what the seeds give (reproduced)",
+                 f"{outside} {_lie(outside)} outside the seeds' 95% prediction interval (not reproduced)"]
+        if states.get("undecided"):
+            parts.append(f"{states['undecided']} {_lie(states['undecided'])} beyond every seed but "
+                         "cannot be told apart from them with this many seeds")
+        sentences.append(f"Of the paper's {len(counted)} distinct published accuracies and losses, " + ", ".join(parts[:-1])
+                         + f" and {parts[-1]}.")
+        outside = [v for v in counted if v.placement.state == "outside"]
+        if outside:
+            worst = max(outside, key=lambda v: abs(v.placement.z) if math.isfinite(v.placement.z) else 0.0)
+            m = metric_of(worst.metric)
+            sentences.append(f"The farthest is {_name(m)} at {worst.where}: published {_value_text(m, worst.published)}, "
+                             f"seeds' mean {_value_text(m, worst.placement.mean)}.")
+    elif a.study.published:
+        sentences.append("No published accuracy or loss could be placed against two or more seeds.")
+    else:
+        sentences.append("The study file records no published numbers.")
+    if a.best_vs_rest:
+        sig = sum(c.holm_p < ALPHA for c in a.best_vs_rest)
+        sentences.append(f"{sig} of {len(a.best_vs_rest)} comparisons of the best configuration with the others "
+                         f"are significant on {_name(a.primary)} after Holm's correction.")
+    if a.effects:
+        mains = [e for e in a.effects if len(e.term) == 1 and e.t_pvalue < ALPHA]
+        inter = [e for e in a.effects if len(e.term) > 1 and e.t_pvalue < ALPHA]
+        if mains:
+            sentences.append("Significant main effects: " + ", ".join(
+                f"{FACTOR_LABELS.get(e.term[0], e.term[0])} ({_diff_text(a, e.estimate)})" for e in mains) + ".")
+        else:
+            sentences.append("No factor has a significant main effect.")
+        sentences.append(f"{_plural(len(inter), 'interaction')} significant." if inter else "No interaction is significant.")
+    sentences.append(_what_varies(a))
+    return [" ".join(sentences), ""]
+
+
+def _section_runs(a: Analysis) -> list[str]:
+    runs, s = a.runs, a.study
+    counts = Counter(r.cells[a.primary.column].n + r.cells[a.primary.column].n_nonfinite for r in a.rows)
+    lines = ["## Runs", ""]
+    if len(counts) == 1:
+        per = f"{next(iter(counts))} seeds for each of the {len(a.rows)} configurations"
+    else:
+        per = "; ".join(f"{n} seeds for {c} configuration{'s' if c > 1 else ''}" for n, c in sorted(counts.items(), reverse=True))
+    lines.append(f"- Runs: {len(runs)}; seeds {describe_seeds(a.seeds)} ({per}).")
+    lines.append("- Seeding: " + ("common random numbers: runs with the same seed index share their keys across "
+                                  "configurations; comparisons are paired by seed." if a.paired else
+                                  "independent: each run's keys come from its whole configuration and seed, so runs of "
+                                  "different configurations share no randomness; comparisons treat them as independent samples."))
+    validation = str(s.validation)
+    lines.append("- Validation data: " + {
+        "test": "the test set (as Keras' validation_data=(x_test, y_test)): validation metrics are test metrics"
+                + (" (the final validation metrics repeat the test metrics run for run and are shown once, as test metrics)."
+                   if a.dropped else "."),
+        "none": "none (no validation metrics).",
+    }.get(validation, f"the last {validation.partition(':')[2]} training images, held out from training."))
+    ignored = runs.attrs.get("ignored", 0)
+    if ignored:
+        lines.append(f"- {ignored} other stored runs (other seeds, or configurations the study file no longer describes) are not used.")
+    shas = sorted(set(str(x) for x in runs["study_sha256"]))
+    if shas != [s.sha256]:
+        lines.append(f"- Runs were stored under study file versions {', '.join(f'`{x[:16]}`' for x in shas)}; "
+                     "their configurations are the current file's (matched by run id).")
+    fps = Counter(str(x) for x in runs["dataset_fingerprint"])
+    lines.append("- Dataset fingerprint: " + "; ".join(f"`{k}`" + (f" ({c} runs)" if len(fps) > 1 else "")
+                                                       for k, c in sorted(fps.items())))
+    widths = Counter(int(w) for w in runs["chunk_width"])
+    lines.append("- Chunk widths (runs trained together in one vmapped program; part of a result's identity): "
+                 + ", ".join(f"{w} ({c} runs)" for w, c in sorted(widths.items())) + ".")
+    compile_s = runs.drop_duplicates(["group_id", "chunk_width", "compile_seconds"])["compile_seconds"].sum()
+    lines.append(f"- Training time: {float(runs['seconds'].sum()):.1f} s of chunk wall time over all runs, plus "
+                 f"{float(compile_s):.1f} s compiling (hardware-dependent; per configuration under Training time below).")
+    lines.append("- Environment:")
+    lines += ["  " + e for e in _environment_lines(runs)]
+    return lines + [""]
+
+
+def _assumption_value(a: Analysis, x: dict) -> str:
+    """An assumption's value; the seed count as the data has it (a study file states only its default)."""
+    value = _md_escape(x.get("value", ""))
+    if x.get("key") == "study.seeds":
+        n = sorted({len(r.seeds) for r in a.rows})
+        stored = f"{n[0]}" if len(n) == 1 else f"{n[0]}-{n[-1]}"
+        if stored != str(x.get("value")):
+            value = f"{value} (default); this report: {stored} seeds per configuration"
+    return value
+
+
+def _section_assumptions(a: Analysis) -> list[str]:
+    s = a.study
+    lines = ["## Assumptions", ""]
+    if s.assumptions:
+        lines += ["| setting | value | why |", "|---|---|---|"]
+        lines += [f"| `{_md_escape(x.get('key', ''))}` | {_assumption_value(a, x)} | {_md_escape(x.get('why', ''))} |"
+                  for x in s.assumptions]
+    else:
+        lines.append("The study file records no assumptions.")
+    return lines + [""]
+
+
+def _section_results(a: Analysis, table_md: str) -> list[str]:
+    boot = any(math.isfinite(r.boot[0]) for r in a.rows)
+    bold = ("bold: the best of its group, better than every other configuration of the group after Holm's "
+            "correction (see Comparisons); " if a.significant_best else "")
+    return ["## Results", "",
+            f"Mean over seeds and the 95% confidence interval of the mean, computed on the logit scale for accuracies "
+            f"and on the log scale for losses (then mapped back), so that no interval leaves the possible range; {bold}"
+            f"\"pub.\" is the paper's value; n/a: one seed, no interval. Also as [table.csv](table.csv) (every number, "
+            f"with standard deviations, 95% prediction intervals for one more run"
+            + (f", a bootstrap CI of {a.primary.label}" if boot else
+               f"; no bootstrap interval, which needs at least {stats.MIN_BOOTSTRAP_N} seeds per configuration")
+            + ", and the measured training times) and [table.tex](table.tex) (a booktabs float for a paper).", "",
+            table_md.rstrip(), ""]
+
+
+def _verdict_text(v, m) -> str:
+    p = v.placement
+    if p is None:
+        return v.against if v.against.startswith("no stored") else ("not placed" if v.note else "no runs")
+    if p.state == "too few seeds":
+        return "too few seeds"
+    if p.state == "outside":
+        return f"**outside** ({p.verdict})"
+    if p.state == "inside":
+        return "**inside**"
+    tell = (f"about {p.seeds_to_tell} seeds would tell, if the spread held" if p.seeds_to_tell
+            else "more than 100,000 seeds would be needed")
+    return f"**not distinguishable with {p.n} seeds** ({tell})"
+
+
+def _verdict_table(a: Analysis) -> list[str]:
+    if not a.verdicts:
+        return ["The study file records no published numbers."]
+    lines = [
+        "| source | configuration | metric | published | seeds: mean (sd) | 95% prediction interval | z | n | P(beyond seeds) | verdict |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    previous = None
+    timing = {t.trial_id: t for t in a.timing}
+    for v in a.verdicts:
+        m = metric_of(v.metric)
+        p = v.placement
+        if m.kind == "time":
+            t = timing.get(v.trial_id)
+            ours = f"{t.seconds_per_run:.3g} s (median)" if t else "n/a"
+            same = previous == (v.source, v.where)
+            previous = (v.source, v.where)
+            lines.append(f"| {'' if same else _md_escape(v.source)} | {'' if same else _md_escape(v.where)} | {m.label} | "
+                         f"{_value_text(m, v.published)} | {ours} | n/a | n/a | {t.runs if t else 0} | n/a | reference only: "
+                         "hardware-dependent; ours is chunk wall time / runs in the chunk, on this machine |")
+            continue
+        if p is None:
+            cells = ["n/a"] * 3
+            beyond = "n/a"
+        else:
+            sc = m.scale
+            spread = f"{sc(p.mean):.2f} ({_num(sc(p.std), '.2g')})" if m.kind == "acc" else f"{p.mean:.4g} ({_num(p.std, '.2g')})"
+            pi = "n/a"
+            if math.isfinite(p.pi_low):
+                pi = f"[{_value_text(m, p.pi_low)}, {_value_text(m, p.pi_high)}]"
+            cells = [spread, pi, _num(p.z, "+.2f")]
+            beyond = f"{p.p_beyond_range:.2f}"
+        verdict = _verdict_text(v, m)
+        notes = [x for x in (v.note,) if x]
+        if v.against and v.n:
+            notes.insert(0, f"against the {v.against}")
+        if v.also:
+            notes.append("the same number against the same seeds is also listed as " + "; ".join(v.also) + " (counted once)")
+        if notes:
+            verdict += "; " + "; ".join(notes)
+        same = previous == (v.source, v.where)
+        previous = (v.source, v.where)
+        lines.append(
+            f"| {'' if same else _md_escape(v.source)} | {'' if same else _md_escape(v.where)} | {m.label} | "
+            f"{_value_text(m, v.published)} | " + " | ".join(cells) + f" | {v.n} | {beyond} | {_md_escape(verdict)} |"
+        )
+    counted = _counted(a)
+    states = Counter(v.placement.state for v in counted)
+    undecided = states.get("undecided", 0)
+    lines += ["", f"**{states.get('inside', 0)} of {len(counted)}** distinct published accuracies and losses are inside, "
+              f"**{states.get('outside', 0)}** outside" + (f", **{undecided}** not distinguishable" if undecided else "")
+              + ". Each distinct published number is counted once (a number repeated against the same seeds, such as a "
+              "tie listed twice or a final validation value equal to the test value, is merged). Outside: beyond the 95% "
+              "prediction interval for one more run (Student t with n - 1 degrees of freedom, on the logit scale for "
+              "accuracies and the log scale for losses, so it stays in range). Inside: within the seeds' range, or within "
+              "mean ± 1.96 sd, where more seeds would not move it out. Not distinguishable: inside the interval only "
+              "because few seeds leave it wide; the seeds that would tell assume the spread stays as estimated. "
+              "P(beyond seeds) = 2 / (n + 1): the chance that one more run of the same configuration lands beyond all n "
+              "seeds, so a published value beyond them is weak evidence at small n. z is (published - mean) / sd."]
+    if any(metric_of(v.metric).kind == "time" for v in a.verdicts):
+        lines[-1] += " Published training times are listed for reference only: they depend on the hardware."
+    return lines
+
 
 def _environment_lines(runs: pd.DataFrame) -> list[str]:
     envs = Counter(str(e) for e in runs["environment"])
@@ -41,66 +315,6 @@ def _environment_lines(runs: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _md_escape(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def _num(x: float, fmt: str) -> str:
-    return "n/a" if x is None or not math.isfinite(x) else format(x, fmt)
-
-
-def _verdict_table(a: Analysis) -> list[str]:
-    if not a.verdicts:
-        return ["The study file records no published numbers."]
-    lines = [
-        "| source | configuration | metric | published | seeds: mean (sd) | 95% prediction interval | z | percentile | n | verdict |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    inside = total = timed = 0
-    previous = None
-    for v in a.verdicts:
-        m = metric_of(v.metric)
-        pub = f"{m.scale(v.published):.2f}" if m.kind == "acc" else f"{v.published:.4g}"
-        p = v.placement
-        if p is None:
-            verdict = v.against if v.against.startswith("no stored") else ("not placed" if v.note else "no runs")
-            cells = ["n/a"] * 4
-        else:
-            sc = m.scale
-            spread = f"{sc(p.mean):.2f} ({_num(sc(p.std), '.2g')})" if m.kind == "acc" else f"{p.mean:.4g} ({_num(p.std, '.2g')})"
-            pi = "n/a"
-            if math.isfinite(p.pi_low):
-                pi = (f"[{sc(p.pi_low):.2f}, {sc(p.pi_high):.2f}]" if m.kind == "acc"
-                      else f"[{p.pi_low:.4g}, {p.pi_high:.4g}]")
-            if p.verdict == "too few seeds":
-                verdict = "too few seeds"
-            else:
-                verdict = ("**inside**" if p.inside else "**outside**") + f" ({p.verdict})"
-                if m.kind == "time":
-                    timed += 1
-                else:
-                    total += 1
-                    inside += p.inside
-            cells = [spread, pi, _num(p.z, "+.2f"), f"{p.percentile:.1f}"]
-        notes = [x for x in (v.note,) if x]
-        if v.against and v.n:
-            notes.insert(0, f"against the {v.against}")
-        if notes:
-            verdict += "; " + "; ".join(notes)
-        same = previous == (v.source, v.where)
-        previous = (v.source, v.where)
-        lines.append(
-            f"| {'' if same else _md_escape(v.source)} | {'' if same else _md_escape(v.where)} | {m.label} | {pub} | "
-            + " | ".join(cells) + f" | {v.n} | {_md_escape(verdict)} |"
-        )
-    lines += ["", f"**{inside} of {total}** published accuracies and losses fall inside the seeds' 95% prediction "
-              "interval for one new run (Student t with n - 1 degrees of freedom): a value outside it is unlikely "
-              "to be one more run of the same configuration. z is (published - mean) / sd; the percentile is the "
-              "published value's rank among the seeds' values."
-              + (f" The {timed} training times are listed for reference only: they depend on the hardware." if timed else "")]
-    return lines
-
-
 def _outside_reasons(a: Analysis) -> list[str]:
     """For the published accuracies and losses outside the prediction interval, where the seeds' mean
     learning curve meets them, and the likely reason that suggests (a hypothesis to check, not a proof)."""
@@ -111,7 +325,7 @@ def _outside_reasons(a: Analysis) -> list[str]:
     seen = set()
     for v in a.verdicts:
         p = v.placement
-        if p is None or p.inside or p.verdict == "too few seeds" or not v.trial_id or v.metric not in mapping:
+        if p is None or p.state != "outside" or not v.trial_id or v.metric not in mapping:
             continue
         column = mapping[v.metric]
         runs = a.runs[a.runs["trial_id"] == v.trial_id]
@@ -143,101 +357,165 @@ def _outside_reasons(a: Analysis) -> list[str]:
     return lines + [""]
 
 
+
+
+def _diff_text(a: Analysis, value: float) -> str:
+    m = a.primary
+    return f"{m.scale(value):+.2f} pp" if m.kind == "acc" else f"{value:+.3g}"
+
+
 def _comparison_table(a: Analysis, comps: Sequence[Comparison]) -> list[str]:
     m = a.primary
-    lines = [
-        f"| a | b | common seeds | mean a - b ({'pp' if m.kind == 'acc' else m.label}) | 95% CI | paired t p | Holm p | Wilcoxon p | P(a > b) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    rank_name = "Wilcoxon p" if a.paired else "Mann-Whitney p"
+    t_name = "paired t p" if a.paired else "Welch p"
+    show_rank = any(c.result.rank_min_p <= ALPHA for c in comps)
+    show_prob_ci = any(math.isfinite(c.result.prob_low) for c in comps)
+    unit = "pp" if m.kind == "acc" else m.label
+    head = ["a", "b", "n (a, b)", f"mean a - b ({unit})", "95% CI", t_name, "Holm p"]
+    head += [rank_name] if show_rank else []
+    head += ["P(a > b)" + (" [95% CI]" if show_prob_ci else "")]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|---:|" + "---:|" * (len(head) - 3)]
     for c in comps:
         r = c.result
         sc = m.scale
-        lines.append(
-            f"| {_md_escape(trial_label(a.row(c.a).trial))} | {_md_escape(trial_label(a.row(c.b).trial))} | {r.n} | "
-            f"{sc(r.mean_diff):+.3f} | [{_num(sc(r.ci_low), '+.3f')}, {_num(sc(r.ci_high), '+.3f')}] | "
-            f"{_num(r.t_pvalue, '.3g')} | {_num(c.holm_p, '.3g')}{' *' if c.holm_p < ALPHA else ''} | "
-            f"{_num(r.wilcoxon_pvalue, '.3g')} | {r.prob_improvement:.2f} |"
-        )
+        cells = [_md_escape(trial_label(a.row(c.a).trial)), _md_escape(trial_label(a.row(c.b).trial)),
+                 f"{r.n_a}, {r.n_b}", f"{sc(r.mean_diff):+.2f}" if m.kind == "acc" else f"{r.mean_diff:+.3g}",
+                 f"[{_num(sc(r.ci_low), '+.2f')}, {_num(sc(r.ci_high), '+.2f')}]" if m.kind == "acc"
+                 else f"[{_num(r.ci_low, '+.3g')}, {_num(r.ci_high, '+.3g')}]",
+                 _num(r.t_pvalue, ".2g"), _num(c.holm_p, ".2g") + (" *" if c.holm_p < ALPHA else "")]
+        if show_rank:
+            cells.append(_num(r.rank_pvalue, ".2g") if r.rank_min_p <= ALPHA else "n/a")
+        prob = f"{r.prob_improvement:.2f}"
+        if show_prob_ci:
+            prob += f" [{_num(r.prob_low, '.2f')}, {_num(r.prob_high, '.2f')}]"
+        cells.append(prob)
+        lines.append("| " + " | ".join(cells) + " |")
     if len(comps) > 12:
         lines = ["<details><summary>" + f"{len(comps)} comparisons" + "</summary>", "", *lines, "", "</details>"]
     return lines
 
 
-def readme(a: Analysis, table_md: str, figures: Sequence[tuple[str, str]], results_arg: str) -> str:
-    """The report's README.md text."""
-    s, runs, meta = a.study, a.runs, a.study.meta
-    seeds = sorted({int(x) for x in runs["seed"]})
-    counts = Counter(r.cells[a.primary.column].n + r.cells[a.primary.column].n_nonfinite for r in a.rows)
-    lines = [f"# {meta.get('title', s.name)}", ""]
-    if meta.get("authors"):
-        lines.append(f"Authors: {', '.join(meta['authors'])}" + (f" ({meta['year']})" if meta.get("year") else "") + ".")
-    if meta.get("citation"):
-        lines.append(f"Citation: {meta['citation']}")
-    for key in ("doi", "url"):
-        if meta.get(key):
-            lines.append(f"{key.upper()}: {meta[key]}")
-    lines += ["", f"Study `{s.name}` ({s.design_kind} design, {len(s.trials)} configurations), study file "
-              f"`{s.path.name}` (sha256 `{s.sha256[:16]}`)." + (f" {meta['description']}" if meta.get("description") else ""), ""]
-    lines += ["## Runs", ""]
-    if len(counts) == 1:
-        per = f"{next(iter(counts))} seeds for each of the {len(a.rows)} configurations"
+def _section_comparisons(a: Analysis) -> list[str]:
+    m = a.primary
+    n_min = min((len(r.seeds) for r in a.rows), default=0)
+    if a.paired:
+        how = ("runs share their random draws by seed index (common random numbers), so differences are paired by "
+               "seed: paired t-test, Wilcoxon signed-rank test")
     else:
-        per = "; ".join(f"{n} seeds for {c} configuration{'s' if c > 1 else ''}" for n, c in sorted(counts.items(), reverse=True))
-    lines.append(f"- Runs: {len(runs)}; seeds {describe_seeds(seeds)} ({per}).")
-    validation = str(meta.get("validation", "test"))
-    lines.append("- Validation data: " + {
-        "test": "the test set (as Keras' validation_data=(x_test, y_test)): validation metrics are test metrics.",
-        "none": "none (no validation metrics).",
-    }.get(validation, f"the last {validation.partition(':')[2]} training images, held out from training."))
-    ignored = runs.attrs.get("ignored", 0)
-    if ignored:
-        lines.append(f"- {ignored} other stored runs (other seeds, or configurations the study file no longer describes) are not used.")
-    shas = sorted(set(str(x) for x in runs["study_sha256"]))
-    if shas != [s.sha256]:
-        lines.append(f"- Runs were stored under study file versions {', '.join(f'`{x[:16]}`' for x in shas)}; "
-                     "their configurations are the current file's (matched by run id).")
-    fps = Counter(str(x) for x in runs["dataset_fingerprint"])
-    lines.append("- Dataset fingerprint: " + "; ".join(f"`{k}`" + (f" ({c} runs)" if len(fps) > 1 else "")
-                                                       for k, c in sorted(fps.items())))
-    widths = Counter(int(w) for w in runs["chunk_width"])
-    lines.append("- Chunk widths (runs trained together in one vmapped program; part of a result's identity): "
-                 + ", ".join(f"{w} ({c} runs)" for w, c in sorted(widths.items())) + ".")
-    compile_s = runs.drop_duplicates(["group_id", "chunk_width", "compile_seconds"])["compile_seconds"].sum()
-    lines.append(f"- Training time: {float(runs['seconds'].sum()):.1f} s over all runs (a run's seconds are its "
-                 f"chunk's wall time divided by the chunk's runs), plus {float(compile_s):.1f} s compiling.")
-    lines.append("- Environment:")
-    lines += ["  " + e for e in _environment_lines(runs)]
-    lines += ["", "## Assumptions", ""]
-    if s.assumptions:
-        lines += ["| setting | value | why |", "|---|---|---|"]
-        lines += [f"| `{_md_escape(x.get('key', ''))}` | {_md_escape(x.get('value', ''))} | {_md_escape(x.get('why', ''))} |"
-                  for x in s.assumptions]
-    else:
-        lines.append("The study file records no assumptions.")
-    lines += ["", "## Results", "",
-              f"Mean over seeds ± half-width of the 95% confidence interval of the mean (Student t); bold: best in "
-              f"its column; \"pub.\" is the paper's single-run value; n/a: one seed, no interval. Also as "
-              f"[table.csv](table.csv) (every number, with standard deviations, prediction intervals and a "
-              f"bootstrap CI of {a.primary.label}) and [table.tex](table.tex) (booktabs).", "", table_md.rstrip(), ""]
-    lines += ["## Published numbers against the seeds", ""] + _verdict_table(a) + [""] + _outside_reasons(a)
-    lines += ["## Comparisons", "", f"On {a.primary.label}, paired on common seeds (differences a - b), Holm-corrected "
-              "within each family (on the paired t-test p); * marks Holm p < 0.05. P(a > b) is the probability "
-              "that a run of a beats a run of b.", ""]
+        how = ("runs of different configurations share no randomness, so they are compared as independent samples: "
+               "Welch's t-test (its CI of the difference), Mann-Whitney U")
+    rank_min = stats.rank_min_p(n_min, n_min if not a.paired else 0, a.paired) if n_min else 1.0
+    lines = ["## Comparisons", "",
+             f"On {m.label}: {how}. Holm-corrected within each family (on the t-test's p); * marks Holm p < {ALPHA}. "
+             "P(a > b) is the probability that a run of a beats a run of b (ties count half), as rliable reports it"
+             + (f", with a percentile bootstrap CI (a and b resampled separately) where each side has at least "
+                f"{stats.MIN_BOOTSTRAP_N} runs." if any(math.isfinite(c.result.prob_low) for c in a.best_vs_rest + a.factor_effects)
+                else f"; no bootstrap CI for it below {stats.MIN_BOOTSTRAP_N} runs per side.")]
+    if rank_min > ALPHA:
+        lines[-1] += (f" The rank test is left out: with {n_min} runs per side its smallest possible p is "
+                      f"{rank_min:.2g}, above {ALPHA}.")
+    lines.append("")
     if a.best_vs_rest:
-        lines += ["### Best configuration against the others", ""] + _comparison_table(a, a.best_vs_rest) + [""]
+        lines += ["### Best configuration against the others", "",
+                  "The best configuration was chosen on the same runs it is tested on, so these p-values are optimistic "
+                  "(selection bias); a held-out confirmation on new seeds would remove it.", ""]
+        lines += _comparison_table(a, a.best_vs_rest) + [""]
     if a.factor_effects:
         lines += ["### One factor at a time", "", "Pairs of configurations that differ in one factor only "
-                  "(a: the later level; numeric factors compare neighbouring levels)." , ""] + _comparison_table(a, a.factor_effects) + [""]
+                  "(a: the later level; numeric factors compare neighbouring levels).", ""]
+        lines += _comparison_table(a, a.factor_effects) + [""]
     if a.factor_note:
         lines += [a.factor_note, ""]
     if not a.best_vs_rest and not a.factor_effects:
-        lines += ["No comparison possible: configurations need at least 2 common seeds.", ""]
-    lines += [a.add_seeds, ""]
-    lines += ["## Figures", ""]
+        lines += ["No comparison possible: configurations need at least 2 runs each.", ""]
+    return lines
+
+
+def _section_effects(a: Analysis) -> list[str]:
+    """The 2^k factorial's main effects and interactions."""
+    if not a.effects:
+        return []
+    m = a.primary
+    levels = {f: [format_value(f, v) for v in _levels(a, f)] for f in a.effects_factors}
+    lines = ["## Main effects and interactions", "",
+             f"The grid is a full 2^{len(a.effects_factors)} factorial, so each factor's effect on {m.label} is estimated over "
+             "all the others (not only conditionally, as the pairs above): a main effect is the mean at the high level "
+             "minus the mean at the low level, averaged over the other factors' levels; an interaction is the "
+             "difference between the effect of one factor at the two levels of another, halved (the usual 2^k "
+             f"effect, twice the coefficient of a +-1 coded regression). Standard errors from the pooled within-"
+             f"configuration variance ({a.effects[0].df} degrees of freedom); 95% t intervals; * p < {ALPHA} (not "
+             "corrected for the " + str(len(a.effects)) + " terms).", "",
+             f"| term | levels (low → high) | effect ({'pp' if m.kind == 'acc' else m.label}) | 95% CI | p |",
+             "|---|---|---:|---:|---:|"]
+    for e in a.effects:
+        name = " × ".join(FACTOR_LABELS.get(f, f) for f in e.term)
+        lv = "; ".join(f"{' → '.join(levels[f])}" for f in e.term)
+        sc = m.scale
+        lines.append(f"| {name} | {lv} | {sc(e.estimate):+.3f} | [{sc(e.ci_low):+.3f}, {sc(e.ci_high):+.3f}] | "
+                     f"{_num(e.t_pvalue, '.2g')}{' *' if e.t_pvalue < ALPHA else ''} |")
+    return lines + [""]
+
+
+def _levels(a: Analysis, factor: str) -> list:
+    return factor_levels(a.study, factor)
+
+
+def _section_aggregates(a: Analysis) -> list[str]:
+    if not a.aggregates:
+        return []
+    m = a.primary
+    label = FACTOR_LABELS.get(a.aggregate_factor, a.aggregate_factor)
+    lines = ["## Aggregates over configurations", "",
+             f"Per {label}, over every run of all its configurations (as rliable aggregates over tasks): the "
+             f"interquartile mean (IQM, the mean of the middle 50% of runs, robust to the failed and diverged runs "
+             f"that dominate a plain mean) with a 95% stratified bootstrap CI (runs resampled within each "
+             f"configuration, 2,000 resamples), and the plain mean. The performance profile figure shows the share "
+             f"of runs above each score.", "",
+             f"| {label} | configurations | runs | IQM {m.label} [95% CI] | mean |", "|---|---:|---:|---:|---:|"]
+    for g in a.aggregates:
+        lines.append(f"| {_md_escape(g.group)} | {g.configurations} | {g.runs} | {_value_text(m, g.iqm)} "
+                     f"[{_value_text(m, g.ci_low) if math.isfinite(g.ci_low) else 'n/a'}, "
+                     f"{_value_text(m, g.ci_high) if math.isfinite(g.ci_high) else 'n/a'}] | {_value_text(m, g.mean)} |")
+    return lines + [""]
+
+
+def _section_timing(a: Analysis) -> list[str]:
+    """Training time as measured: chunks' wall time, never per-run intervals (hardware-dependent)."""
+    if not a.timing:
+        return []
+    lines = ["## Training time (hardware-dependent)", "",
+             "What was measured: the wall time of each chunk of runs trained together (chunk width: runs per "
+             "vmapped program), divided by the runs in it, and the model-steps per second that gives (mini-batch "
+             "steps of one run times the runs of the chunk, per second of chunk wall time). Runs of one chunk share "
+             "one clock, so there is no per-run interval and no \"best\"; chunk width depends on the batch size and "
+             "the network, so time per run confounds the two. Medians over the configuration's runs.", "",
+             "| configuration | runs | chunk width | seconds / run | model-steps / s |", "|---|---:|---:|---:|---:|"]
+    for t in a.timing:
+        lines.append(f"| {_md_escape(trial_label(a.row(t.trial_id).trial))} | {t.runs} | {t.chunk_width} | "
+                     f"{t.seconds_per_run:.3g} | {t.model_steps_per_s:,.0f} |")
+    if len(a.timing) > 12:
+        lines = lines[:4] + ["<details><summary>" + f"{len(a.timing)} configurations" + "</summary>", ""] + lines[4:] + ["", "</details>"]
+    return lines + [""]
+
+
+def _section_figures(figures: Sequence[tuple[str, str]]) -> list[str]:
+    lines = ["## Figures", ""]
     for stem, caption in figures:
         lines += [f"![{_md_escape(caption)}](figures/{stem}.png)", "",
                   f"{caption} ([PDF](figures/{stem}.pdf), [SVG](figures/{stem}.svg))", ""]
-    lines += ["## Regenerate", "", "```", f"hpstudy report {s.name} --results {results_arg}", "```", "",
-              "The same stored runs give byte-identical files.", ""]
-    return "\n".join(lines)
+    return lines
 
+
+def _section_regenerate(a: Analysis, results_arg: str) -> list[str]:
+    return ["## Regenerate", "", "```", f"hpstudy report {a.study.name} --results {results_arg}", "```", "",
+            "The same stored runs give byte-identical files.", ""]
+
+
+def readme(a: Analysis, table_md: str, figures: Sequence[tuple[str, str]], results_arg: str) -> str:
+    """The report's README.md text, section by section."""
+    lines = (_section_header(a) + _section_summary(a) + _section_runs(a) + _section_assumptions(a)
+             + _section_results(a, table_md)
+             + ["## Published numbers against the seeds", ""] + _verdict_table(a) + [""] + _outside_reasons(a)
+             + _section_comparisons(a) + _section_effects(a) + _section_aggregates(a)
+             + [a.add_seeds, ""] + _section_timing(a) + _section_figures(figures) + _section_regenerate(a, results_arg))
+    return "\n".join(lines)
