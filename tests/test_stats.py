@@ -8,6 +8,7 @@ import pytest
 from scipy import stats
 
 from hpstudy.stats import (
+    MIN_BOOTSTRAP_N,
     Paired,
     Placement,
     Summary,
@@ -67,7 +68,8 @@ def test_summarize_zero_spread():
 
 
 def test_bootstrap_ci_deterministic_and_matches_scipy():
-    x = np.array(SAMPLE + [0.93, 0.88, 0.94])
+    x = np.array(SAMPLE + [0.93, 0.88, 0.94, 0.90, 0.95, 0.91])
+    assert x.size >= MIN_BOOTSTRAP_N
     ci = bootstrap_ci(x, n_resamples=2000, seed=3)
     assert ci == bootstrap_ci(x, n_resamples=2000, seed=3)
     ref = stats.bootstrap((x,), np.mean, n_resamples=2000, method="BCa",
@@ -80,7 +82,7 @@ def test_bootstrap_ci_deterministic_and_matches_scipy():
 def test_bootstrap_ci_degenerate_falls_back():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no scipy warning leaks out
-        assert bootstrap_ci([0.7, 0.7, 0.7], n_resamples=500) == pytest.approx((0.7, 0.7))
+        assert bootstrap_ci([0.7] * MIN_BOOTSTRAP_N, n_resamples=500) == pytest.approx((0.7, 0.7))
     assert all(math.isnan(v) for v in bootstrap_ci([0.7]))
     with pytest.raises(ValueError, match="NaN"):
         bootstrap_ci([0.7, float("nan")])
@@ -93,21 +95,21 @@ def test_place_published_by_hand():
     assert p.z == pytest.approx(0.01 / math.sqrt(0.0014 / 3)) == pytest.approx(0.4629100)
     assert p.percentile == pytest.approx(75.0)  # 3 of 4 below, none equal
     assert (p.pi_low, p.pi_high) == pytest.approx((0.8431366, 0.9968634), abs=1e-7)
-    assert p.inside is True and p.verdict == "consistent"
+    assert p.inside is True and p.state == "inside" and p.verdict == "inside"  # within the seeds' range
     assert stats.percentileofscore([1, 2, 3, 4], 3, kind="mean") == 62.5
     assert place_published(3, [1, 2, 3, 4]).percentile == pytest.approx(62.5)
 
 
 def test_place_published_outside_and_edge_cases():
     above, below = place_published(1.0, SAMPLE), place_published(0.8, SAMPLE)
-    assert (above.inside, above.verdict) == (False, "above the seeds' range")
-    assert (below.inside, below.verdict) == (False, "below the seeds' range")
+    assert (above.inside, above.state, above.verdict) == (False, "outside", "above the prediction interval")
+    assert (below.inside, below.state, below.verdict) == (False, "outside", "below the prediction interval")
     one = place_published(0.9, [0.9])
-    assert (one.inside, one.verdict) == (False, "too few seeds")
+    assert (one.inside, one.state) == (False, "too few seeds")
     assert math.isnan(one.z) and math.isnan(one.pi_low)
     flat = place_published(0.5, [0.5, 0.5, 0.5])
-    assert math.isnan(flat.z) and flat.inside and flat.verdict == "consistent"
-    assert place_published(0.6, [0.5, 0.5]).verdict == "above the seeds' range"
+    assert math.isnan(flat.z) and flat.inside and flat.state == "inside"
+    assert place_published(0.6, [0.5, 0.5]).verdict == "above the prediction interval"
     with pytest.raises(ValueError, match="published"):
         place_published(float("nan"), SAMPLE)
 
