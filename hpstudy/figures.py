@@ -167,8 +167,9 @@ def _log_ticks(ax, values: Sequence[float]) -> None:
 
 
 class Axis:
-    """x positions of a numeric factor's levels: linear, log (math.log10), or split at 1 into a log part
-    below and a linear part above, so that learning rates 1-5 are as readable as 0.001-0.1."""
+    """x positions of a numeric factor's levels: linear, log (math.log10), or split at 1: log below it, linear
+    from it (one learning-rate unit as wide as one decade), so that learning rates 1-5 are as readable as
+    0.001-0.1. The split axis is continuous at 1 (log10(1) = 0), where a dashed line marks the change."""
 
     def __init__(self, factor: str, levels: Sequence[float]):
         self.levels = sorted(float(v) for v in levels)
@@ -177,26 +178,17 @@ class Axis:
         self.kind = "linear"
         if _log_axis(factor, self.levels):
             self.kind = "split" if len(low) >= 2 and len(high) >= 3 else "log"
-        if self.kind == "split":
-            self.top_low = math.log10(max(low))
-            self.gap = 1.0  # one decade's width between the parts
-            self.unit = 1.0  # one learning-rate unit above 1 is as wide as one decade below
 
     def __call__(self, x: float) -> float:
         x = float(x)
-        if self.kind == "log":
+        if self.kind == "log" or (self.kind == "split" and x < 1.0):
             return math.log10(x)
         if self.kind == "split":
-            if x < 1.0:
-                return math.log10(x)
-            return self.top_low + self.gap + (x - 1.0) * self.unit
+            return x - 1.0
         return x
 
-    def break_at(self) -> float | None:
-        return self.top_low + self.gap / 2.0 if self.kind == "split" else None
-
     def apply(self, ax) -> None:
-        """Ticks at the levels (split, log) and a break mark between the parts."""
+        """Ticks at the levels (split, log) and a dashed line where the split axis changes scale."""
         if self.kind == "linear":
             return
         if self.kind == "log":
@@ -205,16 +197,12 @@ class Axis:
         ax.xaxis.set_major_locator(FixedLocator([self(v) for v in self.levels]))
         ax.set_xticklabels([f"{v:g}" for v in self.levels])
         ax.xaxis.set_minor_locator(NullLocator())
-        b = self.break_at()
-        ax.axvline(b, color="0.55", linewidth=0.7, linestyle=(0, (2, 2)), zorder=1)
-        ax.text(b, 0.0, "//", transform=ax.get_xaxis_transform(), ha="center", va="center", fontsize=7,
-                color="0.3", clip_on=False, zorder=6)
+        ax.axvline(self(1.0), color="0.55", linewidth=0.7, linestyle=(0, (2, 2)), zorder=1)
 
     def note(self) -> str:
         if self.kind == "split":
-            return (f"x axis split at the dashed line: log scale up to {max(v for v in self.levels if v < 1):g}, "
-                    "linear from 1")
-        return "log scale" if self.kind == "log" else ""
+            return "x axis: log scale below 1, linear from 1 (dashed line), one unit as wide as one decade"
+        return "log x axis" if self.kind == "log" else ""
 
 
 def _at_chance(metric: Metric, values: np.ndarray) -> np.ndarray:
@@ -494,7 +482,10 @@ def fig_sweep(a: Analysis, x_factor: str, metric: Metric) -> Figure | None:
         ax.set_visible(False)
     handles["one seed"] = axes[0].scatter([], [], color="0.4", **{**SEED_STYLE, "s": 10})
     if has_published:  # one neutral legend entry for the stars, whatever their colour, after the lines
-        handles[PUBLISHED_LABEL] = axes[0].scatter([], [], color="white", **PUBLISHED_STYLE)
+        over = sorted({f for r in rows for f in r.published_best_over.get(metric.column, ())})
+        label = (f"published (the paper's best over {', '.join(_axis_label(f) + 's' for f in over)})" if over
+                 else PUBLISHED_LABEL)
+        handles[label] = axes[0].scatter([], [], color="white", **PUBLISHED_STYLE)
     _legend_below(fig, list(handles.values()), list(handles), ncols=min(len(handles), 6))
     return fig
 

@@ -1,0 +1,64 @@
+"""Figure files: SVG ids independent of float noise, split learning-rate axis, deterministic output."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import matplotlib as mpl
+from matplotlib.figure import Figure
+
+from hpstudy import figures
+
+
+def _figure(offset: float) -> Figure:
+    """A small figure whose axes sit `offset` (a fraction of the figure) higher: noise far below what the
+    SVG prints, but inside the clip-path coordinates matplotlib hashes into its ids."""
+    fig = Figure(figsize=(3, 2))
+    ax = fig.add_axes((0.15, 0.15 + offset, 0.8, 0.75))
+    ax.plot([1, 2, 3], [0.97, 0.975, 0.972], marker="o")
+    ax.scatter([1, 2], [0.971, 0.973])
+    return fig
+
+
+def _svg(fig: Figure, tmp_path, name: str, stable: bool) -> str:
+    with mpl.rc_context(figures.STYLE):
+        if stable:
+            (tmp_path / name).mkdir()
+            figures.save(fig, tmp_path / name, "f")
+            return (tmp_path / name / "f.svg").read_text()
+        import io
+
+        buf = io.StringIO()
+        fig.savefig(buf, format="svg", metadata=figures.METADATA["svg"])
+        return buf.getvalue()
+
+
+def test_svg_ids_do_not_depend_on_float_noise(tmp_path):
+    raw_a, raw_b = _svg(_figure(0.0), tmp_path, "a", False), _svg(_figure(1e-13), tmp_path, "b", False)
+    assert raw_a != raw_b, "matplotlib's own ids change with last-bit noise (what the renumbering removes)"
+    assert re.sub(r'"[pm][0-9a-f]{10}"', "", raw_a) != raw_a
+    a, b = _svg(_figure(0.0), tmp_path, "c", True), _svg(_figure(1e-13), tmp_path, "d", True)
+    assert a == b
+    assert 'id="p0000000001"' in a and "url(#p0000000001)" in a
+
+
+def test_stable_svg_ids_renumber_in_order_and_keep_references():
+    text = ('<clipPath id="p0123456789"/><path id="m9876543210"/><use xlink:href="#m9876543210"/>'
+            '<g clip-path="url(#p0123456789)"/><clipPath id="pabcdefabcd"/><g id="patch_1"/><text>p0000000000a</text>')
+    out = figures.stable_svg_ids(text)
+    assert out == ('<clipPath id="p0000000001"/><path id="m0000000001"/><use xlink:href="#m0000000001"/>'
+                   '<g clip-path="url(#p0000000001)"/><clipPath id="p0000000002"/><g id="patch_1"/>'
+                   '<text>p0000000000a</text>')
+    assert figures.stable_svg_ids(out) == out
+
+
+def test_split_learning_rate_axis_is_log_below_one_and_linear_above():
+    """Below 1 each decade is one unit, from 1 each unit of learning rate: 1-5 spread as wide as 0.001-0.1."""
+    axis = figures.Axis("learning_rate", [0.001, 0.01, 0.1, 1, 2, 3, 4, 5])
+    assert axis.kind == "split"
+    pos = [axis(v) for v in (0.001, 0.01, 0.1, 1, 2, 3, 4, 5)]
+    assert [round(b - a, 12) for a, b in zip(pos, pos[1:])] == [1.0] * 7
+    assert pos[1] - pos[0] == math.log10(0.01) - math.log10(0.001)
+    assert figures.Axis("learning_rate", [0.001, 0.01, 0.1]).kind == "log"
+    assert figures.Axis("batch_size", [25, 50, 75, 100]).kind == "linear"
