@@ -220,6 +220,7 @@ class Verdict:
     note: str
     trial_id: str = ""  # the one trial the number is placed against, if it names one
     also: tuple[str, ...] = ()  # the same number against the same seeds, listed elsewhere: counted once
+    trials: tuple[str, ...] = ()  # every trial whose runs the number is placed against
 
 
 @dataclasses.dataclass(frozen=True)
@@ -494,7 +495,8 @@ def _verdicts(study: Study, rows: Sequence[Row], objective: Metric) -> list[Verd
             if vals:
                 seen[same_key] = len(out)
             out.append(Verdict(source, where_text, key, value, against, len(vals), placement,
-                               "; ".join(n for n in notes if n), trial_id))
+                               "; ".join(n for n in notes if n), trial_id,
+                               trials=(trial_id,) if trial_id else tuple(t.trial_id for t in group)))
     return out
 
 

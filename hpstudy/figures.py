@@ -573,7 +573,7 @@ def fig_learning_curves(a: Analysis) -> Figure | None:
         (ln,) = ax.plot(ep, mean, color=OKABE_ITO[0], linewidth=1.4, zorder=3)
         ax.fill_between(ep, lo, hi, color=OKABE_ITO[0], alpha=0.2, linewidth=0, zorder=1)
         handles.setdefault("mean and 95% CI over seeds", ln)
-        pub = [v for v in a.verdicts if v.trial_id == r.trial.trial_id and v.metric in
+        pub = [v for v in a.verdicts if r.trial.trial_id in v.trials and v.placement is not None and v.metric in
                (("final_val_accuracy", "best_val_accuracy", "test_accuracy") if str(a.study.validation) == "test"
                 else ("final_val_accuracy", "best_val_accuracy"))]
         if pub:

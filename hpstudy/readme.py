@@ -359,6 +359,42 @@ def _outside_reasons(a: Analysis) -> list[str]:
 
 
 
+CURVE_METRICS = {"best_val_accuracy": "val_accuracy", "final_val_accuracy": "val_accuracy"}
+MAX_CURVE_TRIALS = 9
+
+
+def _section_curves_meet(a: Analysis) -> list[str]:
+    """Where each configuration's mean validation curve first reaches each published validation accuracy
+    (small studies only: one line per configuration and published number)."""
+    if len(a.rows) > MAX_CURVE_TRIALS or str(a.study.validation) == "none":
+        return []
+    items = []
+    seen = set()
+    for v in a.verdicts:
+        if v.placement is None or v.metric not in CURVE_METRICS or (v.published, v.trials) in seen:
+            continue
+        seen.add((v.published, v.trials))
+        m = metric_of(v.metric)
+        lines = []
+        for tid in v.trials:
+            runs = a.runs[a.runs["trial_id"] == tid]
+            means = epoch_means([list(h) for h in runs[CURVE_METRICS[v.metric]]])
+            if not means:
+                continue
+            first = next((i + 1 for i, (x, _) in enumerate(means) if x >= v.published), None)
+            best = max(range(len(means)), key=lambda i: means[i][0])
+            where = (f"first at epoch {first} of {len(means)}" if first else
+                     f"not within {len(means)} epochs (highest {m.scale(means[best][0]):.2f} at epoch {best + 1})")
+            lines.append(f"- {_md_escape(trial_label(a.row(tid).trial))}: {where}.")
+        if lines:
+            items += [f"Published {_name(m)} {_value_text(m, v.published)} ({_md_escape(v.source)}):", ""] + lines + [""]
+    if not items:
+        return []
+    return (["### Where the mean validation curves reach the published values", "",
+             "The epoch at which the seeds' mean validation accuracy (mean over the runs still training) first reaches "
+             "the published value, per configuration.", ""] + items)
+
+
 def _diff_text(a: Analysis, value: float) -> str:
     m = a.primary
     return f"{m.scale(value):+.2f} pp" if m.kind == "acc" else f"{value:+.3g}"
@@ -516,6 +552,7 @@ def readme(a: Analysis, table_md: str, figures: Sequence[tuple[str, str]], resul
     lines = (_section_header(a) + _section_summary(a) + _section_runs(a) + _section_assumptions(a)
              + _section_results(a, table_md)
              + ["## Published numbers against the seeds", ""] + _verdict_table(a) + [""] + _outside_reasons(a)
+             + _section_curves_meet(a)
              + _section_comparisons(a) + _section_effects(a) + _section_aggregates(a)
              + [a.add_seeds, ""] + _section_timing(a) + _section_figures(figures) + _section_regenerate(a, results_arg))
     return "\n".join(lines)
