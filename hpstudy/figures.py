@@ -728,6 +728,9 @@ def fig_score_vs_hyper(a: Analysis) -> Figure | None:
                 if idx.size > 1:
                     xv[idx] += np.linspace(-0.3, 0.3, idx.size)
         categorical = discrete
+        for x0, r in zip(xv, rows):  # every seed as a point behind its trial's interval
+            vals = _seed_values(m, r.cells[m.column])
+            ax.scatter(np.full(len(vals), x0), vals, color="0.3", **{**SEED_STYLE, "s": 4})
         is_best = np.array([r is best for r in rows])
         eb = ax.errorbar(xv[~is_best], ys[~is_best], yerr=errs[:, ~is_best], fmt="o", color=OKABE_ITO[0],
                          markersize=3, elinewidth=0.8, alpha=0.85, zorder=3)
@@ -808,7 +811,8 @@ def plan(a: Analysis) -> list[tuple[str, str, callable]]:
     if a.study.design_kind == "random":
         out.append(("best_so_far", f"Highest {a.primary.label} found so far, after each trial (mean and 95% CI over "
                     f"{seeds} seeds); dots: each trial's mean; star: the paper's search result.", fig_best_so_far))
-        out.append(("score_vs_hyperparameters", f"{a.primary.label} of each trial (mean and 95% CI over {seeds} seeds) "
+        out.append(("score_vs_hyperparameters", f"{a.primary.label} of each trial (mean and 95% CI over {seeds} seeds, "
+                    "small dots the individual seeds) "
                     "against each sampled hyperparameter; square: the best trial; star: the paper's best configuration.",
                     fig_score_vs_hyper))
     rows = curve_rows(a)

@@ -86,7 +86,8 @@ def _counted(a: Analysis) -> list:
 def _what_varies(a: Analysis) -> str:
     """What differs between two seeds of one configuration, from the study's own settings."""
     dropout = any(r.trial.config.dropout > 0 for r in a.rows)
-    parts = "the initial weights, the order of the training images" + (" and the dropout masks" if dropout else "")
+    parts = ("the initial weights, the order of the training images and the dropout masks" if dropout
+             else "the initial weights and the order of the training images")
     text = (f"Between seeds only the random draws change: {parts}. The data split and the test images are the same "
             "in every run, so the spread between seeds does not include the sampling error of the test set.")
     if a.paired:
@@ -98,8 +99,8 @@ def _what_varies(a: Analysis) -> str:
 def _section_summary(a: Analysis) -> list[str]:
     """One plain paragraph: what was reproduced, what was not, what differs significantly, what varies."""
     n_seeds = sorted({len(r.seeds) for r in a.rows})
-    seeds = f"{n_seeds[0]}" if len(n_seeds) == 1 else f"{n_seeds[0]} to {n_seeds[-1]}"
-    sentences = [f"In short: {_plural(len(a.rows), 'configuration')}, each re-run with {seeds} seeds."]
+    seeds = _plural(n_seeds[0], "seed") if len(n_seeds) == 1 else f"{n_seeds[0]} to {n_seeds[-1]} seeds"
+    sentences = [f"In short: {_plural(len(a.rows), 'configuration')}, each re-run with {seeds}."]
     counted = _counted(a)
     if counted:
         states = Counter(v.placement.state for v in counted)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 import matplotlib as mpl
+import pytest
 from matplotlib.figure import Figure
 
 from hpstudy import figures
@@ -62,3 +64,26 @@ def test_split_learning_rate_axis_is_log_below_one_and_linear_above():
     assert pos[1] - pos[0] == math.log10(0.01) - math.log10(0.001)
     assert figures.Axis("learning_rate", [0.001, 0.01, 0.1]).kind == "log"
     assert figures.Axis("batch_size", [25, 50, 75, 100]).kind == "linear"
+
+
+STUDIES = sorted((Path(__file__).resolve().parent.parent / "studies").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
+def test_every_study_reports_byte_identically_twice(path, tmp_path):
+    """`hpstudy report` works for every shipped study file (synthetic runs, 3 seeds) and regenerates the
+    same bytes; every figure the README names exists."""
+    from hpstudy import store
+    from hpstudy.report import synthetic_records, write_report
+    from hpstudy.study import load_study
+
+    study = load_study(path)
+    results = tmp_path / "results"
+    store.write_chunk(store.study_dir(results, study.name), synthetic_records(study, range(3)))
+    first, second = write_report(study, results, tmp_path / "a"), write_report(study, results, tmp_path / "b")
+    files = {p.relative_to(first).as_posix(): p.read_bytes() for p in sorted(first.rglob("*")) if p.is_file()}
+    assert files == {p.relative_to(second).as_posix(): p.read_bytes() for p in sorted(second.rglob("*")) if p.is_file()}
+    readme = files["README.md"].decode()
+    for stem in re.findall(r"\]\(figures/([\w.-]+)\.png\)", readme):
+        assert all(f"figures/{stem}.{ext}" in files for ext in figures.FORMATS)
+    assert "learning_curves" in readme
