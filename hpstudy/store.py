@@ -102,3 +102,16 @@ def stored_ids(directory: Path) -> set[str]:
         except (pa.ArrowException, OSError) as exc:
             raise StoreError(f"results part {part} cannot be read ({exc}); move it aside to recompute its runs.") from exc
     return ids
+
+
+def stored_environments(directory: Path) -> dict[str, int]:
+    """Each distinct environment fingerprint (JSON text) in the store, with how many runs carry it."""
+    counts: dict[str, int] = {}
+    for part in sorted(Path(directory).glob("part-*.parquet")):
+        try:
+            column = pq.read_table(part, columns=["environment"]).column("environment").to_pylist()
+        except (pa.ArrowException, OSError, KeyError) as exc:
+            raise StoreError(f"results part {part} cannot be read ({exc}); move it aside to recompute its runs.") from exc
+        for text in column:
+            counts[text] = counts.get(text, 0) + 1
+    return counts
