@@ -1,0 +1,171 @@
+"""hpstudy.stats' methods for bounded intervals, comparisons, seeds for an effect, aggregates and factorial
+effects, against scipy, hand computations and the published definitions (rliable, statsmodels where
+installed)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sstats
+
+from hpstudy import stats
+
+BIMODAL = [0.831, 0.682, 0.570]  # keras/tanh at learning rate 4 in the Fabrizio runs
+
+
+def test_bounded_summaries_stay_in_range_and_match_the_transformed_t_interval():
+    lin = stats.summarize(BIMODAL)
+    assert lin.pi_high > 1  # the plain t interval leaves [0, 1]: the defect
+    s = stats.summarize(BIMODAL, scale="logit")
+    assert 0 < s.pi_low < s.ci_low < s.ci_high < s.pi_high < 1
+    assert (s.mean, s.std) == pytest.approx((lin.mean, lin.std))
+    logits = np.log(np.array(BIMODAL) / (1 - np.array(BIMODAL)))
+    t = sstats.t.ppf(0.975, 2)
+    half = t * logits.std(ddof=1) * math.sqrt(1 + 1 / 3)
+    expit = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    assert (s.pi_low, s.pi_high) == pytest.approx((expit(logits.mean() - half), expit(logits.mean() + half)), rel=1e-12)
+    losses = stats.summarize([0.05, 0.6, 1.9], scale="log")
+    assert losses.pi_low > 0 and losses.ci_low > 0
+    exact = stats.summarize([1.0, 1.0, 0.99], scale="logit")  # a value at the bound stays finite
+    assert 0 < exact.pi_low < exact.pi_high <= 1
+    with pytest.raises(ValueError, match="scale"):
+        stats.summarize(BIMODAL, scale="probit")
+
+
+def test_placement_has_three_states_and_says_how_many_seeds_would_tell():
+    seeds = [0.970, 0.971, 0.972]
+    inside = stats.place_published(0.9705, seeds, scale="logit")
+    assert inside.state == "inside" and inside.inside and inside.p_beyond_range == pytest.approx(0.5)
+    undecided = stats.place_published(0.9745, seeds, scale="logit")
+    assert undecided.state == "undecided" and not undecided.inside and undecided.pi_high > 0.9745
+    m = undecided.seeds_to_tell
+    assert m is not None and m > 3
+    # with m seeds and the same spread the interval would exclude it, with m - 1 it would not
+    logits = [math.log(v / (1 - v)) for v in seeds]
+    sd, gap = float(np.std(logits, ddof=1)), abs(math.log(0.9745 / 0.0255) - float(np.mean(logits)))
+    width = lambda k: sstats.t.ppf(0.975, k - 1) * sd * math.sqrt(1 + 1 / k)  # noqa: E731
+    assert width(m) < gap <= width(m - 1)
+    outside = stats.place_published(0.99, seeds, scale="logit")
+    assert outside.state == "outside" and outside.verdict == "above the prediction interval"
+    assert stats.place_published(0.5, [0.4, 0.6] * 10).p_beyond_range == pytest.approx(2 / 21)
+
+
+def test_welch_comparison_matches_scipy():
+    a, b = [0.971, 0.975, 0.969, 0.973], [0.965, 0.968, 0.972]
+    r = stats.compare(a, b)
+    ref = sstats.ttest_ind(a, b, equal_var=False)
+    assert r.t_pvalue == pytest.approx(ref.pvalue, rel=1e-10)
+    ci = ref.confidence_interval(0.95)
+    assert (r.ci_low, r.ci_high) == pytest.approx((ci.low, ci.high), rel=1e-10)
+    assert r.rank_pvalue == pytest.approx(sstats.mannwhitneyu(a, b, alternative="two-sided").pvalue)
+    assert r.rank_min_p == pytest.approx(2 / math.comb(7, 4))
+    assert r.prob_improvement == pytest.approx(sum((x > y) + 0.5 * (x == y) for x in a for y in b) / 12)
+    assert math.isnan(r.prob_low)  # fewer than MIN_BOOTSTRAP_N per side: no bootstrap interval
+
+
+def test_paired_comparison_under_common_random_numbers_matches_scipy():
+    a = [1.2, 2.3, 3.1, 4.8, 5.0, 6.1]
+    b = [1.0, 2.0, 3.3, 4.1, 4.9, 5.5]
+    r = stats.compare(a, b, paired=True)
+    assert r.t_pvalue == pytest.approx(sstats.ttest_rel(a, b).pvalue)
+    assert r.rank_pvalue == pytest.approx(sstats.wilcoxon(a, b).pvalue)
+    assert r.rank_min_p == pytest.approx(2 / 2 ** 6)
+    assert stats.rank_min_p(3, 0, True) == pytest.approx(0.25) and stats.rank_min_p(3, 3, False) == pytest.approx(0.1)
+
+
+def test_probability_of_improvement_interval_is_deterministic_and_covers_the_estimate():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(0.972, 0.002, 12), rng.normal(0.970, 0.002, 12)
+    lo, hi = stats.prob_improvement_ci(a, b)
+    assert (lo, hi) == stats.prob_improvement_ci(a, b)
+    assert 0 <= lo <= stats.prob_improvement(a, b) <= hi <= 1
+
+
+def test_seeds_for_an_effect_follow_the_sd_interval():
+    adv = stats.seeds_for_effect(0.002, 0.0015, 18)
+    lo, hi = stats.sd_interval(0.0015, 18)
+    assert (lo, hi) == pytest.approx((0.0015 * math.sqrt(18 / sstats.chi2.ppf(0.975, 18)),
+                                      0.0015 * math.sqrt(18 / sstats.chi2.ppf(0.025, 18))))
+    assert adv.n == stats.seeds_needed(0.002, 0.0015, paired=False)
+    assert adv.n_low == stats.seeds_needed(0.002, lo, paired=False) <= adv.n <= adv.n_high
+    assert adv.n_high == stats.seeds_needed(0.002, hi, paired=False)
+    assert stats.binomial_se(0.97, 10_000) == pytest.approx(math.sqrt(0.97 * 0.03 / 10_000))
+    with pytest.raises(ValueError, match="effect"):
+        stats.seeds_for_effect(0.0, 0.001, 4)
+
+
+def test_iqm_is_scipys_quarter_trimmed_mean_as_rliable_defines_it():
+    x = [0.1, 0.5, 0.91, 0.93, 0.95, 0.96, 0.97, 0.98]
+    assert stats.iqm(x) == pytest.approx(sstats.trim_mean(x, 0.25))
+    assert stats.iqm(x) == pytest.approx((0.91 + 0.93 + 0.95 + 0.96) / 4)
+    assert stats.iqm([1.0, 2.0, 3.0, 4.0, 100.0]) == pytest.approx(sstats.trim_mean([1, 2, 3, 4, 100], 0.25))
+
+
+def test_stratified_bootstrap_resamples_within_each_task():
+    tasks = [[0.90, 0.91, 0.92, 0.93], [0.10, 0.11, 0.12, 0.13], [0.50, 0.51, 0.52, 0.53]]
+    lo, hi = stats.stratified_bootstrap_ci(tasks, stats.iqm, n_resamples=500, seed=0)
+    assert (lo, hi) == stats.stratified_bootstrap_ci(tasks, stats.iqm, n_resamples=500, seed=0)
+    assert lo <= stats.iqm(sum(tasks, [])) <= hi
+    # resampling within tasks keeps 4 runs of each: the IQM can never leave the middle task's range
+    assert 0.13 <= lo and hi <= 0.90
+    assert all(math.isnan(v) for v in stats.stratified_bootstrap_ci([[0.9, 0.8]], stats.iqm))
+
+
+def test_performance_profile_is_the_share_of_runs_above_each_threshold():
+    assert stats.performance_profile([0.1, 0.5, 0.9, 0.95], [0.0, 0.5, 0.92, 1.0]) == [1.0, 0.5, 0.25, 0.0]
+
+
+def _factorial_cells():
+    rng = np.random.default_rng(0)
+    cells, rows = {}, []
+    for i in range(8):
+        combo = tuple((i >> j) & 1 for j in range(3))
+        n = 3 + (i % 3)  # unequal cell sizes
+        mean = 0.95 - 0.03 * combo[0] + 0.005 * combo[1] + 0.004 * combo[0] * combo[1]
+        values = list(mean + rng.normal(0, 0.002, n))
+        cells[combo] = values
+        rows += [(combo, v) for v in values]
+    return cells, rows
+
+
+def test_factorial_effects_equal_twice_the_effect_coded_regression_coefficients():
+    cells, rows = _factorial_cells()
+    effects = stats.factorial_effects(cells, ["lr", "batch", "dropout"])
+    assert [e.term for e in effects] == [("lr",), ("batch",), ("dropout",), ("lr", "batch"), ("lr", "dropout"),
+                                         ("batch", "dropout"), ("lr", "batch", "dropout")]
+    # full model with +-1 codes: the cell-means model, so its coefficients are exact least squares
+    x = np.array([[1.0] + [math.prod(2 * c[j] - 1 for j in term) for term in
+                           [(0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2)]] for c, _ in rows])
+    y = np.array([v for _, v in rows])
+    beta, *_ = np.linalg.lstsq(x, y, rcond=None)
+    resid = y - x @ beta
+    df = len(y) - 8
+    cov = (resid @ resid / df) * np.linalg.inv(x.T @ x)
+    for k, e in enumerate(effects, start=1):
+        assert e.estimate == pytest.approx(2 * beta[k], rel=1e-9, abs=1e-12)
+        assert e.se == pytest.approx(2 * math.sqrt(cov[k, k]), rel=1e-9)
+        assert e.df == df
+    lr = effects[0]
+    assert lr.ci_low < -0.02 and lr.t_pvalue < 1e-6
+
+
+def test_factorial_effects_match_statsmodels_where_installed():
+    smf = pytest.importorskip("statsmodels.formula.api", reason="statsmodels not installed (optional cross-check)")
+    import pandas as pd
+
+    cells, rows = _factorial_cells()
+    frame = pd.DataFrame([{"a": 2 * c[0] - 1, "b": 2 * c[1] - 1, "c": 2 * c[2] - 1, "y": v} for c, v in rows])
+    fit = smf.ols("y ~ a * b * c", frame).fit()
+    effects = {e.term: e for e in stats.factorial_effects(cells, ["a", "b", "c"])}
+    for term, name in ((("a",), "a"), (("a", "b"), "a:b"), (("a", "b", "c"), "a:b:c")):
+        assert effects[term].estimate == pytest.approx(2 * fit.params[name], rel=1e-9, abs=1e-12)
+        assert effects[term].t_pvalue == pytest.approx(fit.pvalues[name], rel=1e-6)
+
+
+def test_iqm_and_its_interval_match_rliable_where_installed():
+    metrics = pytest.importorskip("rliable.metrics", reason="rliable not installed (optional cross-check)")
+    rng = np.random.default_rng(3)
+    scores = rng.uniform(0.1, 1.0, (6, 5))  # runs x tasks, as rliable lays them out
+    assert stats.iqm(scores.ravel()) == pytest.approx(float(metrics.aggregate_iqm(scores)), rel=1e-12)
