@@ -113,7 +113,11 @@ def _section_summary(a: Analysis) -> list[str]:
         sentences.append(f"Of the paper's {len(counted)} distinct published accuracies and losses, " + ", ".join(parts[:-1])
                          + f" and {parts[-1]}.")
         outside = [v for v in counted if v.placement.state == "outside"]
-        if outside:
+        if 0 < len(outside) <= 3:
+            sentences.append("Not reproduced: " + "; ".join(
+                f"{_name(metric_of(v.metric))} at {v.where} (published {_value_text(metric_of(v.metric), v.published)}, "
+                f"seeds' mean {_value_text(metric_of(v.metric), v.placement.mean)})" for v in outside) + ".")
+        elif outside:
             worst = max(outside, key=lambda v: abs(v.placement.z) if math.isfinite(v.placement.z) else 0.0)
             m = metric_of(worst.metric)
             sentences.append(f"The farthest is {_name(m)} at {worst.where}: published {_value_text(m, worst.published)}, "
