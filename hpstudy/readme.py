@@ -315,7 +315,8 @@ def _environment_lines(runs: pd.DataFrame) -> list[str]:
             f"{prefix}Python {env.get('python', '?')}; {packages or 'package versions not recorded'}; "
             f"{env.get('backend', '?')} backend, device {env.get('device_kind', '?')} x{env.get('device_count', '?')}; "
             f"CPU {env.get('cpu_model', '?')} (ISA {', '.join(env.get('isa', [])) or 'none recorded'}); "
-            f"XLA_FLAGS {env.get('xla_flags') or '(unset)'}; x64 {env.get('x64', '?')}; {env.get('platform', '?')}"
+            + (f"numerics {env['numerics']} (ISA floor {env.get('isa_floor', '?')}); " if env.get("numerics") else "")
+            + f"XLA_FLAGS {env.get('xla_flags') or '(unset)'}; x64 {env.get('x64', '?')}; {env.get('platform', '?')}"
         )
     return lines
 

@@ -1,5 +1,5 @@
-"""The report's statistical methods, one test per defect a reviewer found (issue: statistics a reviewer
-would accept). Each test reads what the report writes (README.md, table.md, table.csv) from stores of
+"""The report's statistical methods, one test per defect a reviewer found when reading the reports as a
+paper's referee would. Each test reads what the report writes (README.md, table.md, table.csv) from stores of
 synthetic runs, some with chosen values, so it checks the method, not an implementation detail."""
 
 from __future__ import annotations
