@@ -81,3 +81,16 @@ def test_default_seeding_keeps_the_shipped_runs_identity():
 def test_bad_seeding_is_a_clear_error(write_study):
     with pytest.raises(StudyError, match=r"study\.seeding.*'independent', 'common'"):
         _two_lr_trials(write_study, "shared")
+
+
+def test_a_common_seeding_study_trains_and_stores_its_own_runs(write_study, tmp_path):
+    """The engine trains common-seeded runs like any others (keys are its only difference), reproducibly."""
+    from tests.conftest import run_hashes
+
+    path = write_study("learning_rate = [0.001, 0.01]\nbatch_size = [64]\ndropout = [0.2]",
+                       **{"seeds = 2": 'seeds = 2\nseeding = "common"'})
+    first = run_hashes(path, range(2), tmp_path / "a")
+    assert len(first) == 4 and first == run_hashes(path, range(2), tmp_path / "b")
+    independent = run_hashes(write_study("learning_rate = [0.001, 0.01]\nbatch_size = [64]\ndropout = [0.2]",
+                                         name="ind.toml"), range(2), tmp_path / "c")
+    assert not set(first) & set(independent) and not set(first.values()) & set(independent.values())
