@@ -633,38 +633,43 @@ def fig_performance_profile(a: Analysis) -> Figure | None:
 # ----------------------------------------------------------------------------------------------
 
 
-def _score_matrix(a: Analysis) -> tuple[np.ndarray, list[Row]]:
-    """seeds x trials of the primary metric, over the seeds every trial has (non-finite stays NaN)."""
-    m = a.primary.column
-    rows = list(a.rows)
-    common = sorted(set.intersection(*(set(r.seeds) for r in rows))) if rows else []
-    mat = np.full((len(common), len(rows)), np.nan)
-    for j, r in enumerate(rows):
-        vals = r.cells[m].values
-        for i, s in enumerate(common):
-            mat[i, j] = vals.get(s, np.nan)
-    return mat, rows
+def _best_so_far(a: Analysis, rows: Sequence[Row]) -> list[Row | None]:
+    """After each trial, the trial the search would select so far: the best mean objective over seeds (how
+    the study file scores trials, and the trial the published result is placed against)."""
+    m = a.primary
+    out, best = [], None
+    for r in rows:
+        c = r.cells[m.column]
+        if c.summary is not None and (best is None or m.better * c.summary.mean > m.better * best.cells[m.column].summary.mean):
+            best = r
+        out.append(best)
+    return out
 
 
 def fig_best_so_far(a: Analysis) -> Figure | None:
-    mat, rows = _score_matrix(a)
-    if mat.size == 0:
-        return None
+    rows = list(a.rows)
     m = a.primary
-    acc = np.fmax.accumulate(mat if m.better > 0 else -mat, axis=1)
-    acc = acc if m.better > 0 else -acc
-    mean, lo, hi = _t_band(m.scale(acc))
+    chosen = _best_so_far(a, rows)
+    if not rows or chosen[-1] is None:
+        return None
+    mean = np.array([m.scale(_mean(r.cells[m.column])) if r else math.nan for r in chosen])
+    lo = np.array([m.scale(r.cells[m.column].summary.ci_low) if r and r.cells[m.column].has_interval else math.nan for r in chosen])
+    hi = np.array([m.scale(r.cells[m.column].summary.ci_high) if r and r.cells[m.column].has_interval else math.nan for r in chosen])
     x = np.arange(1, len(rows) + 1)
-    fig = Figure(figsize=(WIDTH / 2 + 0.6, 2.8), layout="constrained")
+    fig = Figure(figsize=(WIDTH / 2 + 0.6, 2.9), layout="constrained")
     ax = fig.subplots()
     trial_means = np.array([m.scale(_mean(r.cells[m.column])) for r in rows])
-    dots = ax.scatter(x, trial_means, s=9, color=OKABE_ITO[4], zorder=2)
+    for xx, r in zip(x, rows):
+        vals = _seed_values(m, r.cells[m.column])
+        ax.scatter(np.full(len(vals), xx), vals, color="0.3", **{**SEED_STYLE, "s": 5})
+    dots = ax.scatter(x, trial_means, s=12, color=OKABE_ITO[4], zorder=3)
     xs = np.append(x, len(rows) + 0.5)  # the last trial's step gets a width too
-    (ln,) = ax.plot(xs, np.append(mean, mean[-1]), color=OKABE_ITO[0], drawstyle="steps-post", zorder=3)
+    (ln,) = ax.plot(xs, np.append(mean, mean[-1]), color=OKABE_ITO[0], drawstyle="steps-post", zorder=4)
     ax.fill_between(xs, np.append(lo, lo[-1]), np.append(hi, hi[-1]), color=OKABE_ITO[0], alpha=0.2,
-                    linewidth=0, step="post", zorder=2)
+                    linewidth=0, step="post", zorder=1)
     ax.set_xlim(0.5, len(rows) + 0.7)
-    handles = {f"best so far (mean and 95% CI over {mat.shape[0]} seeds)": ln, "each trial's mean": dots}
+    handles = {"best trial so far by mean over seeds (its mean and 95% CI)": ln, "each trial's mean": dots,
+               "one seed": ax.scatter([], [], color="0.3", **{**SEED_STYLE, "s": 10})}
     pubs = [v for v in a.verdicts if v.metric == m.column and v.placement is not None and "search" in v.against]
     if pubs:
         sc = ax.scatter([len(rows)] * len(pubs), [m.scale(v.published) for v in pubs], color="white", **PUBLISHED_STYLE)
@@ -809,8 +814,10 @@ def plan(a: Analysis) -> list[tuple[str, str, callable]]:
                     f"the CI{pub}. Every panel has the same y range" + (f"; {note}" if note else "") + f".{bounded}",
                     lambda a, f=f: fig_sweep(a, f, a.primary)))
     if a.study.design_kind == "random":
-        out.append(("best_so_far", f"Highest {a.primary.label} found so far, after each trial (mean and 95% CI over "
-                    f"{seeds} seeds); dots: each trial's mean; star: the paper's search result.", fig_best_so_far))
+        out.append(("best_so_far", f"The search's best trial so far, after each trial: the trial with the highest mean "
+                    f"{a.primary.label} over its {seeds} seeds, as the study file scores trials (line: its mean, band: its "
+                    "95% CI); dots: each trial's mean; small dots: the individual seeds; star: the paper's search result.",
+                    fig_best_so_far))
         out.append(("score_vs_hyperparameters", f"{a.primary.label} of each trial (mean and 95% CI over {seeds} seeds, "
                     "small dots the individual seeds) "
                     "against each sampled hyperparameter; square: the best trial; star: the paper's best configuration.",
