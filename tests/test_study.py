@@ -181,6 +181,8 @@ def test_published_for_matches_float_tolerantly(tmp_path):
 BAD = [
     # (id, old, new, key path, value text, expectation text)
     ("unknown-key", 'activation = "relu"', 'activaton = "relu"', "model.activaton", "'relu'", "Did you mean 'activation'"),
+    ("bad-seeding", "seeds = 2\n", 'seeds = 2\nseeding = "shared"\n', "study.seeding", "'shared'", "'independent', 'common'"),
+    ("bad-smallest-effect", "seeds = 2\n", "seeds = 2\nsmallest_effect = 0\n", "study.smallest_effect", "0", "a number > 0"),
     ("key-in-wrong-table", "epochs = 2\n", "epochs = 2\nhidden = [8]\n", "training.hidden", "[8]", "belongs in [model]"),
     ("unknown-top-table", "[design]\n", "[desing]\nx = 1\n\n[design]\n", "desing", "{'x': 1}", "Did you mean 'design'"),
     ("unknown-factor", "batch_size = [32, 64]", "batchsize = [32, 64]", "design.factors.batchsize", "[32, 64]", "Did you mean 'batch_size'"),
