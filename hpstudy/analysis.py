@@ -257,6 +257,7 @@ class Aggregate:
     ci_high: float
     mean: float
     scores: tuple[float, ...]
+    groups: tuple[tuple[float, ...], ...] = ()  # the runs of each configuration (the bootstrap's strata)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -729,7 +730,7 @@ def _aggregates(study: Study, rows: Sequence[Row], primary: Metric, factors: Seq
         scores = [v for g in groups for v in g]
         lo, hi = stats.stratified_bootstrap_ci(groups, stats.iqm, CONFIDENCE, n_resamples=2000, seed=0)
         out.append(Aggregate(format_value(factor, level), len(members), len(scores), stats.iqm(scores), lo, hi,
-                             math.fsum(scores) / len(scores), tuple(sorted(scores))))
+                             math.fsum(scores) / len(scores), tuple(sorted(scores)), tuple(tuple(g) for g in groups)))
     return tuple(out), factor
 
 

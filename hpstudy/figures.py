@@ -612,8 +612,11 @@ def fig_performance_profile(a: Analysis) -> Figure | None:
     fig = Figure(figsize=(WIDTH / 2 + 0.6, 2.8), layout="constrained")
     ax = fig.subplots()
     for i, g in enumerate(a.aggregates):
+        color = OKABE_ITO[i % len(OKABE_ITO)]
         frac = stats.performance_profile([m.scale(v) for v in g.scores], taus)
-        ax.plot(taus, frac, color=OKABE_ITO[i % len(OKABE_ITO)], linestyle=LINESTYLES[i % len(LINESTYLES)],
+        lo_band, hi_band = stats.performance_profile_band([[m.scale(v) for v in grp] for grp in g.groups], taus)
+        ax.fill_between(taus, lo_band, hi_band, color=color, alpha=0.15, linewidth=0, step="post", zorder=1)
+        ax.plot(taus, frac, color=color, linestyle=LINESTYLES[i % len(LINESTYLES)],
                 drawstyle="steps-post", label=f"{g.group} ({g.runs} runs)")
         ax.scatter([m.scale(v) for v in g.scores], np.full(len(g.scores), -0.04 - 0.03 * i),
                    color=OKABE_ITO[i % len(OKABE_ITO)], marker="|", s=14, linewidths=0.6, zorder=3)
@@ -834,7 +837,8 @@ def plan(a: Analysis) -> list[tuple[str, str, callable]]:
     if a.aggregates:
         out.append(("performance_profile", f"Performance profiles (Agarwal et al. 2021): the share of runs whose "
                     f"{a.primary.label} exceeds each threshold, per {_axis_label(a.aggregate_factor)}, over all of its "
-                    "configurations and seeds; ticks below the axis: the individual runs.", fig_performance_profile))
+                    "configurations and seeds, with a 95% stratified bootstrap band (runs resampled within each configuration); "
+                    "ticks below the axis: the individual runs.", fig_performance_profile))
     return out
 
 

@@ -555,6 +555,29 @@ def performance_profile(values: ArrayLike, thresholds: ArrayLike) -> list[float]
     return [float((x > float(t)).sum()) / x.size for t in np.asarray(thresholds, dtype=float).ravel()]
 
 
+def performance_profile_band(
+    scores: Sequence[ArrayLike], thresholds: ArrayLike, confidence: float = 0.95, n_resamples: int = 1000,
+    seed: int = 0, min_n: int = MIN_BOOTSTRAP_N,
+) -> tuple[list[float], list[float]]:
+    """Pointwise percentile band of the performance profile over a stratified bootstrap (runs resampled within
+    each task), as rliable draws it; NaN bands when the tasks hold fewer than ``min_n`` runs in all."""
+    _check_unit("confidence", confidence)
+    groups = [_sample(g, "scores") for g in scores]
+    taus = np.asarray(thresholds, dtype=float).ravel()
+    total = sum(g.size for g in groups)
+    if not groups or total < max(2, min_n):
+        return [math.nan] * taus.size, [math.nan] * taus.size
+    rng = np.random.default_rng(seed)
+    profiles = np.empty((n_resamples, taus.size))
+    for i in range(n_resamples):
+        pooled = np.concatenate([g[rng.integers(0, g.size, g.size)] for g in groups])
+        profiles[i] = (pooled[:, None] > taus[None, :]).sum(axis=0) / total
+    profiles.sort(axis=0)
+    alpha = (1.0 - confidence) / 2.0
+    return ([_quantile_sorted(profiles[:, j], alpha) for j in range(taus.size)],
+            [_quantile_sorted(profiles[:, j], 1.0 - alpha) for j in range(taus.size)])
+
+
 # ----------------------------------------------------------------------------------------------
 # Factorial designs
 # ----------------------------------------------------------------------------------------------

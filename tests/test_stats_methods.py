@@ -169,3 +169,15 @@ def test_iqm_and_its_interval_match_rliable_where_installed():
     rng = np.random.default_rng(3)
     scores = rng.uniform(0.1, 1.0, (6, 5))  # runs x tasks, as rliable lays them out
     assert stats.iqm(scores.ravel()) == pytest.approx(float(metrics.aggregate_iqm(scores)), rel=1e-12)
+
+
+def test_performance_profile_band_brackets_the_profile_and_is_deterministic():
+    rng = np.random.default_rng(2)
+    tasks = [list(rng.normal(mu, 0.01, 4)) for mu in (0.2, 0.6, 0.9)]
+    taus = np.linspace(0.0, 1.0, 21)
+    lo, hi = stats.performance_profile_band(tasks, taus, n_resamples=300)
+    assert (lo, hi) == stats.performance_profile_band(tasks, taus, n_resamples=300)
+    profile = stats.performance_profile(sum(tasks, []), taus)
+    assert all(a <= p <= b for a, p, b in zip(lo, profile, hi))
+    # between the tasks' clusters no resample changes the share: the band collapses onto the profile
+    assert lo[8] == hi[8] == profile[8] == pytest.approx(2 / 3)
