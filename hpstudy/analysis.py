@@ -659,10 +659,6 @@ def _add_seeds(study: Study, rows: Sequence[Row], primary: Metric, paired: bool)
             f"{n_text(advice.n_high)} over the sd's interval); {have} are stored." + floor_note)
 
 
-def _fmt(metric: Metric, value: float) -> str:
-    return f"{metric.scale(value):.2f}%" if metric.kind == "acc" else f"{value:.4g}"
-
-
 def _fmt_diff(metric: Metric, value: float) -> str:
     return f"{metric.scale(value):.2g} pp" if metric.kind == "acc" else f"{value:.2g}"
 
