@@ -181,3 +181,13 @@ def test_performance_profile_band_brackets_the_profile_and_is_deterministic():
     assert all(a <= p <= b for a, p, b in zip(lo, profile, hi))
     # between the tasks' clusters no resample changes the share: the band collapses onto the profile
     assert lo[8] == hi[8] == profile[8] == pytest.approx(2 / 3)
+
+
+def test_probability_of_improvement_interval_equals_the_brute_force_pairwise_count():
+    rng = np.random.default_rng(5)
+    a, b = np.round(rng.normal(0.97, 0.002, 12), 4), np.round(rng.normal(0.97, 0.002, 15), 4)  # with ties
+    draw = np.random.default_rng(0)
+    xs, ys = a[draw.integers(0, a.size, (2000, a.size))], b[draw.integers(0, b.size, (2000, b.size))]
+    wins = (xs[:, :, None] > ys[:, None, :]).sum(axis=(1, 2)) + 0.5 * (xs[:, :, None] == ys[:, None, :]).sum(axis=(1, 2))
+    expected = np.quantile(wins / (a.size * b.size), [(1 - 0.95) / 2, 1 - (1 - 0.95) / 2])
+    assert stats.prob_improvement_ci(a, b) == pytest.approx(tuple(expected), abs=1e-12)
