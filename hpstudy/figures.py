@@ -256,11 +256,15 @@ def _has_published(a: Analysis, metrics: Sequence[Metric]) -> bool:
 
 def _dot_rows(ax, a: Analysis, rows: Sequence[Row], m: Metric, y: np.ndarray) -> tuple:
     """Seeds as points, mean and CI as a dot with bars, along y (one row per configuration)."""
+    sx, sy = [], []  # every seed of every row, drawn as one collection
     for r, yy in zip(rows, y):
         vals = _seed_values(m, r.cells[m.column])
         if vals:
             offs = np.linspace(-0.18, 0.18, len(vals)) if len(vals) > 1 else np.zeros(1)
-            ax.scatter(vals, yy + offs, color="0.2", **SEED_STYLE)
+            sx += vals
+            sy += list(yy + offs)
+    if sx:
+        ax.scatter(sx, sy, color="0.2", **SEED_STYLE)
     means = np.array([m.scale(_mean(r.cells[m.column])) for r in rows])
     errs = _yerr(m, [r.cells[m.column] for r in rows])
     eb = ax.errorbar(means, y, xerr=errs, fmt="o", color=OKABE_ITO[0], ecolor=OKABE_ITO[0], elinewidth=1.1,
@@ -368,10 +372,14 @@ def fig_by_factor(a: Analysis, factor: str) -> Figure | None:
             offs = x - 0.4 + width * (si + 0.5)
             rows = [cell_of.get((li, si)) for li in range(len(levels))]
             color = OKABE_ITO[si % len(OKABE_ITO)]
+            sx, sy = [], []
             for o, r in zip(offs, rows):
                 if r is not None:
                     vals = _seed_values(m, r.cells[m.column])
-                    ax.scatter(np.full(len(vals), o), vals, color=color, **{**SEED_STYLE, "alpha": 0.4})
+                    sx += [float(o)] * len(vals)
+                    sy += vals
+            if sx:
+                ax.scatter(sx, sy, color=color, **{**SEED_STYLE, "alpha": 0.4})
             means = np.array([m.scale(_mean(r.cells[m.column])) if r else math.nan for r in rows])
             errs = _yerr(m, [r.cells[m.column] if r else None for r in rows])
             eb = ax.errorbar(offs, means, yerr=errs, fmt=MARKERS[si % len(MARKERS)], color=color, markersize=4,
@@ -450,9 +458,13 @@ def fig_sweep(a: Analysis, x_factor: str, metric: Metric) -> Figure | None:
                             markersize=3.5, zorder=3)
             ax.fill_between(xs, lo, hi, color=color, alpha=0.15, linewidth=0, zorder=2)
             dodge = (li - (nl - 1) / 2.0) * 0.08  # seeds of different lines side by side, not on top of each other
+            sx, sy = [], []
             for xx, c in zip(xs, cells):
                 vals = _seed_values(metric, c)
-                ax.scatter(np.full(len(vals), xx + dodge), vals, color=color, **{**SEED_STYLE, "s": 5, "alpha": 0.5})
+                sx += [float(xx + dodge)] * len(vals)
+                sy += vals
+            if sx:
+                ax.scatter(sx, sy, color=color, **{**SEED_STYLE, "s": 5, "alpha": 0.5})
             handles.setdefault(label, ln)
             pubs = [(axis(r.trial.values[x_factor]), metric.scale(r.published[metric.column]))
                     for r in members if metric.column in r.published]
@@ -662,9 +674,10 @@ def fig_best_so_far(a: Analysis) -> Figure | None:
     fig = Figure(figsize=(WIDTH / 2 + 0.6, 2.9), layout="constrained")
     ax = fig.subplots()
     trial_means = np.array([m.scale(_mean(r.cells[m.column])) for r in rows])
-    for xx, r in zip(x, rows):
-        vals = _seed_values(m, r.cells[m.column])
-        ax.scatter(np.full(len(vals), xx), vals, color="0.3", **{**SEED_STYLE, "s": 5})
+    sx = [float(xx) for xx, r in zip(x, rows) for _ in r.cells[m.column].values]
+    sy = [v for r in rows for v in _seed_values(m, r.cells[m.column])]
+    if sx:
+        ax.scatter(sx, sy, color="0.3", **{**SEED_STYLE, "s": 5})
     dots = ax.scatter(x, trial_means, s=12, color=OKABE_ITO[4], zorder=3)
     xs = np.append(x, len(rows) + 0.5)  # the last trial's step gets a width too
     (ln,) = ax.plot(xs, np.append(mean, mean[-1]), color=OKABE_ITO[0], drawstyle="steps-post", zorder=4)
@@ -736,9 +749,10 @@ def fig_score_vs_hyper(a: Analysis) -> Figure | None:
                 if idx.size > 1:
                     xv[idx] += np.linspace(-0.3, 0.3, idx.size)
         categorical = discrete
-        for x0, r in zip(xv, rows):  # every seed as a point behind its trial's interval
-            vals = _seed_values(m, r.cells[m.column])
-            ax.scatter(np.full(len(vals), x0), vals, color="0.3", **{**SEED_STYLE, "s": 4})
+        sx = [float(x0) for x0, r in zip(xv, rows) for _ in r.cells[m.column].values]  # every seed behind its trial
+        sy = [v for r in rows for v in _seed_values(m, r.cells[m.column])]
+        if sx:
+            ax.scatter(sx, sy, color="0.3", **{**SEED_STYLE, "s": 4})
         is_best = np.array([r is best for r in rows])
         eb = ax.errorbar(xv[~is_best], ys[~is_best], yerr=errs[:, ~is_best], fmt="o", color=OKABE_ITO[0],
                          markersize=3, elinewidth=0.8, alpha=0.85, zorder=3)
