@@ -29,3 +29,27 @@ class EngineError(HpstudyError):
     """Training failed in a worker process, or could not be set up on one core."""
 
     exit_code = 5
+
+
+class OutputError(HpstudyError):
+    """A results or report folder that cannot be written (missing permission, a file in the way, disk full)."""
+
+    exit_code = 6
+
+
+class LockedError(HpstudyError):
+    """Another process holds the study's store."""
+
+    exit_code = 7
+
+
+class TooBigError(HpstudyError):
+    """A run too large to start without confirmation (--yes), or beyond what hpstudy can hold at all."""
+
+    exit_code = 8
+
+
+class Interrupted(HpstudyError):
+    """Stopped by Ctrl-C (SIGINT); finished chunks are stored, the run can be resumed."""
+
+    exit_code = 130
