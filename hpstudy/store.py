@@ -200,9 +200,8 @@ def read_runs(directory: Path, study: str | None = None, columns: list[str] | No
     if not frames:
         return pd.DataFrame(columns=["run_id"])
     runs = check_duplicates(pd.concat(frames, ignore_index=True)).drop(columns="_part")
-    if columns is not None:
-        runs = runs[list(dict.fromkeys(columns))]
-    return runs.sort_values(["trial_id", "seed"], kind="stable").reset_index(drop=True)
+    runs = runs.sort_values(["trial_id", "seed"], kind="stable").reset_index(drop=True)
+    return runs if columns is None else runs[list(dict.fromkeys(columns))]
 
 
 def stored_ids(directory: Path, study: str | None = None) -> set[str]:
