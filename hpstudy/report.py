@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
@@ -1009,3 +1010,16 @@ def _spec(config, seed: int, trial_id: str):
     from hpstudy.runs import RunSpec
 
     return RunSpec(config, int(seed), trial_id)
+
+
+class _CallableModule(type(sys)):
+    """This module, callable as hpstudy.api.report: importing hpstudy.report rebinds the package's
+    `report` attribute to this module, and `hpstudy.report(study)` must keep working after that."""
+
+    def __call__(self, *args, **kwargs):
+        from hpstudy.api import report
+
+        return report(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -11,7 +11,7 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from hpstudy import engine, parallel, store
+from hpstudy import engine, locking, parallel, store
 from hpstudy.compilation import enable_persistent_cache
 from hpstudy.data import Dataset
 from hpstudy.environment import fingerprint
@@ -36,25 +36,48 @@ def run_study(
     results: str | os.PathLike,
     progress: bool = True,
     workers: int = 1,
+    wait: bool = False,
+    on_wait: Callable[[str], None] | None = None,
 ) -> RunReport:
     """Compute and store every run of `study` over `seeds` that the store does not hold yet.
 
     Training runs on one core per process (see hpstudy/parallel.py): with workers=1 in this process,
     pinned to one core if JAX has not started yet (else in one worker process); with more, in that many
     single-core worker processes. The bits of every run are the same either way.
+
+    The results folder is checked for writing before the data is loaded or anything trained, and the
+    study's store is locked while runs are computed and stored (hpstudy/locking.py): a second process
+    on it waits (`wait`) or is refused; nothing is written when the data cannot be loaded.
     """
     directory = store.study_dir(results, study.name)
-    done = store.stored_ids(directory)
-    specs = study.runs(seeds)
-    todo = [spec for spec in specs if spec.run_id not in done]
-    if not todo:
-        return RunReport(directory, len(specs), len(specs), 0, 0.0)
+    store.check_writable(directory)
+    if not _missing(study, seeds, directory):
+        total = len(study.trials) * len(seeds)
+        return RunReport(directory, total, total, 0, 0.0)
     if workers < 1:
         raise ValueError(f"workers={workers} is invalid; expected an integer >= 1.")
     in_process = workers == 1 and parallel.pin_one_core()
     if in_process:
         enable_persistent_cache()  # a later process loads the compiled programs instead of compiling again
-    dataset = load_data()  # only now: a fully stored study needs no data at all
+    dataset = load_data()  # only now: a fully stored study needs no data at all (and a failure writes nothing)
+    with locking.store_lock(directory, wait, on_wait):
+        # Under the lock: what another process stored while this one waited is not computed again.
+        todo = _missing(study, seeds, directory)
+        specs_total = len(study.trials) * len(seeds)
+        if not todo:
+            return RunReport(directory, specs_total, specs_total, 0, 0.0)
+        seconds = _train(study, todo, dataset, directory, progress, workers, in_process)
+    return RunReport(directory, specs_total, specs_total - len(todo), len(todo), seconds)
+
+
+def _missing(study: Study, seeds: range, directory: Path) -> list:
+    """The runs of `study` over `seeds` that the store does not hold."""
+    done = store.stored_ids(directory, study.name) if directory.is_dir() else set()
+    return [spec for spec in study.runs(seeds) if spec.run_id not in done]
+
+
+def _train(study: Study, todo: list, dataset: Dataset, directory: Path, progress: bool, workers: int, in_process: bool) -> float:
+    """Train `todo`, storing each finished chunk; the seconds it took."""
     env = fingerprint()
     start = time.perf_counter()
     with tqdm(total=len(todo), unit="run", desc=study.name, file=sys.stderr, disable=not progress) as bar:
@@ -69,4 +92,4 @@ def run_study(
             engine.execute(todo, lambda _: device, on_chunk)
         else:
             parallel.execute_parallel(todo, dataset, on_chunk, workers)
-    return RunReport(directory, len(specs), len(specs) - len(todo), len(todo), time.perf_counter() - start)
+    return time.perf_counter() - start

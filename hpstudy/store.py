@@ -44,15 +44,26 @@ def study_dir(results: str | os.PathLike, study: str) -> Path:
 
 
 def check_writable(directory: Path, what: str = "results") -> None:
-    """Create `directory` if needed and prove a file can be written there; OutputError says why not."""
+    """Prove that `directory` can be created and written, without creating it; OutputError says why not.
+
+    Checked: no file stands where a folder is needed, every new folder name fits the file system, and
+    a file can be created (and is removed again) in the nearest folder that exists.
+    """
     directory = Path(directory)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=directory, prefix=".write-check-")
+        existing = next(p for p in (directory, *directory.parents) if p.exists() or p == Path(p.anchor))
+        if not existing.is_dir():
+            raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
+        limit = os.pathconf(existing, "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+        for name in directory.relative_to(existing).parts if existing != directory else ():
+            if len(os.fsencode(name)) > limit:
+                raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), name)
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".hpstudy-write-check-")
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise OutputError(f"cannot write the {what} folder {directory}: {_why(exc)}. Nothing was run or written.") from exc
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(directory) else ""
+        raise OutputError(f"cannot write the {what} folder {directory}{where}: {_why(exc)}. Nothing was run or written.") from exc
 
 
 def _why(exc: OSError) -> str:
