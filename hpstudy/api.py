@@ -120,6 +120,7 @@ def run(
         if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
             raise StudyError(f"--max-epochs {max_epochs} is invalid; expected an integer >= 1.")
         study = study.with_max_epochs(max_epochs)
+    store.check_writable(store.study_dir(results, study.name))  # before estimating, loading or training
     cores = len(usable_cores())
     if workers is None:
         workers = default_workers()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -80,6 +81,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     """A study's trials, runs per seed, stored runs and the estimated time of what is missing."""
     from hpstudy import budget, store
+    from hpstudy.parallel import default_workers
     from hpstudy.report import describe_seeds
 
     study = api.load_study(args.study)
@@ -99,13 +101,18 @@ def cmd_show(args: argparse.Namespace) -> int:
     else:
         print(f"  stored      {len(stored)} runs in {directory} (seeds {describe_seeds(sorted(set(stored['seed'])))})")
     print(f"  to run      seeds {describe_seeds(list(seeds))}: {len(todo)} of {len(study.trials) * len(seeds)} runs missing"
-          + (f", about {budget.duration(estimate.seconds)} with {args.workers or 'the default'} workers "
+          + (f", about {budget.duration(estimate.seconds)} with {args.workers or default_workers()} worker(s) "
              f"({'rate measured on this study' if estimate.measured else 'rate measured on the shipped studies'})"
              if todo else ""))
-    print("  trials")
-    for t in study.trials:
-        values = ", ".join(f"{k}={v}" for k, v in t.values.items()) or "(base configuration)"
-        print(f"    {t.trial_id:<{max(len(x.trial_id) for x in study.trials)}}  {values}" if t.trial_id != values else f"    {values}")
+    import pandas as pd
+
+    table = pd.DataFrame(
+        [{k: ("x".join(map(str, v)) if isinstance(v, tuple) else v) for k, v in t.values.items()} for t in study.trials],
+        index=[t.trial_id if study.design_kind == "random" else i + 1 for i, t in enumerate(study.trials)],
+    )
+    print("  trials" + ("" if len(table.columns) else ": one, the base configuration"))
+    if len(table.columns):
+        print("\n".join("    " + line for line in table.to_string().splitlines()))
     return 0
 
 
@@ -199,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hpstudy: interrupted; nothing was left half-written.", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -54,8 +54,10 @@ def publish(out: Path, name: str, build: Callable[[Path], None]) -> Path:
     out = Path(out)
     check_writable(out, "output")
     target = out / name
-    staging = Path(tempfile.mkdtemp(dir=out, prefix=f".{name}.new-"))
+    staging = None
     try:
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=out, prefix=f".{name}.new-"))
         build(staging)
         new_files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
         written = {rel: _sha256(staging / rel) for rel in new_files}
@@ -72,5 +74,6 @@ def publish(out: Path, name: str, build: Callable[[Path], None]) -> Path:
     except OSError as exc:
         raise OutputError(f"cannot write the report into {target}: {_why(exc)}.") from exc
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     return target

@@ -18,6 +18,7 @@ import math
 import multiprocessing as mp
 import os
 import queue
+import signal
 import threading
 import time
 import traceback
@@ -130,6 +131,7 @@ def _exit_with_parent(parent: int) -> None:
 
 def _init_worker(cores, results, dataset, cache: bool, parent: int) -> None:
     """Pin this worker to its core before JAX starts, then put the dataset on the device once."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the workers
     core = cores.get()
     if CAN_PIN:
         os.sched_setaffinity(0, {core})
