@@ -51,6 +51,18 @@ def load_study(name_or_path, studies: str | os.PathLike = STUDIES_DIR):
     return _load(resolve_study_path(name_or_path, studies))
 
 
+def variant(study, dataset: str | None = None, max_epochs: int | None = None):
+    """The study, on another dataset and/or with epochs capped (each a study of its own in the store)."""
+    study = load_study(study)
+    if dataset is not None:
+        study = study.with_dataset(dataset)
+    if max_epochs is not None:
+        if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
+            raise StudyError(f"--max-epochs {max_epochs} is invalid; expected an integer >= 1.")
+        study = study.with_max_epochs(max_epochs)
+    return study
+
+
 def _seeds(study, seeds) -> range:
     """seeds: None (the study's default), N, 'N', 'A:B', or a range."""
     from hpstudy.study import parse_seeds
@@ -94,6 +106,7 @@ def run(
     download: bool = True,
     workers: int | None = None,
     max_epochs: int | None = None,
+    dataset: str | None = None,
     yes: bool = False,
     confirm: Callable[[str], bool] | None = None,
     wait: bool = False,
@@ -103,7 +116,8 @@ def run(
     """Compute every missing run of `study` over `seeds` and return the runs of those seeds (a DataFrame).
 
     Runs already stored are not computed again; the result of each run does not depend on any of these
-    arguments. A run estimated above the thresholds of hpstudy/budget.py needs yes=True, or `confirm`
+    arguments. `dataset` runs the study's design on another dataset (see Study.with_dataset), and
+    `max_epochs` caps training for a smoke test; each is stored as a study of its own. A run estimated above the thresholds of hpstudy/budget.py needs yes=True, or `confirm`
     (called with a description) returning True; else TooBigError. `workers` above the usable cores is
     capped with a warning through `log`. A second process on the same store raises LockedError, or waits
     with wait=True. Ctrl-C raises Interrupted, saying how many runs are stored and how to resume.
@@ -115,11 +129,7 @@ def run(
     from hpstudy.runner import run_study
 
     log = log or (lambda text: print(text, file=sys.stderr))
-    study = load_study(study)
-    if max_epochs is not None:
-        if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
-            raise StudyError(f"--max-epochs {max_epochs} is invalid; expected an integer >= 1.")
-        study = study.with_max_epochs(max_epochs)
+    study = variant(study, dataset, max_epochs)
     store.check_writable(store.study_dir(results, study.name))  # before estimating, loading or training
     cores = len(usable_cores())
     if workers is None:

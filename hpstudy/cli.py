@@ -13,6 +13,10 @@ from hpstudy.api import STUDIES_DIR, resolve_study_path  # noqa: F401 - resolve_
 from hpstudy.errors import HpstudyError, StoreError, StudyError
 
 
+DATASET_HELP = ("run the study's design on another dataset: mnist, fashion_mnist or tfds:NAME "
+                "(stored as the study NAME.DATASET; the paper's numbers are not compared)")
+
+
 def positive_int(text: str) -> int:
     """An argparse type: an integer >= 1."""
     try:
@@ -39,7 +43,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run every missing (trial, seed) of a study and store each finished chunk."""
     runs = api.run(
         args.study, args.seeds, args.results, data_dir=args.data_dir, download=not args.no_download,
-        workers=args.workers, max_epochs=args.max_epochs, yes=args.yes, confirm=ask, wait=args.wait,
+        workers=args.workers, max_epochs=args.max_epochs, dataset=args.dataset, yes=args.yes, confirm=ask, wait=args.wait,
     )
     r = runs.attrs["run"]
     print(f"{r['study']}: {r['trials']} trials x {len(r['seeds'])} seeds = {r['total']} runs; "
@@ -84,9 +88,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from hpstudy.parallel import default_workers
     from hpstudy.report import describe_seeds
 
-    study = api.load_study(args.study)
-    if args.max_epochs is not None:
-        study = study.with_max_epochs(args.max_epochs)
+    study = api.variant(args.study, args.dataset, args.max_epochs)
     seeds, todo, estimate = api.plan(study, args.seeds, args.results, args.workers)
     directory = store.study_dir(args.results, study.name)
     stored = store.read_runs(directory, study.name) if directory.is_dir() else None
@@ -118,9 +120,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write OUT/<study>/ (README, tables, figures) from the study's stored runs."""
-    study = api.load_study(args.study)
-    if args.max_epochs is not None:
-        study = study.with_max_epochs(args.max_epochs)
+    study = api.variant(args.study, args.dataset, args.max_epochs)
     start = time.perf_counter()
     target = api.report(study, args.results, args.out, args.seeds)
     print(f"{study.name}: report written to {target} in {time.perf_counter() - start:.1f} s")
@@ -161,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-epochs", type=positive_int, help="smoke test: cap epochs (stored as a separate study)")
     run.add_argument("--workers", type=positive_int, default=None,
                      help="training processes, one core each (default and maximum: one per usable core); results do not depend on it")
+    run.add_argument("--dataset", help=DATASET_HELP)
     run.add_argument("--no-download", action="store_true", help="never download the dataset")
     run.add_argument("--yes", action="store_true", help="start even a run estimated above 10,000 runs or 4 hours without asking")
     run.add_argument("--wait", action="store_true", help="if another process is running this study, wait for it instead of stopping")
@@ -176,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--seeds", help="the seeds to estimate for (default: the study's)")
     show.add_argument("--results", default=api.DEFAULT_RESULTS, help=results_help)
     show.add_argument("--max-epochs", type=positive_int, help="show the smoke-test study of `run --max-epochs N`")
+    show.add_argument("--dataset", help=DATASET_HELP)
     show.add_argument("--workers", type=positive_int, default=None, help="workers to estimate the time for")
     show.set_defaults(func=cmd_show)
 
@@ -186,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"reports folder; the report goes to OUT/<study>/ (default: ./{api.DEFAULT_OUT})")
     rep.add_argument("--seeds", help="only seeds 0..N-1 (N) or A..B-1 (A:B) (default: every stored seed)")
     rep.add_argument("--max-epochs", type=positive_int, help="report the smoke-test study of `run --max-epochs N`")
+    rep.add_argument("--dataset", help=DATASET_HELP)
     rep.set_defaults(func=cmd_report)
 
     new = sub.add_parser("new", help="write a commented template study file")

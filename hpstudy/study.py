@@ -185,6 +185,22 @@ class Study:
         meta = {**self.meta, "name": f"{self.name}.max_epochs-{max_epochs}"}
         return dataclasses.replace(self, trials=trials, meta=meta)
 
+    def with_dataset(self, dataset: str) -> "Study":
+        """This study's design on another dataset: its runs are other runs (the dataset is part of each
+        run's identity), stored as the study NAME.DATASET, and the paper's numbers (which were measured on
+        the study's own dataset) are dropped so that no report compares against them."""
+        if not isinstance(dataset, str) or not (dataset in NATIVE_DATASETS or TFDS_PATTERN.fullmatch(dataset)):
+            raise StudyError(
+                f"--dataset {dataset!r} is invalid; expected 'mnist', 'fashion_mnist' or 'tfds:NAME' "
+                "(a dataset prepared by tensorflow-datasets)."
+            )
+        if dataset == self.meta.get("dataset", "mnist"):
+            return self
+        trials = tuple(dataclasses.replace(t, config=dataclasses.replace(t.config, dataset=dataset)) for t in self.trials)
+        suffix = re.sub(r"[^A-Za-z0-9_.-]", "-", dataset)
+        meta = {**self.meta, "name": f"{self.name}.{suffix}", "dataset": dataset}
+        return dataclasses.replace(self, trials=trials, meta=meta, published=())
+
 
 def edit_distance(a: str, b: str) -> int:
     """Optimal-string-alignment distance: insertions, deletions, substitutions and adjacent swaps cost 1."""
