@@ -57,5 +57,5 @@ def test_main_command_in_a_clean_clone_leaves_git_status_clean(tmp_path, mnist_d
     assert (clone / "results" / "_reports" / name / "README.md").is_file()
     assert len(list((clone / "results" / name).glob("part-*.parquet"))) >= 1
     # the install steps' own outputs are ignored by git too
-    ignored = subprocess.run(["git", "check-ignore", ".venv", "hpstudy.egg-info"], cwd=clone, capture_output=True, text=True)
-    assert ignored.stdout.split() == [".venv", "hpstudy.egg-info"]
+    ignored = subprocess.run(["git", "check-ignore", ".venv/", "hpstudy.egg-info/"], cwd=clone, capture_output=True, text=True)
+    assert ignored.stdout.split() == [".venv/", "hpstudy.egg-info/"]
