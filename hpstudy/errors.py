@@ -20,7 +20,7 @@ class StudyError(HpstudyError):
 
 
 class StoreError(HpstudyError):
-    """A results store that cannot be read or written."""
+    """A results store that cannot be read, or holds parts that are not this study's runs."""
 
     exit_code = 4
 

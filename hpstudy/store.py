@@ -179,6 +179,11 @@ def _same(a, b) -> bool:
     return bool(a == b)
 
 
+def _plain(value):
+    """A NumPy scalar as the Python value it holds (for messages)."""
+    return value.item() if hasattr(value, "item") else value
+
+
 def check_duplicates(frame: pd.DataFrame) -> pd.DataFrame:
     """Drop identical copies of a run; StoreError naming both parts and the fields where two copies differ."""
     dup = frame[frame.duplicated("run_id", keep=False)]
@@ -187,7 +192,7 @@ def check_duplicates(frame: pd.DataFrame) -> pd.DataFrame:
         for _, other in copies.iloc[1:].iterrows():
             fields = [f for f in RESULT_FIELDS if f in copies.columns and not _same(first[f], other[f])]
             if fields:
-                detail = ", ".join(f"{f} ({first[f]!r} vs {other[f]!r})" for f in fields[:4])
+                detail = ", ".join(f"{f} ({_plain(first[f])!r} vs {_plain(other[f])!r})" for f in fields[:4])
                 raise StoreError(
                     f"run {run_id} is stored twice with different results: {first['_part']} and "
                     f"{other['_part']} differ in {detail}. One of them was not made by this study's runs "
