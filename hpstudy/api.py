@@ -110,6 +110,8 @@ def run(
     yes: bool = False,
     confirm: Callable[[str], bool] | None = None,
     wait: bool = False,
+    numerics_mode: str = "portable",
+    allow_mixed: bool = False,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ):
@@ -120,7 +122,8 @@ def run(
     `max_epochs` caps training for a smoke test; each is stored as a study of its own. A run estimated above the thresholds of hpstudy/budget.py needs yes=True, or `confirm`
     (called with a description) returning True; else TooBigError. `workers` above the usable cores is
     capped with a warning through `log`. A second process on the same store raises LockedError, or waits
-    with wait=True. Ctrl-C raises Interrupted, saying how many runs are stored and how to resume.
+    with wait=True. `numerics_mode` and `allow_mixed`: see hpstudy/numerics.py and runner.check_mixing.
+    Ctrl-C raises Interrupted, saying how many runs are stored and how to resume.
     The frame's attrs["run"] says what this call did (total, already_stored, computed, seconds, directory).
     """
     from hpstudy import data as hdata
@@ -151,7 +154,7 @@ def run(
         report = run_study(
             study, seeds,
             lambda: hdata.load_dataset(study.meta.get("dataset", "mnist"), data_dir, validation, download=download),
-            results, progress=progress, workers=workers, wait=wait,
+            results, progress=progress, workers=workers, numerics_mode=numerics_mode, allow_mixed=allow_mixed, wait=wait,
             on_wait=lambda pid: log(f"hpstudy: waiting for pid {pid}, which is running this study into {directory} ..."),
         )
     except KeyboardInterrupt:

@@ -1,4 +1,4 @@
-"""Command line: `hpstudy run`, `list`, `show`, `report`, `new`. A thin layer over hpstudy.api."""
+"""Command line: `hpstudy run`, `list`, `show`, `report`, `new`, `verify`. A thin layer over hpstudy.api."""
 
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     runs = api.run(
         args.study, args.seeds, args.results, data_dir=args.data_dir, download=not args.no_download,
         workers=args.workers, max_epochs=args.max_epochs, dataset=args.dataset, yes=args.yes, confirm=ask, wait=args.wait,
+        numerics_mode=args.numerics, allow_mixed=args.allow_mixed,
     )
     r = runs.attrs["run"]
     print(f"{r['study']}: {r['trials']} trials x {len(r['seeds'])} seeds = {r['total']} runs; "
@@ -127,6 +128,26 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Train stored runs again and compare every stored value bit for bit; exit 0 only if all match."""
+    from hpstudy.errors import VerificationError
+    from hpstudy.parallel import default_workers
+    from hpstudy.verify import LOCK_FILE, verify
+
+    outcome = verify(
+        args.path, args.sample, args.data_dir, workers=args.workers or default_workers(), results=args.results,
+        lock_path=Path(args.lock) if args.lock else LOCK_FILE,
+    )
+    for m in outcome.mismatches:
+        print(f"MISMATCH run {m.run_id} {m.field}: stored {m.stored}, now {m.now}")
+    print(f"{outcome.matched} of {outcome.checked} runs match bit for bit"
+          + (f"; {len(outcome.environment)} environment differences (above)" if outcome.environment else "; environment as recorded"))
+    if not outcome.ok:
+        raise VerificationError(f"{outcome.checked - outcome.matched} of {outcome.checked} runs did not reproduce bit for bit.")
+    return 0
+
+
+
 def cmd_new(args: argparse.Namespace) -> int:
     """Write a commented template study file that validates."""
     from hpstudy.template import new_study
@@ -165,7 +186,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-download", action="store_true", help="never download the dataset")
     run.add_argument("--yes", action="store_true", help="start even a run estimated above 10,000 runs or 4 hours without asking")
     run.add_argument("--wait", action="store_true", help="if another process is running this study, wait for it instead of stopping")
+    run.add_argument("--numerics", choices=("portable", "native"), default="portable",
+                     help="portable (default): the same bits on any x86-64 CPU with AVX2+FMA; native: faster, "
+                          "bits valid on the same kind of CPU only (recorded with each run)")
+    run.add_argument("--allow-mixed", action="store_true",
+                     help="store runs beside runs made in another numeric environment (refused by default)")
     run.set_defaults(func=cmd_run)
+
+    ver = sub.add_parser("verify", help="train stored runs again and compare every stored value bit for bit")
+    ver.add_argument("path", help="a study's store, a results folder, or a report folder")
+    ver.add_argument("--sample", type=positive_int, help="verify K runs of each store (a fixed, deterministic choice)")
+    ver.add_argument("--data-dir", help="folder holding the four MNIST .gz files (else $HPSTUDY_DATA_DIR, then the cache)")
+    ver.add_argument("--results", help="results folder holding a report folder's runs (default: the report's ../_runs)")
+    ver.add_argument("--workers", type=positive_int, default=None, help="training processes (default: one per usable core)")
+    ver.add_argument("--lock", help="lock file to compare the installed packages with (default: the repository's requirements.lock)")
+    ver.set_defaults(func=cmd_verify)
 
     lst = sub.add_parser("list", help="list the studies and how many runs are stored")
     lst.add_argument("--studies", default=str(STUDIES_DIR), help="folder of study files (default: ./studies)")

@@ -31,22 +31,28 @@ class EngineError(HpstudyError):
     exit_code = 5
 
 
+class VerificationError(HpstudyError):
+    """`hpstudy verify` found stored values that training again did not reproduce bit for bit."""
+
+    exit_code = 6
+
+
 class OutputError(HpstudyError):
     """A results or report folder that cannot be written (missing permission, a file in the way, disk full)."""
 
-    exit_code = 6
+    exit_code = 7
 
 
 class LockedError(HpstudyError):
     """Another process holds the study's store."""
 
-    exit_code = 7
+    exit_code = 8
 
 
 class TooBigError(HpstudyError):
     """A run too large to start without confirmation (--yes), or beyond what hpstudy can hold at all."""
 
-    exit_code = 8
+    exit_code = 9
 
 
 class Interrupted(HpstudyError):

@@ -11,10 +11,11 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from hpstudy import engine, locking, parallel, store
+from hpstudy import engine, locking, numerics, parallel, store
 from hpstudy.compilation import enable_persistent_cache
 from hpstudy.data import Dataset
-from hpstudy.environment import fingerprint
+from hpstudy.environment import differences, fingerprint
+from hpstudy.errors import StoreError
 from hpstudy.study import Study
 
 
@@ -36,6 +37,8 @@ def run_study(
     results: str | os.PathLike,
     progress: bool = True,
     workers: int = 1,
+    numerics_mode: str = numerics.DEFAULT_MODE,
+    allow_mixed: bool = False,
     wait: bool = False,
     on_wait: Callable[[str], None] | None = None,
 ) -> RunReport:
@@ -44,6 +47,10 @@ def run_study(
     Training runs on one core per process (see hpstudy/parallel.py): with workers=1 in this process,
     pinned to one core if JAX has not started yet (else in one worker process); with more, in that many
     single-core worker processes. The bits of every run are the same either way.
+
+    numerics_mode: "portable" (bits equal on any x86-64-v3 CPU) or "native" (hpstudy/numerics.py).
+    A store whose runs were made in another numeric environment (packages, numerics mode, device) is
+    refused unless allow_mixed (see `check_mixing`).
 
     The results folder is checked for writing before the data is loaded or anything trained, and the
     study's store is locked while runs are computed and stored (hpstudy/locking.py): a second process
@@ -54,11 +61,10 @@ def run_study(
     if not _missing(study, seeds, directory):
         total = len(study.trials) * len(seeds)
         return RunReport(directory, total, total, 0, 0.0)
-    if workers < 1:
-        raise ValueError(f"workers={workers} is invalid; expected an integer >= 1.")
-    in_process = workers == 1 and parallel.pin_one_core()
-    if in_process:
-        enable_persistent_cache()  # a later process loads the compiled programs instead of compiling again
+    in_process = prepare_training(workers, numerics_mode)
+    env = fingerprint(numerics_mode)
+    if not allow_mixed:
+        check_mixing(directory, env)
     dataset = load_data()  # only now: a fully stored study needs no data at all (and a failure writes nothing)
     with locking.store_lock(directory, wait, on_wait):
         # Under the lock: what another process stored while this one waited is not computed again.
@@ -66,7 +72,7 @@ def run_study(
         specs_total = len(study.trials) * len(seeds)
         if not todo:
             return RunReport(directory, specs_total, specs_total, 0, 0.0)
-        seconds = _train(study, todo, dataset, directory, progress, workers, in_process)
+        seconds = _train_and_store(study, todo, dataset, directory, env, progress, workers, numerics_mode, in_process)
     return RunReport(directory, specs_total, specs_total - len(todo), len(todo), seconds)
 
 
@@ -76,9 +82,11 @@ def _missing(study: Study, seeds: range, directory: Path) -> list:
     return [spec for spec in study.runs(seeds) if spec.run_id not in done]
 
 
-def _train(study: Study, todo: list, dataset: Dataset, directory: Path, progress: bool, workers: int, in_process: bool) -> float:
+def _train_and_store(
+    study: Study, todo: list, dataset: Dataset, directory: Path, env: dict, progress: bool, workers: int,
+    numerics_mode: str, in_process: bool,
+) -> float:
     """Train `todo`, storing each finished chunk; the seconds it took."""
-    env = fingerprint()
     start = time.perf_counter()
     with tqdm(total=len(todo), unit="run", desc=study.name, file=sys.stderr, disable=not progress) as bar:
 
@@ -87,9 +95,40 @@ def _train(study: Study, todo: list, dataset: Dataset, directory: Path, progress
             store.write_chunk(directory, records)
             bar.update(len(results_))
 
-        if in_process:
-            device = engine.device_data(dataset)
-            engine.execute(todo, lambda _: device, on_chunk)
-        else:
-            parallel.execute_parallel(todo, dataset, on_chunk, workers)
+        train(todo, dataset, on_chunk, workers, numerics_mode, in_process)
     return time.perf_counter() - start
+
+
+def prepare_training(workers: int, numerics_mode: str) -> bool:
+    """Check the numerics mode against this CPU; return whether training may run in this process (one
+    worker, and this process could still be pinned and set up before JAX started), else in workers."""
+    if workers < 1:
+        raise ValueError(f"workers={workers} is invalid; expected an integer >= 1.")
+    numerics.check_floor(numerics.check_mode(numerics_mode))
+    return workers == 1 and numerics.prepare_process(numerics_mode)
+
+
+def train(specs, dataset: Dataset, on_chunk, workers: int, numerics_mode: str, in_process: bool) -> None:
+    """Train `specs` in this process (see `prepare_training`) or in single-core worker processes; each batch
+    of finished runs goes to `on_chunk` as it finishes."""
+    if in_process:
+        enable_persistent_cache()  # a later process loads the compiled programs instead of compiling again
+        device = engine.device_data(dataset)
+        engine.execute(specs, lambda _: device, on_chunk)
+    else:
+        parallel.execute_parallel(specs, dataset, on_chunk, workers, numerics=numerics_mode)
+
+
+def check_mixing(directory: Path, env: dict) -> None:
+    """Refuse to add runs to a store whose runs were made in another numeric environment (other pinned
+    packages, numerics mode or settings, device): their bits could not be compared with the new ones."""
+    for text, count in store.stored_environments(directory).items():
+        diffs = differences(text, env)
+        if diffs:
+            named = "; ".join(f"{field}: stored {old!r}, now {new!r}" for field, old, new in diffs)
+            raise StoreError(
+                f"{directory} holds {count} runs made in another numeric environment ({named}). Runs made "
+                "there and here would not be bit-comparable. Use another --results folder, run in the stored "
+                "environment (see `hpstudy verify`), or pass --allow-mixed to store them side by side "
+                "(each run keeps its own environment record)."
+            )

@@ -262,3 +262,16 @@ def stored_ids(directory: Path, study: str | None = None) -> set[str]:
 def validate(directory: Path, study: str | None = None) -> int:
     """Check every part of a store as read_runs does, without keeping the runs; the number of runs."""
     return len(read_runs(directory, study, columns=["run_id"]))
+
+
+def stored_environments(directory: Path) -> dict[str, int]:
+    """Each distinct environment fingerprint (JSON text) in the store, with how many runs carry it."""
+    counts: dict[str, int] = {}
+    for part in sorted(Path(directory).glob("part-*.parquet")):
+        try:
+            column = pq.read_table(part, columns=["environment"]).column("environment").to_pylist()
+        except (pa.ArrowException, OSError, KeyError) as exc:
+            raise StoreError(f"results part {part} cannot be read ({exc}); move it aside to recompute its runs.") from exc
+        for text in column:
+            counts[text] = counts.get(text, 0) + 1
+    return counts

@@ -208,19 +208,19 @@ CASES = [
     Case(STORE, "A Parquet file of another format", _alien, 4),
     Case(STORE, "A part that is not Parquet at all (`list` lists the other studies, marks this one)",
          lambda t: (_list_dir(t), _garbage(t))[1], 4),
-    Case(STORE, "Another `hpstudy run` of the same study is running", _locked, 7),
+    Case(STORE, "Another `hpstudy run` of the same study is running", _locked, errors.LockedError.exit_code),
     Case(OUTPUT, "A results folder that is a file",
-         lambda t: ((t / "results").write_text("x"), ["run", str(study_file(t)), "--results", str(t / "results")])[1], 6),
+         lambda t: ((t / "results").write_text("x"), ["run", str(study_file(t)), "--results", str(t / "results")])[1], errors.OutputError.exit_code),
     Case(OUTPUT, "A results path too long for the file system",
-         lambda t: ["run", str(study_file(t)), "--results", str(t / ("r" * 300))], 6),
-    Case(OUTPUT, "The disk fills up while runs are stored", _disk_full, 6),
+         lambda t: ["run", str(study_file(t)), "--results", str(t / ("r" * 300))], errors.OutputError.exit_code),
+    Case(OUTPUT, "The disk fills up while runs are stored", _disk_full, errors.OutputError.exit_code),
     Case(OUTPUT, "A report folder (`--out`) that is a file",
-         lambda t: (stored_grid(t), (t / "out").write_text("x"), report_args(t))[2], 6),
-    Case(OUTPUT, "The disk fills up while a report is written (the old report stays whole)", _report_disk_full, 6),
-    Case(OUTPUT, "`hpstudy new` over an existing file", _existing_new, 6),
-    Case(SIZE, "`--seeds 99999999999`", lambda t: ["run", str(GRID), "--seeds", "99999999999", "--results", str(t / "results")], 8),
+         lambda t: (stored_grid(t), (t / "out").write_text("x"), report_args(t))[2], errors.OutputError.exit_code),
+    Case(OUTPUT, "The disk fills up while a report is written (the old report stays whole)", _report_disk_full, errors.OutputError.exit_code),
+    Case(OUTPUT, "`hpstudy new` over an existing file", _existing_new, errors.OutputError.exit_code),
+    Case(SIZE, "`--seeds 99999999999`", lambda t: ["run", str(GRID), "--seeds", "99999999999", "--results", str(t / "results")], errors.TooBigError.exit_code),
     Case(SIZE, "A run of 16,000 runs without `--yes`, with no terminal to ask on",
-         lambda t: ["run", str(GRID), "--seeds", "2000", "--workers", "1", "--results", str(t / "results")], 8),
+         lambda t: ["run", str(GRID), "--seeds", "2000", "--workers", "1", "--results", str(t / "results")], errors.TooBigError.exit_code),
     Case(STOP, "Ctrl-C during `hpstudy run`", _ctrl_c, 130),
 ]
 
@@ -290,8 +290,8 @@ def render(rows: list[tuple[Case, str, str]]) -> str:
         "| exit code | error | meaning |",
         "|---:|---|---|",
     ]
-    for cls in (errors.StudyError, errors.DataError, errors.StoreError, errors.EngineError, errors.OutputError,
-                errors.LockedError, errors.TooBigError, errors.Interrupted):
+    for cls in sorted((c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.HpstudyError)
+                       and c is not errors.HpstudyError), key=lambda c: c.exit_code):
         out.append(f"| {cls.exit_code} | `{cls.__name__}` | {cls.__doc__.strip()} |")
     section = None
     for case, command, message in rows:

@@ -42,7 +42,7 @@ def test_huge_seed_count_is_refused_at_once(tmp_path, capsys):
     start = time.perf_counter()
     code = cli.main(["run", str(GRID), "--seeds", "99999999999", "--results", str(tmp_path)])
     err = capsys.readouterr().err
-    assert code == TooBigError.exit_code == 8
+    assert code == TooBigError.exit_code == 9
     assert "799,999,999,992 runs" in err and "at most 1,000,000 runs" in err
     assert time.perf_counter() - start < 5 and list(tmp_path.iterdir()) == []
 
@@ -71,7 +71,7 @@ def test_random_design_of_1e8_trials_is_refused_at_once(tmp_path):
 def test_large_run_needs_yes_and_is_refused_without_a_terminal(tmp_path, capsys, reached):
     code = cli.main(["run", str(GRID), "--seeds", "2000", "--results", str(tmp_path / "r")])
     err = capsys.readouterr().err
-    assert code == 8 and "16,000 runs, about" in err and "--yes" in err and not reached
+    assert code == TooBigError.exit_code and "16,000 runs, about" in err and "--yes" in err and not reached
     assert not (tmp_path / "r").exists()
     with pytest.raises(Reached):
         cli.main(["run", str(GRID), "--seeds", "2000", "--results", str(tmp_path / "r"), "--yes"])

@@ -108,7 +108,7 @@ def test_results_folder_that_is_a_file_fails_before_any_data_or_training(write_s
     # --data-dir points at nothing: had the data been loaded first, this would be a DataError (exit 3).
     code, err = run_cli(["run", str(path), "--results", str(blocker), "--data-dir", str(tmp_path / "none"),
                          "--no-download"], capsys)
-    assert code == OutputError.exit_code == 6
+    assert code == OutputError.exit_code == 7
     assert "a file is in the way" in err and str(blocker) in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert blocker.read_text() == "not a folder"
@@ -116,7 +116,7 @@ def test_results_folder_that_is_a_file_fails_before_any_data_or_training(write_s
 
 def test_too_long_results_path_fails_before_training(write_study, tmp_path, capsys):
     code, err = run_cli(["run", str(write_study()), "--results", str(tmp_path / ("r" * 300)), "--no-download"], capsys)
-    assert code == 6 and "too long" in err
+    assert code == OutputError.exit_code and "too long" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["small.toml"]
 
 
@@ -125,7 +125,7 @@ def test_unwritable_results_folder_fails_before_training(write_study, tmp_path, 
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     code, err = run_cli(["run", str(write_study()), "--results", str(locked), "--no-download"], capsys)
-    assert code == 6 and "permission denied" in err
+    assert code == OutputError.exit_code and "permission denied" in err
 
 
 def test_disk_full_while_storing_is_one_line_and_leaves_no_partial_part(write_study, tmp_path, monkeypatch, synthetic, capsys):
@@ -135,7 +135,7 @@ def test_disk_full_while_storing_is_one_line_and_leaves_no_partial_part(write_st
     monkeypatch.setattr(store.pq, "write_table", full)
     code, err = run_cli(["run", str(write_study()), "--seeds", "1", "--workers", "1",
                          "--results", str(tmp_path / "results")], capsys)
-    assert code == 6 and "no space left" in err and "run the same command again" in err
+    assert code == OutputError.exit_code and "no space left" in err and "run the same command again" in err
     assert "Traceback" not in err
     directory = tmp_path / "results" / "small"
     assert [p.name for p in directory.iterdir() if p.name != ".lock"] == []
@@ -146,7 +146,7 @@ def test_report_out_that_is_a_file_fails_before_analysis(stored_grid, tmp_path, 
     blocker = tmp_path / "out"
     blocker.write_text("x")
     code, err = run_cli(["report", str(GRID), "--results", str(results), "--out", str(blocker)], capsys)
-    assert code == 6 and "a file is in the way" in err and blocker.read_text() == "x"
+    assert code == OutputError.exit_code and "a file is in the way" in err and blocker.read_text() == "x"
 
 
 def test_report_failing_mid_write_keeps_the_old_report(stored_grid, tmp_path, monkeypatch, capsys):
@@ -162,7 +162,7 @@ def test_report_failing_mid_write_keeps_the_old_report(stored_grid, tmp_path, mo
 
     monkeypatch.setattr(figures, "save", full)
     code, err = run_cli(["report", str(GRID), "--results", str(results), "--out", str(out), "--seeds", "2"], capsys)
-    assert code == 6 and "no space left" in err and len(err.strip().splitlines()) == 1
+    assert code == OutputError.exit_code and "no space left" in err and len(err.strip().splitlines()) == 1
     assert snapshot(out) == before  # the old report, whole; no staging folder left behind
 
 
@@ -252,7 +252,7 @@ def test_second_run_is_refused_naming_the_holder(write_study, tmp_path, syntheti
     try:
         code, err = run_cli(["run", str(write_study()), "--seeds", "1", "--workers", "1",
                              "--results", str(tmp_path / "results")], capsys)
-        assert code == LockedError.exit_code == 7
+        assert code == LockedError.exit_code == 8
         assert f"pid {proc.pid}" in err and "--wait" in err
         assert not list(directory.glob("part-*.parquet"))
     finally:
