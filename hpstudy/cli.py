@@ -92,7 +92,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     study = api.variant(args.study, args.dataset, args.max_epochs)
     seeds, todo, estimate = api.plan(study, args.seeds, args.results, args.workers)
     directory = store.study_dir(args.results, study.name)
-    stored = store.read_runs(directory, study.name) if directory.is_dir() else None
+    stored = store.read_runs(directory, study.name, ["run_id", "seed"]) if directory.is_dir() else None
     meta = study.meta
     print(f"{study.name}: {meta.get('title', '')}".rstrip(": "))
     print(f"  file        {study.path}")

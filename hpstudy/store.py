@@ -233,7 +233,7 @@ def _read_all(parts: list[Path], study: str, columns: list[str] | None) -> pd.Da
 def read_runs(directory: Path, study: str | None = None, columns: list[str] | None = None) -> pd.DataFrame:
     """All stored runs of a study (empty frame if none), every part checked: its schema, that it holds
     only runs of `study` (default: the folder's name), and that no run is stored twice with different
-    results. A part that fails is a StoreError naming it."""
+    results. A part that fails is a StoreError naming it. `columns`: only these (those that exist)."""
     directory = Path(directory)
     study = directory.name if study is None else study
     parts = _parts(directory)
@@ -250,7 +250,7 @@ def read_runs(directory: Path, study: str | None = None, columns: list[str] | No
         runs = pd.concat(frames, ignore_index=True)
     runs = check_duplicates(runs).drop(columns="_part")
     runs = runs.sort_values(["trial_id", "seed"], kind="stable").reset_index(drop=True)
-    return runs if columns is None else runs[list(dict.fromkeys(columns))]
+    return runs if columns is None else runs[[c for c in dict.fromkeys(columns) if c in runs.columns]]
 
 
 def stored_ids(directory: Path, study: str | None = None) -> set[str]:
