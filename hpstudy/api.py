@@ -149,6 +149,9 @@ def run(
         if confirm is None or not confirm(what):
             raise TooBigError(f"{what}. That is above {budget_limits()}; pass --yes (yes=True) to start it, "
                               "or ask for fewer seeds or a smaller design.")
+    if todo and progress:
+        log(f"{study.name}: {estimate.describe()} with {workers} worker(s) to compute "
+            f"({len(study.trials) * len(seeds) - len(todo)} already stored)")
     directory = store.study_dir(results, study.name)
     validation = study.validation
     try:
