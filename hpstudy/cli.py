@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from hpstudy import api
-from hpstudy.api import STUDIES_DIR, resolve_study_path  # noqa: F401 - resolve_study_path: kept for callers
+from hpstudy.api import STUDIES_DIR
 from hpstudy.errors import HpstudyError, StoreError, StudyError
 
 
