@@ -163,3 +163,14 @@ def test_tfds_dataset_not_prepared_says_how_to_prepare(write_study, tmp_path, mo
     assert "tfds:fashion_mnist is not prepared in" in err and "tfds build fashion_mnist --file_format=array_record" in err
     assert "TFDS_DATA_DIR" in err and "Traceback" not in err
     assert not (tmp_path / "r").exists() or not list((tmp_path / "r").rglob("part-*"))
+
+
+def test_verify_retrains_fashion_mnist_runs_bit_for_bit(write_study, small_fashion, tmp_path):
+    from hpstudy.verify import verify
+
+    results = tmp_path / "results"
+    api.run(write_study(), 1, results, dataset="fashion_mnist", data_dir=small_fashion, download=False,
+            workers=1, progress=False)
+    outcome = verify(results / "small.fashion_mnist", data_dir=str(small_fashion), workers=1, lock_path=None,
+                     progress=False)
+    assert outcome.checked == 4 and outcome.matched == 4 and not outcome.mismatches
