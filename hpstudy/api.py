@@ -82,7 +82,8 @@ def plan(study, seeds=None, results: str | os.PathLike = DEFAULT_RESULTS, worker
     from hpstudy import budget, store
     from hpstudy.parallel import default_workers
 
-    study, seeds = load_study(study), _seeds(load_study(study), seeds)
+    study = load_study(study)
+    seeds = _seeds(study, seeds)
     total = len(study.trials) * len(seeds)
     if total > budget.MAX_RUNS:
         raise TooBigError(
@@ -120,8 +121,9 @@ def run(
 
     Runs already stored are not computed again; the result of each run does not depend on any of these
     arguments. `dataset` runs the study's design on another dataset (see Study.with_dataset), and
-    `max_epochs` caps training for a smoke test; each is stored as a study of its own. A run estimated above the thresholds of hpstudy/budget.py needs yes=True, or `confirm`
-    (called with a description) returning True; else TooBigError. `workers` above the usable cores is
+    `max_epochs` caps training for a smoke test; each is stored as a study of its own. A run estimated
+    above the thresholds of hpstudy/budget.py needs yes=True, or `confirm` (called with a description)
+    returning True; else TooBigError. `workers` above the usable cores is
     capped with a warning through `log`. A second process on the same store raises LockedError, or waits
     with wait=True. `numerics_mode` and `allow_mixed`: see hpstudy/numerics.py and runner.check_mixing.
     Ctrl-C raises Interrupted, saying how many runs are stored and how to resume.
@@ -167,8 +169,9 @@ def run(
             f"interrupted. {stored} runs of {study.name} are stored in {directory}; run the same command again "
             "to compute only the missing ones (the finished ones keep their bits)."
         ) from None
+    wanted = {spec.run_id for spec in study.runs(seeds)}  # not runs of configurations the file no longer has
     runs = store.read_runs(report.directory, study.name)
-    runs = runs[runs["seed"].isin(list(seeds))].reset_index(drop=True)
+    runs = runs[runs["run_id"].isin(wanted)].reset_index(drop=True)
     runs.attrs["run"] = {
         "study": study.name, "trials": len(study.trials), "seeds": seeds, "total": report.total,
         "already_stored": report.already_stored, "computed": report.computed, "seconds": report.seconds,

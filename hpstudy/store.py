@@ -215,12 +215,15 @@ def _read_all(parts: list[Path], study: str, columns: list[str] | None) -> pd.Da
             wanted = dataset.schema.names
         else:
             wanted = [c for c in dict.fromkeys([*columns, *REQUIRED_COLUMNS]) if c in names]
+        fragments = list(dataset.get_fragments())
+        if any(not set(wanted) <= set(f.physical_schema.names) for f in fragments):
+            return None  # parts of different columns: read part by part (the dataset would fill in nulls)
         table = dataset.to_table(columns=wanted)  # rows in part order
-        counts = [fragment.metadata.num_rows for fragment in dataset.get_fragments()]
+        counts = [fragment.metadata.num_rows for fragment in fragments]
     except (pa.ArrowException, OSError):
         return None
     if not set(REQUIRED_COLUMNS) <= set(table.column_names) or any(table.column(c).null_count for c in REQUIRED_COLUMNS):
-        return None  # a part lacks a column: the dataset filled it with nulls
+        return None
     if not all(ok(table.schema.field(c).type) for c, ok in REQUIRED_COLUMNS.items()):
         return None
     frame = table.to_pandas()
