@@ -209,6 +209,8 @@ CASES = [
     Case(STORE, "A part that is not Parquet at all (`list` lists the other studies, marks this one)",
          lambda t: (_list_dir(t), _garbage(t))[1], 4),
     Case(STORE, "Another `hpstudy run` of the same study is running", _locked, errors.LockedError.exit_code),
+    Case(STORE, "New runs for a store made in another numeric environment",
+         lambda t: (stored_grid(t), ["run", str(GRID), "--seeds", "3", "--workers", "2", "--results", str(t / "results")])[1], 4),
     Case(OUTPUT, "A results folder that is a file",
          lambda t: ((t / "results").write_text("x"), ["run", str(study_file(t)), "--results", str(t / "results")])[1], errors.OutputError.exit_code),
     Case(OUTPUT, "A results path too long for the file system",
