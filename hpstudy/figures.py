@@ -37,7 +37,7 @@ from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 from scipy import stats as sstats
 
 from hpstudy import stats
-from hpstudy.analysis import (
+from hpstudy.analysis_model import (
     CONFIDENCE,
     FACTOR_LABELS,
     METRIC,

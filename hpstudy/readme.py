@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from hpstudy import stats
-from hpstudy.analysis import (
+from hpstudy.analysis_model import (
     ALPHA,
     FACTOR_LABELS,
     HISTORY_OF,

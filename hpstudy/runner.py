@@ -11,7 +11,7 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from hpstudy import engine, numerics, parallel, store
+from hpstudy import engine, locking, numerics, parallel, store
 from hpstudy.compilation import enable_persistent_cache
 from hpstudy.data import Dataset
 from hpstudy.environment import differences, fingerprint
@@ -39,6 +39,8 @@ def run_study(
     workers: int = 1,
     numerics_mode: str = numerics.DEFAULT_MODE,
     allow_mixed: bool = False,
+    wait: bool = False,
+    on_wait: Callable[[str], None] | None = None,
 ) -> RunReport:
     """Compute and store every run of `study` over `seeds` that the store does not hold yet.
 
@@ -49,18 +51,42 @@ def run_study(
     numerics_mode: "portable" (bits equal on any x86-64-v3 CPU) or "native" (hpstudy/numerics.py).
     A store whose runs were made in another numeric environment (packages, numerics mode, device) is
     refused unless allow_mixed (see `check_mixing`).
+
+    The results folder is checked for writing before the data is loaded or anything trained, and the
+    study's store is locked while runs are computed and stored (hpstudy/locking.py): a second process
+    on it waits (`wait`) or is refused; nothing is written when the data cannot be loaded.
     """
     directory = store.study_dir(results, study.name)
-    done = store.stored_ids(directory)
-    specs = study.runs(seeds)
-    todo = [spec for spec in specs if spec.run_id not in done]
-    if not todo:
-        return RunReport(directory, len(specs), len(specs), 0, 0.0)
+    store.check_writable(directory)
+    if not _missing(study, seeds, directory):
+        total = len(study.trials) * len(seeds)
+        return RunReport(directory, total, total, 0, 0.0)
     in_process = prepare_training(workers, numerics_mode)
     env = fingerprint(numerics_mode)
     if not allow_mixed:
         check_mixing(directory, env)
-    dataset = load_data()  # only now: a fully stored study needs no data at all
+    dataset = load_data()  # only now: a fully stored study needs no data at all (and a failure writes nothing)
+    with locking.store_lock(directory, wait, on_wait):
+        # Under the lock: what another process stored while this one waited is not computed again.
+        todo = _missing(study, seeds, directory)
+        specs_total = len(study.trials) * len(seeds)
+        if not todo:
+            return RunReport(directory, specs_total, specs_total, 0, 0.0)
+        seconds = _train_and_store(study, todo, dataset, directory, env, progress, workers, numerics_mode, in_process)
+    return RunReport(directory, specs_total, specs_total - len(todo), len(todo), seconds)
+
+
+def _missing(study: Study, seeds: range, directory: Path) -> list:
+    """The runs of `study` over `seeds` that the store does not hold."""
+    done = store.stored_ids(directory, study.name) if directory.is_dir() else set()
+    return [spec for spec in study.runs(seeds) if spec.run_id not in done]
+
+
+def _train_and_store(
+    study: Study, todo: list, dataset: Dataset, directory: Path, env: dict, progress: bool, workers: int,
+    numerics_mode: str, in_process: bool,
+) -> float:
+    """Train `todo`, storing each finished chunk; the seconds it took."""
     start = time.perf_counter()
     with tqdm(total=len(todo), unit="run", desc=study.name, file=sys.stderr, disable=not progress) as bar:
 
@@ -70,7 +96,7 @@ def run_study(
             bar.update(len(results_))
 
         train(todo, dataset, on_chunk, workers, numerics_mode, in_process)
-    return RunReport(directory, len(specs), len(specs) - len(todo), len(todo), time.perf_counter() - start)
+    return time.perf_counter() - start
 
 
 def prepare_training(workers: int, numerics_mode: str) -> bool:
