@@ -34,7 +34,8 @@ def test_show_random_design_names_its_trials(capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     assert cli.main(["show", "vallepalli2024_search", "--results", "/nonexistent/results"]) == 0
     out = capsys.readouterr().out
-    assert "random, 10 trials" in out and "trial-000" in out and "trial-009" in out and "stored      none" in out
+    n = len(load_study(ROOT / "studies" / "vallepalli2024_search.toml").trials)  # the study file's budget
+    assert f"random, {n} trials" in out and "trial-000" in out and f"trial-{n - 1:03d}" in out and "stored      none" in out
 
 
 def test_new_writes_a_template_that_validates_and_never_overwrites(tmp_path, capsys, monkeypatch):
