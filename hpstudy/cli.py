@@ -1,4 +1,4 @@
-"""Command line: `hpstudy run`, `hpstudy list`, `hpstudy report`."""
+"""Command line: `hpstudy run`, `hpstudy list`, `hpstudy report`, `hpstudy merge`, `hpstudy compact`."""
 
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from hpstudy import store
     from hpstudy.parallel import default_workers
     from hpstudy.runner import run_study
+    from hpstudy.storeops import parse_shard
     from hpstudy.study import load_study, parse_seeds
 
     study = load_study(resolve_study_path(args.study))
@@ -51,14 +52,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.workers is None:
         args.workers = default_workers()
     validation = study.meta.get("validation", "test")
+    shard = parse_shard(args.shard) if args.shard is not None else None
     report = run_study(
         study,
         seeds,
         lambda: hdata.load_mnist(args.data_dir, validation, download=not args.no_download),
         args.results,
         workers=args.workers,
+        shard=shard,
     )
-    print(f"{study.name}: {len(study.trials)} trials x {len(seeds)} seeds = {report.total} runs; "
+    print(f"{study.name}: {len(study.trials)} trials x {len(seeds)} seeds"
+          + (f", shard {shard}: {report.total} of them" if shard else f" = {report.total} runs") + "; "
           f"{report.already_stored} were already stored, {report.computed} computed"
           + (f" in {report.seconds:.1f} s ({report.seconds / report.computed:.2f} s per run)" if report.computed else "")
           + f"; results in {report.directory}")
@@ -105,6 +109,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    """Combine stores (say, the shards of a job array) into OUT."""
+    from hpstudy.storeops import merge
+
+    report = merge(args.out, args.stores)
+    print(f"{report.directory}: {report.runs} runs; {report.written} written, "
+          f"{report.duplicates} identical copies taken once")
+    return 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    """Rewrite a store's parts into a few large ones, values unchanged."""
+    from hpstudy.storeops import compact
+
+    report = compact(args.store, args.runs_per_part)
+    print(f"{report.directory}: {report.runs} runs in {report.parts_after} parts (were {report.parts_before})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="hpstudy", description=__doc__)
@@ -118,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=positive_int, default=None,
                      help="training processes, one core each (default: one per usable core); results do not depend on it")
     run.add_argument("--no-download", action="store_true", help="never download the dataset")
+    run.add_argument("--shard", metavar="I/N",
+                     help="only shard I of N (0 <= I < N), chosen by run identity: N array jobs, N stores, then `hpstudy merge`")
     run.set_defaults(func=cmd_run)
     lst = sub.add_parser("list", help="list the studies and how many runs are stored")
     lst.add_argument("--studies", default=str(STUDIES_DIR), help="folder of study files (default: ./studies)")
@@ -129,6 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default="reports", help="reports folder; the report goes to OUT/<study>/ (default: ./reports)")
     rep.add_argument("--seeds", help="only seeds 0..N-1 (N) or A..B-1 (A:B) (default: every stored seed)")
     rep.set_defaults(func=cmd_report)
+    mrg = sub.add_parser("merge", help="combine stores (e.g. the shards of a job array) into one")
+    mrg.add_argument("out", help="the store to merge into: RESULTS/<study> (created if needed)")
+    mrg.add_argument("stores", nargs="+", help="stores to merge: each a RESULTS/<study> folder")
+    mrg.set_defaults(func=cmd_merge)
+    cmp_ = sub.add_parser("compact", help="rewrite a store's many small parts into a few large ones (values unchanged)")
+    cmp_.add_argument("store", help="the store: RESULTS/<study>")
+    cmp_.add_argument("--runs-per-part", type=positive_int, default=20_000, help="runs per part (default: 20000)")
+    cmp_.set_defaults(func=cmd_compact)
     return parser
 
 

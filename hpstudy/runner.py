@@ -11,7 +11,7 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from hpstudy import engine, parallel, store
+from hpstudy import engine, parallel, store, storeops
 from hpstudy.compilation import enable_persistent_cache
 from hpstudy.data import Dataset
 from hpstudy.environment import fingerprint
@@ -36,16 +36,20 @@ def run_study(
     results: str | os.PathLike,
     progress: bool = True,
     workers: int = 1,
+    shard: "storeops.Shard | None" = None,
 ) -> RunReport:
     """Compute and store every run of `study` over `seeds` that the store does not hold yet.
 
     Training runs on one core per process (see hpstudy/parallel.py): with workers=1 in this process,
     pinned to one core if JAX has not started yet (else in one worker process); with more, in that many
-    single-core worker processes. The bits of every run are the same either way.
+    single-core worker processes. The bits of every run are the same either way. shard: only the runs of
+    that shard (hpstudy/storeops.py), for job arrays that each write their own store.
     """
     directory = store.study_dir(results, study.name)
     done = store.stored_ids(directory)
     specs = study.runs(seeds)
+    if shard is not None:
+        specs = [spec for spec in specs if shard.holds(spec.run_id)]
     todo = [spec for spec in specs if spec.run_id not in done]
     if not todo:
         return RunReport(directory, len(specs), len(specs), 0, 0.0)
