@@ -60,6 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.results,
         workers=args.workers,
         shard=shard,
+        scheduler=args.scheduler,
     )
     print(f"{study.name}: {len(study.trials)} trials x {len(seeds)} seeds"
           + (f", shard {shard}: {report.total} of them" if shard else f" = {report.total} runs") + "; "
@@ -141,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=positive_int, default=None,
                      help="training processes, one core each (default: one per usable core); results do not depend on it")
     run.add_argument("--no-download", action="store_true", help="never download the dataset")
+    run.add_argument("--scheduler", metavar="ADDRESS",
+                     help="train on this Dask cluster (tcp://HOST:8786; needs hpstudy[dask]); the store stays here")
     run.add_argument("--shard", metavar="I/N",
                      help="only shard I of N (0 <= I < N), chosen by run identity: N array jobs, N stores, then `hpstudy merge`")
     run.set_defaults(func=cmd_run)

@@ -128,17 +128,23 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _init_worker(cores, results, dataset, cache: bool, parent: int) -> None:
-    """Pin this worker to its core before JAX starts, then put the dataset on the device once."""
-    core = cores.get()
+def start_worker(core: int, cache: bool = True) -> None:
+    """The start-up of every training worker process, local or on a Dask cluster (hpstudy/distributed.py):
+    pin it to `core` before JAX starts, then turn on the persistent compilation cache."""
     if CAN_PIN:
         os.sched_setaffinity(0, {core})
-    _exit_with_parent(parent)
-    from hpstudy import engine
     from hpstudy.compilation import enable_persistent_cache
 
     if cache:
         enable_persistent_cache()
+
+
+def _init_worker(cores, results, dataset, cache: bool, parent: int) -> None:
+    """Pin this worker to its core before JAX starts, then put the dataset on the device once."""
+    start_worker(cores.get(), cache)
+    _exit_with_parent(parent)
+    from hpstudy import engine
+
     _worker.update(results=results, device=engine.device_data(dataset))
 
 

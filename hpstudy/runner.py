@@ -27,6 +27,7 @@ class RunReport:
     already_stored: int
     computed: int
     seconds: float
+    recomputed: int = 0  # on a Dask cluster: runs trained again after a worker was lost (stored once)
 
 
 def run_study(
@@ -37,13 +38,15 @@ def run_study(
     progress: bool = True,
     workers: int = 1,
     shard: "storeops.Shard | None" = None,
+    scheduler=None,
 ) -> RunReport:
     """Compute and store every run of `study` over `seeds` that the store does not hold yet.
 
     Training runs on one core per process (see hpstudy/parallel.py): with workers=1 in this process,
     pinned to one core if JAX has not started yet (else in one worker process); with more, in that many
     single-core worker processes. The bits of every run are the same either way. shard: only the runs of
-    that shard (hpstudy/storeops.py), for job arrays that each write their own store.
+    that shard (hpstudy/storeops.py), for job arrays that each write their own store. scheduler: a Dask
+    scheduler address or distributed.Client: train on that cluster instead (hpstudy/distributed.py).
     """
     directory = store.study_dir(results, study.name)
     done = store.stored_ids(directory)
@@ -53,6 +56,15 @@ def run_study(
     todo = [spec for spec in specs if spec.run_id not in done]
     if not todo:
         return RunReport(directory, len(specs), len(specs), 0, 0.0)
+    if scheduler is not None:
+        from hpstudy.distributed import execute_on_dask
+
+        start = time.perf_counter()
+        with tqdm(total=len(todo), unit="run", desc=study.name, file=sys.stderr, disable=not progress) as bar:
+            recomputed = execute_on_dask(todo, study, load_data, directory, scheduler,
+                                         on_stored=lambda worker, records: bar.update(len(records)))
+        return RunReport(directory, len(specs), len(specs) - len(todo), len(todo), time.perf_counter() - start,
+                         recomputed)
     if workers < 1:
         raise ValueError(f"workers={workers} is invalid; expected an integer >= 1.")
     in_process = workers == 1 and parallel.pin_one_core()
