@@ -267,23 +267,36 @@ def finalize(config: RunConfig, state: RunState, data: DeviceData, val_is_test: 
 
 CHUNK_WORK = 8e6  # multiply-adds per chunk step the width rule aims at
 CHUNK_MIN, CHUNK_MAX = 1, 4
+# On a GPU (or TPU) a chunk should fill the device: about 1 G multiply-adds per chunk step, a power of two
+# in [8, 256] (the grid network at batch 32 gets 256, at batch 128 64). A first design, NOT yet measured:
+# to be set by benchmarks/engine.py on a GPU (docs/scaling.md); no CPU result depends on it.
+GPU_CHUNK_WORK = 1e9
+GPU_CHUNK_MIN, GPU_CHUNK_MAX = 8, 256
 
 
-def chunk_width(config: RunConfig) -> int:
-    """Runs per vmapped chunk, from the group's static shapes only (never from the number of runs).
+def chunk_width(config: RunConfig, platform: str = "cpu") -> int:
+    """Runs per vmapped chunk, from the group's static shapes and the device kind only (never from the
+    number of runs).
 
-    About 8 M multiply-adds per chunk step, a power of two in [1, 4]. Measured in single-core processes
-    (hpstudy/parallel.py) on the 2-core machine (docs/design.md): the grid network at batch 32 trains
-    fastest per core at width 2 (about 30% more model-steps/s than at 1 or 4; at 8 its parameters,
-    gradients and Adam moments fall out of cache); the 784-30-10 network at batch 10 is as fast at 4 as
-    at 1 and slower at 8 (XLA:CPU's batched small matrix products gain nothing from width on one core).
-    Narrow chunks also waste less on padding and on runs that stopped early. The width is recorded with
-    every run: it is part of a result's identity.
+    On the CPU (`platform="cpu"`): about 8 M multiply-adds per chunk step, a power of two in [1, 4].
+    Measured in single-core processes (hpstudy/parallel.py) on the 2-core machine (docs/design.md): the
+    grid network at batch 32 trains fastest per core at width 2 (about 30% more model-steps/s than at 1 or
+    4; at 8 its parameters, gradients and Adam moments fall out of cache); the 784-30-10 network at batch
+    10 is as fast at 4 as at 1 and slower at 8 (XLA:CPU's batched small matrix products gain nothing from
+    width on one core). Narrow chunks also waste less on padding and on runs that stopped early.
+    On an accelerator (any other JAX platform: "gpu", "tpu"): the wider GPU rule above. The width is
+    recorded with every run: it is part of a result's identity, like the device kind.
     """
     sizes = (784, *config.hidden, 10)
     work = config.batch_size * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-    width = 2 ** int(math.floor(math.log2(max(1.0, CHUNK_WORK / work))))
-    return int(min(CHUNK_MAX, max(CHUNK_MIN, width)))
+    target, low, high = (CHUNK_WORK, CHUNK_MIN, CHUNK_MAX) if platform == "cpu" else (GPU_CHUNK_WORK, GPU_CHUNK_MIN, GPU_CHUNK_MAX)
+    width = 2 ** int(math.floor(math.log2(max(1.0, target / work))))
+    return int(min(high, max(low, width)))
+
+
+def device_chunk_width(config: RunConfig) -> int:
+    """`chunk_width` for the device this process trains on (JAX's default backend)."""
+    return chunk_width(config, jax.default_backend())
 
 
 def param_hash(params) -> str:
@@ -474,7 +487,7 @@ def execute(
     specs: Sequence[RunSpec],
     data_for: Callable[[RunConfig], DeviceData],
     on_chunk: Callable[[list[RunResult]], None],
-    width_rule: Callable[[RunConfig], int] = chunk_width,
+    width_rule: Callable[[RunConfig], int] = device_chunk_width,
 ) -> None:
     """Run every spec, group by group through refilled chunks (`run_group`), handing the runs that finish
     at each epoch boundary to `on_chunk`.
