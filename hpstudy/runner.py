@@ -30,6 +30,13 @@ class RunReport:
     recomputed: int = 0  # on a Dask cluster: runs trained again after a worker was lost (stored once)
 
 
+def _compact_if_many(directory: Path, parts_written: int) -> None:
+    """Compact the store after a run that wrote many parts (one per finished chunk), so that the next scan,
+    list and report open a few large parts instead (storeops.compact: values unchanged, crash-safe)."""
+    if parts_written >= storeops.AUTO_COMPACT_PARTS:
+        storeops.compact(directory)
+
+
 def run_study(
     study: Study,
     seeds: range,
@@ -60,9 +67,15 @@ def run_study(
         from hpstudy.distributed import execute_on_dask
 
         start = time.perf_counter()
+        written = [0]
         with tqdm(total=len(todo), unit="run", desc=study.name, file=sys.stderr, disable=not progress) as bar:
-            recomputed = execute_on_dask(todo, study, load_data, directory, scheduler,
-                                         on_stored=lambda worker, records: bar.update(len(records)))
+
+            def on_stored(worker: str, records: list[dict]) -> None:
+                written[0] += 1
+                bar.update(len(records))
+
+            recomputed = execute_on_dask(todo, study, load_data, directory, scheduler, on_stored)
+        _compact_if_many(directory, written[0])
         return RunReport(directory, len(specs), len(specs) - len(todo), len(todo), time.perf_counter() - start,
                          recomputed)
     if workers < 1:
@@ -75,9 +88,12 @@ def run_study(
     start = time.perf_counter()
     with tqdm(total=len(todo), unit="run", desc=study.name, file=sys.stderr, disable=not progress) as bar:
 
+        parts = [0]
+
         def on_chunk(results_: list[engine.RunResult]) -> None:
             records = [store.to_record(r, study.name, study.sha256, dataset.fingerprint, env) for r in results_]
             store.write_chunk(directory, records)
+            parts[0] += 1
             bar.update(len(results_))
 
         if in_process:
@@ -85,4 +101,5 @@ def run_study(
             engine.execute(todo, lambda _: device, on_chunk)
         else:
             parallel.execute_parallel(todo, dataset, on_chunk, workers)
+    _compact_if_many(directory, parts[0])
     return RunReport(directory, len(specs), len(specs) - len(todo), len(todo), time.perf_counter() - start)

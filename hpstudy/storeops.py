@@ -29,6 +29,9 @@ from hpstudy.errors import StoreError
 # Runs per part written by merge and compact: 100,000 runs make 5 parts of a few MB each
 # (benchmarks/store_scale.py), few enough that a scan opens a handful of files.
 RUNS_PER_PART = 20_000
+# `hpstudy run` compacts its store when it has written this many parts (benchmarks/store_scale.py: 50,000
+# small parts make resume's scan take 40 s, compacted parts well under a second).
+AUTO_COMPACT_PARTS = 500
 # Columns that time an execution rather than describe the run: two executions of one run differ in them
 # and are still the same run (the same bits), so merge takes either.
 TIMING_COLUMNS = ("seconds", "compile_seconds")
@@ -274,7 +277,8 @@ def compact(
     runs_per_part: int = RUNS_PER_PART,
     checkpoint: Callable[[str], None] = lambda step: None,
 ) -> CompactReport:
-    """Rewrite a store's parts into parts of up to `runs_per_part` runs, values unchanged.
+    """Rewrite a store's small parts (under half of `runs_per_part` runs) into parts of up to `runs_per_part`
+    runs, values unchanged; larger parts are left as they are.
 
     1. the new parts are written under pending names (part-*.parquet.pending, which readers ignore), each
        fsynced; 2. the journal naming the parts added and the parts they replace is written atomically:
@@ -292,11 +296,17 @@ def compact(
     with _compaction_lock(directory):
         recover(directory, checkpoint)
         parts = _read_parts(directory)
-        table, _ = unique_runs(parts)
-        before = len(parts)
-        if table is None or before <= math.ceil(table.num_rows / runs_per_part):
-            return CompactReport(directory, 0 if table is None else table.num_rows, before, before)
-        pieces = list(_slices(_sorted(table), runs_per_part))
+        table, _ = unique_runs(parts)  # refuses conflicting copies anywhere in the store
+        # parts at least half full stay as they are: compacting again only rewrites what runs added since
+        large = [(path, t) for path, t in parts if t.num_rows >= max(1, runs_per_part // 2)]
+        small = [(path, t) for path, t in parts if t.num_rows < max(1, runs_per_part // 2)]
+        runs = 0 if table is None else table.num_rows
+        if len(small) <= 1:
+            return CompactReport(directory, runs, len(parts), len(parts))
+        kept = {rid for _, t in large for rid in t.column("run_id").to_pylist()}
+        rows, _ = unique_runs(small)
+        rows = rows.filter(pa.array([rid not in kept for rid in rows.column("run_id").to_pylist()]))
+        pieces = list(_slices(_sorted(rows), runs_per_part))
         add = [store.part_name(p.column("run_id").to_pylist()) for p in pieces]
         for i, (name, piece) in enumerate(zip(add, pieces)):
             store.write_table(piece, directory / (name + store.PENDING))
@@ -307,9 +317,9 @@ def compact(
             "generation": (previous["generation"] if previous else 0) + 1,
             "add": add,
             # a new part can hold exactly an old part's runs (same name): renaming replaces it, never remove it
-            "remove": [path.name for path, _ in parts if path.name not in add],
+            "remove": [path.name for path, _ in small if path.name not in add],
         }
         _write_journal(directory, journal)
         checkpoint("commit")
         _finish(directory, journal, checkpoint)
-        return CompactReport(directory, table.num_rows, before, len(add))
+        return CompactReport(directory, runs, len(parts), len(large) + len(add))

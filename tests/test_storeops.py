@@ -153,6 +153,30 @@ def test_compaction_keeps_every_value_and_leaves_few_parts(tmp_path, capsys):
     assert storeops.compact(tmp_path / "s", runs_per_part=30).parts_after == 3
 
 
+def test_compacting_again_rewrites_only_the_small_parts(tmp_path):
+    directory = tmp_path / "s"
+    synthetic_store(directory)
+    storeops.compact(directory, runs_per_part=30)
+    large = {p.name: p.stat().st_mtime_ns for p in store.live_parts(directory)}
+    records = synthetic_records(load_study(GRID), range(10, 12))
+    for i in range(0, len(records), 2):
+        store.write_chunk(directory, records[i : i + 2])
+    runs = canonical(store.read_runs(directory))
+    report = storeops.compact(directory, runs_per_part=30)
+    assert (report.runs, report.parts_before, report.parts_after) == (96, 3 + 8, 3 + 1)
+    after = {p.name: p.stat().st_mtime_ns for p in store.live_parts(directory)}
+    assert {n: after[n] for n in large} == large  # parts of 30, 30 and 20 runs (at least half full) untouched
+    pd.testing.assert_frame_equal(canonical(store.read_runs(directory)), runs)
+
+
+def test_a_run_that_writes_many_parts_compacts_its_store(write_study, tmp_path, monkeypatch):
+    monkeypatch.setattr(storeops, "AUTO_COMPACT_PARTS", 2)
+    study = load_study(write_study())
+    report = run_study(study, range(2), synthetic_dataset, tmp_path, progress=False)
+    assert report.computed == 8
+    assert len(store.live_parts(report.directory)) == 1 and len(store.read_runs(report.directory)) == 8
+
+
 def test_crash_at_every_step_of_a_compaction_loses_nothing(tmp_path):
     steps = compaction_steps(tmp_path)
     assert steps[:3] == ["pending:0", "pending:1", "pending:2"] and "commit" in steps and steps[-1] == "closed"
@@ -184,7 +208,7 @@ def test_readers_see_every_run_once_while_compacting(tmp_path):
     """A reader in another thread, listing and reading over and over during compactions, always gets the
     store's runs exactly once."""
     directory = tmp_path / "s"
-    ids = set(synthetic_store(directory, seeds=20, per_part=2)["run_id"])
+    ids = set(synthetic_store(directory, seeds=20, per_part=2)["run_id"])  # 160 runs
     seen, errors, done = [], [], threading.Event()
 
     def reader():
@@ -197,13 +221,14 @@ def test_readers_see_every_run_once_while_compacting(tmp_path):
     thread = threading.Thread(target=reader)
     thread.start()
     try:
-        for per_part in (40, 7, 100):
+        for per_part in (7, 40, 100):  # each compaction rewrites every part (all under half full)
             storeops.compact(directory, runs_per_part=per_part)
     finally:
         done.set()
         thread.join()
     assert not errors, errors
     assert seen and all(seen)
+    assert len(store.live_parts(directory)) == 2
 
 
 KILLED_COMPACTION = textwrap.dedent(
