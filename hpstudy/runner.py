@@ -15,6 +15,7 @@ from hpstudy import engine, parallel, store, storeops
 from hpstudy.compilation import enable_persistent_cache
 from hpstudy.data import Dataset
 from hpstudy.environment import fingerprint
+from hpstudy.errors import StoreError
 from hpstudy.study import Study
 
 
@@ -34,7 +35,11 @@ def _compact_if_many(directory: Path, parts_written: int) -> None:
     """Compact the store after a run that wrote many parts (one per finished chunk), so that the next scan,
     list and report open a few large parts instead (storeops.compact: values unchanged, crash-safe)."""
     if parts_written >= storeops.AUTO_COMPACT_PARTS:
-        storeops.compact(directory)
+        try:
+            storeops.compact(directory)
+        except StoreError as exc:  # the runs are stored either way; compacting can wait
+            print(f"hpstudy: warning: the store was not compacted ({exc}); run `hpstudy compact {directory}` "
+                  "later.", file=sys.stderr)
 
 
 def run_study(

@@ -18,7 +18,7 @@ import pytest
 distributed = pytest.importorskip("distributed")
 
 from hpstudy import data as hdata  # noqa: E402
-from hpstudy import store  # noqa: E402
+from hpstudy import parallel, store  # noqa: E402
 from hpstudy.runner import run_study  # noqa: E402
 from hpstudy.study import load_study  # noqa: E402
 from tests.conftest import run_hashes  # noqa: E402
@@ -99,7 +99,8 @@ def test_cluster_gives_the_bits_of_one_local_worker(write_study, tmp_path):
         # every worker ran one thread on one core, loaded the dataset at most once, and trained its parts
         assert set(cluster.client.run(lambda: len(os.sched_getaffinity(0))).values()) == {1}
         loads = cluster.client.run(lambda: __import__("hpstudy.distributed").distributed.DATA_LOADS[0])
-        assert all(n <= 1 for n in loads.values()) and sum(loads.values()) >= 1
+        assert len(parallel.plan_parts(study.runs(range(3)), 2, 1)) == 4  # more tasks than workers ...
+        assert all(n <= 1 for n in loads.values()) and sum(loads.values()) >= 1  # ... yet one load per worker
         # resumable as a local run: nothing left to do, nothing written
         parts = store.live_parts(report.directory)
         again = run_study(study, range(3), LOAD, tmp_path / "dask", progress=False, scheduler=cluster.client)
@@ -140,6 +141,17 @@ def test_sigkill_of_a_worker_mid_task_loses_nothing_and_stores_nothing_twice(wri
         assert dict(zip(runs["run_id"], runs["param_sha256"])) == local
     finally:
         cluster.close()
+
+
+def test_a_worker_with_more_than_one_thread_is_refused():
+    from types import SimpleNamespace
+
+    from hpstudy.distributed import _check_worker
+    from hpstudy.errors import EngineError
+
+    with pytest.raises(EngineError, match="runs 2 threads; .* --nthreads 1"):
+        _check_worker(SimpleNamespace(address="tcp://127.0.0.1:1", state=SimpleNamespace(nthreads=2)))
+    _check_worker(SimpleNamespace(address="tcp://127.0.0.1:1", state=SimpleNamespace(nthreads=1)))  # pinned here
 
 
 def test_slurm_job_script_pins_one_core_and_one_thread():
