@@ -1,4 +1,5 @@
-"""Command line: `hpstudy run`, `hpstudy list`, `hpstudy report`, `hpstudy merge`, `hpstudy compact`."""
+"""Command line: `hpstudy run`, `hpstudy list`, `hpstudy report`, `hpstudy verify`, `hpstudy merge`,
+`hpstudy compact`."""
 
 from __future__ import annotations
 
@@ -61,6 +62,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         workers=args.workers,
         shard=shard,
         scheduler=args.scheduler,
+        numerics_mode=args.numerics,
+        allow_mixed=args.allow_mixed,
     )
     print(f"{study.name}: {len(study.trials)} trials x {len(seeds)} seeds"
           + (f", shard {shard}: {report.total} of them" if shard else f" = {report.total} runs") + "; "
@@ -129,6 +132,25 @@ def cmd_compact(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Train stored runs again and compare every stored value bit for bit; exit 0 only if all match."""
+    from hpstudy.errors import VerificationError
+    from hpstudy.parallel import default_workers
+    from hpstudy.verify import LOCK_FILE, verify
+
+    outcome = verify(
+        args.path, args.sample, args.data_dir, workers=args.workers or default_workers(), results=args.results,
+        lock_path=Path(args.lock) if args.lock else LOCK_FILE,
+    )
+    for m in outcome.mismatches:
+        print(f"MISMATCH run {m.run_id} {m.field}: stored {m.stored}, now {m.now}")
+    print(f"{outcome.matched} of {outcome.checked} runs match bit for bit"
+          + (f"; {len(outcome.environment)} environment differences (above)" if outcome.environment else "; environment as recorded"))
+    if not outcome.ok:
+        raise VerificationError(f"{outcome.checked - outcome.matched} of {outcome.checked} runs did not reproduce bit for bit.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="hpstudy", description=__doc__)
@@ -142,11 +164,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=positive_int, default=None,
                      help="training processes, one core each (default: one per usable core); results do not depend on it")
     run.add_argument("--no-download", action="store_true", help="never download the dataset")
+    run.add_argument("--numerics", choices=("portable", "native"), default="portable",
+                     help="portable (default): the same bits on any x86-64 CPU with AVX2+FMA; native: faster, "
+                          "bits valid on the same kind of CPU only (recorded with each run)")
+    run.add_argument("--allow-mixed", action="store_true",
+                     help="store runs beside runs made in another numeric environment (refused by default)")
     run.add_argument("--scheduler", metavar="ADDRESS",
                      help="train on this Dask cluster (tcp://HOST:8786; needs hpstudy[dask]); the store stays here")
     run.add_argument("--shard", metavar="I/N",
                      help="only shard I of N (0 <= I < N), chosen by run identity: N array jobs, N stores, then `hpstudy merge`")
     run.set_defaults(func=cmd_run)
+    ver = sub.add_parser("verify", help="train stored runs again and compare every stored value bit for bit")
+    ver.add_argument("path", help="a study's store, a results folder, or a report folder")
+    ver.add_argument("--sample", type=positive_int, help="verify K runs of each store (a fixed, deterministic choice)")
+    ver.add_argument("--data-dir", help="folder holding the four MNIST .gz files (else $HPSTUDY_DATA_DIR, then the cache)")
+    ver.add_argument("--results", help="results folder holding a report folder's runs (default: the report's ../_runs)")
+    ver.add_argument("--workers", type=positive_int, default=None, help="training processes (default: one per usable core)")
+    ver.add_argument("--lock", help="lock file to compare the installed packages with (default: the repository's requirements.lock)")
+    ver.set_defaults(func=cmd_verify)
     lst = sub.add_parser("list", help="list the studies and how many runs are stored")
     lst.add_argument("--studies", default=str(STUDIES_DIR), help="folder of study files (default: ./studies)")
     lst.add_argument("--results", default="results", help="results folder (default: ./results)")

@@ -10,13 +10,15 @@ Neither changes a result's bits:
   into one loop per draw; compiling is faster too (fewer while loops). The engine calls it on import.
 - The persistent cache stores the compiled executable keyed by the program, the compile options, the
   jax/jaxlib versions and the backend; a cache hit runs the very machine code a fresh compile would
-  produce. The cache folder is additionally keyed by the CPU model and ISA flags, so a cache on a shared
-  home directory is never used by a different processor.
+  produce. The cache folder is additionally keyed by the CPU model, ISA flags and numerics settings
+  (hpstudy/numerics.py), so a cache on a shared home directory is never used by a different processor
+  or by a process with other settings.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -48,11 +50,13 @@ def use_unrolled_threefry() -> bool:
 
 
 def _cpu_key() -> str:
-    """A short digest of the CPU model and ISA flags: compiled CPU code is only valid on the same kind of CPU."""
+    """A short digest of the CPU model, ISA flags and numerics settings: compiled CPU code is only valid on
+    the same kind of CPU, and programs compiled under other numerics settings are other programs."""
     from hpstudy.environment import fingerprint
 
     env = fingerprint()
-    text = "|".join([env["backend"], env["device_kind"], env["cpu_model"], ",".join(env["isa"])])
+    text = "|".join([env["backend"], env["device_kind"], env["cpu_model"], ",".join(env["isa"]),
+                     env["numerics"], env["xla_flags"], json.dumps(env["numerics_env"], sort_keys=True)])
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -59,6 +59,15 @@ class RunConfig:
         """A stable JSON text of every field: the basis of run identity."""
         return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
 
+    @classmethod
+    def from_canonical(cls, text: str) -> "RunConfig":
+        """The configuration a `canonical()` text describes (its inverse; fields it lacks take their defaults)."""
+        fields = json.loads(text)
+        stop = fields.pop("early_stopping", None)
+        if "hidden" in fields:
+            fields["hidden"] = tuple(fields["hidden"])
+        return cls(**fields, early_stopping=EarlyStopping(**stop) if stop else None)
+
     def static(self) -> "RunConfig":
         """The compile-group part: this config with traced hyperparameters zeroed."""
         return dataclasses.replace(self, **{f: 0.0 for f in TRACED_FIELDS})

@@ -3,9 +3,10 @@
 Needs the optional extra: pip install "hpstudy[dask]".
 
 Every Dask worker process that trains is what a local worker process is (hpstudy/parallel.py): one
-thread, pinned to one core before JAX starts, through the same start-up function (`pin_worker`, run by
-the `PinToOneCore` plugin the client registers, or by `--preload hpstudy.distributed`). So a run's bits
-are those of `hpstudy run --workers 1` on the same kind of machine. A task is a whole part of a compile
+thread, pinned to one core, with the numerics settings in place before JAX starts, through the same
+start-up function as a local worker (numerics.prepare_process; `pin_worker`, run by the `PinToOneCore`
+plugin the client registers, or by `--preload hpstudy.distributed`). So a run's bits are those of
+`hpstudy run --workers 1` in the same numeric environment. A task is a whole part of a compile
 group (parallel.plan_parts: whole chunks); each worker loads the dataset once and keeps it for the
 following tasks. Finished runs stream back to the client through a Dask queue as each chunk lane ends;
 the client is the only writer of the store and writes each batch as one atomic part, so a lost worker
@@ -31,7 +32,7 @@ except ImportError as exc:  # pragma: no cover - the core install has no Dask
 
     raise EngineError('the Dask backend needs the optional extra: pip install "hpstudy[dask]"') from exc
 
-from hpstudy import parallel, store
+from hpstudy import numerics, parallel, store
 from hpstudy.errors import EngineError
 
 PLUGIN_NAME = "hpstudy-pin-to-one-core"
@@ -69,33 +70,40 @@ def claim_core() -> int:
     return core
 
 
-def pin_worker() -> int:
-    """Pin every thread of this Dask worker process to one core, before JAX starts, then run the start-up
-    of a local worker (parallel.start_worker). Returns the core. Idempotent."""
-    if parallel.CAN_PIN and not parallel.pinned() and parallel.backend_started():
-        raise EngineError("JAX started in this Dask worker before it was pinned to one core; start workers "
-                          "with --preload hpstudy.distributed (or register the plugin before any task runs).")
+def pin_worker(mode: str = numerics.DEFAULT_MODE) -> int:
+    """Pin every thread of this Dask worker process to one core and apply the numerics `mode`, before JAX
+    starts, with the start-up of a local worker (numerics.prepare_process, then the compilation cache).
+    Returns the core. Idempotent."""
     core = claim_core()
-    if parallel.CAN_PIN:
+    if parallel.CAN_PIN and not parallel.backend_started():
         for tid in os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else ():
             try:  # threads started later inherit the core from the thread that starts them
                 os.sched_setaffinity(int(tid), {core})
             except (ProcessLookupError, PermissionError):
                 pass
-    parallel.start_worker(core)
+    if not numerics.prepare_process(mode, core if parallel.CAN_PIN else None):
+        raise EngineError("JAX started in this Dask worker before it was pinned to one core with the numerics "
+                          f"settings of mode {mode!r}; start workers with --preload hpstudy.distributed (or let "
+                          "hpstudy register its plugin before any other task uses JAX).")
+    from hpstudy.compilation import enable_persistent_cache
+
+    enable_persistent_cache()
     return core
 
 
 def dask_setup(worker) -> None:
-    """`dask worker --preload hpstudy.distributed`: pin the worker as it starts."""
+    """`dask worker --preload hpstudy.distributed`: pin the worker as it starts (default numerics mode)."""
     pin_worker()
 
 
 class PinToOneCore(distributed.WorkerPlugin):
-    """Pins each worker (present and future) to one core before any task of ours runs on it."""
+    """Pins each worker (present and future) to one core, in numerics `mode`, before any task of ours runs."""
+
+    def __init__(self, mode: str = numerics.DEFAULT_MODE):
+        self.mode = mode
 
     def setup(self, worker) -> None:
-        pin_worker()
+        pin_worker(self.mode)
 
 
 def _check_worker(worker) -> None:
@@ -121,7 +129,7 @@ def _device_data(load_data: Callable, key: str):
 
 
 def train_part(part_id: int, specs: list, load_data: Callable, data_key: str, study: str, study_sha256: str,
-               queue_name: str) -> int:
+               queue_name: str, mode: str = numerics.DEFAULT_MODE) -> int:
     """A Dask task: train one part on this worker, sending each batch of finished runs, as store records,
     to the client's queue. Returns how many runs it trained."""
     from hpstudy import engine
@@ -129,8 +137,11 @@ def train_part(part_id: int, specs: list, load_data: Callable, data_key: str, st
 
     worker = distributed.get_worker()
     _check_worker(worker)
+    if numerics.applied_mode() != mode:
+        raise EngineError(f"Dask worker {worker.address} runs in numerics mode {numerics.applied_mode()!r}, not "
+                          f"{mode!r}; restart the workers (a worker's mode is set before JAX starts).")
     dataset, device = _device_data(load_data, data_key)
-    env = fingerprint()
+    env = fingerprint(mode)
     queue = distributed.Queue(queue_name, client=worker.client)
 
     def send(results) -> None:
@@ -162,13 +173,17 @@ def execute_on_dask(
     directory: Path,
     scheduler: "str | distributed.Client",
     on_stored: Callable[[str, list[dict]], None] = lambda worker, records: None,
+    mode: str = numerics.DEFAULT_MODE,
+    check_environment: Callable[[str], None] | None = None,
 ) -> int:
-    """Train `specs` on the cluster and store every finished run once; returns how many runs were computed
-    again (a lost worker's task, rescheduled) and dropped. `on_stored(worker, records)` is called after each
-    stored batch."""
+    """Train `specs` on the cluster in numerics `mode` and store every finished run once; returns how many
+    runs were computed again (a lost worker's task, rescheduled) and dropped. `on_stored(worker, records)`
+    is called after each stored batch; `check_environment(fingerprint JSON)` before the first run of each
+    environment the workers report is stored (it raises to refuse)."""
     client, opened = connect(scheduler)
+    futures = []
     try:
-        client.register_plugin(PinToOneCore(), name=PLUGIN_NAME)
+        client.register_plugin(PinToOneCore(mode), name=PLUGIN_NAME)
         workers = len(client.scheduler_info().get("workers", {}))
         if workers == 0:
             client.wait_for_workers(1, timeout=120)
@@ -178,18 +193,24 @@ def execute_on_dask(
         data_key = hashlib.sha256(cloudpickle.dumps(load_data)).hexdigest()
         queue = distributed.Queue(f"hpstudy-{uuid.uuid4().hex}", client=client)
         futures = [
-            client.submit(train_part, i, part, load_data, data_key, study.name, study.sha256, queue.name, pure=False)
+            client.submit(train_part, i, part, load_data, data_key, study.name, study.sha256, queue.name, mode,
+                          pure=False)
             for i, part in enumerate(parts)
         ]
-        return _collect(queue, futures, directory, on_stored)
+        return _collect(queue, futures, directory, on_stored, check_environment or (lambda env: None))
+    except BaseException:
+        if futures:  # stop the cluster's work for us (an error here, or Ctrl-C)
+            client.cancel(futures)
+        raise
     finally:
         if opened:
             client.close()
 
 
-def _collect(queue, futures, directory: Path, on_stored) -> int:
+def _collect(queue, futures, directory: Path, on_stored, check_environment) -> int:
     """Store batches from the queue until every task has finished and the queue is empty."""
     stored: dict[str, str] = {}  # run_id -> parameter hash, of the runs this call stored
+    environments: set[str] = set()
     recomputed = 0
     while True:
         try:
@@ -212,6 +233,9 @@ def _collect(queue, futures, directory: Path, on_stored) -> int:
                                   "environments differ (compare their fingerprints).")
             else:
                 recomputed += 1
+        for env in {r["environment"] for r in new} - environments:
+            check_environment(env)
+            environments.add(env)
         if new:
             store.write_chunk(directory, new)
             stored.update((r["run_id"], r["param_sha256"]) for r in new)

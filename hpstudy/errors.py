@@ -29,3 +29,9 @@ class EngineError(HpstudyError):
     """Training failed in a worker process, or could not be set up on one core."""
 
     exit_code = 5
+
+
+class VerificationError(HpstudyError):
+    """`hpstudy verify` found stored values that training again did not reproduce bit for bit."""
+
+    exit_code = 6

@@ -25,46 +25,10 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Sequence
 
 from hpstudy.errors import EngineError
-
-# Whether this OS lets a process choose its cores (Linux does; macOS does not, and there XLA uses them all).
-CAN_PIN = hasattr(os, "sched_setaffinity")
-# Cores per training process: part of every result's environment (see environment.fingerprint).
-CORES_PER_RUN = 1 if CAN_PIN else (os.cpu_count() or 1)
-
-
-def usable_cores() -> list[int]:
-    """The cores this process may run on."""
-    try:
-        return sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux: no affinity control, one "core" id per CPU
-        return list(range(os.cpu_count() or 1))
-
-
-def backend_started() -> bool:
-    """Whether JAX has created its backends in this process (after that, pinning changes nothing)."""
-    from jax._src import xla_bridge
-
-    return bool(getattr(xla_bridge, "_backends", {}))
-
-
-def pinned() -> bool:
-    """Whether this process runs on exactly one core."""
-    return len(usable_cores()) == 1
-
-
-def pin_one_core(core: int | None = None) -> bool:
-    """Pin this process to one core (the first it may use, or `core`) if JAX has not started its backend yet.
-
-    Returns whether training may go on in this process: True when pinned now, when the process was
-    already restricted to one core, or where the OS cannot pin at all (then XLA uses every core and the
-    fingerprint's cores_per_run says so); False when JAX's backend started earlier with more cores.
-    """
-    if pinned() or not CAN_PIN:  # without affinity control (macOS) there is nothing more to do
-        return True
-    if backend_started():
-        return False
-    os.sched_setaffinity(0, {usable_cores()[0] if core is None else core})
-    return True
+# Pinning lives with the other settings a training process needs before JAX starts (hpstudy/numerics.py).
+from hpstudy.numerics import (  # noqa: F401 - pin_one_core, pinned, backend_started: part of this module's API
+    CAN_PIN, DEFAULT_MODE, backend_started, pin_one_core, pinned, prepare_process, usable_cores,
+)
 
 
 def accelerator_installed() -> bool:
@@ -128,23 +92,17 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def start_worker(core: int, cache: bool = True) -> None:
-    """The start-up of every training worker process, local or on a Dask cluster (hpstudy/distributed.py):
-    pin it to `core` before JAX starts, then turn on the persistent compilation cache."""
-    if CAN_PIN:
-        os.sched_setaffinity(0, {core})
+def _init_worker(cores, results, dataset, cache: bool, parent: int, numerics: str = DEFAULT_MODE) -> None:
+    """Apply the numerics settings and pin this worker to its core before JAX starts, then put the dataset
+    on the device once."""
+    core = cores.get()
+    prepare_process(numerics, core if CAN_PIN else None)
+    _exit_with_parent(parent)
+    from hpstudy import engine
     from hpstudy.compilation import enable_persistent_cache
 
     if cache:
         enable_persistent_cache()
-
-
-def _init_worker(cores, results, dataset, cache: bool, parent: int) -> None:
-    """Pin this worker to its core before JAX starts, then put the dataset on the device once."""
-    start_worker(cores.get(), cache)
-    _exit_with_parent(parent)
-    from hpstudy import engine
-
     _worker.update(results=results, device=engine.device_data(dataset))
 
 
@@ -170,7 +128,7 @@ class WorkerPool:
     Use as a context manager; leaving it because of an error or an interrupt stops the workers at once.
     """
 
-    def __init__(self, dataset, workers: int, cache: bool = True):
+    def __init__(self, dataset, workers: int, cache: bool = True, numerics: str = DEFAULT_MODE):
         cores = usable_cores()
         ctx = mp.get_context("spawn")  # never fork a process that may hold JAX's threads
         core_queue, self.results = ctx.Queue(), ctx.Queue()
@@ -180,7 +138,7 @@ class WorkerPool:
         self.n_train = len(dataset.train.labels)
         self.pool = ProcessPoolExecutor(
             workers, mp_context=ctx, initializer=_init_worker,
-            initargs=(core_queue, self.results, dataset, cache, os.getpid()),
+            initargs=(core_queue, self.results, dataset, cache, os.getpid(), numerics),
         )
 
     def run(self, specs: Sequence, on_results: Callable[[list], None]) -> None:
@@ -221,8 +179,11 @@ class WorkerPool:
         self.close(kill=exc_type is not None)
 
 
-def execute_parallel(specs: Sequence, dataset, on_results: Callable[[list], None], workers: int, cache: bool = True) -> None:
+def execute_parallel(
+    specs: Sequence, dataset, on_results: Callable[[list], None], workers: int, cache: bool = True,
+    numerics: str = DEFAULT_MODE,
+) -> None:
     """Train `specs` in up to `workers` single-core processes (no more than there are parts to train)."""
     parts = plan_parts(specs, workers, len(dataset.train.labels))
-    with WorkerPool(dataset, max(1, min(workers, len(parts))), cache) as pool:
+    with WorkerPool(dataset, max(1, min(workers, len(parts))), cache, numerics) as pool:
         pool.run(specs, on_results)

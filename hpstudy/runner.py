@@ -11,10 +11,10 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from hpstudy import engine, parallel, store, storeops
+from hpstudy import engine, numerics, parallel, store, storeops
 from hpstudy.compilation import enable_persistent_cache
 from hpstudy.data import Dataset
-from hpstudy.environment import fingerprint
+from hpstudy.environment import differences, fingerprint
 from hpstudy.errors import StoreError
 from hpstudy.study import Study
 
@@ -31,17 +31,6 @@ class RunReport:
     recomputed: int = 0  # on a Dask cluster: runs trained again after a worker was lost (stored once)
 
 
-def _compact_if_many(directory: Path, parts_written: int) -> None:
-    """Compact the store after a run that wrote many parts (one per finished chunk), so that the next scan,
-    list and report open a few large parts instead (storeops.compact: values unchanged, crash-safe)."""
-    if parts_written >= storeops.AUTO_COMPACT_PARTS:
-        try:
-            storeops.compact(directory)
-        except StoreError as exc:  # the runs are stored either way; compacting can wait
-            print(f"hpstudy: warning: the store was not compacted ({exc}); run `hpstudy compact {directory}` "
-                  "later.", file=sys.stderr)
-
-
 def run_study(
     study: Study,
     seeds: range,
@@ -49,6 +38,8 @@ def run_study(
     results: str | os.PathLike,
     progress: bool = True,
     workers: int = 1,
+    numerics_mode: str = numerics.DEFAULT_MODE,
+    allow_mixed: bool = False,
     shard: "storeops.Shard | None" = None,
     scheduler=None,
 ) -> RunReport:
@@ -58,7 +49,12 @@ def run_study(
     pinned to one core if JAX has not started yet (else in one worker process); with more, in that many
     single-core worker processes. The bits of every run are the same either way. shard: only the runs of
     that shard (hpstudy/storeops.py), for job arrays that each write their own store. scheduler: a Dask
-    scheduler address or distributed.Client: train on that cluster instead (hpstudy/distributed.py).
+    scheduler address or distributed.Client: train on that cluster instead (hpstudy/distributed.py), whose
+    workers apply `numerics_mode` as local workers do.
+
+    numerics_mode: "portable" (bits equal on any x86-64-v3 CPU) or "native" (hpstudy/numerics.py).
+    A store whose runs were made in another numeric environment (packages, numerics mode, device) is
+    refused unless allow_mixed (see `check_mixing`).
     """
     directory = store.study_dir(results, study.name)
     done = store.stored_ids(directory)
@@ -69,27 +65,13 @@ def run_study(
     if not todo:
         return RunReport(directory, len(specs), len(specs), 0, 0.0)
     if scheduler is not None:
-        from hpstudy.distributed import execute_on_dask
-
-        start = time.perf_counter()
-        written = [0]
-        with tqdm(total=len(todo), unit="run", desc=study.name, file=sys.stderr, disable=not progress) as bar:
-
-            def on_stored(worker: str, records: list[dict]) -> None:
-                written[0] += 1
-                bar.update(len(records))
-
-            recomputed = execute_on_dask(todo, study, load_data, directory, scheduler, on_stored)
-        _compact_if_many(directory, written[0])
-        return RunReport(directory, len(specs), len(specs) - len(todo), len(todo), time.perf_counter() - start,
-                         recomputed)
-    if workers < 1:
-        raise ValueError(f"workers={workers} is invalid; expected an integer >= 1.")
-    in_process = workers == 1 and parallel.pin_one_core()
-    if in_process:
-        enable_persistent_cache()  # a later process loads the compiled programs instead of compiling again
+        return _run_on_dask(study, todo, len(specs), load_data, directory, scheduler, progress, numerics_mode,
+                            allow_mixed)
+    in_process = prepare_training(workers, numerics_mode)
+    env = fingerprint(numerics_mode)
+    if not allow_mixed:
+        check_mixing(directory, env)
     dataset = load_data()  # only now: a fully stored study needs no data at all
-    env = fingerprint()
     start = time.perf_counter()
     with tqdm(total=len(todo), unit="run", desc=study.name, file=sys.stderr, disable=not progress) as bar:
 
@@ -101,10 +83,74 @@ def run_study(
             parts[0] += 1
             bar.update(len(results_))
 
-        if in_process:
-            device = engine.device_data(dataset)
-            engine.execute(todo, lambda _: device, on_chunk)
-        else:
-            parallel.execute_parallel(todo, dataset, on_chunk, workers)
+        train(todo, dataset, on_chunk, workers, numerics_mode, in_process)
     _compact_if_many(directory, parts[0])
     return RunReport(directory, len(specs), len(specs) - len(todo), len(todo), time.perf_counter() - start)
+
+
+def _run_on_dask(study: Study, todo, total: int, load_data, directory: Path, scheduler, progress: bool,
+                 numerics_mode: str, allow_mixed: bool) -> RunReport:
+    """`run_study` on a Dask cluster: the workers train, this process stores (hpstudy/distributed.py). The
+    store's environments are checked against each environment the workers report (unless allow_mixed)."""
+    from hpstudy.distributed import execute_on_dask
+
+    numerics.check_mode(numerics_mode)
+    start, written = time.perf_counter(), [0]
+    with tqdm(total=len(todo), unit="run", desc=study.name, file=sys.stderr, disable=not progress) as bar:
+
+        def on_stored(worker: str, records: list[dict]) -> None:
+            written[0] += 1
+            bar.update(len(records))
+
+        recomputed = execute_on_dask(
+            todo, study, load_data, directory, scheduler, on_stored, numerics_mode,
+            check_environment=None if allow_mixed else lambda env: check_mixing(directory, env),
+        )
+    _compact_if_many(directory, written[0])
+    return RunReport(directory, total, total - len(todo), len(todo), time.perf_counter() - start, recomputed)
+
+
+def _compact_if_many(directory: Path, parts_written: int) -> None:
+    """Compact the store after a run that wrote many parts (one per finished chunk), so that the next scan,
+    list and report open a few large parts instead (storeops.compact: values unchanged, crash-safe)."""
+    if parts_written >= storeops.AUTO_COMPACT_PARTS:
+        try:
+            storeops.compact(directory)
+        except StoreError as exc:  # the runs are stored either way; compacting can wait
+            print(f"hpstudy: warning: the store was not compacted ({exc}); run `hpstudy compact {directory}` "
+                  "later.", file=sys.stderr)
+
+
+def prepare_training(workers: int, numerics_mode: str) -> bool:
+    """Check the numerics mode against this CPU; return whether training may run in this process (one
+    worker, and this process could still be pinned and set up before JAX started), else in workers."""
+    if workers < 1:
+        raise ValueError(f"workers={workers} is invalid; expected an integer >= 1.")
+    numerics.check_floor(numerics.check_mode(numerics_mode))
+    return workers == 1 and numerics.prepare_process(numerics_mode)
+
+
+def train(specs, dataset: Dataset, on_chunk, workers: int, numerics_mode: str, in_process: bool) -> None:
+    """Train `specs` in this process (see `prepare_training`) or in single-core worker processes; each batch
+    of finished runs goes to `on_chunk` as it finishes."""
+    if in_process:
+        enable_persistent_cache()  # a later process loads the compiled programs instead of compiling again
+        device = engine.device_data(dataset)
+        engine.execute(specs, lambda _: device, on_chunk)
+    else:
+        parallel.execute_parallel(specs, dataset, on_chunk, workers, numerics=numerics_mode)
+
+
+def check_mixing(directory: Path, env: dict) -> None:
+    """Refuse to add runs to a store whose runs were made in another numeric environment (other pinned
+    packages, numerics mode or settings, device): their bits could not be compared with the new ones."""
+    for text, count in store.stored_environments(directory).items():
+        diffs = differences(text, env)
+        if diffs:
+            named = "; ".join(f"{field}: stored {old!r}, now {new!r}" for field, old, new in diffs)
+            raise StoreError(
+                f"{directory} holds {count} runs made in another numeric environment ({named}). Runs made "
+                "there and here would not be bit-comparable. Use another --results folder, run in the stored "
+                "environment (see `hpstudy verify`), or pass --allow-mixed to store them side by side "
+                "(each run keeps its own environment record)."
+            )

@@ -186,3 +186,20 @@ def stored_ids(directory: Path) -> set[str]:
     for table in read_parts(Path(directory), lambda part: pq.read_table(part, columns=["run_id"])):
         ids.update(table.column("run_id").to_pylist())
     return ids
+
+
+def stored_environments(directory: Path) -> dict[str, int]:
+    """Each distinct environment fingerprint (JSON text) in the store, with how many runs carry it."""
+    counts: dict[str, int] = {}
+
+    def read(part: Path) -> list:
+        try:
+            return pq.read_table(part, columns=["environment"]).column("environment").to_pylist()
+        except KeyError as exc:
+            raise StoreError(f"results part {part} has no environment column ({exc}); move it aside to recompute "
+                             "its runs.") from exc
+
+    for column in read_parts(Path(directory), read):
+        for text in column:
+            counts[text] = counts.get(text, 0) + 1
+    return counts

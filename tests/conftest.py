@@ -9,7 +9,7 @@ import pytest
 from hpstudy import parallel
 
 # Train on one core, as `hpstudy run` does (hpstudy/parallel.py): pinned before any test starts JAX.
-parallel.pin_one_core()
+parallel.prepare_process()  # portable numerics and one core, before JAX starts
 
 from hpstudy import data as hdata  # noqa: E402
 from hpstudy import store  # noqa: E402

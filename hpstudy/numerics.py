@@ -1,0 +1,189 @@
+"""What a training process sets before JAX starts, so that a run's bits depend on its inputs alone.
+
+Two things make XLA:CPU's results depend on the machine rather than on the program (docs/reproducibility.md):
+- the number of cores: XLA splits some work by the size of its thread pool, so every training process
+  is pinned to one core (`pin_one_core`);
+- the CPU's instruction set: three kinds of kernel pick their code at run time from the CPU they find.
+  Measured on an AVX-512 host against emulated AVX2 CPUs (EPYC-Milan, Haswell; tests/test_cross_cpu.py):
+  1. YNNPACK fusions (dots, bias reductions, log-sum-exp) choose kernels by CPU:
+     `--xla_cpu_experimental_ynn_fusion_type=` (empty) leaves those ops to XLA's own code;
+  2. oneDNN's sgemm, which Eigen uses for the remaining dots, dispatches by CPU:
+     TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL=false makes Eigen use its own portable kernel;
+  3. XLA's generated code vectorises for the widest registers it may use, and the width changes the
+     order of its sums: `--xla_cpu_max_isa=AVX2` fixes it at 256 bits.
+  Removing any one of the three changes the bits on an AVX-512 machine. Under all three, a run's
+  parameters and every stored metric are equal on any x86-64 CPU with AVX2 and FMA (x86-64-v3), which
+  is the floor: below it (no FMA) XLA's code would round differently, so portable mode refuses to run.
+
+Mode "portable" (the default) applies all of this; "native" leaves XLA's CPU dispatch alone (faster,
+bits valid on the same kind of CPU only). The mode is recorded with every run (environment.fingerprint).
+Environment variables read by native libraries must be in place before JAX creates its CPU backend:
+`prepare_process` is called first thing in every training process (the CLI's, each worker's, the tests').
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+from hpstudy.errors import EngineError
+
+MODES = ("portable", "native")
+DEFAULT_MODE = "portable"
+# XLA flags and library environment variables of each mode (see the module docstring for why each).
+PORTABLE_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=", "--xla_cpu_max_isa=AVX2")
+PORTABLE_ENV = {"TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL": "false"}
+# Both modes: GPU reductions and scatters in a fixed order (ignored by the CPU backend).
+COMMON_XLA_FLAGS = ("--xla_gpu_deterministic_ops=true",)
+# x86-64-v3's floating-point-relevant features (AVX2 + FMA; F16C comes with them), as NumPy's run-time
+# CPU detection names them: it asks the CPU itself (cpuid), so it also sees an emulated CPU correctly.
+PORTABLE_FLOOR = "x86-64-v3"
+FLOOR_FEATURES = ("AVX", "AVX2", "FMA3", "F16C")
+
+# Whether this OS lets a process choose its cores (Linux does; macOS does not, and there XLA uses them all).
+CAN_PIN = hasattr(os, "sched_setaffinity")
+# Cores per training process: part of every result's environment (see environment.fingerprint).
+CORES_PER_RUN = 1 if CAN_PIN else (os.cpu_count() or 1)
+
+_applied: dict = {}
+
+
+def cpu_features() -> dict[str, bool]:
+    """The CPU's features as NumPy's run-time dispatcher detected them (cpuid), e.g. {'AVX2': True}."""
+    from numpy._core._multiarray_umath import __cpu_features__
+
+    return dict(__cpu_features__)
+
+
+def is_x86_64() -> bool:
+    """Whether this is an x86-64 machine (the only architecture portable mode is defined for)."""
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
+def check_floor(mode: str) -> None:
+    """Refuse portable mode where it cannot give the promised bits: not x86-64, or below x86-64-v3."""
+    if mode != "portable":
+        return
+    if not is_x86_64():
+        raise EngineError(
+            f"numerics mode 'portable' is defined for x86-64 CPUs, and this machine is {platform.machine()}; "
+            "run with --numerics native (results are then bit-identical only on the same kind of CPU)."
+        )
+    features = cpu_features()
+    missing = [name for name in FLOOR_FEATURES if not features.get(name, False)]
+    if missing:
+        raise EngineError(
+            f"this CPU lacks {', '.join(missing)}, which portable numerics needs ({PORTABLE_FLOOR}: AVX2 and FMA); "
+            "its results would not match other machines' bits. Run with --numerics native to train anyway "
+            "(recorded with each run), or use a CPU from about 2013 or later."
+        )
+
+
+def check_mode(mode: str) -> str:
+    """`mode` if it is a known numerics mode, else a clear error."""
+    if mode not in MODES:
+        raise EngineError(f"numerics mode {mode!r} is unknown; expected one of {', '.join(MODES)}.")
+    return mode
+
+
+def settings(mode: str) -> tuple[tuple[str, ...], dict[str, str]]:
+    """(XLA flags, environment variables) that `mode` adds to the process environment."""
+    check_mode(mode)
+    if mode == "portable":
+        return (*PORTABLE_XLA_FLAGS, *COMMON_XLA_FLAGS), dict(PORTABLE_ENV)
+    return COMMON_XLA_FLAGS, {}
+
+
+def _flag_name(flag: str) -> str:
+    return flag.split("=", 1)[0]
+
+
+def xla_flags_for(mode: str, existing: str = "") -> str:
+    """XLA_FLAGS of a training process of `mode`: the user's flags (`existing`) without any flag a mode
+    sets, then the mode's flags (ours come last, so they win)."""
+    ours = {_flag_name(f) for m in MODES for f in settings(m)[0]}
+    kept = [f for f in existing.split() if _flag_name(f) not in ours]
+    return " ".join([*kept, *settings(mode)[0]])
+
+
+def settings_in_effect(mode: str) -> bool:
+    """Whether this process's environment already carries `mode`'s settings."""
+    flags, env = settings(mode)
+    current = os.environ.get("XLA_FLAGS", "").split()
+    return all(f in current for f in flags) and all(os.environ.get(k) == v for k, v in env.items())
+
+
+def backend_started() -> bool:
+    """Whether JAX has created its backends in this process (after that, settings change nothing)."""
+    import sys
+
+    if "jax" not in sys.modules:
+        return False
+    from jax._src import xla_bridge
+
+    return bool(getattr(xla_bridge, "_backends", {}))
+
+
+def apply(mode: str = DEFAULT_MODE) -> bool:
+    """Put `mode`'s settings into this process's environment, before JAX starts its backend.
+
+    Returns whether JAX computations in this process will run under them: True when set now (or already
+    in effect); False when JAX's backend started earlier without them (train in a fresh process then).
+    Child processes started afterwards inherit the settings. Raises on a CPU below portable mode's floor.
+    """
+    check_floor(check_mode(mode))
+    if _applied.get("mode") == mode or (backend_started() and settings_in_effect(mode)):
+        _applied["mode"] = mode
+        return True
+    if backend_started():
+        return False
+    for other in MODES:  # a process switching modes drops the other mode's settings first
+        if other != mode:
+            for key in settings(other)[1]:
+                os.environ.pop(key, None)
+    os.environ["XLA_FLAGS"] = xla_flags_for(mode, os.environ.get("XLA_FLAGS", ""))
+    os.environ.update(settings(mode)[1])
+    _applied["mode"] = mode
+    return True
+
+
+def applied_mode() -> str | None:
+    """The numerics mode this process applied (None if none was)."""
+    return _applied.get("mode")
+
+
+def usable_cores() -> list[int]:
+    """The cores this process may run on."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux: no affinity control, one "core" id per CPU
+        return list(range(os.cpu_count() or 1))
+
+
+def pinned() -> bool:
+    """Whether this process runs on exactly one core."""
+    return len(usable_cores()) == 1
+
+
+def pin_one_core(core: int | None = None) -> bool:
+    """Pin this process to one core (the first it may use, or `core`) if JAX has not started its backend yet.
+
+    Returns whether training may go on in this process: True when pinned now, when the process was
+    already restricted to one core, or where the OS cannot pin at all (then XLA uses every core and the
+    fingerprint's cores_per_run says so); False when JAX's backend started earlier with more cores.
+    """
+    if pinned() or not CAN_PIN:  # without affinity control (macOS) there is nothing more to do
+        return True
+    if backend_started():
+        return False
+    os.sched_setaffinity(0, {usable_cores()[0] if core is None else core})
+    return True
+
+
+def prepare_process(mode: str = DEFAULT_MODE, core: int | None = None) -> bool:
+    """Make this process a training process: numerics settings and one core, before JAX starts.
+
+    Returns whether runs may be trained in this process (see `apply` and `pin_one_core`).
+    """
+    ready = apply(mode)
+    return pin_one_core(core) and ready

@@ -1,0 +1,249 @@
+"""`hpstudy verify`: train stored runs again and compare every stored value with the new one, bit for bit.
+
+Before training, the environment recorded with the runs is compared with this one (packages, numerics
+mode and settings, ISA floor, device, chunk width, dataset) and with the lock file, and every difference
+is named: a mismatch that follows is then explained, not a mystery. Runs are retrained in the numerics
+mode they were made in, through the same executor as `hpstudy run`, and nothing is written to the store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from hpstudy import numerics, store
+from hpstudy.config import RunConfig
+from hpstudy.errors import StoreError
+from hpstudy.runs import HISTORY_FIELDS, RunSpec
+
+# Every stored value that training determines. Timing and the environment record are not results.
+COMPARED = (
+    "run_id", "param_sha256", "epochs_run", "best_epoch", *HISTORY_FIELDS,
+    "final_train_loss", "final_train_accuracy", "final_val_loss", "final_val_accuracy", "best_val_accuracy",
+    "test_loss", "test_accuracy", "chunk_width", "group_id",
+)
+LOCK_FILE = Path(__file__).resolve().parent.parent / "requirements.lock"
+
+
+@dataclasses.dataclass(frozen=True)
+class Mismatch:
+    """One stored value that training again did not reproduce."""
+
+    run_id: str
+    field: str
+    stored: object
+    now: object
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What a verification found."""
+
+    checked: int = 0
+    matched: int = 0
+    environment: list[str] = dataclasses.field(default_factory=list)
+    mismatches: list[Mismatch] = dataclasses.field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.checked > 0 and self.matched == self.checked
+
+
+def find_store(path: str | Path, results: str | Path | None = None) -> list[Path]:
+    """The study stores `path` names: a store, a results folder of stores, or a report folder (whose
+    runs are in `results`/<study>, else in the shipped layout's ../_runs/<study>)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise StoreError(f"{path} is not a folder; expected a study's store, a results folder or a report folder.")
+    if any(path.glob("part-*.parquet")):
+        return [path]
+    stores = sorted(p for p in path.iterdir() if p.is_dir() and any(p.glob("part-*.parquet")))
+    if stores:
+        return stores
+    if (path / "README.md").is_file():
+        for candidate in ([Path(results) / path.name] if results else []) + [path.parent / "_runs" / path.name]:
+            if any(candidate.glob("part-*.parquet")):
+                return [candidate]
+        raise StoreError(
+            f"{path} looks like a report folder, but its runs are not in "
+            f"{(Path(results) / path.name) if results else path.parent / '_runs' / path.name}; "
+            "give the results folder they were stored in with --results."
+        )
+    raise StoreError(f"{path} holds no stored runs (no part-*.parquet in it or in its subfolders).")
+
+
+def sample(runs: pd.DataFrame, k: int | None) -> pd.DataFrame:
+    """All runs, or a deterministic sample of k: the k smallest run ids (ids are hashes, so this spreads
+    over trials and seeds, and the same store always gives the same sample)."""
+    ordered = runs.sort_values("run_id", kind="stable")
+    return ordered if k is None else ordered.head(k)
+
+
+def read_lock(path: Path = LOCK_FILE) -> dict[str, str]:
+    """{distribution: version} from a pip-compile / uv lock file (lines `name==version`)."""
+    versions = {}
+    for line in path.read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9_.\-]+)(\[[^\]]*\])?==([^\s;\\]+)", line.strip())
+        if match:
+            versions[_normal(match.group(1))] = match.group(3)
+    return versions
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def lock_differences(lock: dict[str, str]) -> list[tuple[str, str, str | None]]:
+    """(distribution, locked version, installed version or None) wherever they differ."""
+    from hpstudy.environment import installed_versions
+
+    installed = installed_versions(lock)
+    return [(name, version, installed[name]) for name, version in sorted(lock.items()) if installed[name] != version]
+
+
+def environment_lines(runs: pd.DataFrame, lock_path: Path | None) -> list[str]:
+    """Every bit-deciding difference between the runs' recorded environments and this one, as lines."""
+    from hpstudy.environment import differences, fingerprint
+
+    lines = []
+    for text, group in runs.groupby("environment", sort=True):
+        recorded = json.loads(text)
+        mode = recorded.get("numerics") or "native"
+        for field, old, new in differences(recorded, fingerprint(mode)):
+            lines.append(f"{field}: recorded {old!r} ({len(group)} runs), here {new!r}")
+    width = _width_lines(runs)
+    lines += width
+    if lock_path is not None:
+        if lock_path.is_file():
+            for name, locked, installed in lock_differences(read_lock(lock_path)):
+                lines.append(f"package {name}: lock file {locked}, installed {installed or 'not installed'}")
+        else:
+            lines.append(f"lock file {lock_path} not found: installed versions not checked against it")
+    return lines
+
+
+def _width_lines(runs: pd.DataFrame) -> list[str]:
+    """Runs whose recorded chunk width differs from what this version's width rule gives."""
+    from hpstudy.engine import chunk_width
+
+    lines = []
+    for (config_text, width), group in runs.groupby(["config", "chunk_width"], sort=True):
+        now = chunk_width(RunConfig.from_canonical(config_text).static())
+        if int(width) != now:
+            lines.append(f"chunk width: recorded {int(width)}, here {now} ({len(group)} runs)")
+    return lines
+
+
+def _bits(value) -> object:
+    """A value in a form whose equality is bit equality (floats by their IEEE-754 bytes)."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return tuple(_bits(v) for v in value)
+    if isinstance(value, (float, np.floating)):
+        return struct.pack("<d", float(value))
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    return value
+
+
+def _show(value) -> object:
+    if isinstance(value, np.ndarray):
+        return [float(v) for v in value]
+    if isinstance(value, float) and not math.isnan(value):
+        return repr(value)
+    return value
+
+
+def compare(stored: pd.Series, now: dict) -> list[Mismatch]:
+    """Every compared field whose stored value differs from the new one, bit for bit."""
+    return [
+        Mismatch(stored["run_id"], field, _show(stored[field]), _show(now[field]))
+        for field in COMPARED
+        if _bits(stored[field]) != _bits(now[field])
+    ]
+
+
+def _datasets(runs: pd.DataFrame, data_dir):
+    """{(dataset, validation): Dataset} for the runs' configurations."""
+    from hpstudy import data as hdata
+
+    loaded = {}
+    for config_text in runs["config"].unique():
+        config = RunConfig.from_canonical(config_text)
+        key = (config.dataset, config.validation)
+        if key in loaded:
+            continue
+        if config.dataset != "mnist":
+            raise StoreError(f"verify cannot load dataset {config.dataset!r} yet; only 'mnist' runs can be retrained.")
+        loaded[key] = hdata.load_mnist(data_dir, config.validation, download=False)
+    return loaded
+
+
+def verify(
+    path: str | Path,
+    k: int | None = None,
+    data_dir: str | None = None,
+    workers: int = 1,
+    results: str | Path | None = None,
+    lock_path: Path | None = LOCK_FILE,
+    progress: bool = True,
+    load_data=None,
+) -> Outcome:
+    """Retrain the stored runs under `path` (or a deterministic sample of k per store) and compare.
+
+    load_data: optional {(dataset, validation): Dataset} maker for tests (default: the real files).
+    """
+    from hpstudy.environment import fingerprint
+    from hpstudy.runner import prepare_training, train
+
+    outcome = Outcome()
+    stores = find_store(path, results)
+    chosen = [sample(store.read_runs(s), k) for s in stores]
+    runs = pd.concat(chosen, ignore_index=True)
+    if runs.empty:
+        raise StoreError(f"{path} holds no runs to verify.")
+    modes = {json.loads(t).get("numerics") or "native" for t in runs["environment"]}
+    if len(modes) > 1:
+        raise StoreError(f"{path} holds runs of several numerics modes ({', '.join(sorted(modes))}); verify each store apart.")
+    mode = modes.pop()
+    in_process = prepare_training(workers, mode)  # before anything starts JAX in this process
+    fingerprint(mode)
+    outcome.environment = environment_lines(runs, lock_path)
+    datasets = (load_data or (lambda r: _datasets(r, data_dir)))(runs)
+    for fp_recorded, group in runs.groupby("dataset_fingerprint"):
+        here = {d.fingerprint for d in datasets.values()}
+        if fp_recorded not in here:
+            outcome.environment.append(f"dataset fingerprint: recorded {fp_recorded} ({len(group)} runs), here {', '.join(sorted(here))}")
+    for line in outcome.environment:
+        print(f"environment differs: {line}", file=sys.stderr)
+    # keyed by what the run is, not by its stored id: a changed identity rule shows as a run_id mismatch
+    rows = {(RunConfig.from_canonical(row["config"]).canonical(), int(row["seed"])): row for _, row in runs.iterrows()}
+    with tqdm(total=len(runs), unit="run", desc="verify", file=sys.stderr, disable=not progress) as bar:
+        for (dataset_name, validation), dataset in datasets.items():
+            specs = [
+                RunSpec(RunConfig.from_canonical(config), seed, row["trial_id"])
+                for (config, seed), row in rows.items()
+                if (row_config := RunConfig.from_canonical(config)).dataset == dataset_name
+                and row_config.validation == validation
+            ]
+
+            def on_chunk(results_, dataset=dataset) -> None:
+                for result in results_:
+                    row = rows[(result.spec.config.canonical(), result.spec.seed)]
+                    now = store.to_record(result, row["study"], row["study_sha256"], dataset.fingerprint, {})
+                    found = compare(row, now)
+                    outcome.checked += 1
+                    outcome.matched += not found
+                    outcome.mismatches.extend(found)
+                bar.update(len(results_))
+
+            train(specs, dataset, on_chunk, workers, mode, in_process)
+    return outcome
