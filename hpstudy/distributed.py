@@ -155,12 +155,12 @@ def train_part(part_id: int, specs: list, load_data: Callable, data_key: str, st
 # ---- client side -------------------------------------------------------------------------------------
 
 
-def connect(scheduler: "str | distributed.Client") -> tuple["distributed.Client", bool]:
+def connect(scheduler: "str | distributed.Client", timeout: str = "30s") -> tuple["distributed.Client", bool]:
     """A client for a scheduler address (and whether we opened it), or the client given."""
     if isinstance(scheduler, distributed.Client):
         return scheduler, False
     try:
-        return distributed.Client(scheduler, timeout="30s"), True
+        return distributed.Client(scheduler, timeout=timeout), True
     except (OSError, TimeoutError) as exc:
         raise EngineError(f"cannot reach the Dask scheduler at {scheduler!r} ({exc}); start it with "
                           "`dask scheduler` and pass the address it prints (tcp://HOST:8786).") from exc

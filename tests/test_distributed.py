@@ -154,6 +154,14 @@ def test_a_worker_with_more_than_one_thread_is_refused():
     _check_worker(SimpleNamespace(address="tcp://127.0.0.1:1", state=SimpleNamespace(nthreads=1)))  # pinned here
 
 
+def test_an_unreachable_scheduler_is_a_clear_error():
+    from hpstudy.distributed import connect
+    from hpstudy.errors import EngineError
+
+    with pytest.raises(EngineError, match=r"cannot reach the Dask scheduler at 'tcp://127.0.0.1:9' .*dask scheduler"):
+        connect("tcp://127.0.0.1:9", timeout="2s")
+
+
 def test_slurm_job_script_pins_one_core_and_one_thread():
     pytest.importorskip("dask_jobqueue")
     from hpstudy.distributed import slurm_cluster

@@ -204,6 +204,26 @@ def test_crash_at_every_step_of_a_compaction_loses_nothing(tmp_path):
         assert not list(directory.glob("*.pending")) and not list(directory.glob(".part-*"))
 
 
+def test_parts_a_run_writes_during_a_compaction_are_kept(tmp_path):
+    directory = tmp_path / "s"
+    synthetic_store(directory)
+    extra = synthetic_records(load_study(GRID), range(10, 11))
+
+    def run_writes(step):
+        if step in ("pending:0", "commit", "rename:0", "remove:0"):  # a run's chunk lands mid-compaction
+            store.write_chunk(directory, [extra.pop()])
+
+    storeops.compact(directory, runs_per_part=30, checkpoint=run_writes)
+    assert len(extra) == 8 - 4  # four chunks written, one at each step above
+    assert len(store.stored_ids(directory)) == rows_in_parts(directory) == 84
+    assert len(store.live_parts(directory)) == 3 + 4
+
+
+def test_bad_shard_on_the_command_line_exits_with_the_store_error(capsys):
+    assert cli.main(["run", "naragundkar2024_grid", "--shard", "3/3"]) == StoreError.exit_code
+    assert "--shard '3/3' is invalid" in capsys.readouterr().err
+
+
 def test_readers_see_every_run_once_while_compacting(tmp_path):
     """A reader in another thread, listing and reading over and over during compactions, always gets the
     store's runs exactly once."""
