@@ -37,10 +37,12 @@ use_unrolled_threefry()
 
 
 class Hyper(NamedTuple):
-    """Traced per-run hyperparameters."""
+    """Traced per-run hyperparameters; `units`: the real hidden widths of a padded run (None without
+    padding, so that the programs of unpadded groups have exactly the inputs they always had)."""
 
     learning_rate: jax.Array
     dropout: jax.Array
+    units: jax.Array | None = None
 
 
 class DeviceData(NamedTuple):
@@ -95,10 +97,43 @@ def root_key(config: RunConfig, seed: int) -> np.ndarray:
     return np.frombuffer(run_digest(config, seed)[:8], dtype="<u4").astype(np.uint32)
 
 
+def mask_padded_units(config: RunConfig, params: dict, units: jax.Array) -> dict:
+    """Initial parameters of a padded run: each layer's draw rescaled from the padded fans to the real ones
+    (Glorot's and scikit-learn's bounds depend on them; Nielsen's normal draw does not), and every weight
+    and bias of a masked unit zero. Under ReLU or tanh a unit with zero weights in and out and a zero bias
+    outputs 0 and gets zero gradients, so it stays zero: the run trains the real network."""
+    widths = [units[i] for i in range(len(config.hidden))]
+    out = {}
+    for k in range(len(config.hidden) + 1):
+        layer = params[f"Dense_{k}"]
+        pad_in, pad_out = layer["kernel"].shape
+        real_in = 784 if k == 0 else widths[k - 1]
+        real_out = widths[k] if k < len(widths) else pad_out
+        dtype = layer["kernel"].dtype
+        scale = (jnp.ones((), dtype) if config.init == "nielsen"
+                 else jnp.sqrt(jnp.asarray(pad_in + pad_out, dtype) / jnp.asarray(real_in + real_out).astype(dtype)))
+        rows = jnp.arange(pad_in) < real_in
+        cols = jnp.arange(pad_out) < real_out
+        out[f"Dense_{k}"] = {
+            "kernel": jnp.where(rows[:, None] & cols[None, :], layer["kernel"] * scale, 0.0).astype(dtype),
+            "bias": jnp.where(cols, layer["bias"] * scale, 0.0).astype(dtype),
+        }
+    return out
+
+
+def real_params(params: dict, hidden: Sequence[int]) -> dict:
+    """The real network inside a padded run's parameters (the masked units cut away)."""
+    widths = (784, *hidden, params[f"Dense_{len(hidden)}"]["kernel"].shape[1])
+    return {f"Dense_{k}": {"kernel": params[f"Dense_{k}"]["kernel"][: widths[k], : widths[k + 1]],
+                           "bias": params[f"Dense_{k}"]["bias"][: widths[k + 1]]} for k in range(len(hidden) + 1)}
+
+
 def init_run(config: RunConfig, key: jax.Array, hp: Hyper) -> RunState:
     """Initial parameters, optimizer state and early-stopping state of one run."""
     init_key, data_key, dropout_key = jax.random.split(key, 3)
     params = model_of(config).init(init_key, jnp.zeros((1, 784), float_dtype()))["params"]
+    if config.pad_hidden is not None:
+        params = mask_padded_units(config, params, hp.units)
     opt_state = make_optimizer(config.optimizer, config.momentum, hp.learning_rate).init(params)
     keep_best = config.early_stopping is not None and config.early_stopping.restore_best_weights
     dtype = jax.tree.leaves(params)[0].dtype
@@ -345,7 +380,8 @@ class ChunkProgram:
         self.compile_seconds = 0.0
         start = time.perf_counter()
         keys = jnp.zeros((width, 2), jnp.uint32)
-        hp = Hyper(jnp.zeros(width, float_dtype()), jnp.zeros(width, float_dtype()))
+        units = jnp.zeros((width, len(static.hidden)), jnp.int32) if static.pad_hidden is not None else None
+        hp = Hyper(jnp.zeros(width, float_dtype()), jnp.zeros(width, float_dtype()), units)
         init = jax.jit(jax.vmap(functools.partial(init_run, static)))
         self.init = init.lower(keys, hp).compile()
         state = jax.eval_shape(init, keys, hp)
@@ -363,9 +399,11 @@ def _lanes(specs: Sequence[RunSpec]) -> tuple[jax.Array, Hyper]:
     """Root keys and traced hyperparameters of one run per lane."""
     dtype = float_dtype()
     keys = jnp.asarray(np.stack([root_key(s.config, s.seed) for s in specs]))
+    padded = specs[0].config.pad_hidden is not None
     hp = Hyper(
         jnp.asarray([s.config.learning_rate for s in specs], dtype),
         jnp.asarray([s.config.dropout for s in specs], dtype),
+        jnp.asarray([s.config.hidden for s in specs], jnp.int32) if padded else None,
     )
     return keys, hp
 
@@ -432,7 +470,7 @@ def run_group(
                     best_epoch=int(best_epoch[i]),
                     test_loss=float(test_loss[i]),
                     test_accuracy=float(test_acc[i]),
-                    param_sha256=param_hash(jax.tree.map(lambda a: a[i], params)),
+                    param_sha256=param_hash(_lane_params(params, i, lanes[i].config)),
                     chunk_width=width,
                     group_id=group_id,
                     seconds=float(seconds[i]) + (time.perf_counter() - start) / len(done),
@@ -455,6 +493,12 @@ def run_group(
         if idle.any():  # freeze lanes that finished without a successor (a run at its last epoch is not 'stopped')
             state = state._replace(stopped=state.stopped | jnp.asarray(idle))
         on_results(results)
+
+
+def _lane_params(params, lane: int, config: RunConfig) -> dict:
+    """One lane's trained parameters, the masked units cut away for a padded run."""
+    mine = jax.tree.map(lambda a: a[lane], params)
+    return real_params(mine, config.hidden) if config.pad_hidden is not None else mine
 
 
 @functools.lru_cache(maxsize=32)
