@@ -107,10 +107,13 @@ def xla_flags_for(mode: str, existing: str = "") -> str:
 
 
 def settings_in_effect(mode: str) -> bool:
-    """Whether this process's environment already carries `mode`'s settings."""
+    """Whether this process's environment carries exactly `mode`'s settings (and no other mode's)."""
+    ours = {_flag_name(f) for m in MODES for f in settings(m)[0]}
+    current = [f for f in os.environ.get("XLA_FLAGS", "").split() if _flag_name(f) in ours]
     flags, env = settings(mode)
-    current = os.environ.get("XLA_FLAGS", "").split()
-    return all(f in current for f in flags) and all(os.environ.get(k) == v for k, v in env.items())
+    others = {key for m in MODES if m != mode for key in settings(m)[1]} - set(env)
+    return (sorted(current) == sorted(flags) and all(os.environ.get(k) == v for k, v in env.items())
+            and not any(k in os.environ for k in others))
 
 
 def backend_started() -> bool:

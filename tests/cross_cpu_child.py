@@ -1,0 +1,31 @@
+"""Train a small study in a fresh process and print every stored value that training determines, as JSON.
+
+Run by tests/test_cross_cpu.py natively and under qemu-user emulating another CPU:
+    python tests/cross_cpu_child.py MODE STUDY.toml RESULTS [synthetic|mnist]
+"""
+
+import json
+import sys
+
+from hpstudy import numerics
+
+mode, study_path, results, data = sys.argv[1:5]
+# Before anything starts JAX, as in every training process; the CPU floor check is part of what is tested.
+assert numerics.prepare_process(mode), "JAX started before the numerics settings could be applied"
+
+from hpstudy import data as hdata  # noqa: E402
+from hpstudy import store  # noqa: E402
+from hpstudy.runner import run_study  # noqa: E402
+from hpstudy.study import load_study  # noqa: E402
+from hpstudy.verify import COMPARED  # noqa: E402
+
+study = load_study(study_path)
+if data == "synthetic":
+    load = lambda: hdata.synthetic(n_train=2048, n_test=256)  # noqa: E731
+else:
+    load = lambda: hdata.load_mnist(None, study.meta.get("validation", "test"), download=False)  # noqa: E731
+report = run_study(study, range(study.default_seeds), load, results, progress=False, numerics_mode=mode)
+runs = store.read_runs(report.directory)
+out = {row["run_id"]: {f: (list(map(float, row[f])) if hasattr(row[f], "__len__") and not isinstance(row[f], str) else row[f])
+                       for f in COMPARED} for _, row in runs.iterrows()}
+print(json.dumps({"features": sorted(k for k, v in numerics.cpu_features().items() if v), "runs": out}, default=str))

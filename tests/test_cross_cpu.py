@@ -1,0 +1,118 @@
+"""Bits that do not depend on the CPU: the same study trained natively and under qemu-user emulating an
+AVX2-only CPU (AMD EPYC-Milan) must store the same parameter hashes and every metric bit for bit.
+
+qemu emulates AVX2 but not AVX-512, so the comparison bites on an AVX-512 host (there the default XLA
+settings give other bits: see test_native_numerics_differ_across_cpus); on an AVX2-only host both sides
+run the same kernels and the test still runs and passes. qemu-user-static is found as $HPSTUDY_QEMU, or
+on PATH; .ci/run fetches it (apt-get download qemu-user-static; dpkg -x). Emulation is 20-50x slower, so
+the study is small.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hpstudy import numerics
+
+CHILD = Path(__file__).with_name("cross_cpu_child.py")
+EMULATED_CPU = "EPYC-Milan"  # AVX2 + FMA, no AVX-512: the x86-64-v3 floor on an AMD core
+
+# Dropout, Adam and SGD, batch 32 and 64 (the two batch sizes each found one CPU-dependent kernel):
+# 2 epochs of 64 steps at batch 32 (and 32 at 64) of the grid network, two seeds each.
+SMALL = """
+[study]
+name = "cross_cpu"
+validation = "test"
+seeds = 2
+[model]
+flavour = "keras"
+hidden = [128, 128]
+activation = "relu"
+[training]
+epochs = 2
+[design]
+kind = "grid"
+[design.factors]
+optimizer = ["adam_keras", "sgd"]
+learning_rate = [0.001]
+batch_size = [32, 64]
+dropout = [0.2]
+"""
+
+
+def qemu() -> str:
+    """Path of qemu-x86_64 user-mode emulation, or skip saying how to get it."""
+    if not numerics.is_x86_64():
+        pytest.skip("cross-CPU emulation test runs on x86-64 hosts only")
+    for candidate in (os.environ.get("HPSTUDY_QEMU"), shutil.which("qemu-x86_64-static"), shutil.which("qemu-x86_64")):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    pytest.skip("qemu-user-static not found: `apt-get install qemu-user-static`, or `apt-get download "
+                "qemu-user-static && dpkg -x qemu-user-static_*.deb DIR` and set HPSTUDY_QEMU=DIR/usr/bin/qemu-x86_64-static")
+
+
+def train(tmp: Path, mode: str, study: Path, data: str, emulate: bool) -> dict:
+    """Run the child natively or under the emulated CPU; return its JSON."""
+    results = tmp / f"{mode}-{'emulated' if emulate else 'native'}"
+    command = [sys.executable, str(CHILD), mode, str(study), str(results), data]
+    if emulate:
+        command = [qemu(), "-cpu", EMULATED_CPU, *command]
+    env = {**os.environ, "HPSTUDY_CACHE_DIR": "off"}  # compile here, for this CPU: never a cached program
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def assert_same_runs(native: dict, emulated: dict) -> None:
+    """Every run present on both sides with every compared value equal."""
+    assert "AVX512F" not in emulated["features"] and "AVX2" in emulated["features"], emulated["features"]
+    assert set(native["runs"]) == set(emulated["runs"]) and native["runs"]
+    for run_id, values in native["runs"].items():
+        differing = {f: (v, emulated["runs"][run_id][f]) for f, v in values.items() if emulated["runs"][run_id][f] != v}
+        assert not differing, f"run {run_id} differs between this CPU and an emulated {EMULATED_CPU}: {differing}"
+
+
+@pytest.fixture
+def small_study(tmp_path: Path) -> Path:
+    path = tmp_path / "cross_cpu.toml"
+    path.write_text(SMALL)
+    return path
+
+
+def test_portable_numerics_same_bits_on_emulated_avx2_cpu(tmp_path, small_study):
+    """Portable mode (the default): this CPU and an emulated AVX2-only CPU store identical values."""
+    qemu()
+    assert_same_runs(train(tmp_path, "portable", small_study, "synthetic", False),
+                     train(tmp_path, "portable", small_study, "synthetic", True))
+
+
+def test_native_numerics_differ_across_cpus(tmp_path, small_study):
+    """The comparison above can fail: without the portable settings, an AVX-512 host's bits differ from an
+    AVX2 CPU's. (On an AVX2-only host both sides run the same kernels, so there is nothing to show.)"""
+    qemu()
+    if not numerics.cpu_features().get("AVX512F"):
+        pytest.skip("this host has no AVX-512: native numerics give the emulated AVX2 CPU's bits here")
+    native = train(tmp_path, "native", small_study, "synthetic", False)
+    emulated = train(tmp_path, "native", small_study, "synthetic", True)
+    hashes = {rid: v["param_sha256"] for rid, v in native["runs"].items()}
+    assert any(emulated["runs"][rid]["param_sha256"] != h for rid, h in hashes.items())
+
+
+@pytest.mark.slow
+@pytest.mark.mnist
+def test_portable_numerics_real_mnist_epoch(tmp_path, mnist_dir, monkeypatch):
+    """One real-MNIST epoch of the grid network (batch 64, dropout, Keras' Adam): same bits emulated."""
+    monkeypatch.setenv("HPSTUDY_DATA_DIR", str(mnist_dir))
+    study = tmp_path / "mnist_epoch.toml"
+    study.write_text(SMALL.replace("seeds = 2", "seeds = 1").replace("epochs = 2", "epochs = 1")
+                     .replace('["adam_keras", "sgd"]', '["adam_keras"]').replace("[32, 64]", "[64]"))
+    qemu()
+    assert_same_runs(train(tmp_path, "portable", study, "mnist", False),
+                     train(tmp_path, "portable", study, "mnist", True))
