@@ -143,6 +143,27 @@ def test_sigkill_of_a_worker_mid_task_loses_nothing_and_stores_nothing_twice(wri
         cluster.close()
 
 
+@pytest.mark.mnist
+def test_command_line_scheduler_option_on_real_mnist(write_study, tmp_path, mnist_dir, capsys):
+    """`hpstudy run STUDY --scheduler ADDRESS`: the workers load MNIST themselves (--data-dir), this process
+    stores; running it again computes nothing."""
+    from hpstudy import cli
+
+    path = write_study(**{"hidden = [32, 32]": "hidden = [16]"})
+    cluster = Cluster(_mkdir(tmp_path / "cluster"))
+    try:
+        args = ["run", str(path), "--max-epochs", "1", "--seeds", "1", "--data-dir", str(mnist_dir),
+                "--results", str(tmp_path / "r"), "--scheduler", cluster.client.scheduler.address]
+        assert cli.main(args) == 0
+        assert "4 computed" in capsys.readouterr().out
+        runs = store.read_runs(tmp_path / "r" / "small.max_epochs-1")
+        assert len(runs) == 4 and runs["test_accuracy"].min() > 0.5  # trained on the real digits
+        assert cli.main(args) == 0
+        assert "4 were already stored, 0 computed" in capsys.readouterr().out
+    finally:
+        cluster.close()
+
+
 def test_a_worker_with_more_than_one_thread_is_refused():
     from types import SimpleNamespace
 
