@@ -111,9 +111,10 @@ def _run_on_dask(study: Study, todo, total: int, load_data, directory: Path, sch
 
 
 def _compact_if_many(directory: Path, parts_written: int) -> None:
-    """Compact the store after a run that wrote many parts (one per finished chunk), so that the next scan,
-    list and report open a few large parts instead (storeops.compact: values unchanged, crash-safe)."""
-    if parts_written >= storeops.AUTO_COMPACT_PARTS:
+    """After a run that wrote parts (one per finished chunk), compact the store if it holds many, so that
+    the next scan, list and report open a few large parts instead (storeops.compact: values unchanged,
+    crash-safe; parts left by an interrupted run are compacted with the rest)."""
+    if parts_written and len(store.live_parts(directory)) >= storeops.AUTO_COMPACT_PARTS:
         try:
             storeops.compact(directory)
         except StoreError as exc:  # the runs are stored either way; compacting can wait

@@ -29,8 +29,8 @@ from hpstudy.errors import StoreError
 # Runs per part written by merge and compact: 100,000 runs make 5 parts of a few MB each
 # (benchmarks/store_scale.py), few enough that a scan opens a handful of files.
 RUNS_PER_PART = 20_000
-# `hpstudy run` compacts its store when it has written this many parts (benchmarks/store_scale.py: 50,000
-# small parts make resume's scan take 40 s, compacted parts well under a second).
+# `hpstudy run` compacts its store after writing to it when it holds this many parts (benchmarks/
+# store_scale.py: 50,000 small parts make resume's scan take 40 s, compacted parts well under a second).
 AUTO_COMPACT_PARTS = 500
 # Columns that time an execution rather than describe the run: two executions of one run differ in them
 # and are still the same run (the same bits), so merge takes either.
