@@ -1,27 +1,21 @@
-"""Command line: `hpstudy run`, `hpstudy list`, `hpstudy report`, `hpstudy verify`, `hpstudy merge`,
-`hpstudy compact`."""
+"""Command line: `hpstudy run`, `list`, `show`, `report`, `new`, `verify`, `merge`, `compact`. A thin layer
+over hpstudy.api (and hpstudy.storeops)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-from hpstudy.errors import HpstudyError, StudyError
+from hpstudy import api
+from hpstudy.api import STUDIES_DIR
+from hpstudy.errors import HpstudyError, StoreError, StudyError
 
-STUDIES_DIR = Path("studies")
 
-
-def resolve_study_path(arg: str) -> Path:
-    """A study given as a path, or as a name found in ./studies/."""
-    path = Path(arg)
-    if path.exists() or path.suffix == ".toml":
-        return path
-    candidate = STUDIES_DIR / f"{arg}.toml"
-    if candidate.exists():
-        return candidate
-    raise StudyError(f"study {arg!r} not found: no such file, and no {candidate}.")
+DATASET_HELP = ("run the study's design on another dataset: mnist, fashion_mnist or tfds:NAME "
+                "(stored as the study NAME.DATASET; the paper's numbers are not compared)")
 
 
 def positive_int(text: str) -> int:
@@ -35,43 +29,30 @@ def positive_int(text: str) -> int:
     return value
 
 
+def ask(what: str) -> bool:
+    """Ask on the terminal whether to start a large run; False (refuse) when there is no terminal."""
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return False
+    print(f"{what}.", file=sys.stderr)
+    try:
+        return input("Start it? [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run every missing (trial, seed) of a study and store each finished chunk."""
-    from hpstudy import data as hdata
-    from hpstudy import store
-    from hpstudy.parallel import default_workers
-    from hpstudy.runner import run_study
-    from hpstudy.storeops import parse_shard
-    from hpstudy.study import load_study, parse_seeds
-
-    study = load_study(resolve_study_path(args.study))
-    if args.max_epochs is not None:
-        if args.max_epochs < 1:
-            raise StudyError(f"--max-epochs {args.max_epochs} is invalid; expected an integer >= 1.")
-        study = study.with_max_epochs(args.max_epochs)
-    seeds = parse_seeds(args.seeds, study.default_seeds)
-    if args.workers is None:
-        args.workers = default_workers()
-    validation = study.meta.get("validation", "test")
-    shard = parse_shard(args.shard) if args.shard is not None else None
-    report = run_study(
-        study,
-        seeds,
-        lambda: hdata.load_mnist(args.data_dir, validation, download=not args.no_download),
-        args.results,
-        workers=args.workers,
-        shard=shard,
-        scheduler=args.scheduler,
-        numerics_mode=args.numerics,
-        allow_mixed=args.allow_mixed,
+    runs = api.run(
+        args.study, args.seeds, args.results, data_dir=args.data_dir, download=not args.no_download,
+        workers=args.workers, max_epochs=args.max_epochs, dataset=args.dataset, yes=args.yes, confirm=ask, wait=args.wait,
+        numerics_mode=args.numerics, allow_mixed=args.allow_mixed, shard=args.shard, scheduler=args.scheduler,
     )
-    print(f"{study.name}: {len(study.trials)} trials x {len(seeds)} seeds"
-          + (f", shard {shard}: {report.total} of them" if shard else f" = {report.total} runs") + "; "
-          f"{report.already_stored} were already stored, {report.computed} computed"
-          + (f" in {report.seconds:.1f} s ({report.seconds / report.computed:.2f} s per run)" if report.computed else "")
-          + f"; results in {report.directory}")
-    runs = store.read_runs(report.directory)
-    runs = runs[runs["seed"].isin(list(seeds))]
+    r = runs.attrs["run"]
+    print(f"{r['study']}: {r['trials']} trials x {len(r['seeds'])} seeds"
+          + (f", shard {r['shard']}: {r['total']} of them; " if r["shard"] else f" = {r['total']} runs; ")
+          + f"{r['already_stored']} were already stored, {r['computed']} computed"
+          + (f" in {r['seconds']:.1f} s ({r['seconds'] / r['computed']:.2f} s per run)" if r["computed"] else "")
+          + f"; results in {r['directory']}")
     summary = runs.groupby("trial_id")["test_accuracy"].agg(["count", "mean", "std"])
     summary.columns = ["runs", "mean test acc", "std"]
     print(summary.to_string(float_format=lambda v: f"{v:.4f}"))
@@ -79,56 +60,73 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """Every study file with its trials, runs per seed and stored runs."""
+    """Every study file with its trials, runs per seed and stored runs; a bad file or store is marked."""
     from hpstudy import store
     from hpstudy.study import load_study
 
     paths = sorted(Path(args.studies).glob("*.toml"))
     print(f"{'study':<34} {'design':<7} {'trials':>6} {'runs/seed':>9} {'stored':>7}")
-    invalid = []
+    problems: list[HpstudyError] = []
     for path in paths:
         try:
             study = load_study(path)
         except StudyError as exc:  # one bad file must not hide the others
-            invalid.append(str(exc))
+            problems.append(exc)
             print(f"{path.stem:<34} {'INVALID':<7}")
             continue
-        stored = len(store.stored_ids(store.study_dir(args.results, study.name)))
+        try:
+            stored = str(store.validate(store.study_dir(args.results, study.name), study.name))
+        except StoreError as exc:  # nor one bad store
+            problems.append(exc)
+            stored = "CORRUPT"
         print(f"{study.name:<34} {study.design_kind:<7} {len(study.trials):>6} {len(study.trials):>9} {stored:>7}")
-    for message in invalid:
-        print(f"hpstudy: error: {message}", file=sys.stderr)
-    return StudyError.exit_code if invalid else 0
+    for exc in problems:
+        print(f"hpstudy: error: {exc}", file=sys.stderr)
+    return max((exc.exit_code for exc in problems), default=0)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """A study's trials, runs per seed, stored runs and the estimated time of what is missing."""
+    from hpstudy import budget, store
+    from hpstudy.parallel import default_workers
+    from hpstudy.report import describe_seeds
+
+    study = api.variant(args.study, args.dataset, args.max_epochs)
+    seeds, todo, estimate = api.plan(study, args.seeds, args.results, args.workers)
+    directory = store.study_dir(args.results, study.name)
+    stored = store.read_runs(directory, study.name, ["run_id", "seed"]) if directory.is_dir() else None
+    meta = study.meta
+    print(f"{study.name}: {meta.get('title', '')}".rstrip(": "))
+    print(f"  file        {study.path}")
+    print(f"  dataset     {meta.get('dataset', 'mnist')}, validation {study.validation}")
+    print(f"  design      {study.design_kind}, {len(study.trials)} trials = {len(study.trials)} runs per seed; "
+          f"default seeds {study.default_seeds}")
+    if stored is None or len(stored) == 0:
+        print(f"  stored      none in {directory}")
+    else:
+        print(f"  stored      {len(stored)} runs in {directory} (seeds {describe_seeds(sorted(set(stored['seed'])))})")
+    print(f"  to run      seeds {describe_seeds(list(seeds))}: {len(todo)} of {len(study.trials) * len(seeds)} runs missing"
+          + (f", about {budget.duration(estimate.seconds)} with {args.workers or default_workers()} worker(s) "
+             f"({'rate measured on this study' if estimate.measured else 'rate measured on the shipped studies'})"
+             if todo else ""))
+    import pandas as pd
+
+    table = pd.DataFrame(
+        [{k: ("x".join(map(str, v)) if isinstance(v, tuple) else v) for k, v in t.values.items()} for t in study.trials],
+        index=[t.trial_id if study.design_kind == "random" else i + 1 for i, t in enumerate(study.trials)],
+    )
+    print("  trials" + ("" if len(table.columns) else ": one, the base configuration"))
+    if len(table.columns):
+        print("\n".join("    " + line for line in table.to_string().splitlines()))
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Write reports/<study>/ (README, tables, figures) from the study's stored runs."""
-    from hpstudy.report import write_report
-    from hpstudy.study import load_study, parse_seeds
-
-    study = load_study(resolve_study_path(args.study))
-    seeds = parse_seeds(args.seeds, study.default_seeds) if args.seeds is not None else None
+    """Write OUT/<study>/ (README, tables, figures) from the study's stored runs."""
+    study = api.variant(args.study, args.dataset, args.max_epochs)
     start = time.perf_counter()
-    target = write_report(study, args.results, args.out, seeds)
+    target = api.report(study, args.results, args.out, args.seeds)
     print(f"{study.name}: report written to {target} in {time.perf_counter() - start:.1f} s")
-    return 0
-
-
-def cmd_merge(args: argparse.Namespace) -> int:
-    """Combine stores (say, the shards of a job array) into OUT."""
-    from hpstudy.storeops import merge
-
-    report = merge(args.out, args.stores)
-    print(f"{report.directory}: {report.runs} runs; {report.written} written, "
-          f"{report.duplicates} identical copies taken once")
-    return 0
-
-
-def cmd_compact(args: argparse.Namespace) -> int:
-    """Rewrite a store's parts into a few large ones, values unchanged."""
-    from hpstudy.storeops import compact
-
-    report = compact(args.store, args.runs_per_part)
-    print(f"{report.directory}: {report.runs} runs in {report.parts_after} parts (were {report.parts_before})")
     return 0
 
 
@@ -151,19 +149,64 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+
+def cmd_new(args: argparse.Namespace) -> int:
+    """Write a commented template study file that validates."""
+    from hpstudy.template import new_study
+
+    path = new_study(args.name, args.file)
+    print(f"wrote {path}: edit it, check it with `hpstudy show {path}`, then `hpstudy run {path}`.")
+    return 0
+
+
+def _version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("hpstudy")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    """Combine stores (say, the shards of a job array) into OUT."""
+    from hpstudy.storeops import merge
+
+    report = merge(args.out, args.stores)
+    print(f"{report.directory}: {report.runs} runs; {report.written} written, "
+          f"{report.duplicates} identical copies taken once")
+    return 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    """Rewrite a store's small parts into a few large ones, values unchanged."""
+    from hpstudy.storeops import compact
+
+    report = compact(args.store, args.runs_per_part)
+    print(f"{report.directory}: {report.runs} runs in {report.parts_after} parts (were {report.parts_before})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="hpstudy", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"hpstudy {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
+    study_help = "study file, or the name of one in ./studies/"
+    results_help = f"results folder (default: ./{api.DEFAULT_RESULTS})"
+
     run = sub.add_parser("run", help="run (or resume, or extend with seeds) a study")
-    run.add_argument("study", help="study file, or the name of one in ./studies/")
+    run.add_argument("study", help=study_help)
     run.add_argument("--seeds", help="N for seeds 0..N-1, or A:B for seeds A..B-1 (default: the study's)")
-    run.add_argument("--data-dir", help="folder holding the four MNIST .gz files (else $HPSTUDY_DATA_DIR, then the cache)")
-    run.add_argument("--results", default="results", help="results folder (default: ./results)")
-    run.add_argument("--max-epochs", type=int, help="smoke test: cap epochs (stored as a separate study)")
+    run.add_argument("--data-dir", help="folder holding the dataset's four .gz files (else $HPSTUDY_DATA_DIR, then the cache)")
+    run.add_argument("--results", default=api.DEFAULT_RESULTS, help=results_help)
+    run.add_argument("--max-epochs", type=positive_int, help="smoke test: cap epochs (stored as a separate study)")
     run.add_argument("--workers", type=positive_int, default=None,
-                     help="training processes, one core each (default: one per usable core); results do not depend on it")
+                     help="training processes, one core each (default and maximum: one per usable core); results do not depend on it")
+    run.add_argument("--dataset", help=DATASET_HELP)
     run.add_argument("--no-download", action="store_true", help="never download the dataset")
+    run.add_argument("--yes", action="store_true", help="start even a run estimated above 10,000 runs or 4 hours without asking")
+    run.add_argument("--wait", action="store_true", help="if another process is running this study, wait for it instead of stopping")
     run.add_argument("--numerics", choices=("portable", "native"), default="portable",
                      help="portable (default): the same bits on any x86-64 CPU with AVX2+FMA; native: faster, "
                           "bits valid on the same kind of CPU only (recorded with each run)")
@@ -174,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shard", metavar="I/N",
                      help="only shard I of N (0 <= I < N), chosen by run identity: N array jobs, N stores, then `hpstudy merge`")
     run.set_defaults(func=cmd_run)
+
     ver = sub.add_parser("verify", help="train stored runs again and compare every stored value bit for bit")
     ver.add_argument("path", help="a study's store, a results folder, or a report folder")
     ver.add_argument("--sample", type=positive_int, help="verify K runs of each store (a fixed, deterministic choice)")
@@ -182,24 +226,45 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--workers", type=positive_int, default=None, help="training processes (default: one per usable core)")
     ver.add_argument("--lock", help="lock file to compare the installed packages with (default: the repository's requirements.lock)")
     ver.set_defaults(func=cmd_verify)
+
     lst = sub.add_parser("list", help="list the studies and how many runs are stored")
     lst.add_argument("--studies", default=str(STUDIES_DIR), help="folder of study files (default: ./studies)")
-    lst.add_argument("--results", default="results", help="results folder (default: ./results)")
+    lst.add_argument("--results", default=api.DEFAULT_RESULTS, help=results_help)
     lst.set_defaults(func=cmd_list)
-    rep = sub.add_parser("report", help="write the report (README, tables, figures) of a study's stored runs")
-    rep.add_argument("study", help="study file, or the name of one in ./studies/")
-    rep.add_argument("--results", default="results", help="results folder (default: ./results)")
-    rep.add_argument("--out", default="reports", help="reports folder; the report goes to OUT/<study>/ (default: ./reports)")
-    rep.add_argument("--seeds", help="only seeds 0..N-1 (N) or A..B-1 (A:B) (default: every stored seed)")
-    rep.set_defaults(func=cmd_report)
+
+    show = sub.add_parser("show", help="a study's trials, runs per seed, stored runs and estimated time")
+    show.add_argument("study", help=study_help)
+    show.add_argument("--seeds", help="the seeds to estimate for (default: the study's)")
+    show.add_argument("--results", default=api.DEFAULT_RESULTS, help=results_help)
+    show.add_argument("--max-epochs", type=positive_int, help="show the smoke-test study of `run --max-epochs N`")
+    show.add_argument("--dataset", help=DATASET_HELP)
+    show.add_argument("--workers", type=positive_int, default=None, help="workers to estimate the time for")
+    show.set_defaults(func=cmd_show)
+
     mrg = sub.add_parser("merge", help="combine stores (e.g. the shards of a job array) into one")
     mrg.add_argument("out", help="the store to merge into: RESULTS/<study> (created if needed)")
     mrg.add_argument("stores", nargs="+", help="stores to merge: each a RESULTS/<study> folder")
     mrg.set_defaults(func=cmd_merge)
+
     cmp_ = sub.add_parser("compact", help="rewrite a store's many small parts into a few large ones (values unchanged)")
     cmp_.add_argument("store", help="the store: RESULTS/<study>")
     cmp_.add_argument("--runs-per-part", type=positive_int, default=20_000, help="runs per part (default: 20000)")
     cmp_.set_defaults(func=cmd_compact)
+
+    rep = sub.add_parser("report", help="write the report (README, tables, figures) of a study's stored runs")
+    rep.add_argument("study", help=study_help)
+    rep.add_argument("--results", default=api.DEFAULT_RESULTS, help=results_help)
+    rep.add_argument("--out", default=api.DEFAULT_OUT,
+                     help=f"reports folder; the report goes to OUT/<study>/ (default: ./{api.DEFAULT_OUT})")
+    rep.add_argument("--seeds", help="only seeds 0..N-1 (N) or A..B-1 (A:B) (default: every stored seed)")
+    rep.add_argument("--max-epochs", type=positive_int, help="report the smoke-test study of `run --max-epochs N`")
+    rep.add_argument("--dataset", help=DATASET_HELP)
+    rep.set_defaults(func=cmd_report)
+
+    new = sub.add_parser("new", help="write a commented template study file")
+    new.add_argument("name", help="the study's name (letters, digits, '_', '-', '.')")
+    new.add_argument("--file", help=f"where to write it (default: {STUDIES_DIR}/NAME.toml)")
+    new.set_defaults(func=cmd_new)
     return parser
 
 
@@ -211,6 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     except HpstudyError as exc:
         print(f"hpstudy: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:
+        print("hpstudy: interrupted; nothing was left half-written.", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""MNIST: locate, download, verify and read the four canonical IDX files; split for validation."""
+"""Datasets: MNIST and Fashion-MNIST from their four canonical IDX files (located, downloaded, verified
+against published SHA-256s, read natively), or any dataset prepared by tensorflow-datasets
+(hpstudy/tfds_source.py); split for validation."""
 
 from __future__ import annotations
 
@@ -32,6 +34,48 @@ _EXPECTED_SHAPES = {
     "t10k-images-idx3-ubyte.gz": (10000, 28, 28),
     "t10k-labels-idx1-ubyte.gz": (10000,),
 }
+# Fashion-MNIST's files have MNIST's names, format and shapes. SHA-256s as registered by
+# tensorflow-datasets (tensorflow/datasets, tensorflow_datasets/url_checksums/fashion_mnist.txt),
+# for the files of https://github.com/zalandoresearch/fashion-mnist.
+FASHION_MNIST_FILES: dict[str, str] = {
+    "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+    "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+    "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+    "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+}
+FASHION_MNIST_MIRROR = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+
+
+@dataclasses.dataclass(frozen=True)
+class IdxSource:
+    """A dataset of four gzipped IDX files (train/test images and labels) with published checksums."""
+
+    name: str
+    label: str
+    files: dict  # file name -> SHA-256
+    mirror: str
+    n_train: int = 60000
+    n_test: int = 10000
+
+    def shape(self, file: str) -> tuple[int, ...]:
+        """The shape the file must hold."""
+        n = self.n_train if file.startswith("train") else self.n_test
+        return (n, 28, 28) if "images" in file else (n,)
+
+    def fingerprint(self) -> str:
+        """The dataset's identity stored with every run: its name and the checksums of its files.
+
+        MNIST keeps the bare hash it always had (runs stored before other datasets existed carry it).
+        """
+        digest = hashlib.sha256("".join(self.files[n] for n in sorted(self.files)).encode()).hexdigest()
+        return digest if self.name == "mnist" else f"{self.name}:{digest}"
+
+
+# The datasets read natively; a study names one with `dataset = "..."` in [study].
+IDX_DATASETS: dict[str, IdxSource] = {
+    "mnist": IdxSource("mnist", "MNIST", MNIST_FILES, MNIST_MIRROR),
+    "fashion_mnist": IdxSource("fashion_mnist", "Fashion-MNIST", FASHION_MNIST_FILES, FASHION_MNIST_MIRROR),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,21 +100,29 @@ class Dataset:
     validation_scheme: str
 
 
-def default_cache_dir() -> Path:
-    """The per-user cache directory that downloads go to."""
+def default_cache_dir(dataset: str = "mnist") -> Path:
+    """The per-user cache directory that downloads of a dataset go to."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "hpstudy" / "mnist"
+    return Path(base) / "hpstudy" / dataset
 
 
-def candidate_dirs(data_dir: str | os.PathLike | None) -> list[Path]:
-    """Directories searched, in order: --data-dir, $HPSTUDY_DATA_DIR, the user cache."""
+def _folder(path: Path, how: str) -> Path:
+    """A data folder given by the user; DataError if it is a file."""
+    if path.exists() and not path.is_dir():
+        raise DataError(f"{how} {path} is a file, not a folder: pass the folder that holds the dataset's four .gz files.")
+    return path
+
+
+def candidate_dirs(data_dir: str | os.PathLike | None, dataset: str = "mnist") -> list[Path]:
+    """Directories searched, in order: --data-dir, $HPSTUDY_DATA_DIR (each also with a subfolder named
+    after the dataset, so one folder can hold several), the user cache."""
     dirs = []
-    if data_dir:
-        dirs.append(Path(data_dir))
-    if os.environ.get(ENV_DATA_DIR):
-        dirs.append(Path(os.environ[ENV_DATA_DIR]))
-    dirs.append(default_cache_dir())
-    return dirs
+    for value, how in ((data_dir, "--data-dir"), (os.environ.get(ENV_DATA_DIR), ENV_DATA_DIR)):
+        if value:
+            folder = _folder(Path(value), how)
+            dirs += [folder, folder / dataset]
+    dirs.append(default_cache_dir(dataset))
+    return list(dict.fromkeys(dirs))
 
 
 def sha256_file(path: Path) -> str:
@@ -82,27 +134,37 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify(path: Path, expected: str) -> None:
+def _known_as(digest: str) -> str | None:
+    """Which known dataset a file with this SHA-256 belongs to, if any."""
+    for source in IDX_DATASETS.values():
+        if digest in source.files.values():
+            return source.label
+    return None
+
+
+def verify(path: Path, expected: str, label: str = "MNIST") -> None:
     """Raise DataError unless the file's SHA-256 equals the published value."""
     actual = sha256_file(path)
     if actual != expected:
+        other = _known_as(actual)
+        what = f"it is the {other} file of that name" if other else "the file is corrupt or not the canonical one"
         raise DataError(
-            f"checksum mismatch for {path}: expected sha256 {expected}, got {actual}. "
-            "The file is corrupt or not the canonical MNIST file; delete it and let hpstudy "
-            "download it again, or replace it with the canonical file."
+            f"checksum mismatch for {path}: expected sha256 {expected}, got {actual}; {what}. "
+            f"Delete it and let hpstudy download it again, or replace it with the canonical {label} file."
         )
 
 
-def _download(name: str, cache: Path) -> Path:
+def _download(name: str, source: IdxSource) -> Path:
     """Download one file into the cache; the checksum is checked before the atomic rename."""
+    cache = default_cache_dir(source.name)
     cache.mkdir(parents=True, exist_ok=True)
     target = cache / name
     fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{name}.", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(MNIST_MIRROR + name, timeout=60) as resp:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(source.mirror + name, timeout=60) as resp:
             while block := resp.read(1 << 20):
                 out.write(block)
-        verify(Path(tmp), MNIST_FILES[name])
+        verify(Path(tmp), source.files[name], source.label)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -110,25 +172,30 @@ def _download(name: str, cache: Path) -> Path:
     return target
 
 
-def locate(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
-    """Find one MNIST file in the searched directories, downloading it to the cache if allowed."""
-    dirs = candidate_dirs(data_dir)
-    for d in dirs:
-        if (d / name).is_file():
-            return d / name
+def locate(name: str, data_dir: str | os.PathLike | None = None, download: bool = True, dataset: str = "mnist") -> Path:
+    """Find one file of a dataset in the searched directories (the first copy with the published
+    checksum), downloading it to the cache if allowed; a copy with another checksum is reported."""
+    source = IDX_DATASETS[dataset]
+    dirs = candidate_dirs(data_dir, dataset)
+    found = [d / name for d in dirs if (d / name).is_file()]
+    for path in found:
+        if len(found) == 1 or sha256_file(path) == source.files[name]:
+            return path  # a single copy is verified (and its mismatch reported) by the caller
+    if found:
+        verify(found[0], source.files[name], source.label)  # several copies, none canonical: say why
     if download:
         try:
-            return _download(name, default_cache_dir())
+            return _download(name, source)
         except (urllib.error.URLError, OSError) as exc:
-            reason = f"download from {MNIST_MIRROR} failed ({exc})"
+            reason = f"download from {source.mirror} failed ({exc})"
     else:
         reason = "downloading is disabled"
     searched = ", ".join(str(d) for d in dirs)
     raise DataError(
-        f"MNIST file {name} not found; searched: {searched}; {reason}. Fix it either way: "
+        f"{source.label} file {name} not found; searched: {searched}; {reason}. Fix it either way: "
         f"pass --data-dir DIR (or set {ENV_DATA_DIR}=DIR) pointing at a folder holding the four "
-        f"canonical files, or run once with network access so hpstudy downloads them to "
-        f"{default_cache_dir()}."
+        f"canonical files (or at a folder with a '{dataset}' subfolder holding them), or run once with "
+        f"network access so hpstudy downloads them to {default_cache_dir(dataset)}."
     )
 
 
@@ -154,20 +221,40 @@ def read_idx(path: Path, expected_shape: tuple[int, ...]) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
+def load_idx(
+    dataset: str = "mnist", data_dir: str | os.PathLike | None = None, validation: str = "test", download: bool = True
+) -> Dataset:
+    """Load a verified IDX dataset (MNIST, Fashion-MNIST) and split it by the validation scheme."""
+    parse_validation(validation)  # fail on a bad scheme before touching any file
+    source = IDX_DATASETS[dataset]
+    paths = {}
+    for name, expected in source.files.items():
+        paths[name] = locate(name, data_dir, download, dataset)
+        verify(paths[name], expected, source.label)
+    arrays = {name: read_idx(p, source.shape(name)) for name, p in paths.items()}
+    train = Split(arrays["train-images-idx3-ubyte.gz"].reshape(source.n_train, 784), arrays["train-labels-idx1-ubyte.gz"])
+    test = Split(arrays["t10k-images-idx3-ubyte.gz"].reshape(source.n_test, 784), arrays["t10k-labels-idx1-ubyte.gz"])
+    return split_validation(train, test, validation, source.fingerprint())
+
+
 def load_mnist(
     data_dir: str | os.PathLike | None = None, validation: str = "test", download: bool = True
 ) -> Dataset:
     """Load verified MNIST and split it by the validation scheme ('test', 'holdout:N' or 'none')."""
-    parse_validation(validation)  # fail on a bad scheme before touching any file
-    paths = {}
-    for name, expected in MNIST_FILES.items():
-        paths[name] = locate(name, data_dir, download)
-        verify(paths[name], expected)
-    arrays = {name: read_idx(p, _EXPECTED_SHAPES[name]) for name, p in paths.items()}
-    train = Split(arrays["train-images-idx3-ubyte.gz"].reshape(60000, 784), arrays["train-labels-idx1-ubyte.gz"])
-    test = Split(arrays["t10k-images-idx3-ubyte.gz"].reshape(10000, 784), arrays["t10k-labels-idx1-ubyte.gz"])
-    fingerprint = hashlib.sha256("".join(MNIST_FILES[n] for n in sorted(MNIST_FILES)).encode()).hexdigest()
-    return split_validation(train, test, validation, fingerprint)
+    return load_idx("mnist", data_dir, validation, download)
+
+
+def load_dataset(
+    dataset: str, data_dir: str | os.PathLike | None = None, validation: str = "test", download: bool = True
+) -> Dataset:
+    """The dataset a study names: 'mnist', 'fashion_mnist' (native IDX) or 'tfds:NAME' (tensorflow-datasets)."""
+    if dataset.startswith("tfds:"):
+        from hpstudy.tfds_source import load_tfds
+
+        return load_tfds(dataset.removeprefix("tfds:"), validation)
+    if dataset not in IDX_DATASETS:
+        raise DataError(f"dataset {dataset!r} is unknown; expected one of {', '.join(IDX_DATASETS)} or 'tfds:NAME'.")
+    return load_idx(dataset, data_dir, validation, download)
 
 
 def parse_validation(validation: str) -> int | None:

@@ -20,7 +20,7 @@ class StudyError(HpstudyError):
 
 
 class StoreError(HpstudyError):
-    """A results store that cannot be read or written."""
+    """A results store that cannot be read, or holds parts that are not this study's runs."""
 
     exit_code = 4
 
@@ -35,3 +35,27 @@ class VerificationError(HpstudyError):
     """`hpstudy verify` found stored values that training again did not reproduce bit for bit."""
 
     exit_code = 6
+
+
+class OutputError(HpstudyError):
+    """A results or report folder that cannot be written (missing permission, a file in the way, disk full)."""
+
+    exit_code = 7
+
+
+class LockedError(HpstudyError):
+    """Another process holds the study's store."""
+
+    exit_code = 8
+
+
+class TooBigError(HpstudyError):
+    """A run too large to start without confirmation (--yes), or beyond what hpstudy can hold at all."""
+
+    exit_code = 9
+
+
+class Interrupted(HpstudyError):
+    """Stopped by Ctrl-C (SIGINT); finished chunks are stored, the run can be resumed."""
+
+    exit_code = 130

@@ -18,6 +18,7 @@ import math
 import multiprocessing as mp
 import os
 import queue
+import signal
 import threading
 import time
 import traceback
@@ -95,6 +96,7 @@ def _exit_with_parent(parent: int) -> None:
 def _init_worker(cores, results, dataset, cache: bool, parent: int, numerics: str = DEFAULT_MODE) -> None:
     """Apply the numerics settings and pin this worker to its core before JAX starts, then put the dataset
     on the device once."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the workers
     core = cores.get()
     prepare_process(numerics, core if CAN_PIN else None)
     _exit_with_parent(parent)

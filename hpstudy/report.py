@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,6 +35,9 @@ from hpstudy.study import Study, Trial, matches, same_value
 CONFIDENCE = 0.95
 POWER = 0.8
 ALPHA = 0.05
+# Where `hpstudy report` writes by default: beside the (git-ignored) results, never over the shipped
+# reports in reports/ (those are made with an explicit --out reports).
+DEFAULT_OUT = "results/_reports"
 MAX_FACTOR_COMPARISONS = 60
 
 
@@ -890,34 +894,35 @@ def _display_path(path: str | os.PathLike) -> str:
 
 
 def write_report(
-    study: Study, results: str | os.PathLike, out: str | os.PathLike = "reports", seeds: Sequence[int] | None = None
+    study: Study, results: str | os.PathLike, out: str | os.PathLike = DEFAULT_OUT, seeds: Sequence[int] | None = None
 ) -> Path:
-    """Write reports/<study>/ from the stored runs and return that folder.
+    """Write OUT/<study>/ (README, tables, figures) from the stored runs and return that folder.
 
-    Figures no longer produced are removed from its figures/ folder; other files there are left alone.
+    The output folder is checked before any work; the report is built beside the old one and swapped in
+    (hpstudy/outputs.py), and only files an earlier report wrote are ever replaced or removed.
     """
-    from hpstudy import figures, tables
+    from hpstudy import figures, outputs, tables
 
+    store.validate(store.study_dir(results, study.name), study.name)  # foreign, mistyped or conflicting parts
     runs = load_runs(study, results, seeds)
+    store.check_writable(Path(out), "output")  # before the analysis and the figures, the slow part
     a = analyze(study, runs)
-    frame = tables.table_frame(a)
-    texts = {
-        "table.csv": tables.to_csv(frame),
-        "table.md": tables.to_markdown(a),
-        "table.tex": tables.to_latex(a),
-    }
-    target = Path(out) / study.name
-    fig_dir = target / "figures"
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    made = figures.make_figures(a, fig_dir)
-    keep = {f"{stem}.{ext}" for stem, _ in made for ext in figures.FORMATS}
-    for old in sorted(fig_dir.iterdir()):
-        if old.suffix.lstrip(".") in figures.FORMATS and old.name not in keep:
-            old.unlink()
-    texts["README.md"] = readme(a, texts["table.md"], made, _display_path(results))
-    for name, text in texts.items():
-        (target / name).write_text(text, encoding="utf-8", newline="\n")
-    return target
+
+    def build(folder: Path) -> None:
+        frame = tables.table_frame(a)
+        texts = {
+            "table.csv": tables.to_csv(frame),
+            "table.md": tables.to_markdown(a),
+            "table.tex": tables.to_latex(a),
+        }
+        fig_dir = folder / "figures"
+        fig_dir.mkdir()
+        made = figures.make_figures(a, fig_dir)
+        texts["README.md"] = readme(a, texts["table.md"], made, _display_path(results))
+        for name, text in texts.items():
+            (folder / name).write_text(text, encoding="utf-8", newline="\n")
+
+    return outputs.publish(Path(out), study.name, build)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1005,3 +1010,16 @@ def _spec(config, seed: int, trial_id: str):
     from hpstudy.runs import RunSpec
 
     return RunSpec(config, int(seed), trial_id)
+
+
+class _CallableModule(type(sys)):
+    """This module, callable as hpstudy.api.report: importing hpstudy.report rebinds the package's
+    `report` attribute to this module, and `hpstudy.report(study)` must keep working after that."""
+
+    def __call__(self, *args, **kwargs):
+        from hpstudy.api import report
+
+        return report(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -11,7 +11,7 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from hpstudy import engine, numerics, parallel, store, storeops
+from hpstudy import engine, locking, numerics, parallel, store, storeops
 from hpstudy.compilation import enable_persistent_cache
 from hpstudy.data import Dataset
 from hpstudy.environment import differences, fingerprint
@@ -40,6 +40,8 @@ def run_study(
     workers: int = 1,
     numerics_mode: str = numerics.DEFAULT_MODE,
     allow_mixed: bool = False,
+    wait: bool = False,
+    on_wait: Callable[[str], None] | None = None,
     shard: "storeops.Shard | None" = None,
     scheduler=None,
 ) -> RunReport:
@@ -55,27 +57,59 @@ def run_study(
     numerics_mode: "portable" (bits equal on any x86-64-v3 CPU) or "native" (hpstudy/numerics.py).
     A store whose runs were made in another numeric environment (packages, numerics mode, device) is
     refused unless allow_mixed (see `check_mixing`).
+
+    The results folder is checked for writing before the data is loaded or anything trained, and the
+    study's store is locked while runs are computed and stored (hpstudy/locking.py): a second process
+    on it waits (`wait`) or is refused; nothing is written when the data cannot be loaded.
     """
     directory = store.study_dir(results, study.name)
-    done = store.stored_ids(directory)
-    specs = study.runs(seeds)
-    if shard is not None:
-        specs = [spec for spec in specs if shard.holds(spec.run_id)]
-    todo = [spec for spec in specs if spec.run_id not in done]
-    if not todo:
-        return RunReport(directory, len(specs), len(specs), 0, 0.0)
+    store.check_writable(directory)
+    specs_total = len(_specs(study, seeds, shard))
+    if not _missing(study, seeds, directory, shard):
+        return RunReport(directory, specs_total, specs_total, 0, 0.0)
     if scheduler is not None:
-        return _run_on_dask(study, todo, len(specs), load_data, directory, scheduler, progress, numerics_mode,
-                            allow_mixed)
+        numerics.check_mode(numerics_mode)
+        with locking.store_lock(directory, wait, on_wait):
+            todo = _missing(study, seeds, directory, shard)
+            if not todo:
+                return RunReport(directory, specs_total, specs_total, 0, 0.0)
+            return _run_on_dask(study, todo, specs_total, load_data, directory, scheduler, progress, numerics_mode,
+                                allow_mixed)
     in_process = prepare_training(workers, numerics_mode)
     env = fingerprint(numerics_mode)
     if not allow_mixed:
         check_mixing(directory, env)
-    dataset = load_data()  # only now: a fully stored study needs no data at all
-    start = time.perf_counter()
-    with tqdm(total=len(todo), unit="run", desc=study.name, file=sys.stderr, disable=not progress) as bar:
+    dataset = load_data()  # only now: a fully stored study needs no data at all (and a failure writes nothing)
+    with locking.store_lock(directory, wait, on_wait):
+        # Under the lock: what another process stored while this one waited is not computed again.
+        todo = _missing(study, seeds, directory, shard)
+        if not todo:
+            return RunReport(directory, specs_total, specs_total, 0, 0.0)
+        seconds = _train_and_store(study, todo, dataset, directory, env, progress, workers, numerics_mode, in_process)
+    return RunReport(directory, specs_total, specs_total - len(todo), len(todo), seconds)
 
-        parts = [0]
+
+def _specs(study: Study, seeds: range, shard: "storeops.Shard | None") -> list:
+    """The runs of `study` over `seeds` (only those of `shard`, if one is given)."""
+    specs = study.runs(seeds)
+    return specs if shard is None else [spec for spec in specs if shard.holds(spec.run_id)]
+
+
+def _missing(study: Study, seeds: range, directory: Path, shard: "storeops.Shard | None" = None) -> list:
+    """The runs of `study` over `seeds` (and `shard`) that the store does not hold."""
+    done = store.stored_ids(directory, study.name) if directory.is_dir() else set()
+    return [spec for spec in _specs(study, seeds, shard) if spec.run_id not in done]
+
+
+def _train_and_store(
+    study: Study, todo: list, dataset: Dataset, directory: Path, env: dict, progress: bool, workers: int,
+    numerics_mode: str, in_process: bool,
+) -> float:
+    """Train `todo`, storing each finished chunk, then compact the store if it holds many parts; the
+    seconds it took."""
+    start = time.perf_counter()
+    parts = [0]
+    with tqdm(total=len(todo), unit="run", desc=study.name, file=sys.stderr, disable=not progress) as bar:
 
         def on_chunk(results_: list[engine.RunResult]) -> None:
             records = [store.to_record(r, study.name, study.sha256, dataset.fingerprint, env) for r in results_]
@@ -84,8 +118,9 @@ def run_study(
             bar.update(len(results_))
 
         train(todo, dataset, on_chunk, workers, numerics_mode, in_process)
+    seconds = time.perf_counter() - start
     _compact_if_many(directory, parts[0])
-    return RunReport(directory, len(specs), len(specs) - len(todo), len(todo), time.perf_counter() - start)
+    return seconds
 
 
 def _run_on_dask(study: Study, todo, total: int, load_data, directory: Path, scheduler, progress: bool,
@@ -94,7 +129,6 @@ def _run_on_dask(study: Study, todo, total: int, load_data, directory: Path, sch
     store's environments are checked against each environment the workers report (unless allow_mixed)."""
     from hpstudy.distributed import execute_on_dask
 
-    numerics.check_mode(numerics_mode)
     start, written = time.perf_counter(), [0]
     with tqdm(total=len(todo), unit="run", desc=study.name, file=sys.stderr, disable=not progress) as bar:
 
@@ -106,8 +140,9 @@ def _run_on_dask(study: Study, todo, total: int, load_data, directory: Path, sch
             todo, study, load_data, directory, scheduler, on_stored, numerics_mode,
             check_environment=None if allow_mixed else lambda env: check_mixing(directory, env),
         )
+    seconds = time.perf_counter() - start
     _compact_if_many(directory, written[0])
-    return RunReport(directory, total, total - len(todo), len(todo), time.perf_counter() - start, recomputed)
+    return RunReport(directory, total, total - len(todo), len(todo), seconds, recomputed)
 
 
 def _compact_if_many(directory: Path, parts_written: int) -> None:

@@ -8,25 +8,84 @@ after a crash at any point.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import math
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hpstudy.errors import StoreError
+from hpstudy.errors import OutputError, StoreError
 from hpstudy.runs import HISTORY_FIELDS, RunResult
+
+# The same rule as a study file's name (hpstudy/study.py): a name can never climb out of --results.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,120}")
+# Columns every part must hold, with their Arrow type kinds; a part without them is not one of ours.
+REQUIRED_COLUMNS = {
+    "study": pa.types.is_string, "run_id": pa.types.is_string, "trial_id": pa.types.is_string,
+    "seed": pa.types.is_integer, "config": pa.types.is_string, "test_accuracy": pa.types.is_floating,
+    "test_loss": pa.types.is_floating, "param_sha256": pa.types.is_string,
+    "dataset_fingerprint": pa.types.is_string,
+}
+# What two copies of one run must agree on: everything a run's bits determine. Timings, chunk and
+# environment text may differ between two honest copies (another process, another day).
+RESULT_FIELDS = (
+    "study", "trial_id", "seed", "config", "param_sha256", "test_accuracy", "test_loss", "epochs_run",
+    "best_epoch", "final_train_loss", "final_train_accuracy", "final_val_loss", "final_val_accuracy",
+    "best_val_accuracy", "dataset_fingerprint",
+)
 
 
 def study_dir(results: str | os.PathLike, study: str) -> Path:
-    """Where a study's runs are stored."""
+    """Where a study's runs are stored (a name that is not a plain folder name is refused)."""
+    if not _SAFE_NAME.fullmatch(study):
+        raise StoreError(f"study name {study!r} cannot name a folder under {results}; use letters, digits, '_', '-' or '.'.")
     return Path(results) / study
+
+
+def check_writable(directory: Path, what: str = "results") -> None:
+    """Prove that `directory` can be created and written, without creating it; OutputError says why not.
+
+    Checked: no file stands where a folder is needed, every new folder name fits the file system, and
+    a file can be created (and is removed again) in the nearest folder that exists.
+    """
+    directory = Path(directory)
+    try:
+        existing = next(p for p in (directory, *directory.parents) if p.exists() or p == Path(p.anchor))
+        if not existing.is_dir():
+            raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
+        limit = os.pathconf(existing, "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+        for name in directory.relative_to(existing).parts if existing != directory else ():
+            if len(os.fsencode(name)) > limit:
+                raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), name)
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".hpstudy-write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(directory) else ""
+        raise OutputError(f"cannot write the {what} folder {directory}{where}: {_why(exc)}. Nothing was run or written.") from exc
+
+
+def _why(exc: OSError) -> str:
+    """A short reason for a failed write, with the fix where there is an obvious one."""
+    if exc.errno == errno.ENOSPC:
+        return "no space left on the device (free some space, or pass another folder)"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "permission denied (pass a folder you can write, e.g. --results DIR or --out DIR)"
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        return "a file is in the way where a folder is needed (move it, or pass another folder)"
+    if exc.errno == errno.ENAMETOOLONG:
+        return "the path is too long for the file system"
+    return exc.strerror or str(exc)
 
 
 def to_record(result: RunResult, study: str, study_sha256: str, dataset_fingerprint: str, env: dict) -> dict:
@@ -69,23 +128,32 @@ def part_name(run_ids) -> str:
 
 
 def write_chunk(directory: Path, records: list[dict]) -> Path:
-    """Write records as one part file: temp file in the same folder, fsync, atomic rename."""
-    directory.mkdir(parents=True, exist_ok=True)
-    return write_table(pa.Table.from_pylist(records), directory / part_name(r["run_id"] for r in records))
+    """Write records as one part file: temp file in the same folder, fsync, atomic rename.
+
+    A failed write (disk full, permissions changed) leaves no partial file and is an OutputError.
+    """
+    return write_table(pa.Table.from_pylist(records), Path(directory) / part_name(r["run_id"] for r in records))
 
 
 def write_table(table: pa.Table, target: Path) -> Path:
-    """Write a table to `target` atomically: temp file in the same folder, fsync, rename."""
+    """Write a table to `target` atomically: temp file in the same folder, fsync, rename; OutputError if not."""
     directory = target.parent
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".part-", suffix=".tmp")
+    tmp = None
     try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".part-", suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
             pq.write_table(table, fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot store {table.num_rows} finished runs in {directory}: {_why(exc)}. Runs stored before "
+            "are intact; fix this and run the same command again to compute only what is missing."
+        ) from exc
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     return target
 
@@ -171,21 +239,141 @@ def read_parts(directory: Path, read: Callable[[Path], object]) -> list:
     raise StoreError(f"{directory} kept changing while being read (a compaction running?); try again.")
 
 
-def read_runs(directory: Path) -> pd.DataFrame:
-    """All stored runs of a study (empty frame if none); a part that does not read is an error naming it."""
-    frames = [table.to_pandas() for table in read_parts(Path(directory), pq.read_table)]
-    if not frames:
+def _parts(directory: Path) -> list[Path]:
+    """The store's live parts (see `live_parts`)."""
+    return live_parts(directory)
+
+
+def _check_part(part: Path, study: str | None, columns: list[str] | None) -> pd.DataFrame:
+    """Read one part (all columns, or `columns`), checking its schema and that it belongs to `study`."""
+    try:
+        schema = pq.read_schema(part)
+        missing = [c for c, ok in REQUIRED_COLUMNS.items() if schema.get_field_index(c) < 0 or not ok(schema.field(c).type)]
+        if missing:
+            raise StoreError(
+                f"results part {part} is not an hpstudy part: it lacks (or mistypes) the columns "
+                f"{', '.join(missing)}. Move it out of {part.parent}; nothing else was read."
+            )
+        wanted = None if columns is None else [c for c in dict.fromkeys([*columns, "study"]) if schema.get_field_index(c) >= 0]
+        frame = pq.read_table(part, columns=wanted).to_pandas()
+    except FileNotFoundError:
+        raise  # removed by a compaction finishing meanwhile: read_runs lists the store again
+    except (pa.ArrowException, OSError) as exc:
+        raise StoreError(
+            f"results part {part} cannot be read ({exc}). It was not written by a finished chunk "
+            "of hpstudy; move it aside to recompute its runs, nothing else is touched."
+        ) from exc
+    if study is not None:
+        foreign = sorted(set(frame["study"]) - {study})
+        if foreign:
+            raise StoreError(
+                f"results part {part} holds runs of study {foreign[0]!r}, not {study!r}: it was copied into the "
+                f"wrong folder. Move it to the folder of study {foreign[0]!r} (or aside); nothing was read."
+            )
+    return frame
+
+
+def _same(a, b) -> bool:
+    """Equal stored values, NaN equal to NaN (a diverged run's loss)."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return bool(a == b)
+
+
+def _plain(value):
+    """A NumPy scalar as the Python value it holds (for messages)."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def check_duplicates(frame: pd.DataFrame) -> pd.DataFrame:
+    """Drop identical copies of a run; StoreError naming both parts and the fields where two copies differ."""
+    dup = frame[frame.duplicated("run_id", keep=False)]
+    for run_id, copies in dup.groupby("run_id", sort=True):
+        first = copies.iloc[0]
+        for _, other in copies.iloc[1:].iterrows():
+            fields = [f for f in RESULT_FIELDS if f in copies.columns and not _same(first[f], other[f])]
+            if fields:
+                detail = ", ".join(f"{f} ({_plain(first[f])!r} vs {_plain(other[f])!r})" for f in fields[:4])
+                raise StoreError(
+                    f"run {run_id} is stored twice with different results: {first['_part']} and "
+                    f"{other['_part']} differ in {detail}. One of them was not made by this study's runs "
+                    "(edited, or copied from elsewhere); move the wrong part aside. Nothing was read."
+                )
+    return frame.drop_duplicates("run_id")
+
+
+def _read_all(parts: list[Path], study: str, columns: list[str] | None) -> pd.DataFrame | None:
+    """Every part in one pass (fast over thousands of parts), with each row's part; None when any part
+    might be at fault (unreadable, mistyped, missing columns, another study): the caller then reads part
+    by part, which names the part."""
+    import pyarrow.dataset as ds
+
+    try:
+        dataset = ds.dataset([str(p) for p in parts], format="parquet")  # schema of the first part
+        names = set(dataset.schema.names)
+        if columns is None:
+            wanted = dataset.schema.names
+        else:
+            wanted = [c for c in dict.fromkeys([*columns, *REQUIRED_COLUMNS]) if c in names]
+        fragments = list(dataset.get_fragments())
+        if any(not set(wanted) <= set(f.physical_schema.names) for f in fragments):
+            return None  # parts of different columns: read part by part (the dataset would fill in nulls)
+        table = dataset.to_table(columns=wanted)  # rows in part order
+        counts = [fragment.metadata.num_rows for fragment in fragments]
+    except (pa.ArrowException, OSError):
+        return None
+    if not set(REQUIRED_COLUMNS) <= set(table.column_names) or any(table.column(c).null_count for c in REQUIRED_COLUMNS):
+        return None
+    if not all(ok(table.schema.field(c).type) for c, ok in REQUIRED_COLUMNS.items()):
+        return None
+    frame = table.to_pandas()
+    if set(frame["study"]) != {study}:
+        return None
+    frame["_part"] = np.repeat([str(p) for p in parts], counts)
+    return frame
+
+
+def read_runs(directory: Path, study: str | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+    """All stored runs of a study (empty frame if none), every part checked: its schema, that it holds
+    only runs of `study` (default: the folder's name), and that no run is stored twice with different
+    results. A part that fails is a StoreError naming it. `columns`: only these (those that exist)."""
+    directory = Path(directory)
+    for _ in range(100):
+        try:
+            return _read_runs(directory, directory.name if study is None else study, columns)
+        except FileNotFoundError:  # a part went away under a finishing compaction: list again
+            time.sleep(0.01)
+    raise StoreError(f"{directory} kept changing while being read (a compaction running?); try again.")
+
+
+def _read_runs(directory: Path, study: str, columns: list[str] | None) -> pd.DataFrame:
+    """read_runs over one listing of the live parts."""
+    parts = _parts(directory)
+    if not parts:
         return pd.DataFrame(columns=["run_id"])
-    runs = pd.concat(frames, ignore_index=True)
-    return runs.drop_duplicates("run_id").sort_values(["trial_id", "seed"], kind="stable").reset_index(drop=True)
+    compare = None if columns is None else list(dict.fromkeys([*columns, "run_id", "trial_id", "seed", *RESULT_FIELDS]))
+    runs = _read_all(parts, study, compare)
+    if runs is None:
+        frames = []
+        for part in parts:
+            frame = _check_part(part, study, compare)
+            frame["_part"] = str(part)
+            frames.append(frame)
+        runs = pd.concat(frames, ignore_index=True)
+    runs = check_duplicates(runs).drop(columns="_part")
+    runs = runs.sort_values(["trial_id", "seed"], kind="stable").reset_index(drop=True)
+    return runs if columns is None else runs[[c for c in dict.fromkeys(columns) if c in runs.columns]]
 
 
-def stored_ids(directory: Path) -> set[str]:
-    """Run ids already in the store (only the run_id column is read)."""
-    ids: set[str] = set()
-    for table in read_parts(Path(directory), lambda part: pq.read_table(part, columns=["run_id"])):
-        ids.update(table.column("run_id").to_pylist())
-    return ids
+def stored_ids(directory: Path, study: str | None = None) -> set[str]:
+    """Run ids already in the store (every part checked as read_runs does)."""
+    runs = read_runs(directory, study, columns=["run_id", "trial_id", "seed"])
+    return set(runs["run_id"])
+
+
+def validate(directory: Path, study: str | None = None) -> int:
+    """Check every part of a store as read_runs does, without keeping the runs; the number of runs."""
+    return len(read_runs(directory, study, columns=["run_id"]))
 
 
 def stored_environments(directory: Path) -> dict[str, int]:

@@ -23,7 +23,7 @@ from typing import Callable, Iterator, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hpstudy import store
+from hpstudy import locking, store
 from hpstudy.errors import StoreError
 
 # Runs per part written by merge and compact: 100,000 runs make 5 parts of a few MB each
@@ -32,9 +32,10 @@ RUNS_PER_PART = 20_000
 # `hpstudy run` compacts its store after writing to it when it holds this many parts (benchmarks/
 # store_scale.py: 50,000 small parts make resume's scan take 40 s, compacted parts well under a second).
 AUTO_COMPACT_PARTS = 500
-# Columns that time an execution rather than describe the run: two executions of one run differ in them
-# and are still the same run (the same bits), so merge takes either.
-TIMING_COLUMNS = ("seconds", "compile_seconds")
+# Columns that describe an execution rather than the run: two executions of one run (another day, another
+# x86-64 machine under portable numerics) differ in them and are still the same run, with the same bits;
+# merge takes either copy. Every other column must agree.
+TIMING_COLUMNS = ("seconds", "compile_seconds", "environment")
 
 
 # ---- shards ------------------------------------------------------------------------------------------
@@ -91,7 +92,7 @@ def _row(table: pa.Table, i: int) -> dict:
 
 
 def differing_fields(a: dict, b: dict) -> list[str]:
-    """The fields in which two stored copies of a run differ (timings excepted, see TIMING_COLUMNS)."""
+    """The fields in which two stored copies of a run differ (timings and environment record excepted)."""
     names = sorted((set(a) | set(b)) - set(TIMING_COLUMNS))
     return [n for n in names if not _same(a.get(n), b.get(n))]
 
@@ -192,14 +193,20 @@ def merge(out: str | os.PathLike, sources: Sequence[str | os.PathLike], runs_per
         _check_store(Path(source))
     if out.exists() and not out.is_dir():
         raise StoreError(f"OUT {out} exists and is not a folder.")
-    own = _read_parts(out) if out.is_dir() else []
-    parts = own + [part for source in sources for part in _read_parts(Path(source))]
-    table, duplicates = unique_runs(parts)
+    incoming = [part for source in sources for part in _read_parts(Path(source))]
+    unique_runs(incoming)  # refuse conflicting copies before OUT is touched (or created)
+    with locking.store_lock(out):  # one writer per store, as for `hpstudy run`
+        return _merge_into(out, incoming, runs_per_part)
+
+
+def _merge_into(out: Path, incoming: list[tuple[Path, pa.Table]], runs_per_part: int) -> MergeReport:
+    """`merge` of the sources' parts into OUT, holding OUT's lock."""
+    own = _read_parts(out)
+    table, duplicates = unique_runs(own + incoming)
     present = {rid for _, t in own for rid in t.column("run_id").to_pylist()}
     if table is None:
         return MergeReport(out, 0, 0, duplicates)
     new = table.filter(pa.array([rid not in present for rid in table.column("run_id").to_pylist()]))
-    out.mkdir(parents=True, exist_ok=True)
     if new.num_rows:
         new = _sorted(new)
         for piece in _slices(new, runs_per_part):

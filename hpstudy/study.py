@@ -12,6 +12,7 @@ import difflib
 import hashlib
 import itertools
 import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,16 @@ METRICS = {
 PUBLISHED_KEYS = METRICS | {"where", "source", "note", "best_over"}
 ASSUMPTION_KEYS = {"key", "value", "why"}
 N_TRAIN = 60000  # MNIST's training images; a holdout validation split takes its images from these
+# A study's name becomes a folder name under --results and --out: letters, digits, '_', '-' and '.', starting
+# with a letter or digit (so never '.', '..' or a hidden name), at most 100 characters (with the
+# '.max_epochs-N' suffix of a smoke test it stays far below the usual 255-byte limit of a file name).
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+# A design may expand to at most this many trials: beyond it, expanding alone takes minutes and memory,
+# and running it would take years on a CPU.
+MAX_TRIALS = 100_000
+# Datasets a study may name: the two native IDX datasets, or any dataset prepared by tensorflow-datasets.
+NATIVE_DATASETS = ("mnist", "fashion_mnist")
+TFDS_PATTERN = re.compile(r"tfds:[a-z0-9_]+(/[A-Za-z0-9_.-]+)?(:[0-9]+\.[0-9]+\.[0-9]+)?")
 # Published configurations are matched to trials with this tolerance (a paper's 0.01 is our 0.01).
 MATCH_REL_TOL = 1e-6
 
@@ -174,10 +185,50 @@ class Study:
         meta = {**self.meta, "name": f"{self.name}.max_epochs-{max_epochs}"}
         return dataclasses.replace(self, trials=trials, meta=meta)
 
+    def with_dataset(self, dataset: str) -> "Study":
+        """This study's design on another dataset: its runs are other runs (the dataset is part of each
+        run's identity), stored as the study NAME.DATASET, and the paper's numbers (which were measured on
+        the study's own dataset) are dropped so that no report compares against them."""
+        if not isinstance(dataset, str) or not (dataset in NATIVE_DATASETS or TFDS_PATTERN.fullmatch(dataset)):
+            raise StudyError(
+                f"--dataset {dataset!r} is invalid; expected 'mnist', 'fashion_mnist' or 'tfds:NAME' "
+                "(a dataset prepared by tensorflow-datasets)."
+            )
+        if dataset == self.meta.get("dataset", "mnist"):
+            return self
+        trials = tuple(dataclasses.replace(t, config=dataclasses.replace(t.config, dataset=dataset)) for t in self.trials)
+        suffix = re.sub(r"[^A-Za-z0-9_.-]", "-", dataset)
+        meta = {**self.meta, "name": f"{self.name}.{suffix}", "dataset": dataset}
+        return dataclasses.replace(self, trials=trials, meta=meta, published=())
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Optimal-string-alignment distance: insertions, deletions, substitutions and adjacent swaps cost 1."""
+    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[len(a)][len(b)]
+
+
+def closest(word: str, choices) -> str | None:
+    """The choice nearest to a typo: fewest edits (a swapped pair of letters is one), ties broken by
+    difflib's similarity; None when even the nearest needs more edits than a third of the word."""
+    choices = sorted(choices)
+    if not choices:
+        return None
+    best = min(choices, key=lambda c: (edit_distance(word, c), -difflib.SequenceMatcher(None, word, c).ratio()))
+    if edit_distance(word, best) <= max(1, len(word) // 3):
+        return best
+    near = difflib.get_close_matches(word, choices, n=1)
+    return near[0] if near else None
+
 
 def _did_you_mean(key: str, allowed: set[str]) -> str:
-    near = difflib.get_close_matches(key, sorted(allowed), n=1)
-    return f" Did you mean '{near[0]}'?" if near else ""
+    near = closest(key, allowed)
+    return f" Did you mean '{near}'?" if near else ""
 
 
 class _Checker:
@@ -342,6 +393,10 @@ def _grid(chk: _Checker, factors: Any, where: str) -> list[dict]:
         raise chk.fail(where, factors, "a table of factors, each a list of levels")
     names = list(factors)
     levels = [_levels(chk, f"{where}.{n}", n, factors[n]) for n in names]
+    size = math.prod(len(lv) for lv in levels)
+    if size > MAX_TRIALS:
+        raise chk.fail(where, {n: f"{len(lv)} levels" for n, lv in zip(names, levels)},
+                       f"at most {MAX_TRIALS:,} trials (these levels cross to {size:,})")
     return [dict(zip(names, combo)) for combo in itertools.product(*levels)]
 
 
@@ -448,8 +503,8 @@ def _random(chk: _Checker, design: dict) -> list[tuple[str, dict]]:
     if "trials" not in design:
         raise chk.fail("design.trials", None, "an integer number of trials >= 1 (a random design needs one)")
     trials = chk.typed("design.trials", design["trials"], int, "an integer number of trials >= 1")
-    if trials < 1:
-        raise chk.fail("design.trials", trials, "an integer number of trials >= 1")
+    if not 1 <= trials <= MAX_TRIALS:
+        raise chk.fail("design.trials", trials, f"an integer number of trials >= 1 (and at most {MAX_TRIALS:,})")
     seed = chk.typed("design.sampler_seed", design.get("sampler_seed", 0), int, "an integer >= 0")
     if seed < 0:
         raise chk.fail("design.sampler_seed", seed, "an integer >= 0")
@@ -535,8 +590,12 @@ def _meta(chk: _Checker, meta: Any) -> dict:
         raise chk.fail("study", None, "a [study] table with at least 'name'")
     chk.keys(meta, STUDY_KEYS, "study")
     name = meta.get("name")
-    if not isinstance(name, str) or not name or not all(c.isalnum() or c in "_-." for c in name):
-        raise chk.fail("study.name", name, "a non-empty name of letters, digits, '_', '-' or '.'")
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise chk.fail(
+            "study.name", name,
+            "a name of at most 100 letters, digits, '_', '-' or '.', starting with a letter or digit "
+            "(it names the study's folders)",
+        )
     for key in STUDY_STRINGS & set(meta):
         chk.typed(f"study.{key}", meta[key], str, "a string")
     if "authors" in meta:
@@ -545,8 +604,13 @@ def _meta(chk: _Checker, meta: Any) -> dict:
             raise chk.fail("study.authors", authors, "a list of strings")
     if "year" in meta:
         chk.typed("study.year", meta["year"], int, "an integer year")
-    if meta.get("dataset", "mnist") != "mnist":
-        raise chk.fail("study.dataset", meta.get("dataset"), "'mnist'")
+    dataset = meta.get("dataset", "mnist")
+    if not isinstance(dataset, str) or not (dataset in NATIVE_DATASETS or TFDS_PATTERN.fullmatch(dataset)):
+        raise chk.fail(
+            "study.dataset", dataset,
+            "'mnist', 'fashion_mnist', or 'tfds:NAME' for a dataset prepared by tensorflow-datasets "
+            "(e.g. 'tfds:kmnist', 'tfds:fashion_mnist:3.0.1')",
+        )
     validation = meta.get("validation", "test")
     try:
         holdout = parse_validation(validation) if isinstance(validation, str) else -1
@@ -607,6 +671,18 @@ def _published(chk: _Checker, published: Any, trials: list[Trial], kind: str) ->
         # search reports the configuration its own search found, which ours need not sample.
         if kind != "random" and not any(matches(t, p["where"]) for t in trials):
             raise chk.fail(f"{where_key}.where", where, "a configuration that matches at least one trial of the design")
+        # Two entries giving the same metric for the same configuration (and the same best_over) would
+        # put two published numbers against one of ours: a copy-paste slip.
+        for j, q in enumerate(published[:i]):
+            same_where = q["where"].keys() == p["where"].keys() and all(
+                same_value(q["where"][k], p["where"][k]) for k in p["where"]
+            )
+            shared = sorted(set(values) & {k for k in q if k in METRICS})
+            if same_where and shared and q.get("best_over") == p.get("best_over"):
+                raise chk.fail(
+                    where_key, p["where"],
+                    f"one entry per configuration and metric; published[{j}] already gives {shared[0]} for it",
+                )
     return tuple(published)
 
 

@@ -181,9 +181,7 @@ def _datasets(runs: pd.DataFrame, data_dir):
         key = (config.dataset, config.validation)
         if key in loaded:
             continue
-        if config.dataset != "mnist":
-            raise StoreError(f"verify cannot load dataset {config.dataset!r} yet; only 'mnist' runs can be retrained.")
-        loaded[key] = hdata.load_mnist(data_dir, config.validation, download=False)
+        loaded[key] = hdata.load_dataset(config.dataset, data_dir, config.validation, download=False)
     return loaded
 
 

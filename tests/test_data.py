@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import functools
 import gzip
 import http.server
@@ -43,6 +45,11 @@ def serve(tmp_path):
         server.shutdown()
 
 
+def _mirror(monkeypatch, url: str) -> None:
+    """Download MNIST from `url` in this test."""
+    monkeypatch.setitem(hdata.IDX_DATASETS, "mnist", dataclasses.replace(hdata.IDX_DATASETS["mnist"], mirror=url))
+
+
 def test_missing_offline_names_file_dirs_and_fixes(isolated):
     empty = isolated / "empty"
     empty.mkdir()
@@ -54,7 +61,7 @@ def test_missing_offline_names_file_dirs_and_fixes(isolated):
 
 
 def test_failed_download_reports_and_leaves_nothing(isolated, monkeypatch):
-    monkeypatch.setattr(hdata, "MNIST_MIRROR", "http://127.0.0.1:9/")  # nothing listens on port 9
+    _mirror(monkeypatch, "http://127.0.0.1:9/")  # nothing listens on port 9
     with pytest.raises(DataError, match="download from http://127.0.0.1:9/ failed"):
         hdata.load_mnist(isolated / "nowhere")
     cache = hdata.default_cache_dir()
@@ -66,14 +73,14 @@ def test_download_with_wrong_checksum_is_rejected_before_rename(isolated, monkey
     mirror.mkdir()
     for name in hdata.MNIST_FILES:
         (mirror / name).write_bytes(b"not mnist")
-    monkeypatch.setattr(hdata, "MNIST_MIRROR", serve(mirror))
+    _mirror(monkeypatch, serve(mirror))
     with pytest.raises(DataError, match="checksum mismatch"):
         hdata.load_mnist(isolated / "nowhere")
     assert not any(hdata.default_cache_dir().iterdir())  # neither the file nor a partial download
 
 
 def test_download_from_mirror_into_cache(isolated, monkeypatch, serve, mnist_dir):
-    monkeypatch.setattr(hdata, "MNIST_MIRROR", serve(mnist_dir))
+    _mirror(monkeypatch, serve(mnist_dir))
     dataset = hdata.load_mnist(isolated / "nowhere")
     assert sorted(p.name for p in hdata.default_cache_dir().iterdir()) == sorted(hdata.MNIST_FILES)
     assert len(dataset.train) == 60000 and len(dataset.test) == 10000

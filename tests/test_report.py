@@ -342,15 +342,32 @@ def test_seeds_not_stored_is_a_clear_error(reports, tmp_path, capsys):
 
 
 def test_stale_figures_are_removed_other_files_kept(reports, tmp_path):
+    """A figure an earlier report wrote (listed in the manifest, bytes unchanged) and no longer made is
+    removed; files the report did not write, or that were edited since, are never touched."""
+    import hashlib
+    import json
+
+    from hpstudy.outputs import MANIFEST
+
     r = reports["random"]
     target = tmp_path / r["study"].name
     shutil.copytree(r["first"], target)
     (target / "figures" / "old_figure.png").write_bytes(b"stale")
+    (target / "figures" / "edited_figure.png").write_bytes(b"edited")
+    (target / "figures" / "users_figure.png").write_bytes(b"mine")
+    manifest = json.loads((target / MANIFEST).read_text())
+    manifest["figures/old_figure.png"] = hashlib.sha256(b"stale").hexdigest()
+    manifest["figures/edited_figure.png"] = hashlib.sha256(b"as written").hexdigest()
+    (target / MANIFEST).write_text(json.dumps(manifest))
     (target / "results").mkdir()
     (target / "results" / "keep.txt").write_text("shipped runs live here")
     write_report(r["study"], r["results"], tmp_path)
     assert not (target / "figures" / "old_figure.png").exists()
+    assert (target / "figures" / "edited_figure.png").read_bytes() == b"edited"
+    assert (target / "figures" / "users_figure.png").read_bytes() == b"mine"
     assert (target / "results" / "keep.txt").exists()
+    assert "figures/old_figure.png" not in json.loads((target / MANIFEST).read_text())
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folder left
 
 
 def test_epoch_means_average_only_the_runs_that_trained_each_epoch():

@@ -1,0 +1,255 @@
+"""The Python API (for notebooks and scripts); the `hpstudy` command is a thin layer over it.
+
+    import hpstudy
+    study = hpstudy.load_study("naragundkar2024_grid")
+    runs = hpstudy.run(study, seeds=3)           # a pandas DataFrame, one row per run
+    table = hpstudy.summarize(study)             # one row per configuration: mean, CI, published
+    figs = hpstudy.plots(study)                  # {name: matplotlib Figure}
+    hpstudy.report(study)                        # results/_reports/<study>/
+
+Importing this module is cheap and never imports JAX: training processes must be able to set up their
+environment before JAX loads, so everything heavy is imported inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from hpstudy.errors import Interrupted, StudyError, TooBigError
+
+STUDIES_DIR = Path("studies")
+DEFAULT_RESULTS = "results"
+DEFAULT_OUT = "results/_reports"  # the same as hpstudy.report.DEFAULT_OUT (not imported: it loads pandas)
+
+
+def resolve_study_path(arg: str | os.PathLike, studies: str | os.PathLike = STUDIES_DIR) -> Path:
+    """A study given as a path, or as a name found in ./studies/ (a near miss gets a did-you-mean)."""
+    path = Path(arg)
+    if path.exists() or path.suffix == ".toml":
+        return path
+    candidate = Path(studies) / f"{arg}.toml"
+    if candidate.exists():
+        return candidate
+    from hpstudy.study import closest
+
+    names = [p.stem for p in Path(studies).glob("*.toml")]
+    near = closest(str(arg), names) or next(iter(difflib.get_close_matches(str(arg), names, n=1)), None)
+    hint = f" Did you mean '{near}'?" if near else (f" Known studies: {', '.join(sorted(names))}." if names else "")
+    raise StudyError(f"study {str(arg)!r} not found: no such file, and no {candidate}.{hint}")
+
+
+def load_study(name_or_path, studies: str | os.PathLike = STUDIES_DIR):
+    """A validated Study from a path, or a name in ./studies/; a Study passes through unchanged."""
+    from hpstudy.study import Study, load_study as _load
+
+    if isinstance(name_or_path, Study):
+        return name_or_path
+    return _load(resolve_study_path(name_or_path, studies))
+
+
+def variant(study, dataset: str | None = None, max_epochs: int | None = None):
+    """The study, on another dataset and/or with epochs capped (each a study of its own in the store)."""
+    study = load_study(study)
+    if dataset is not None:
+        study = study.with_dataset(dataset)
+    if max_epochs is not None:
+        if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
+            raise StudyError(f"--max-epochs {max_epochs} is invalid; expected an integer >= 1.")
+        study = study.with_max_epochs(max_epochs)
+    return study
+
+
+def _seeds(study, seeds) -> range:
+    """seeds: None (the study's default), N, 'N', 'A:B', or a range."""
+    from hpstudy.study import parse_seeds
+
+    if isinstance(seeds, range):
+        if len(seeds) == 0 or seeds.step != 1 or seeds.start < 0:
+            raise StudyError(f"seeds={seeds!r} is invalid; expected a non-empty range of seeds >= 0 with step 1.")
+        return seeds
+    return parse_seeds(None if seeds is None else str(seeds), study.default_seeds)
+
+
+def plan(study, seeds=None, results: str | os.PathLike = DEFAULT_RESULTS, workers: int | None = None, shard=None):
+    """(seeds, runs still missing, Estimate of their time) of running `study` over `seeds` (only the runs of
+    `shard`, a storeops.Shard, if given); nothing runs.
+
+    More than budget.MAX_RUNS runs in one call is a TooBigError, raised before any list of runs is made.
+    """
+    from hpstudy import budget, store
+    from hpstudy.parallel import default_workers
+
+    study = load_study(study)
+    seeds = _seeds(study, seeds)
+    total = len(study.trials) * len(seeds)
+    if total > budget.MAX_RUNS:
+        raise TooBigError(
+            f"{study.name}: {len(study.trials):,} trials x {len(seeds):,} seeds = {total:,} runs; hpstudy runs at "
+            f"most {budget.MAX_RUNS:,} runs per call. Ask for fewer seeds (--seeds A:B adds more later, same bits)."
+        )
+    directory = store.study_dir(results, study.name)
+    columns = ["run_id", "seconds", "epochs_run", "hp.hidden", "hp.validation"]  # what the estimate needs
+    stored = store.read_runs(directory, study.name, columns) if directory.is_dir() else None
+    done = set() if stored is None else set(stored["run_id"])
+    todo = [spec for spec in study.runs(seeds) if spec.run_id not in done and (shard is None or shard.holds(spec.run_id))]
+    estimate = budget.estimate([s.config for s in todo], workers or default_workers(), stored)
+    return seeds, todo, estimate
+
+
+def run(
+    study,
+    seeds=None,
+    results: str | os.PathLike = DEFAULT_RESULTS,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    download: bool = True,
+    workers: int | None = None,
+    max_epochs: int | None = None,
+    dataset: str | None = None,
+    yes: bool = False,
+    confirm: Callable[[str], bool] | None = None,
+    wait: bool = False,
+    numerics_mode: str = "portable",
+    allow_mixed: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    shard=None,
+    scheduler=None,
+):
+    """Compute every missing run of `study` over `seeds` and return the runs of those seeds (a DataFrame).
+
+    Runs already stored are not computed again; the result of each run does not depend on any of these
+    arguments. `dataset` runs the study's design on another dataset (see Study.with_dataset), and
+    `max_epochs` caps training for a smoke test; each is stored as a study of its own. A run estimated
+    above the thresholds of hpstudy/budget.py needs yes=True, or `confirm` (called with a description)
+    returning True; else TooBigError. `workers` above the usable cores is
+    capped with a warning through `log`. A second process on the same store raises LockedError, or waits
+    with wait=True. `numerics_mode` and `allow_mixed`: see hpstudy/numerics.py and runner.check_mixing.
+    Ctrl-C raises Interrupted, saying how many runs are stored and how to resume. `shard` ("I/N" or a
+    storeops.Shard): only that shard's runs, for job arrays (`hpstudy merge` combines the stores).
+    `scheduler`: a Dask scheduler address or distributed.Client to train on (hpstudy/distributed.py).
+    The frame's attrs["run"] says what this call did (total, already_stored, computed, seconds, directory).
+    """
+    from hpstudy import data as hdata
+    from hpstudy import store
+    from hpstudy.parallel import default_workers, usable_cores
+    from hpstudy.runner import run_study
+
+    log = log or (lambda text: print(text, file=sys.stderr))
+    study = variant(study, dataset, max_epochs)
+    store.check_writable(store.study_dir(results, study.name))  # before estimating, loading or training
+    cores = len(usable_cores())
+    if workers is None:
+        workers = default_workers()
+    elif workers > cores:
+        log(f"hpstudy: warning: --workers {workers} is more than the {cores} usable cores; using {cores} "
+            "(more processes than cores only compete for them; results are the same).")
+        workers = cores
+    if isinstance(shard, str):
+        from hpstudy.storeops import parse_shard
+
+        shard = parse_shard(shard)
+    seeds, todo, estimate = plan(study, seeds, results, workers, shard)
+    in_shard = [s for s in study.runs(seeds) if shard is None or shard.holds(s.run_id)]
+    if todo and estimate.needs_confirmation() and not yes:
+        what = (f"{study.name}: {estimate.describe()} with {workers} worker(s) "
+                f"({'measured on this study' if estimate.measured else 'rate measured on the shipped studies'})")
+        if confirm is None or not confirm(what):
+            raise TooBigError(f"{what}. That is above {budget_limits()}; pass --yes (yes=True) to start it, "
+                              "or ask for fewer seeds or a smaller design.")
+    if todo and progress:
+        log(f"{study.name}: {estimate.describe()} with {workers} worker(s) to compute "
+            f"({len(in_shard) - len(todo)} already stored)")
+    directory = store.study_dir(results, study.name)
+    validation = study.validation
+    try:
+        report = run_study(
+            study, seeds,
+            lambda: hdata.load_dataset(study.meta.get("dataset", "mnist"), data_dir, validation, download=download),
+            results, progress=progress, workers=workers, numerics_mode=numerics_mode, allow_mixed=allow_mixed, wait=wait,
+            on_wait=lambda pid: log(f"hpstudy: waiting for pid {pid}, which is running this study into {directory} ..."),
+            shard=shard, scheduler=scheduler,
+        )
+    except KeyboardInterrupt:
+        stored = store.validate(directory, study.name) if directory.is_dir() else 0
+        raise Interrupted(
+            f"interrupted. {stored} runs of {study.name} are stored in {directory}; run the same command again "
+            "to compute only the missing ones (the finished ones keep their bits)."
+        ) from None
+    wanted = {spec.run_id for spec in in_shard}  # not runs of configurations the file no longer has
+    runs = store.read_runs(report.directory, study.name)
+    runs = runs[runs["run_id"].isin(wanted)].reset_index(drop=True)
+    runs.attrs["run"] = {
+        "study": study.name, "trials": len(study.trials), "seeds": seeds, "total": report.total,
+        "already_stored": report.already_stored, "computed": report.computed, "seconds": report.seconds,
+        "directory": report.directory, "shard": None if shard is None else str(shard),
+    }
+    return runs
+
+
+def budget_limits() -> str:
+    """The confirmation thresholds, for messages."""
+    from hpstudy import budget
+
+    return f"{budget.CONFIRM_RUNS:,} runs or {budget.duration(budget.CONFIRM_SECONDS)}"
+
+
+def results(study, results: str | os.PathLike = DEFAULT_RESULTS, seeds: Sequence[int] | None = None):
+    """The stored runs of `study` that its file still describes (a DataFrame), checked part by part."""
+    return _stored(study, results, seeds)
+
+
+def _stored(study, results, seeds):
+    from hpstudy import store
+    from hpstudy.report import load_runs
+
+    study = load_study(study)
+    store.validate(store.study_dir(results, study.name), study.name)
+    return load_runs(study, results, _seed_list(study, seeds))
+
+
+def _seed_list(study, seeds) -> list[int] | None:
+    return None if seeds is None else list(_seeds(study, seeds))
+
+
+def analysis(study, results: str | os.PathLike = DEFAULT_RESULTS, seeds=None):
+    """The report's analysis (hpstudy.report.Analysis) of the stored runs."""
+    from hpstudy.report import analyze
+
+    study = load_study(study)
+    return analyze(study, _stored(study, results, seeds))
+
+
+def summarize(study, results: str | os.PathLike = DEFAULT_RESULTS, seeds=None):
+    """One row per configuration: the report's table (mean, intervals, the published value) as a DataFrame."""
+    from hpstudy import tables
+
+    return tables.table_frame(analysis(study, results, seeds))
+
+
+def plots(study, results: str | os.PathLike = DEFAULT_RESULTS, seeds=None) -> dict:
+    """The report's figures as matplotlib Figures, by name (nothing is written)."""
+    import matplotlib as mpl
+
+    from hpstudy import figures as F
+
+    a = analysis(study, results, seeds)
+    out = {}
+    with mpl.rc_context(F.STYLE):
+        for stem, _caption, build in F.plan(a):
+            fig = build(a)
+            if fig is not None:
+                out[stem] = fig
+    return out
+
+
+def report(study, results: str | os.PathLike = DEFAULT_RESULTS, out: str | os.PathLike = DEFAULT_OUT, seeds=None) -> Path:
+    """Write OUT/<study>/ (README, tables, figures) from the stored runs; the folder written."""
+    from hpstudy.report import write_report
+
+    study = load_study(study)
+    return write_report(study, results, out, _seed_list(study, seeds))

@@ -1,0 +1,88 @@
+"""How big a run is before it starts: the number of runs and an estimate of the time they take.
+
+The time model is the work of training (epochs x training images x multiply-adds of the network per
+image) divided by a measured rate. The rate is that of the study's own stored runs where there are any,
+else RATE_PER_CORE, measured on the 2-core CPU machine from the 582 shipped runs in reports/_runs
+(median over all five studies of work / stored seconds; per study 3.2e9 to 7.8e9).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Sequence
+
+import numpy as np
+
+RATE_PER_CORE = 4.5e9  # multiply-adds (per training image and epoch) per second and core; see above
+# Above these, `hpstudy run` asks for --yes (and refuses when it cannot ask): a run this long should
+# be a decision, not a typo.
+CONFIRM_RUNS = 10_000
+CONFIRM_SECONDS = 4 * 3600
+# More runs than this in one call are refused outright: their list alone would not fit in memory well.
+MAX_RUNS = 1_000_000
+
+
+def macs(hidden: Sequence[int]) -> int:
+    """Multiply-adds of the MLP for one 784-pixel image."""
+    sizes = (784, *hidden, 10)
+    return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def n_train(validation: str) -> int:
+    """Training images under a validation scheme (MNIST-sized datasets)."""
+    return 60000 - (int(validation.split(":", 1)[1]) if validation.startswith("holdout:") else 0)
+
+
+def work(config) -> float:
+    """The training work of one run at its full number of epochs (early stopping may make it less)."""
+    return float(config.epochs) * n_train(config.validation) * macs(config.hidden)
+
+
+def measured_rate(runs) -> float | None:
+    """The median rate of stored runs (a DataFrame of store rows), or None when there are none."""
+    needed = {"seconds", "epochs_run", "hp.hidden", "hp.validation"}
+    if runs is None or len(runs) == 0 or not needed <= set(runs.columns):
+        return None
+    hidden = runs["hp.hidden"].map(json.loads)
+    done = runs["epochs_run"].to_numpy(float) * runs["hp.validation"].map(n_train).to_numpy(float) * hidden.map(macs).to_numpy(float)
+    seconds = runs["seconds"].to_numpy(float)
+    ok = seconds > 0
+    return float(np.median(done[ok] / seconds[ok])) if ok.any() else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """Runs to compute and the time they should take."""
+
+    runs: int
+    seconds: float
+    rate: float
+    measured: bool  # rate from this study's stored runs (else the shipped runs' rate)
+
+    def needs_confirmation(self) -> bool:
+        """Whether this is large enough to ask before starting."""
+        return self.runs > CONFIRM_RUNS or self.seconds > CONFIRM_SECONDS
+
+    def describe(self) -> str:
+        """'N runs, about T' for messages."""
+        return f"{self.runs:,} runs, about {duration(self.seconds)}"
+
+
+def estimate(configs: Sequence, workers: int, stored=None) -> Estimate:
+    """Estimate the wall time of training `configs` (one per run) on `workers` single-core processes."""
+    rate = measured_rate(stored)
+    total = sum(work(c) for c in configs)
+    used = max(1, min(workers, len(configs)))
+    return Estimate(len(configs), total / ((rate or RATE_PER_CORE) * used), rate or RATE_PER_CORE, rate is not None)
+
+
+def duration(seconds: float) -> str:
+    """A rough human duration: 40 s, 12 min, 3.5 h, 41 days."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 3 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:,.0f} days"

@@ -1,0 +1,317 @@
+"""docs/errors.md is generated from the cases below, each run through the real command: the test fails
+when the document and the code disagree. Regenerate it with
+
+    HPSTUDY_WRITE_ERRORS_DOC=1 python -m pytest tests/test_errors_doc.py
+
+Each case also checks its exit code and that nothing stored changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from hpstudy import cli, errors, runner, store
+from hpstudy import data as hdata
+from hpstudy.report import synthetic_records
+from hpstudy.study import load_study
+from tests.conftest import SMALL_STUDY, FACTORS, synthetic_dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "errors.md"
+GRID = ROOT / "studies" / "naragundkar2024_grid.toml"
+
+
+@dataclasses.dataclass
+class Case:
+    section: str
+    title: str
+    setup: Callable[[Path], list[str]]  # prepares tmp, returns the argv
+    code: int
+
+
+def study_file(tmp: Path, *replace: tuple[str, str], extra: str = "") -> Path:
+    text = SMALL_STUDY.format(factors=FACTORS)
+    for old, new in replace:
+        text = text.replace(old, new)
+    path = tmp / "study.toml"
+    path.write_text(text + extra)
+    return path
+
+
+def stored_grid(tmp: Path) -> Path:
+    """Synthetic runs of the grid study in tmp/results; the study's folder."""
+    study = load_study(GRID)
+    directory = store.study_dir(tmp / "results", study.name)
+    records = synthetic_records(study, range(2))
+    for i in range(0, len(records), 8):
+        store.write_chunk(directory, records[i : i + 8])
+    return directory
+
+
+def report_args(tmp: Path) -> list[str]:
+    return ["report", str(GRID), "--results", str(tmp / "results"), "--out", str(tmp / "out")]
+
+
+def _conflict(tmp: Path) -> list[str]:
+    directory = stored_grid(tmp)
+    rows = pq.read_table(sorted(directory.glob("part-*.parquet"))[0]).to_pylist()[:1]
+    rows[0]["test_accuracy"] = 0.5
+    pq.write_table(pa.Table.from_pylist(rows), directory / "part-edited.parquet")
+    return report_args(tmp)
+
+
+def _foreign(tmp: Path) -> list[str]:
+    directory = stored_grid(tmp)
+    rows = pq.read_table(sorted(directory.glob("part-*.parquet"))[0]).to_pylist()
+    for r in rows:
+        r["study"] = "another_study"
+    pq.write_table(pa.Table.from_pylist(rows), directory / "part-copied.parquet")
+    return report_args(tmp)
+
+
+def _alien(tmp: Path) -> list[str]:
+    directory = stored_grid(tmp)
+    pq.write_table(pa.table({"run_id": ["x"], "accuracy": [0.9]}), directory / "part-alien.parquet")
+    return report_args(tmp)
+
+
+def _garbage(tmp: Path) -> list[str]:
+    directory = stored_grid(tmp)
+    (directory / "part-broken.parquet").write_bytes(b"not parquet")
+    return ["list", "--studies", str(tmp / "studies"), "--results", str(tmp / "results")]
+
+
+def _list_dir(tmp: Path) -> None:
+    (tmp / "studies").mkdir()
+    (tmp / "studies" / "naragundkar2024_grid.toml").write_bytes(GRID.read_bytes())
+
+
+def _corrupt_data(tmp: Path) -> list[str]:
+    folder = tmp / "data"
+    folder.mkdir()
+    for name in hdata.MNIST_FILES:
+        (folder / name).write_bytes(b"not mnist")
+    return ["run", str(study_file(tmp)), "--data-dir", str(folder), "--no-download", "--results", str(tmp / "results")]
+
+
+def _data_file(tmp: Path) -> list[str]:
+    (tmp / "mnist.gz").write_bytes(b"x")
+    return ["run", str(study_file(tmp)), "--data-dir", str(tmp / "mnist.gz"), "--results", str(tmp / "results")]
+
+
+def _locked(tmp: Path) -> list[str]:
+    hold = textwrap.dedent(
+        """
+        import sys, time
+        from pathlib import Path
+        from hpstudy.locking import store_lock
+        with store_lock(Path(sys.argv[1])):
+            print("locked", flush=True)
+            time.sleep(600)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", hold, str(tmp / "results" / "small")], stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout.readline().strip() == "locked"
+    HOLDERS.append(proc)
+    return ["run", str(study_file(tmp)), "--seeds", "1", "--workers", "1", "--results", str(tmp / "results")]
+
+
+def _disk_full(tmp: Path) -> list[str]:
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    PATCHES.append((store.pq, "write_table", full))
+    return ["run", str(study_file(tmp)), "--seeds", "1", "--workers", "1", "--results", str(tmp / "results")]
+
+
+def _ctrl_c(tmp: Path) -> list[str]:
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    PATCHES.append((runner, "run_study", interrupted))
+    return ["run", str(study_file(tmp)), "--seeds", "1", "--workers", "1", "--results", str(tmp / "results")]
+
+
+def _report_disk_full(tmp: Path) -> list[str]:
+    from hpstudy import figures
+
+    stored_grid(tmp)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    PATCHES.append((figures, "save", full))
+    return report_args(tmp)
+
+
+def _existing_new(tmp: Path) -> list[str]:
+    (tmp / "studies").mkdir()
+    (tmp / "studies" / "mine.toml").write_text("# my study\n")
+    return ["new", "mine", "--file", str(tmp / "studies" / "mine.toml")]
+
+
+HOLDERS: list[subprocess.Popen] = []
+PATCHES: list[tuple] = []
+STUDY, DATA, STORE, OUTPUT, SIZE, STOP = (
+    "Study files and arguments", "Data", "The results store", "Output folders", "Size", "Stopping")
+RUN = ["run"]
+
+CASES = [
+    Case(STUDY, "A study name that would climb out of its folder (`name = \"..\"`)",
+         lambda t: ["run", str(study_file(t, ('name = "small"', 'name = ".."'))), "--results", str(t / "results")], 2),
+    Case(STUDY, "A study name of 300 characters",
+         lambda t: ["run", str(study_file(t, ('name = "small"', f'name = "{"s" * 300}"'))), "--results", str(t / "results")], 2),
+    Case(STUDY, "A study that does not exist (a typo of a shipped one)",
+         lambda t: ["run", "naragundkar2024_grd"], 2),
+    Case(STUDY, "A typo inside `design.space` (`lgo` for `log`)",
+         lambda t: ["run", str(study_file(t, ('kind = "grid"', 'kind = "random"\ntrials = 2'),
+                                          ("[design.factors]", "[design.space]"),
+                                          (FACTORS, 'learning_rate = { type = "float", low = 0.001, high = 0.1, lgo = true }')))], 2),
+    Case(STUDY, "Two `[[published]]` entries for one configuration and metric",
+         lambda t: ["run", str(study_file(t, extra="".join(
+             f"\n[[published]]\nwhere = {{ learning_rate = 0.01, dropout = 0.2 }}\ntest_accuracy = {v}\n" for v in (0.97, 0.96))))], 2),
+    Case(STUDY, "A grid that crosses to a million trials",
+         lambda t: ["run", str(study_file(t, (FACTORS, "learning_rate = [{}]\nbatch_size = [{}]\ndropout = [{}]".format(
+             ", ".join(str(0.001 * k) for k in range(1, 101)), ", ".join(str(b) for b in range(1, 101)),
+             ", ".join(str(d / 1000) for d in range(100))))))], 2),
+    Case(STUDY, "A random design of 10^8 trials",
+         lambda t: ["run", str(study_file(t, ('kind = "grid"', 'kind = "random"\ntrials = 100000000'),
+                                          ("[design.factors]", "[design.space]"),
+                                          (FACTORS, 'learning_rate = { type = "float", low = 0.001, high = 0.1 }')))], 2),
+    Case(STUDY, "An unknown dataset",
+         lambda t: ["run", str(study_file(t, ('validation = "test"', 'validation = "test"\ndataset = "cifar10"')))], 2),
+    Case(STUDY, "`--seeds 0`", lambda t: ["run", str(study_file(t)), "--seeds", "0"], 2),
+    Case(DATA, "A data folder that is a file", _data_file, 3),
+    Case(DATA, "Dataset files that are not the canonical ones", _corrupt_data, 3),
+    Case(DATA, "Dataset files missing, downloads disabled",
+         lambda t: ["run", str(study_file(t)), "--data-dir", str(t), "--no-download", "--results", str(t / "results")], 3),
+    Case(DATA, "A tensorflow-datasets dataset that is not prepared",
+         lambda t: ["run", str(study_file(t, ('validation = "test"', 'validation = "test"\ndataset = "tfds:fashion_mnist"'))),
+                    "--results", str(t / "results")], 3),
+    Case(STORE, "No stored runs to report",
+         lambda t: ["report", str(GRID), "--results", str(t / "results"), "--out", str(t / "out")], 4),
+    Case(STORE, "A run stored twice with different results", _conflict, 4),
+    Case(STORE, "A part of another study copied into the folder", _foreign, 4),
+    Case(STORE, "A Parquet file of another format", _alien, 4),
+    Case(STORE, "A part that is not Parquet at all (`list` lists the other studies, marks this one)",
+         lambda t: (_list_dir(t), _garbage(t))[1], 4),
+    Case(STORE, "Another `hpstudy run` of the same study is running", _locked, errors.LockedError.exit_code),
+    Case(STORE, "New runs for a store made in another numeric environment",
+         lambda t: (stored_grid(t), ["run", str(GRID), "--seeds", "3", "--workers", "2", "--results", str(t / "results")])[1], 4),
+    Case(OUTPUT, "A results folder that is a file",
+         lambda t: ((t / "results").write_text("x"), ["run", str(study_file(t)), "--results", str(t / "results")])[1], errors.OutputError.exit_code),
+    Case(OUTPUT, "A results path too long for the file system",
+         lambda t: ["run", str(study_file(t)), "--results", str(t / ("r" * 300))], errors.OutputError.exit_code),
+    Case(OUTPUT, "The disk fills up while runs are stored", _disk_full, errors.OutputError.exit_code),
+    Case(OUTPUT, "A report folder (`--out`) that is a file",
+         lambda t: (stored_grid(t), (t / "out").write_text("x"), report_args(t))[2], errors.OutputError.exit_code),
+    Case(OUTPUT, "The disk fills up while a report is written (the old report stays whole)", _report_disk_full, errors.OutputError.exit_code),
+    Case(OUTPUT, "`hpstudy new` over an existing file", _existing_new, errors.OutputError.exit_code),
+    Case(SIZE, "`--seeds 99999999999`", lambda t: ["run", str(GRID), "--seeds", "99999999999", "--results", str(t / "results")], errors.TooBigError.exit_code),
+    Case(SIZE, "A run of 16,000 runs without `--yes`, with no terminal to ask on",
+         lambda t: ["run", str(GRID), "--seeds", "2000", "--workers", "1", "--results", str(t / "results")], errors.TooBigError.exit_code),
+    Case(STOP, "Ctrl-C during `hpstudy run`", _ctrl_c, 130),
+]
+
+
+def _files(tmp: Path) -> dict[str, bytes]:
+    """Stored files (a lock file is not stored data, nor are matplotlib's font cache and the like)."""
+    return {p.relative_to(tmp).as_posix(): p.read_bytes() for p in sorted(tmp.rglob("*"))
+            if p.is_file() and p.name != ".lock" and not p.relative_to(tmp).as_posix().startswith("cache/")}
+
+
+def _normalise(text: str, tmp: Path) -> str:
+    text = text.replace(str(tmp), "<tmp>").replace(str(ROOT), "<repo>")
+    return re.sub(r"pid \d+", "pid <pid>", text)
+
+
+def run_case(case: Case, tmp: Path, monkeypatch, capsys) -> tuple[str, str]:
+    """(command, message) of one case, after checking its exit code and that nothing stored changed."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp / "cache"))
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp / "tfds"))
+    monkeypatch.delenv(hdata.ENV_DATA_DIR, raising=False)
+    monkeypatch.setattr(hdata, "load_dataset", _synthetic_unless_checked(hdata.load_dataset))
+    argv = case.setup(tmp)
+    for target, name, value in PATCHES:
+        monkeypatch.setattr(target, name, value)
+    PATCHES.clear()
+    before = _files(tmp)
+    capsys.readouterr()
+    try:
+        code = cli.main(argv)
+    finally:
+        for proc in HOLDERS:
+            proc.kill()
+            proc.wait()
+        HOLDERS.clear()
+    err = capsys.readouterr().err
+    assert code == case.code, err
+    assert "Traceback" not in err
+    assert _files(tmp) == before, f"{case.title}: stored files changed"
+    lines = [line for line in err.splitlines() if line.startswith("hpstudy: error:")]
+    assert len(lines) == 1, err
+    args = [_normalise(a, tmp) for a in argv]
+    command = "hpstudy " + " ".join(a if len(a) < 60 else a[:25] + "..." + a[-20:] for a in args)
+    return command, _normalise(lines[0], tmp)
+
+
+def _synthetic_unless_checked(real):
+    """Data loading as it is, except that a run which gets past every check trains on synthetic data."""
+
+    def load(dataset, data_dir=None, validation="test", download=True):
+        if data_dir is not None or dataset != "mnist":
+            return real(dataset, data_dir, validation, download)
+        return synthetic_dataset()
+
+    return load
+
+
+def render(rows: list[tuple[Case, str, str]]) -> str:
+    out = [
+        "# Every bad input, and the answer it gets",
+        "",
+        "Generated by `tests/test_errors_doc.py`, which runs each case through the `hpstudy` command and fails",
+        "when this page and the code disagree (`HPSTUDY_WRITE_ERRORS_DOC=1` rewrites it). In every case the",
+        "answer is one line on stderr, no traceback, nothing stored is changed, and the exit code says which",
+        "kind of problem it was:",
+        "",
+        "| exit code | error | meaning |",
+        "|---:|---|---|",
+    ]
+    for cls in sorted((c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.HpstudyError)
+                       and c is not errors.HpstudyError), key=lambda c: c.exit_code):
+        out.append(f"| {cls.exit_code} | `{cls.__name__}` | {cls.__doc__.strip()} |")
+    section = None
+    for case, command, message in rows:
+        if case.section != section:
+            section = case.section
+            out += ["", f"## {section}"]
+        out += ["", f"**{case.title}** (exit {case.code})", "", "```", f"$ {command}", message, "```"]
+    return "\n".join(out) + "\n"
+
+
+def test_errors_doc_matches_the_code(tmp_path_factory, monkeypatch, capsys):
+    pytest.importorskip("tensorflow_datasets", reason="the tfds case's answer needs tensorflow-datasets installed")
+    rows = []
+    for i, case in enumerate(CASES):
+        with monkeypatch.context() as mp:
+            command, message = run_case(case, tmp_path_factory.mktemp(f"case{i}"), mp, capsys)
+        rows.append((case, command, message))
+    text = render(rows)
+    if os.environ.get("HPSTUDY_WRITE_ERRORS_DOC"):
+        DOC.write_text(text)
+    assert DOC.read_text() == text, "docs/errors.md is out of date: HPSTUDY_WRITE_ERRORS_DOC=1 rewrites it"
