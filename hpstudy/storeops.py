@@ -194,7 +194,10 @@ def merge(out: str | os.PathLike, sources: Sequence[str | os.PathLike], runs_per
     if out.exists() and not out.is_dir():
         raise StoreError(f"OUT {out} exists and is not a folder.")
     incoming = [part for source in sources for part in _read_parts(Path(source))]
-    unique_runs(incoming)  # refuse conflicting copies before OUT is touched (or created)
+    table, _ = unique_runs(incoming)  # refuse conflicting copies before OUT is touched (or created)
+    study = table.column("study")[0].as_py() if table is not None and "study" in table.column_names else out.name
+    if out.name != study:  # readers take a store's folder name for its study
+        raise StoreError(f"OUT {out} must be named after the study: {out.parent / study}. Nothing was written.")
     with locking.store_lock(out):  # one writer per store, as for `hpstudy run`
         return _merge_into(out, incoming, runs_per_part)
 

@@ -21,6 +21,7 @@ from hpstudy.study import load_study
 from tests.conftest import FACTORS_PERMUTED, synthetic_dataset
 
 GRID = Path("studies/naragundkar2024_grid.toml")
+G = "naragundkar2024_grid"  # a store folder is named after its study
 VALUE_COLUMNS_EXCLUDED = list(storeops.TIMING_COLUMNS)
 
 
@@ -91,39 +92,41 @@ def test_three_shards_merged_equal_one_unsharded_run(write_study, tmp_path, caps
 
 
 def test_identical_duplicates_are_taken_once(tmp_path):
-    runs = synthetic_store(tmp_path / "a")
-    shutil.copytree(tmp_path / "a", tmp_path / "b")
-    report = storeops.merge(tmp_path / "out", [tmp_path / "a", tmp_path / "b"])
+    runs = synthetic_store(tmp_path / "a" / G)
+    shutil.copytree(tmp_path / "a" / G, tmp_path / "b" / G)
+    report = storeops.merge(tmp_path / "out" / G, [tmp_path / "a" / G, tmp_path / "b" / G])
     assert (report.runs, report.written, report.duplicates) == (80, 80, 80)
-    pd.testing.assert_frame_equal(canonical(store.read_runs(tmp_path / "out")), runs)
+    pd.testing.assert_frame_equal(canonical(store.read_runs(tmp_path / "out" / G)), runs)
 
 
 def test_run_twice_with_different_values_is_refused_naming_both_parts(tmp_path, capsys):
-    synthetic_store(tmp_path / "a")
-    part = store.live_parts(tmp_path / "a")[0]
+    synthetic_store(tmp_path / "a" / G)
+    part = store.live_parts(tmp_path / "a" / G)[0]
     changed = pd.read_parquet(part)
     changed.loc[0, "test_accuracy"] = 0.5
-    (tmp_path / "b").mkdir()
-    changed.iloc[:1].to_parquet(tmp_path / "b" / "part-changed.parquet")
-    out = tmp_path / "out"
-    assert cli.main(["merge", str(out), str(tmp_path / "a"), str(tmp_path / "b")]) == StoreError.exit_code
+    (tmp_path / "b" / G).mkdir(parents=True)
+    changed.iloc[:1].to_parquet(tmp_path / "b" / G / "part-changed.parquet")
+    out = tmp_path / "out" / G
+    assert cli.main(["merge", str(out), str(tmp_path / "a" / G), str(tmp_path / "b" / G)]) == StoreError.exit_code
     err = capsys.readouterr().err
-    assert str(part) in err and str(tmp_path / "b" / "part-changed.parquet") in err
+    assert str(part) in err and str(tmp_path / "b" / G / "part-changed.parquet") in err
     assert "differing in test_accuracy." in err and changed.loc[0, "run_id"] in err
     assert not out.exists()  # nothing written
 
 
 def test_merge_refuses_other_studies_and_missing_stores(tmp_path):
-    synthetic_store(tmp_path / "a")
+    synthetic_store(tmp_path / "a" / G)
     records = synthetic_records(load_study(Path("studies/fabrizio2021_lr.toml")), range(1))
-    store.write_chunk(tmp_path / "b", records[:4])
+    store.write_chunk(tmp_path / "b" / "fabrizio2021_lr", records[:4])
     with pytest.raises(StoreError, match="runs of different studies"):
-        storeops.merge(tmp_path / "out", [tmp_path / "a", tmp_path / "b"])
+        storeops.merge(tmp_path / "out" / G, [tmp_path / "a" / G, tmp_path / "b" / "fabrizio2021_lr"])
     with pytest.raises(StoreError, match="does not exist"):
-        storeops.merge(tmp_path / "out", [tmp_path / "nowhere"])
-    with pytest.raises(StoreError, match=r"holds the stores a, b: pass"):
-        storeops.merge(tmp_path / "out", [tmp_path])
-    assert not (tmp_path / "out").exists()
+        storeops.merge(tmp_path / "out" / G, [tmp_path / "nowhere"])
+    with pytest.raises(StoreError, match=rf"holds the stores {G}: pass"):
+        storeops.merge(tmp_path / "out" / G, [tmp_path / "a"])
+    with pytest.raises(StoreError, match=rf"OUT .*other must be named after the study: .*/{G}"):
+        storeops.merge(tmp_path / "other", [tmp_path / "a" / G])
+    assert not (tmp_path / "out").exists() and not (tmp_path / "other").exists()
 
 
 # ---- compaction ----------------------------------------------------------------------------------------
@@ -136,25 +139,25 @@ class Crash(Exception):
 def compaction_steps(tmp_path: Path) -> list[str]:
     """Every checkpoint a full compaction of the test store passes, in order."""
     steps: list[str] = []
-    synthetic_store(tmp_path / "steps")
-    storeops.compact(tmp_path / "steps", runs_per_part=30, checkpoint=steps.append)
+    synthetic_store(tmp_path / "steps" / G)
+    storeops.compact(tmp_path / "steps" / G, runs_per_part=30, checkpoint=steps.append)
     return steps
 
 
 def test_compaction_keeps_every_value_and_leaves_few_parts(tmp_path, capsys):
-    runs = synthetic_store(tmp_path / "s")
-    assert len(store.live_parts(tmp_path / "s")) == 27
-    assert cli.main(["compact", str(tmp_path / "s"), "--runs-per-part", "30"]) == 0
+    runs = synthetic_store(tmp_path / "s" / G)
+    assert len(store.live_parts(tmp_path / "s" / G)) == 27
+    assert cli.main(["compact", str(tmp_path / "s" / G), "--runs-per-part", "30"]) == 0
     assert "80 runs in 3 parts (were 27)" in capsys.readouterr().out
-    assert len(list((tmp_path / "s").glob("part-*"))) == 3
-    pd.testing.assert_frame_equal(canonical(store.read_runs(tmp_path / "s")), runs)
-    pd.testing.assert_frame_equal(canonical(_read_store(tmp_path / "s")), runs[canonical(_read_store(tmp_path / "s")).columns])
+    assert len(list((tmp_path / "s" / G).glob("part-*"))) == 3
+    pd.testing.assert_frame_equal(canonical(store.read_runs(tmp_path / "s" / G)), runs)
+    pd.testing.assert_frame_equal(canonical(_read_store(tmp_path / "s" / G)), runs[canonical(_read_store(tmp_path / "s" / G)).columns])
     # a compact store is left as it is
-    assert storeops.compact(tmp_path / "s", runs_per_part=30).parts_after == 3
+    assert storeops.compact(tmp_path / "s" / G, runs_per_part=30).parts_after == 3
 
 
 def test_compacting_again_rewrites_only_the_small_parts(tmp_path):
-    directory = tmp_path / "s"
+    directory = tmp_path / "s" / G
     synthetic_store(directory)
     storeops.compact(directory, runs_per_part=30)
     large = {p.name: p.stat().st_mtime_ns for p in store.live_parts(directory)}
@@ -182,7 +185,7 @@ def test_crash_at_every_step_of_a_compaction_loses_nothing(tmp_path):
     assert steps[:3] == ["pending:0", "pending:1", "pending:2"] and "commit" in steps and steps[-1] == "closed"
     assert any(s.startswith("rename:") for s in steps) and any(s.startswith("remove:") for s in steps)
     for step in steps:
-        directory = tmp_path / step.replace(":", "_")
+        directory = tmp_path / step.replace(":", "_") / G
         runs = synthetic_store(directory)
         ids = set(runs["run_id"])
 
@@ -205,7 +208,7 @@ def test_crash_at_every_step_of_a_compaction_loses_nothing(tmp_path):
 
 
 def test_parts_a_run_writes_during_a_compaction_are_kept(tmp_path):
-    directory = tmp_path / "s"
+    directory = tmp_path / "s" / G
     synthetic_store(directory)
     extra = synthetic_records(load_study(GRID), range(10, 11))
 
@@ -227,7 +230,7 @@ def test_bad_shard_on_the_command_line_exits_with_the_store_error(capsys):
 def test_readers_see_every_run_once_while_compacting(tmp_path):
     """A reader in another thread, listing and reading over and over during compactions, always gets the
     store's runs exactly once."""
-    directory = tmp_path / "s"
+    directory = tmp_path / "s" / G
     ids = set(synthetic_store(directory, seeds=20, per_part=2)["run_id"])  # 160 runs
     seen, errors, done = [], [], threading.Event()
 
@@ -268,7 +271,7 @@ KILLED_COMPACTION = textwrap.dedent(
 
 @pytest.mark.parametrize("step", ["pending:1", "commit", "rename:1", "remove:5"])
 def test_sigkill_mid_compaction_loses_nothing(tmp_path, step):
-    directory = tmp_path / "s"
+    directory = tmp_path / "s" / G
     runs = synthetic_store(directory)
     proc = subprocess.Popen([sys.executable, "-c", KILLED_COMPACTION, str(directory), step],
                             stdout=subprocess.PIPE, text=True)
