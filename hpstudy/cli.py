@@ -49,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     r = runs.attrs["run"]
     print(f"{r['study']}: {r['trials']} trials x {len(r['seeds'])} seeds"
-          + (f", shard {r['shard']}: {r['total']} of them; " if r["shard"] else f" = {r['total']} runs; ")
+          + (f", shard {r['shard']}: {r['total']} of them; " if r.get("shard") else f" = {r['total']} runs; ")
           + f"{r['already_stored']} were already stored, {r['computed']} computed"
           + (f" in {r['seconds']:.1f} s ({r['seconds'] / r['computed']:.2f} s per run)" if r["computed"] else "")
           + f"; results in {r['directory']}")
