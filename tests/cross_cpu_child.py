@@ -21,7 +21,7 @@ from hpstudy.verify import COMPARED  # noqa: E402
 
 study = load_study(study_path)
 if data == "synthetic":
-    load = lambda: hdata.synthetic(n_train=2048, n_test=256)  # noqa: E731
+    load = lambda: hdata.synthetic(n_train=1600, n_test=256)  # noqa: E731
 else:
     load = lambda: hdata.load_mnist(None, study.meta.get("validation", "test"), download=False)  # noqa: E731
 report = run_study(study, range(study.default_seeds), load, results, progress=False, numerics_mode=mode)
