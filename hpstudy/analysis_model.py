@@ -121,7 +121,7 @@ def _read_store(directory: Path) -> pd.DataFrame:
     """The report's columns of store.read_runs, reading every part in one pass (much faster over hundreds
     of parts). Any failure falls back to store.read_runs, which reads part by part and names a bad part.
     """
-    parts = sorted(Path(directory).glob("part-*.parquet"))
+    parts = store.live_parts(directory)
     if not parts:
         return store.read_runs(directory)
     try:

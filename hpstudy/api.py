@@ -74,8 +74,9 @@ def _seeds(study, seeds) -> range:
     return parse_seeds(None if seeds is None else str(seeds), study.default_seeds)
 
 
-def plan(study, seeds=None, results: str | os.PathLike = DEFAULT_RESULTS, workers: int | None = None):
-    """(seeds, runs still missing, Estimate of their time) of running `study` over `seeds`; nothing runs.
+def plan(study, seeds=None, results: str | os.PathLike = DEFAULT_RESULTS, workers: int | None = None, shard=None):
+    """(seeds, runs still missing, Estimate of their time) of running `study` over `seeds` (only the runs of
+    `shard`, a storeops.Shard, if given); nothing runs.
 
     More than budget.MAX_RUNS runs in one call is a TooBigError, raised before any list of runs is made.
     """
@@ -94,7 +95,7 @@ def plan(study, seeds=None, results: str | os.PathLike = DEFAULT_RESULTS, worker
     columns = ["run_id", "seconds", "epochs_run", "hp.hidden", "hp.validation"]  # what the estimate needs
     stored = store.read_runs(directory, study.name, columns) if directory.is_dir() else None
     done = set() if stored is None else set(stored["run_id"])
-    todo = [spec for spec in study.runs(seeds) if spec.run_id not in done]
+    todo = [spec for spec in study.runs(seeds) if spec.run_id not in done and (shard is None or shard.holds(spec.run_id))]
     estimate = budget.estimate([s.config for s in todo], workers or default_workers(), stored)
     return seeds, todo, estimate
 
@@ -116,6 +117,8 @@ def run(
     allow_mixed: bool = False,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    shard=None,
+    scheduler=None,
 ):
     """Compute every missing run of `study` over `seeds` and return the runs of those seeds (a DataFrame).
 
@@ -126,7 +129,9 @@ def run(
     returning True; else TooBigError. `workers` above the usable cores is
     capped with a warning through `log`. A second process on the same store raises LockedError, or waits
     with wait=True. `numerics_mode` and `allow_mixed`: see hpstudy/numerics.py and runner.check_mixing.
-    Ctrl-C raises Interrupted, saying how many runs are stored and how to resume.
+    Ctrl-C raises Interrupted, saying how many runs are stored and how to resume. `shard` ("I/N" or a
+    storeops.Shard): only that shard's runs, for job arrays (`hpstudy merge` combines the stores).
+    `scheduler`: a Dask scheduler address or distributed.Client to train on (hpstudy/distributed.py).
     The frame's attrs["run"] says what this call did (total, already_stored, computed, seconds, directory).
     """
     from hpstudy import data as hdata
@@ -144,7 +149,12 @@ def run(
         log(f"hpstudy: warning: --workers {workers} is more than the {cores} usable cores; using {cores} "
             "(more processes than cores only compete for them; results are the same).")
         workers = cores
-    seeds, todo, estimate = plan(study, seeds, results, workers)
+    if isinstance(shard, str):
+        from hpstudy.storeops import parse_shard
+
+        shard = parse_shard(shard)
+    seeds, todo, estimate = plan(study, seeds, results, workers, shard)
+    in_shard = [s for s in study.runs(seeds) if shard is None or shard.holds(s.run_id)]
     if todo and estimate.needs_confirmation() and not yes:
         what = (f"{study.name}: {estimate.describe()} with {workers} worker(s) "
                 f"({'measured on this study' if estimate.measured else 'rate measured on the shipped studies'})")
@@ -153,7 +163,7 @@ def run(
                               "or ask for fewer seeds or a smaller design.")
     if todo and progress:
         log(f"{study.name}: {estimate.describe()} with {workers} worker(s) to compute "
-            f"({len(study.trials) * len(seeds) - len(todo)} already stored)")
+            f"({len(in_shard) - len(todo)} already stored)")
     directory = store.study_dir(results, study.name)
     validation = study.validation
     try:
@@ -162,6 +172,7 @@ def run(
             lambda: hdata.load_dataset(study.meta.get("dataset", "mnist"), data_dir, validation, download=download),
             results, progress=progress, workers=workers, numerics_mode=numerics_mode, allow_mixed=allow_mixed, wait=wait,
             on_wait=lambda pid: log(f"hpstudy: waiting for pid {pid}, which is running this study into {directory} ..."),
+            shard=shard, scheduler=scheduler,
         )
     except KeyboardInterrupt:
         stored = store.validate(directory, study.name) if directory.is_dir() else 0
@@ -169,13 +180,13 @@ def run(
             f"interrupted. {stored} runs of {study.name} are stored in {directory}; run the same command again "
             "to compute only the missing ones (the finished ones keep their bits)."
         ) from None
-    wanted = {spec.run_id for spec in study.runs(seeds)}  # not runs of configurations the file no longer has
+    wanted = {spec.run_id for spec in in_shard}  # not runs of configurations the file no longer has
     runs = store.read_runs(report.directory, study.name)
     runs = runs[runs["run_id"].isin(wanted)].reset_index(drop=True)
     runs.attrs["run"] = {
         "study": study.name, "trials": len(study.trials), "seeds": seeds, "total": report.total,
         "already_stored": report.already_stored, "computed": report.computed, "seconds": report.seconds,
-        "directory": report.directory,
+        "directory": report.directory, "shard": None if shard is None else str(shard),
     }
     return runs
 

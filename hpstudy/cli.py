@@ -1,4 +1,5 @@
-"""Command line: `hpstudy run`, `list`, `show`, `report`, `new`, `verify`. A thin layer over hpstudy.api."""
+"""Command line: `hpstudy run`, `list`, `show`, `report`, `new`, `verify`, `merge`, `compact`. A thin layer
+over hpstudy.api (and hpstudy.storeops)."""
 
 from __future__ import annotations
 
@@ -44,11 +45,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     runs = api.run(
         args.study, args.seeds, args.results, data_dir=args.data_dir, download=not args.no_download,
         workers=args.workers, max_epochs=args.max_epochs, dataset=args.dataset, yes=args.yes, confirm=ask, wait=args.wait,
-        numerics_mode=args.numerics, allow_mixed=args.allow_mixed,
+        numerics_mode=args.numerics, allow_mixed=args.allow_mixed, shard=args.shard, scheduler=args.scheduler,
     )
     r = runs.attrs["run"]
-    print(f"{r['study']}: {r['trials']} trials x {len(r['seeds'])} seeds = {r['total']} runs; "
-          f"{r['already_stored']} were already stored, {r['computed']} computed"
+    print(f"{r['study']}: {r['trials']} trials x {len(r['seeds'])} seeds"
+          + (f", shard {r['shard']}: {r['total']} of them; " if r.get("shard") else f" = {r['total']} runs; ")
+          + f"{r['already_stored']} were already stored, {r['computed']} computed"
           + (f" in {r['seconds']:.1f} s ({r['seconds'] / r['computed']:.2f} s per run)" if r["computed"] else "")
           + f"; results in {r['directory']}")
     summary = runs.groupby("trial_id")["test_accuracy"].agg(["count", "mean", "std"])
@@ -166,6 +168,25 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    """Combine stores (say, the shards of a job array) into OUT."""
+    from hpstudy.storeops import merge
+
+    report = merge(args.out, args.stores)
+    print(f"{report.directory}: {report.runs} runs; {report.written} written, "
+          f"{report.duplicates} identical copies taken once")
+    return 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    """Rewrite a store's small parts into a few large ones, values unchanged."""
+    from hpstudy.storeops import compact
+
+    report = compact(args.store, args.runs_per_part)
+    print(f"{report.directory}: {report.runs} runs in {report.parts_after} parts (were {report.parts_before})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="hpstudy", description=__doc__)
@@ -191,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "bits valid on the same kind of CPU only (recorded with each run)")
     run.add_argument("--allow-mixed", action="store_true",
                      help="store runs beside runs made in another numeric environment (refused by default)")
+    run.add_argument("--scheduler", metavar="ADDRESS",
+                     help="train on this Dask cluster (tcp://HOST:8786; needs hpstudy[dask]); the store stays here")
+    run.add_argument("--shard", metavar="I/N",
+                     help="only shard I of N (0 <= I < N), chosen by run identity: N array jobs, N stores, then `hpstudy merge`")
     run.set_defaults(func=cmd_run)
 
     ver = sub.add_parser("verify", help="train stored runs again and compare every stored value bit for bit")
@@ -215,6 +240,16 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--dataset", help=DATASET_HELP)
     show.add_argument("--workers", type=positive_int, default=None, help="workers to estimate the time for")
     show.set_defaults(func=cmd_show)
+
+    mrg = sub.add_parser("merge", help="combine stores (e.g. the shards of a job array) into one")
+    mrg.add_argument("out", help="the store to merge into: RESULTS/<study> (created if needed)")
+    mrg.add_argument("stores", nargs="+", help="stores to merge: each a RESULTS/<study> folder")
+    mrg.set_defaults(func=cmd_merge)
+
+    cmp_ = sub.add_parser("compact", help="rewrite a store's many small parts into a few large ones (values unchanged)")
+    cmp_.add_argument("store", help="the store: RESULTS/<study>")
+    cmp_.add_argument("--runs-per-part", type=positive_int, default=20_000, help="runs per part (default: 20000)")
+    cmp_.set_defaults(func=cmd_compact)
 
     rep = sub.add_parser("report", help="write the report (README, tables, figures) of a study's stored runs")
     rep.add_argument("study", help=study_help)

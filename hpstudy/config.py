@@ -58,17 +58,23 @@ class RunConfig:
     epochs: int = 5
     early_stopping: EarlyStopping | None = None
     seeding: str = "independent"
+    # Random designs with width buckets only (study.py): the hidden widths the program is built with; the
+    # units beyond `hidden` are masked (zero, and they stay zero). Part of the run's identity when set.
+    pad_hidden: tuple[int, ...] | None = None
 
     def _fields(self) -> dict[str, Any]:
-        """Every field; `seeding` only when it is not the default, so that every run made before it existed
-        keeps its identity, keys and bits."""
+        """Every field; `seeding` and `pad_hidden` only when they are not their defaults, so that every run
+        made before they existed keeps its identity, keys and bits."""
         fields = dataclasses.asdict(self)
         if fields["seeding"] == "independent":
             del fields["seeding"]
+        if fields["pad_hidden"] is None:
+            del fields["pad_hidden"]
         return fields
 
     def canonical(self) -> str:
-        """A stable JSON text of every field: the basis of run identity."""
+        """A stable JSON text of every field: the basis of run identity (a run without padding or common
+        seeding keeps the text, and so the identity, it had before those existed)."""
         return json.dumps(self._fields(), sort_keys=True, separators=(",", ":"))
 
     @classmethod
@@ -76,12 +82,16 @@ class RunConfig:
         """The configuration a `canonical()` text describes (its inverse; fields it lacks take their defaults)."""
         fields = json.loads(text)
         stop = fields.pop("early_stopping", None)
-        if "hidden" in fields:
-            fields["hidden"] = tuple(fields["hidden"])
+        for name in ("hidden", "pad_hidden"):
+            if fields.get(name) is not None:
+                fields[name] = tuple(fields[name])
         return cls(**fields, early_stopping=EarlyStopping(**stop) if stop else None)
 
     def static(self) -> "RunConfig":
-        """The compile-group part: this config with traced hyperparameters zeroed."""
+        """The compile-group part: this config with traced hyperparameters zeroed; with padding, the hidden
+        widths are the padded ones (the real widths are traced: which units are masked)."""
+        if self.pad_hidden is not None:
+            return dataclasses.replace(self, hidden=self.pad_hidden, **{f: 0.0 for f in TRACED_FIELDS})
         return dataclasses.replace(self, **{f: 0.0 for f in TRACED_FIELDS})
 
     def group_id(self) -> str:
@@ -93,6 +103,8 @@ class RunConfig:
         flat = self._fields()
         stop = flat.pop("early_stopping")
         flat["hidden"] = list(self.hidden)
+        if self.pad_hidden is not None:
+            flat["pad_hidden"] = list(self.pad_hidden)
         for k, v in (stop or {}).items():
             flat[f"early_stopping.{k}"] = v
         return flat

@@ -37,10 +37,12 @@ use_unrolled_threefry()
 
 
 class Hyper(NamedTuple):
-    """Traced per-run hyperparameters."""
+    """Traced per-run hyperparameters; `units`: the real hidden widths of a padded run (None without
+    padding, so that the programs of unpadded groups have exactly the inputs they always had)."""
 
     learning_rate: jax.Array
     dropout: jax.Array
+    units: jax.Array | None = None
 
 
 class DeviceData(NamedTuple):
@@ -96,10 +98,43 @@ def root_key(config: RunConfig, seed: int) -> np.ndarray:
     return np.frombuffer(key_digest(config, seed)[:8], dtype="<u4").astype(np.uint32)
 
 
+def mask_padded_units(config: RunConfig, params: dict, units: jax.Array) -> dict:
+    """Initial parameters of a padded run: each layer's draw rescaled from the padded fans to the real ones
+    (Glorot's and scikit-learn's bounds depend on them; Nielsen's normal draw does not), and every weight
+    and bias of a masked unit zero. Under ReLU or tanh a unit with zero weights in and out and a zero bias
+    outputs 0 and gets zero gradients, so it stays zero: the run trains the real network."""
+    widths = [units[i] for i in range(len(config.hidden))]
+    out = {}
+    for k in range(len(config.hidden) + 1):
+        layer = params[f"Dense_{k}"]
+        pad_in, pad_out = layer["kernel"].shape
+        real_in = 784 if k == 0 else widths[k - 1]
+        real_out = widths[k] if k < len(widths) else pad_out
+        dtype = layer["kernel"].dtype
+        scale = (jnp.ones((), dtype) if config.init == "nielsen"
+                 else jnp.sqrt(jnp.asarray(pad_in + pad_out, dtype) / jnp.asarray(real_in + real_out).astype(dtype)))
+        rows = jnp.arange(pad_in) < real_in
+        cols = jnp.arange(pad_out) < real_out
+        out[f"Dense_{k}"] = {
+            "kernel": jnp.where(rows[:, None] & cols[None, :], layer["kernel"] * scale, 0.0).astype(dtype),
+            "bias": jnp.where(cols, layer["bias"] * scale, 0.0).astype(dtype),
+        }
+    return out
+
+
+def real_params(params: dict, hidden: Sequence[int]) -> dict:
+    """The real network inside a padded run's parameters (the masked units cut away)."""
+    widths = (784, *hidden, params[f"Dense_{len(hidden)}"]["kernel"].shape[1])
+    return {f"Dense_{k}": {"kernel": params[f"Dense_{k}"]["kernel"][: widths[k], : widths[k + 1]],
+                           "bias": params[f"Dense_{k}"]["bias"][: widths[k + 1]]} for k in range(len(hidden) + 1)}
+
+
 def init_run(config: RunConfig, key: jax.Array, hp: Hyper) -> RunState:
     """Initial parameters, optimizer state and early-stopping state of one run."""
     init_key, data_key, dropout_key = jax.random.split(key, 3)
     params = model_of(config).init(init_key, jnp.zeros((1, 784), float_dtype()))["params"]
+    if config.pad_hidden is not None:
+        params = mask_padded_units(config, params, hp.units)
     opt_state = make_optimizer(config.optimizer, config.momentum, hp.learning_rate).init(params)
     keep_best = config.early_stopping is not None and config.early_stopping.restore_best_weights
     dtype = jax.tree.leaves(params)[0].dtype
@@ -268,23 +303,36 @@ def finalize(config: RunConfig, state: RunState, data: DeviceData, val_is_test: 
 
 CHUNK_WORK = 8e6  # multiply-adds per chunk step the width rule aims at
 CHUNK_MIN, CHUNK_MAX = 1, 4
+# On a GPU (or TPU) a chunk should fill the device: about 1 G multiply-adds per chunk step, a power of two
+# in [8, 256] (the grid network at batch 32 gets 256, at batch 128 64). A first design, NOT yet measured:
+# to be set by benchmarks/engine.py on a GPU (docs/scaling.md); no CPU result depends on it.
+GPU_CHUNK_WORK = 1e9
+GPU_CHUNK_MIN, GPU_CHUNK_MAX = 8, 256
 
 
-def chunk_width(config: RunConfig) -> int:
-    """Runs per vmapped chunk, from the group's static shapes only (never from the number of runs).
+def chunk_width(config: RunConfig, platform: str = "cpu") -> int:
+    """Runs per vmapped chunk, from the group's static shapes and the device kind only (never from the
+    number of runs).
 
-    About 8 M multiply-adds per chunk step, a power of two in [1, 4]. Measured in single-core processes
-    (hpstudy/parallel.py) on the 2-core machine (docs/design.md): the grid network at batch 32 trains
-    fastest per core at width 2 (about 30% more model-steps/s than at 1 or 4; at 8 its parameters,
-    gradients and Adam moments fall out of cache); the 784-30-10 network at batch 10 is as fast at 4 as
-    at 1 and slower at 8 (XLA:CPU's batched small matrix products gain nothing from width on one core).
-    Narrow chunks also waste less on padding and on runs that stopped early. The width is recorded with
-    every run: it is part of a result's identity.
+    On the CPU (`platform="cpu"`): about 8 M multiply-adds per chunk step, a power of two in [1, 4].
+    Measured in single-core processes (hpstudy/parallel.py) on the 2-core machine (docs/design.md): the
+    grid network at batch 32 trains fastest per core at width 2 (about 30% more model-steps/s than at 1 or
+    4; at 8 its parameters, gradients and Adam moments fall out of cache); the 784-30-10 network at batch
+    10 is as fast at 4 as at 1 and slower at 8 (XLA:CPU's batched small matrix products gain nothing from
+    width on one core). Narrow chunks also waste less on padding and on runs that stopped early.
+    On an accelerator (any other JAX platform: "gpu", "tpu"): the wider GPU rule above. The width is
+    recorded with every run: it is part of a result's identity, like the device kind.
     """
     sizes = (784, *config.hidden, 10)
     work = config.batch_size * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-    width = 2 ** int(math.floor(math.log2(max(1.0, CHUNK_WORK / work))))
-    return int(min(CHUNK_MAX, max(CHUNK_MIN, width)))
+    target, low, high = (CHUNK_WORK, CHUNK_MIN, CHUNK_MAX) if platform == "cpu" else (GPU_CHUNK_WORK, GPU_CHUNK_MIN, GPU_CHUNK_MAX)
+    width = 2 ** int(math.floor(math.log2(max(1.0, target / work))))
+    return int(min(high, max(low, width)))
+
+
+def device_chunk_width(config: RunConfig) -> int:
+    """`chunk_width` for the device this process trains on (JAX's default backend)."""
+    return chunk_width(config, jax.default_backend())
 
 
 def param_hash(params) -> str:
@@ -333,7 +381,8 @@ class ChunkProgram:
         self.compile_seconds = 0.0
         start = time.perf_counter()
         keys = jnp.zeros((width, 2), jnp.uint32)
-        hp = Hyper(jnp.zeros(width, float_dtype()), jnp.zeros(width, float_dtype()))
+        units = jnp.zeros((width, len(static.hidden)), jnp.int32) if static.pad_hidden is not None else None
+        hp = Hyper(jnp.zeros(width, float_dtype()), jnp.zeros(width, float_dtype()), units)
         init = jax.jit(jax.vmap(functools.partial(init_run, static)))
         self.init = init.lower(keys, hp).compile()
         state = jax.eval_shape(init, keys, hp)
@@ -351,9 +400,11 @@ def _lanes(specs: Sequence[RunSpec]) -> tuple[jax.Array, Hyper]:
     """Root keys and traced hyperparameters of one run per lane."""
     dtype = float_dtype()
     keys = jnp.asarray(np.stack([root_key(s.config, s.seed) for s in specs]))
+    padded = specs[0].config.pad_hidden is not None
     hp = Hyper(
         jnp.asarray([s.config.learning_rate for s in specs], dtype),
         jnp.asarray([s.config.dropout for s in specs], dtype),
+        jnp.asarray([s.config.hidden for s in specs], jnp.int32) if padded else None,
     )
     return keys, hp
 
@@ -420,7 +471,7 @@ def run_group(
                     best_epoch=int(best_epoch[i]),
                     test_loss=float(test_loss[i]),
                     test_accuracy=float(test_acc[i]),
-                    param_sha256=param_hash(jax.tree.map(lambda a: a[i], params)),
+                    param_sha256=param_hash(_lane_params(params, i, lanes[i].config)),
                     chunk_width=width,
                     group_id=group_id,
                     seconds=float(seconds[i]) + (time.perf_counter() - start) / len(done),
@@ -443,6 +494,12 @@ def run_group(
         if idle.any():  # freeze lanes that finished without a successor (a run at its last epoch is not 'stopped')
             state = state._replace(stopped=state.stopped | jnp.asarray(idle))
         on_results(results)
+
+
+def _lane_params(params, lane: int, config: RunConfig) -> dict:
+    """One lane's trained parameters, the masked units cut away for a padded run."""
+    mine = jax.tree.map(lambda a: a[lane], params)
+    return real_params(mine, config.hidden) if config.pad_hidden is not None else mine
 
 
 @functools.lru_cache(maxsize=32)
@@ -475,7 +532,7 @@ def execute(
     specs: Sequence[RunSpec],
     data_for: Callable[[RunConfig], DeviceData],
     on_chunk: Callable[[list[RunResult]], None],
-    width_rule: Callable[[RunConfig], int] = chunk_width,
+    width_rule: Callable[[RunConfig], int] = device_chunk_width,
 ) -> None:
     """Run every spec, group by group through refilled chunks (`run_group`), handing the runs that finish
     at each epoch boundary to `on_chunk`.

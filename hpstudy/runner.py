@@ -11,7 +11,7 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from hpstudy import engine, locking, numerics, parallel, store
+from hpstudy import engine, locking, numerics, parallel, store, storeops
 from hpstudy.compilation import enable_persistent_cache
 from hpstudy.data import Dataset
 from hpstudy.environment import differences, fingerprint
@@ -28,6 +28,7 @@ class RunReport:
     already_stored: int
     computed: int
     seconds: float
+    recomputed: int = 0  # on a Dask cluster: runs trained again after a worker was lost (stored once)
 
 
 def run_study(
@@ -41,12 +42,17 @@ def run_study(
     allow_mixed: bool = False,
     wait: bool = False,
     on_wait: Callable[[str], None] | None = None,
+    shard: "storeops.Shard | None" = None,
+    scheduler=None,
 ) -> RunReport:
     """Compute and store every run of `study` over `seeds` that the store does not hold yet.
 
     Training runs on one core per process (see hpstudy/parallel.py): with workers=1 in this process,
     pinned to one core if JAX has not started yet (else in one worker process); with more, in that many
-    single-core worker processes. The bits of every run are the same either way.
+    single-core worker processes. The bits of every run are the same either way. shard: only the runs of
+    that shard (hpstudy/storeops.py), for job arrays that each write their own store. scheduler: a Dask
+    scheduler address or distributed.Client: train on that cluster instead (hpstudy/distributed.py), whose
+    workers apply `numerics_mode` as local workers do.
 
     numerics_mode: "portable" (bits equal on any x86-64-v3 CPU) or "native" (hpstudy/numerics.py).
     A store whose runs were made in another numeric environment (packages, numerics mode, device) is
@@ -58,9 +64,17 @@ def run_study(
     """
     directory = store.study_dir(results, study.name)
     store.check_writable(directory)
-    if not _missing(study, seeds, directory):
-        total = len(study.trials) * len(seeds)
-        return RunReport(directory, total, total, 0, 0.0)
+    specs_total = len(_specs(study, seeds, shard))
+    if not _missing(study, seeds, directory, shard):
+        return RunReport(directory, specs_total, specs_total, 0, 0.0)
+    if scheduler is not None:
+        numerics.check_mode(numerics_mode)
+        with locking.store_lock(directory, wait, on_wait):
+            todo = _missing(study, seeds, directory, shard)
+            if not todo:
+                return RunReport(directory, specs_total, specs_total, 0, 0.0)
+            return _run_on_dask(study, todo, specs_total, load_data, directory, scheduler, progress, numerics_mode,
+                                allow_mixed)
     in_process = prepare_training(workers, numerics_mode)
     env = fingerprint(numerics_mode)
     if not allow_mixed:
@@ -68,35 +82,79 @@ def run_study(
     dataset = load_data()  # only now: a fully stored study needs no data at all (and a failure writes nothing)
     with locking.store_lock(directory, wait, on_wait):
         # Under the lock: what another process stored while this one waited is not computed again.
-        todo = _missing(study, seeds, directory)
-        specs_total = len(study.trials) * len(seeds)
+        todo = _missing(study, seeds, directory, shard)
         if not todo:
             return RunReport(directory, specs_total, specs_total, 0, 0.0)
         seconds = _train_and_store(study, todo, dataset, directory, env, progress, workers, numerics_mode, in_process)
     return RunReport(directory, specs_total, specs_total - len(todo), len(todo), seconds)
 
 
-def _missing(study: Study, seeds: range, directory: Path) -> list:
-    """The runs of `study` over `seeds` that the store does not hold."""
+def _specs(study: Study, seeds: range, shard: "storeops.Shard | None") -> list:
+    """The runs of `study` over `seeds` (only those of `shard`, if one is given)."""
+    specs = study.runs(seeds)
+    return specs if shard is None else [spec for spec in specs if shard.holds(spec.run_id)]
+
+
+def _missing(study: Study, seeds: range, directory: Path, shard: "storeops.Shard | None" = None) -> list:
+    """The runs of `study` over `seeds` (and `shard`) that the store does not hold."""
     done = store.stored_ids(directory, study.name) if directory.is_dir() else set()
-    return [spec for spec in study.runs(seeds) if spec.run_id not in done]
+    return [spec for spec in _specs(study, seeds, shard) if spec.run_id not in done]
 
 
 def _train_and_store(
     study: Study, todo: list, dataset: Dataset, directory: Path, env: dict, progress: bool, workers: int,
     numerics_mode: str, in_process: bool,
 ) -> float:
-    """Train `todo`, storing each finished chunk; the seconds it took."""
+    """Train `todo`, storing each finished chunk, then compact the store if it holds many parts; the
+    seconds it took."""
     start = time.perf_counter()
+    parts = [0]
     with tqdm(total=len(todo), unit="run", desc=study.name, file=sys.stderr, disable=not progress) as bar:
 
         def on_chunk(results_: list[engine.RunResult]) -> None:
             records = [store.to_record(r, study.name, study.sha256, dataset.fingerprint, env) for r in results_]
             store.write_chunk(directory, records)
+            parts[0] += 1
             bar.update(len(results_))
 
         train(todo, dataset, on_chunk, workers, numerics_mode, in_process)
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    _compact_if_many(directory, parts[0])
+    return seconds
+
+
+def _run_on_dask(study: Study, todo, total: int, load_data, directory: Path, scheduler, progress: bool,
+                 numerics_mode: str, allow_mixed: bool) -> RunReport:
+    """`run_study` on a Dask cluster: the workers train, this process stores (hpstudy/distributed.py). The
+    store's environments are checked against each environment the workers report (unless allow_mixed)."""
+    from hpstudy.distributed import execute_on_dask
+
+    start, written = time.perf_counter(), [0]
+    with tqdm(total=len(todo), unit="run", desc=study.name, file=sys.stderr, disable=not progress) as bar:
+
+        def on_stored(worker: str, records: list[dict]) -> None:
+            written[0] += 1
+            bar.update(len(records))
+
+        recomputed = execute_on_dask(
+            todo, study, load_data, directory, scheduler, on_stored, numerics_mode,
+            check_environment=None if allow_mixed else lambda env: check_mixing(directory, env),
+        )
+    seconds = time.perf_counter() - start
+    _compact_if_many(directory, written[0])
+    return RunReport(directory, total, total - len(todo), len(todo), seconds, recomputed)
+
+
+def _compact_if_many(directory: Path, parts_written: int) -> None:
+    """After a run that wrote parts (one per finished chunk), compact the store if it holds many, so that
+    the next scan, list and report open a few large parts instead (storeops.compact: values unchanged,
+    crash-safe; parts left by an interrupted run are compacted with the rest)."""
+    if parts_written and len(store.live_parts(directory)) >= storeops.AUTO_COMPACT_PARTS:
+        try:
+            storeops.compact(directory)
+        except StoreError as exc:  # the runs are stored either way; compacting can wait
+            print(f"hpstudy: warning: the store was not compacted ({exc}); run `hpstudy compact {directory}` "
+                  "later.", file=sys.stderr)
 
 
 def prepare_training(workers: int, numerics_mode: str) -> bool:

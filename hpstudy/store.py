@@ -1,4 +1,10 @@
-"""The results store: one Parquet part file per finished chunk under results/<study>/, written atomically."""
+"""The results store: one Parquet part file per finished chunk under results/<study>/, written atomically.
+
+A store is the set of its live parts (`live_parts`): every part-*.parquet file, except while a compaction
+(hpstudy/storeops.py) is committed but not finished; then its journal, compaction.json, says which parts
+it replaced and which it added, so a reader sees every run exactly once at any point of a compaction, and
+after a crash at any point.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,9 @@ import math
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -114,14 +122,22 @@ def to_record(result: RunResult, study: str, study_sha256: str, dataset_fingerpr
     return record
 
 
+def part_name(run_ids) -> str:
+    """A part's file name: the hash of the run ids it holds."""
+    return f"part-{hashlib.sha256('|'.join(sorted(run_ids)).encode()).hexdigest()[:20]}.parquet"
+
+
 def write_chunk(directory: Path, records: list[dict]) -> Path:
     """Write records as one part file: temp file in the same folder, fsync, atomic rename.
 
     A failed write (disk full, permissions changed) leaves no partial file and is an OutputError.
     """
-    name = hashlib.sha256("|".join(sorted(r["run_id"] for r in records)).encode()).hexdigest()[:20]
-    target = directory / f"part-{name}.parquet"
-    table = pa.Table.from_pylist(records)
+    return write_table(pa.Table.from_pylist(records), Path(directory) / part_name(r["run_id"] for r in records))
+
+
+def write_table(table: pa.Table, target: Path) -> Path:
+    """Write a table to `target` atomically: temp file in the same folder, fsync, rename; OutputError if not."""
+    directory = target.parent
     tmp = None
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -133,7 +149,7 @@ def write_chunk(directory: Path, records: list[dict]) -> Path:
         os.replace(tmp, target)
     except OSError as exc:
         raise OutputError(
-            f"cannot store {len(records)} finished runs in {directory}: {_why(exc)}. Runs stored before "
+            f"cannot store {table.num_rows} finished runs in {directory}: {_why(exc)}. Runs stored before "
             "are intact; fix this and run the same command again to compute only what is missing."
         ) from exc
     finally:
@@ -142,8 +158,90 @@ def write_chunk(directory: Path, records: list[dict]) -> Path:
     return target
 
 
+JOURNAL = "compaction.json"  # a compaction's commit record (see hpstudy/storeops.py)
+PENDING = ".pending"  # suffix of a compacted part written but not yet renamed into place
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make renames and removals in `directory` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_journal(directory: Path) -> dict | None:
+    """The compaction journal of a store, or None; a journal that does not parse is an error naming it."""
+    path = Path(directory) / JOURNAL
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        journal = json.loads(text)
+        return {"generation": int(journal["generation"]), "add": list(journal["add"]), "remove": list(journal["remove"])}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"compaction journal {path} is not valid ({exc}); it is written atomically, so it "
+                         "was not written by hpstudy. Restore it or move the store aside.") from exc
+
+
+def _live_names(directory: Path, journal: dict | None) -> list[Path]:
+    """The live parts given a listing of `directory` and its journal (see `live_parts`)."""
+    names = {p.name for p in directory.glob("part-*.parquet")}
+    if journal is None:
+        return [directory / n for n in sorted(names)]
+    names = (names - set(journal["remove"])) | set(journal["add"])
+    paths = []
+    for name in sorted(names):
+        path = directory / name
+        # an added part is at its final name once renamed, before that at its pending name
+        paths.append(path if name not in journal["add"] or path.exists() else directory / (name + PENDING))
+    return paths
+
+
+def live_parts(directory: str | os.PathLike) -> list[Path]:
+    """The part files that hold the store's runs, each run in exactly one, whatever point a compaction
+    reached or crashed at. The journal is read before and after listing the folder and the listing is
+    repeated if a compaction moved on in between (its generation only grows)."""
+    directory = Path(directory)
+    for _ in range(100):
+        before = read_journal(directory)
+        paths = _live_names(directory, before)
+        if read_journal(directory) == before:
+            return paths
+        time.sleep(0.01)
+    raise StoreError(f"{directory} kept changing while being listed (a compaction running?); try again.")
+
+
+def read_parts(directory: Path, read: Callable[[Path], object]) -> list:
+    """`read` applied to every live part; a part removed meanwhile by a finishing compaction restarts the
+    listing; a part that does not read is an error naming it."""
+    for _ in range(100):
+        tables = []
+        try:
+            for part in live_parts(directory):
+                try:
+                    tables.append(read(part))
+                except FileNotFoundError:
+                    raise
+                except (pa.ArrowException, OSError) as exc:
+                    raise StoreError(
+                        f"results part {part} cannot be read ({exc}). It was not written by a finished chunk "
+                        "of hpstudy; move it aside to recompute its runs, nothing else is touched."
+                    ) from exc
+            return tables
+        except FileNotFoundError:
+            time.sleep(0.01)
+    raise StoreError(f"{directory} kept changing while being read (a compaction running?); try again.")
+
+
 def _parts(directory: Path) -> list[Path]:
-    return sorted(Path(directory).glob("part-*.parquet"))
+    """The store's live parts (see `live_parts`)."""
+    return live_parts(directory)
 
 
 def _check_part(part: Path, study: str | None, columns: list[str] | None) -> pd.DataFrame:
@@ -158,6 +256,8 @@ def _check_part(part: Path, study: str | None, columns: list[str] | None) -> pd.
             )
         wanted = None if columns is None else [c for c in dict.fromkeys([*columns, "study"]) if schema.get_field_index(c) >= 0]
         frame = pq.read_table(part, columns=wanted).to_pandas()
+    except FileNotFoundError:
+        raise  # removed by a compaction finishing meanwhile: read_runs lists the store again
     except (pa.ArrowException, OSError) as exc:
         raise StoreError(
             f"results part {part} cannot be read ({exc}). It was not written by a finished chunk "
@@ -238,7 +338,16 @@ def read_runs(directory: Path, study: str | None = None, columns: list[str] | No
     only runs of `study` (default: the folder's name), and that no run is stored twice with different
     results. A part that fails is a StoreError naming it. `columns`: only these (those that exist)."""
     directory = Path(directory)
-    study = directory.name if study is None else study
+    for _ in range(100):
+        try:
+            return _read_runs(directory, directory.name if study is None else study, columns)
+        except FileNotFoundError:  # a part went away under a finishing compaction: list again
+            time.sleep(0.01)
+    raise StoreError(f"{directory} kept changing while being read (a compaction running?); try again.")
+
+
+def _read_runs(directory: Path, study: str, columns: list[str] | None) -> pd.DataFrame:
+    """read_runs over one listing of the live parts."""
     parts = _parts(directory)
     if not parts:
         return pd.DataFrame(columns=["run_id"])
@@ -270,11 +379,15 @@ def validate(directory: Path, study: str | None = None) -> int:
 def stored_environments(directory: Path) -> dict[str, int]:
     """Each distinct environment fingerprint (JSON text) in the store, with how many runs carry it."""
     counts: dict[str, int] = {}
-    for part in sorted(Path(directory).glob("part-*.parquet")):
+
+    def read(part: Path) -> list:
         try:
-            column = pq.read_table(part, columns=["environment"]).column("environment").to_pylist()
-        except (pa.ArrowException, OSError, KeyError) as exc:
-            raise StoreError(f"results part {part} cannot be read ({exc}); move it aside to recompute its runs.") from exc
+            return pq.read_table(part, columns=["environment"]).column("environment").to_pylist()
+        except KeyError as exc:
+            raise StoreError(f"results part {part} has no environment column ({exc}); move it aside to recompute "
+                             "its runs.") from exc
+
+    for column in read_parts(Path(directory), read):
         for text in column:
             counts[text] = counts.get(text, 0) + 1
     return counts

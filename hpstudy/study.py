@@ -58,7 +58,7 @@ DESIGN_KINDS = ("grid", "sweeps", "random")
 DESIGN_KEYS_BY_KIND = {
     "grid": {"kind", "factors", "objective"},
     "sweeps": {"kind", "factors", "sweeps", "objective"},
-    "random": {"kind", "trials", "sampler_seed", "space", "objective"},
+    "random": {"kind", "trials", "sampler_seed", "space", "objective", "width_buckets"},
 }
 DESIGN_KEYS = set().union(*DESIGN_KEYS_BY_KIND.values())
 SPACE_KEYS = {"type", "low", "high", "step", "log", "values"}
@@ -530,6 +530,35 @@ def _random(chk: _Checker, design: dict) -> list[tuple[str, dict]]:
     return out
 
 
+# Activations under which a masked unit (zero weights in and out, zero bias) outputs 0 and stays zero:
+# relu(0) = 0 with a zero gradient there, tanh(0) = 0; sigmoid(0) = 0.5 would feed the next layer.
+PADDABLE_ACTIVATIONS = ("relu", "tanh")
+
+
+def _width_buckets(chk: _Checker, design: dict) -> tuple[int, ...] | None:
+    """A random design's width buckets (increasing integers >= 1), or None."""
+    if "width_buckets" not in design:
+        return None
+    buckets = design["width_buckets"]
+    if (not isinstance(buckets, list) or not buckets or not all(isinstance(b, int) and not isinstance(b, bool)
+                                                                 and b >= 1 for b in buckets)
+            or buckets != sorted(set(buckets))):
+        raise chk.fail("design.width_buckets", buckets, "a non-empty list of increasing integer widths, e.g. [128, 256, 512]")
+    return tuple(buckets)
+
+
+def _padded(chk: _Checker, cfg: RunConfig, buckets: tuple[int, ...], trial: str) -> RunConfig:
+    """The trial's configuration with each hidden width padded up to the smallest bucket that holds it."""
+    if cfg.activation not in PADDABLE_ACTIVATIONS:
+        raise chk.fail("design.width_buckets", list(buckets),
+                       f"no width buckets with activation {cfg.activation!r} (only {', '.join(PADDABLE_ACTIVATIONS)}: "
+                       "a masked unit must output 0)")
+    if max(cfg.hidden) > buckets[-1]:
+        raise chk.fail("design.width_buckets", list(buckets),
+                       f"buckets up to at least {max(cfg.hidden)} ({trial} has hidden widths {list(cfg.hidden)})")
+    return dataclasses.replace(cfg, pad_hidden=tuple(next(b for b in buckets if b >= w) for w in cfg.hidden))
+
+
 def _design(chk: _Checker, design: Any) -> tuple[str, list[tuple[str | None, dict]]]:
     """(kind, [(trial id or None, design values)]) of the design table."""
     chk.keys(design, DESIGN_KEYS, "design")
@@ -704,8 +733,11 @@ def load_study(path: str | Path) -> Study:
     kind, designed = _design(chk, design)
     trials = []
     order = list(dict.fromkeys(k for _, values in designed for k in values))
+    buckets = _width_buckets(chk, design) if kind == "random" else None
     for tid, values in designed:
         cfg = _resolve(chk, base, flavours, values, meta, "training.")
+        if buckets is not None:  # random designs only: grid and sweep trials keep their programs
+            cfg = _padded(chk, cfg, buckets, tid)
         if kind == "sweeps":
             # Every trial of a sweeps design names every swept factor, the held-fixed ones at their base
             # values, so the point where two sweeps cross is one trial, found in both sweeps.
@@ -732,7 +764,7 @@ def load_study(path: str | Path) -> Study:
         assumptions=assumptions,
         published=published,
         design_kind=kind,
-        design={k: v for k, v in design.items() if k in ("kind", "objective", "trials", "sampler_seed")},
+        design={k: v for k, v in design.items() if k in ("kind", "objective", "trials", "sampler_seed", "width_buckets")},
     )
 
 

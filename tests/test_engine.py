@@ -97,6 +97,21 @@ def test_chunk_width_depends_only_on_static_shapes():
             assert 1 <= w <= 512 and w & (w - 1) == 0  # a power of two
 
 
+def test_chunk_width_is_a_function_of_the_device_kind_and_the_cpu_rule_is_unchanged():
+    """The CPU widths documented in docs/design.md (every stored run's bits depend on them) stay as they were;
+    this CPU process uses the CPU rule; the GPU rule gives wider chunks, never narrower."""
+    grid = RunConfig(hidden=(128, 128), batch_size=32)
+    small = RunConfig(hidden=(30,), batch_size=10)
+    cases = {grid: (2, 256), small: (4, 256), dataclasses.replace(grid, batch_size=64): (1, 128),
+             dataclasses.replace(grid, batch_size=128): (1, 64), RunConfig(hidden=(32, 32), batch_size=64): (4, 256),
+             RunConfig(hidden=(512,) * 5, batch_size=128): (1, 8)}
+    for config, (cpu, gpu) in cases.items():
+        assert engine.chunk_width(config) == engine.chunk_width(config, "cpu") == cpu
+        assert engine.device_chunk_width(config) == cpu  # JAX runs on the CPU here
+        assert engine.chunk_width(config, "gpu") == engine.chunk_width(config, "tpu") == gpu
+        assert gpu >= cpu and gpu & (gpu - 1) == 0
+
+
 def test_a_failing_worker_raises_a_clear_error_in_the_parent():
     """A run that fails inside a worker process surfaces in the parent as an EngineError that carries the
     worker's own message, instead of hanging or being lost."""
