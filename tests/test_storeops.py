@@ -15,7 +15,8 @@ import pytest
 
 from hpstudy import cli, store, storeops
 from hpstudy.errors import StoreError
-from hpstudy.report import _read_store, synthetic_records
+from hpstudy.analysis_model import _read_store
+from hpstudy.report import synthetic_records
 from hpstudy.runner import run_study
 from hpstudy.study import load_study
 from tests.conftest import FACTORS_PERMUTED, synthetic_dataset
