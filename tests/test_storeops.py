@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from hpstudy import cli, store, storeops
-from hpstudy.errors import StoreError
 from hpstudy.analysis_model import _read_store
+from hpstudy.errors import StoreError
 from hpstudy.report import synthetic_records
 from hpstudy.runner import run_study
 from hpstudy.study import load_study
