@@ -117,25 +117,3 @@ def test_portable_numerics_real_mnist_epoch(tmp_path, mnist_dir, monkeypatch):
     assert_same_runs(train(tmp_path, "portable", study, "mnist", False),
                      train(tmp_path, "portable", study, "mnist", True))
 
-
-def test_report_same_bytes_on_emulated_avx2_cpu(tmp_path, write_study):
-    """A report regenerated from the same stored runs under an emulated AVX2 CPU is byte-identical: tables,
-    README and every figure (SVG and PDF ids do not come from float noise)."""
-    from conftest import run_hashes
-
-    emulator = qemu()
-    study = write_study()
-    run_hashes(study, range(3), tmp_path / "results")
-    outs = {}
-    for label, prefix in (("native", []), ("emulated", [emulator, "-cpu", EMULATED_CPU])):
-        outs[label] = tmp_path / f"reports-{label}"
-        proc = subprocess.run(
-            [*prefix, sys.executable, "-m", "hpstudy.cli", "report", str(study), "--results", str(tmp_path / "results"),
-             "--out", str(outs[label])],
-            capture_output=True, text=True, timeout=3600, env={**os.environ, "MPLBACKEND": "Agg"},
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    files = {label: sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file()) for label, out in outs.items()}
-    assert files["native"] == files["emulated"] and files["native"]
-    differing = [str(f) for f in files["native"] if (outs["native"] / f).read_bytes() != (outs["emulated"] / f).read_bytes()]
-    assert not differing, f"report files differ between this CPU and an emulated {EMULATED_CPU}: {differing}"
