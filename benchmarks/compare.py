@@ -275,6 +275,21 @@ def pct(x: float, peak: float) -> str:
     return f"{100 * x / peak:.1f}%"
 
 
+def end_to_end_lines(e2e: dict) -> list[str]:
+    """The end-to-end comparison as Markdown lines."""
+    lines = ["", f"## End to end: the grid study, {e2e['seeds']} seeds, against Keras running it once", "",
+             f"Same sitting, same cores, alternating hpstudy and Keras, {e2e['rounds']} round(s) (medians; hpstudy's "
+             "first round compiles, later rounds load the compiled programs):", ""]
+    lines += ["| cores | hpstudy, all runs | Keras, 8 configurations once | per run: hpstudy / Keras | whole study / Keras once |",
+              "|---|---:|---:|---:|---:|"]
+    for label, b in e2e["settings"].items():
+        estimate = " (ESTIMATE: no TensorFlow)" if "keras_estimate" in b else ""
+        lines.append(f"| {label} | {b['hpstudy_seconds_median']:.1f} s ({b['hpstudy'][0]['runs']} runs) | "
+                     f"{b['keras_seconds_median']:.1f} s{estimate} | {b['per_run_ratio_hpstudy_over_keras']:.2f} | "
+                     f"{b['study_ratio_hpstudy_over_keras']:.2f} |")
+    return lines
+
+
 def markdown(res: dict) -> str:
     m = res["machine"]
     peak = m["fp32_peak_gflops"]
@@ -317,18 +332,8 @@ def markdown(res: dict) -> str:
     lines += ["\"x PEER\" = this row's median model-steps/s divided by the peer's (above 1: faster than the peer).", ""]
     for note in res["notes"]:
         lines.append(f"- {note}")
-    e2e = res.get("end_to_end")
-    if e2e and "settings" in e2e:
-        lines += ["", f"## End to end: the grid study, {e2e['seeds']} seeds, against Keras running it once", "",
-                  f"Same sitting, same cores, alternating hpstudy and Keras, {e2e['rounds']} rounds (medians; hpstudy's "
-                  "first round compiles, later rounds load the compiled programs):", ""]
-        lines += ["| cores | hpstudy, all runs | Keras, 8 configurations once | per run: hpstudy / Keras | whole study / Keras once |",
-                  "|---|---:|---:|---:|---:|"]
-        for label, b in e2e["settings"].items():
-            estimate = " (ESTIMATE: no TensorFlow)" if "keras_estimate" in b else ""
-            lines.append(f"| {label} | {b['hpstudy_seconds_median']:.1f} s ({b['hpstudy'][0]['runs']} runs) | "
-                         f"{b['keras_seconds_median']:.1f} s{estimate} | {b['per_run_ratio_hpstudy_over_keras']:.2f} | "
-                         f"{b['study_ratio_hpstudy_over_keras']:.2f} |")
+    if res.get("end_to_end") and "settings" in res["end_to_end"]:
+        lines += end_to_end_lines(res["end_to_end"])
     lines += ["", "## What the engine does to be fast, and what it costs in bits", "", *ENGINE_NOTES]
     eng = HERE / "engine.json"
     if eng.exists():
@@ -413,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--end-to-end", action="store_true", help="also time the whole grid study (minutes)")
     parser.add_argument("--e2e-seeds", type=int, default=10)
     parser.add_argument("--e2e-rounds", type=int, default=2, help="alternating rounds of the end-to-end comparison")
+    parser.add_argument("--end-to-end-only", action="store_true",
+                        help="only the end-to-end comparison, written to benchmarks/end_to_end.json")
     parser.add_argument("--render", action="store_true", help="only re-write results.md from an existing results.json")
     parser.add_argument("--out", default=str(HERE / "results.json"))
     parser.add_argument("--md", default=str(HERE / "results.md"))
@@ -425,9 +432,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from hpstudy import data as hdata
-    from hpstudy import engine
 
     data_dir = args.data_dir or str(hdata.default_cache_dir())
+    if args.end_to_end_only:
+        keras_py, keras_where = keras_python(args.keras_python)
+        print(f"Keras: {keras_py or keras_where}", flush=True)
+        res = {"when": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": C.machine(), "environment": C.env_summary(),
+               "keras_python": keras_py or keras_where, "notes": [],
+               "end_to_end": end_to_end(data_dir, keras_py, args.e2e_seeds, args.e2e_rounds)}
+        res["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+        C.write_json(HERE / "end_to_end.json", res)
+        print("\n".join(end_to_end_lines(res["end_to_end"])))
+        return 0
+
+    from hpstudy import engine
+
     mach = C.machine()
     print(f"{mach['cpu_model']}: {mach['peak_formula']}; load {mach['load_average']}", flush=True)
     dataset = C.subset(C.load_mnist(args.data_dir), 12000 if args.quick else None)
