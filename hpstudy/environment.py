@@ -62,14 +62,19 @@ def installed_versions(names) -> dict[str, str | None]:
     return versions
 
 
-@functools.lru_cache(maxsize=4)
 def fingerprint(mode: str | None = None) -> dict:
     """Package versions, numerics mode and settings, CPU model and ISA, and the JAX backend and device kind.
 
     mode: the numerics mode the runs train under (default: the one this process applied, else the
     default mode); XLA_FLAGS are those a training process of that mode gets from this environment.
     """
-    mode = mode or numerics.applied_mode() or numerics.DEFAULT_MODE
+    # resolved before the cache: a process that applies a mode later must not get an earlier answer
+    return _fingerprint(mode or numerics.applied_mode() or numerics.DEFAULT_MODE)
+
+
+@functools.lru_cache(maxsize=4)
+def _fingerprint(mode: str) -> dict:
+    """`fingerprint` for one resolved numerics mode (cached: nothing in it changes within a process)."""
     backend, device_kind, device_count, x64 = _jax_device()
     return {
         "python": platform.python_version(),
