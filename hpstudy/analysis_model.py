@@ -366,10 +366,22 @@ def _cell(values: dict[int, float], metric: Metric) -> Cell:
     return Cell(finite, len(values) - len(finite), summary)
 
 
-def _values(runs: pd.DataFrame, column: str) -> dict[int, float]:
-    if column not in runs.columns:
+_PER_RUN = ("seed", "seconds", "epochs_run", "chunk_width")  # besides the metrics: what analyze reads per run
+
+
+def _columns_by_trial(runs: pd.DataFrame) -> dict[str, dict[str, list]]:
+    """Each configuration's runs as plain lists per column, in stored order (built in one pass: indexing a
+    pandas group per metric costs more than the statistics once there are thousands of configurations)."""
+    wanted = [c for c in (*_PER_RUN, *(m.column for m in METRICS)) if c in runs.columns]
+    columns = {c: runs[c].tolist() for c in wanted}
+    return {tid: {c: [v[i] for i in idx] for c, v in columns.items()}
+            for tid, idx in runs.groupby("trial_id", sort=False).indices.items()}
+
+
+def _values(group: dict[str, list], column: str) -> dict[int, float]:
+    if column not in group:
         return {}
-    return {int(s): float(v) if v is not None else math.nan for s, v in zip(runs["seed"], runs[column])}
+    return {int(s): float(v) if v is not None else math.nan for s, v in zip(group["seed"], group[column])}
 
 
 def _selected_per_seed(group: Sequence[Trial], by_id: dict, objective: Metric) -> dict[int, Trial]:
@@ -663,15 +675,14 @@ def _fmt_diff(metric: Metric, value: float) -> str:
     return f"{metric.scale(value):.2g} pp" if metric.kind == "acc" else f"{value:.2g}"
 
 
-def _timing(study: Study, rows: Sequence[Row], runs: pd.DataFrame) -> tuple[Timing, ...]:
+def _timing(study: Study, rows: Sequence[Row], groups: dict[str, dict[str, list]]) -> tuple[Timing, ...]:
     """Per configuration: what was measured (chunk wall time / runs in it), the chunk width and the
     model-steps per second it implies. Medians over runs; no interval: runs of one chunk share one clock."""
     train = 60_000 - (eval_images(study) if str(study.validation).startswith("holdout:") else 0)
-    groups = {tid: g for tid, g in runs.groupby("trial_id", sort=False)}
     out = []
     for r in rows:
         g = groups.get(r.trial.trial_id)
-        if g is None or "seconds" not in g or not len(g):
+        if g is None or "seconds" not in g or not g["seconds"]:
             continue
         secs = [float(x) for x in g["seconds"] if x is not None and math.isfinite(float(x)) and float(x) > 0]
         if not secs:
@@ -680,7 +691,7 @@ def _timing(study: Study, rows: Sequence[Row], runs: pd.DataFrame) -> tuple[Timi
         rates = [steps * int(e) / float(x) for e, x in zip(g["epochs_run"], g["seconds"])
                  if x is not None and math.isfinite(float(x)) and float(x) > 0]
         widths = Counter(int(w) for w in g["chunk_width"])
-        out.append(Timing(r.trial.trial_id, len(g), widths.most_common(1)[0][0], _median(secs), _median(rates)))
+        out.append(Timing(r.trial.trial_id, len(g["seconds"]), widths.most_common(1)[0][0], _median(secs), _median(rates)))
     return tuple(out)
 
 
@@ -748,7 +759,7 @@ def analyze(study: Study, runs: pd.DataFrame) -> Analysis:
     primary = _primary(study)
     factors = design_factors(study)
     paired = study.seeding == "common"
-    groups = {tid: g for tid, g in runs.groupby("trial_id", sort=False)}
+    groups = _columns_by_trial(runs)
     rows = []
     published_single: dict[str, dict[str, float]] = {}
     best_over: dict[str, dict[str, tuple[str, ...]]] = {}
@@ -761,7 +772,7 @@ def analyze(study: Study, runs: pd.DataFrame) -> Analysis:
                     if p.get("best_over"):
                         best_over.setdefault(trials[0].trial_id, {})[key] = tuple(p["best_over"])
     for t in study.trials:
-        g = groups.get(t.trial_id, runs.iloc[0:0])
+        g = groups.get(t.trial_id, {"seed": []})
         cells = {m.column: _cell(_values(g, m.column), m) for m in METRICS}
         pc = cells[primary.column]
         boot = (stats.bootstrap_ci(list(pc.values.values()), CONFIDENCE, n_resamples=2000, seed=0)
@@ -801,7 +812,7 @@ def analyze(study: Study, runs: pd.DataFrame) -> Analysis:
         add_seeds=_add_seeds(study, rows, primary, paired),
         paired=paired,
         significant_best=significant,
-        timing=_timing(study, rows, runs),
+        timing=_timing(study, rows, groups),
         effects=factorial,
         effects_factors=factorial_factors,
         aggregates=aggregates,

@@ -11,6 +11,7 @@ number must not change with the machine that prints it.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import warnings
@@ -101,8 +102,10 @@ def _check_unit(name: str, value: float) -> None:
         raise ValueError(f"{name} must be strictly between 0 and 1, got {value!r}.")
 
 
-def _t_crit(confidence: float, df: int) -> float:
-    """Two-sided Student t critical value for the given confidence level."""
+@functools.lru_cache(maxsize=4096)
+def _t_crit(confidence: float, df: float) -> float:
+    """Two-sided Student t critical value for the given confidence level (cached: a report of thousands of
+    configurations asks for the same few degrees of freedom tens of thousands of times)."""
     return float(stats.t.ppf(0.5 + confidence / 2.0, df))
 
 
@@ -323,10 +326,33 @@ def rank_min_p(n_a: int, n_b: int, paired: bool) -> float:
     return min(1.0, 2.0 / math.comb(n_a + n_b, n_a)) if n_a >= 1 and n_b >= 1 else 1.0
 
 
+def _win_matrix(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """W[k, l] = 1 if x_k > y_l, 0.5 if equal, else 0: summed, the Mann-Whitney U of x."""
+    return (x[:, None] > y[None, :]) + 0.5 * (x[:, None] == y[None, :])
+
+
 def prob_improvement(a: ArrayLike, b: ArrayLike) -> float:
-    """P(a > b) + 0.5 P(a == b) over all n_a * n_b pairs: the Mann-Whitney U of a over n_a * n_b."""
+    """P(a > b) + 0.5 P(a == b) over all n_a * n_b pairs: the Mann-Whitney U of a over n_a * n_b.
+
+    Counted pair by pair (every term and partial sum is a multiple of 0.5, so the sum is exact and equals
+    scipy's rank-sum U, which the tests check) instead of ranking: a report calls this thousands of times."""
     x, y = _sample(a, "a"), _sample(b, "b")
-    return float(stats.mannwhitneyu(x, y).statistic) / (x.size * y.size)
+    return float(_win_matrix(x, y).sum()) / (x.size * y.size)
+
+
+@functools.lru_cache(maxsize=64)
+def _draw_counts(n_resamples: int, n_x: int, n_y: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """How often each run of a and of b is drawn in each resample: a pure function of the sizes and the
+    seed, so computed once per (sizes, seed) and shared by every comparison of that shape (read-only)."""
+    rng = np.random.default_rng(seed)
+    ix = rng.integers(0, n_x, (n_resamples, n_x))
+    iy = rng.integers(0, n_y, (n_resamples, n_y))
+    rows = np.arange(n_resamples)[:, None]
+    cx = np.bincount((rows * n_x + ix).ravel(), minlength=n_resamples * n_x).reshape(n_resamples, n_x).astype(float)
+    cy = np.bincount((rows * n_y + iy).ravel(), minlength=n_resamples * n_y).reshape(n_resamples, n_y)
+    cx.flags.writeable = False
+    cy.flags.writeable = False
+    return cx, cy
 
 
 def prob_improvement_ci(
@@ -339,16 +365,10 @@ def prob_improvement_ci(
     x, y = _sample(a, "a"), _sample(b, "b")
     if min(x.size, y.size) < max(2, min_n):
         return (math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    ix = rng.integers(0, x.size, (n_resamples, x.size))
-    iy = rng.integers(0, y.size, (n_resamples, y.size))
+    cx, cy = _draw_counts(n_resamples, x.size, y.size, seed)
     # U of a resample is cx' W cy: W[k, l] = 1 if x_k > y_l, 0.5 if equal; cx, cy how often each run was drawn.
     # Every term and partial sum is a multiple of 0.5 far below 2^53, so the products are exact in any order.
-    w = (x[:, None] > y[None, :]) + 0.5 * (x[:, None] == y[None, :])
-    rows = np.arange(n_resamples)[:, None]
-    cx = np.bincount((rows * x.size + ix).ravel(), minlength=n_resamples * x.size).reshape(n_resamples, x.size)
-    cy = np.bincount((rows * y.size + iy).ravel(), minlength=n_resamples * y.size).reshape(n_resamples, y.size)
-    wins = ((cx.astype(float) @ w) * cy).sum(axis=1)
+    wins = ((cx @ _win_matrix(x, y)) * cy).sum(axis=1)
     p = np.sort(wins / (x.size * y.size))
     alpha = (1.0 - confidence) / 2.0
     return (_quantile_sorted(p, alpha), _quantile_sorted(p, 1.0 - alpha))

@@ -87,3 +87,38 @@ def test_every_study_reports_byte_identically_twice(path, tmp_path):
     for stem in re.findall(r"\]\(figures/([\w.-]+)\.png\)", readme):
         assert all(f"figures/{stem}.{ext}" in files for ext in figures.FORMATS)
     assert "learning_curves" in readme
+
+
+def test_large_search_report_caps_the_strip_plot_and_rasterizes_dense_panels(tmp_path):
+    """A random search of 300 trials x 20 seeds: the seeds figure shows the 80 best trials, best first, and
+    says so; panels of over DENSE_POINTS markers embed them as an image in the SVG, small ones stay vector."""
+    from hpstudy import store
+    from hpstudy.analysis_model import analyze
+    from hpstudy.report import load_runs, synthetic_records
+    from hpstudy.study import load_study
+
+    text = (Path(__file__).resolve().parent.parent / "studies" / "vallepalli2024_search.toml").read_text()
+    path = tmp_path / "vallepalli2024_search.toml"
+    path.write_text(re.sub(r"(?m)^trials\s*=\s*\d+", "trials = 300", text))
+    study = load_study(path)
+    assert len(study.trials) == 300
+    results = tmp_path / "results"
+    store.write_chunk(store.study_dir(results, study.name), synthetic_records(study, range(20)))
+    a = analyze(study, load_runs(study, results, None))
+    shown = figures.strip_rows(a)
+    assert len(shown) == figures.MAX_STRIP_ROWS
+    means = [r.cells[a.primary.column].summary.mean * a.primary.better for r in shown]
+    assert means == sorted(means, reverse=True)
+    assert min(means) >= max(r.cells[a.primary.column].summary.mean * a.primary.better
+                             for r in a.rows if r not in shown)
+    captions = dict((stem, caption) for stem, caption, _ in figures.plan(a))
+    assert f"the {figures.MAX_STRIP_ROWS} best of the 300 configurations" in captions["seeds"]
+    with mpl.rc_context(figures.STYLE):
+        for stem, _, build in figures.plan(a):
+            figures.save(build(a), tmp_path, stem)
+    assert 300 * 20 > figures.DENSE_POINTS
+    for stem in ("score_vs_hyperparameters", "best_so_far"):
+        assert "<image" in (tmp_path / f"{stem}.svg").read_text(), stem
+    assert "<image" not in (tmp_path / "seeds.svg").read_text()  # 80 x 20 markers: vector
+    seeds_svg = (tmp_path / "seeds.svg").read_text()
+    assert seeds_svg.count("trial-") == figures.MAX_STRIP_ROWS
