@@ -142,37 +142,46 @@ def run(
     log = log or (lambda text: print(text, file=sys.stderr))
     study = variant(study, dataset, max_epochs)
     store.check_writable(store.study_dir(results, study.name))  # before estimating, loading or training
-    cores = len(usable_cores())
-    if workers is None:
-        workers = default_workers()
-    elif workers > cores:
-        log(f"hpstudy: warning: --workers {workers} is more than the {cores} usable cores; using {cores} "
-            "(more processes than cores only compete for them; results are the same).")
-        workers = cores
     if isinstance(shard, str):
         from hpstudy.storeops import parse_shard
 
         shard = parse_shard(shard)
-    seeds, todo, estimate = plan(study, seeds, results, workers, shard)
-    in_shard = [s for s in study.runs(seeds) if shard is None or shard.holds(s.run_id)]
-    if todo and estimate.needs_confirmation() and not yes:
-        what = (f"{study.name}: {estimate.describe()} with {workers} worker(s) "
-                f"({'measured on this study' if estimate.measured else 'rate measured on the shipped studies'})")
-        if confirm is None or not confirm(what):
-            raise TooBigError(f"{what}. That is above {budget_limits()}; pass --yes (yes=True) to start it, "
-                              "or ask for fewer seeds or a smaller design.")
-    if todo and progress:
-        log(f"{study.name}: {estimate.describe()} with {workers} worker(s) to compute "
-            f"({len(in_shard) - len(todo)} already stored)")
+    client, opened = None, False
+    if scheduler is not None:  # reach the cluster first: a wrong address fails before anything is planned
+        from hpstudy.distributed import connect
+
+        client, opened = connect(scheduler)
+        workers = max(1, len(client.scheduler_info().get("workers", {})))
+        where = f"{workers} Dask worker(s) at {client.scheduler.address}"
+    else:
+        cores = len(usable_cores())
+        if workers is None:
+            workers = default_workers()
+        elif workers > cores:
+            log(f"hpstudy: warning: --workers {workers} is more than the {cores} usable cores; using {cores} "
+                "(more processes than cores only compete for them; results are the same).")
+            workers = cores
+        where = f"{workers} worker(s)"
     directory = store.study_dir(results, study.name)
     validation = study.validation
     try:
+        seeds, todo, estimate = plan(study, seeds, results, workers, shard)
+        in_shard = [s for s in study.runs(seeds) if shard is None or shard.holds(s.run_id)]
+        if todo and estimate.needs_confirmation() and not yes:
+            what = (f"{study.name}: {estimate.describe()} with {where} "
+                    f"({'measured on this study' if estimate.measured else 'rate measured on the shipped studies'})")
+            if confirm is None or not confirm(what):
+                raise TooBigError(f"{what}. That is above {budget_limits()}; pass --yes (yes=True) to start it, "
+                                  "or ask for fewer seeds or a smaller design.")
+        if todo and progress:
+            log(f"{study.name}: {estimate.describe()} with {where} to compute "
+                f"({len(in_shard) - len(todo)} already stored)")
         report = run_study(
             study, seeds,
             lambda: hdata.load_dataset(study.meta.get("dataset", "mnist"), data_dir, validation, download=download),
             results, progress=progress, workers=workers, numerics_mode=numerics_mode, allow_mixed=allow_mixed, wait=wait,
             on_wait=lambda pid: log(f"hpstudy: waiting for pid {pid}, which is running this study into {directory} ..."),
-            shard=shard, scheduler=scheduler,
+            shard=shard, scheduler=client,
         )
     except KeyboardInterrupt:
         stored = store.validate(directory, study.name) if directory.is_dir() else 0
@@ -180,6 +189,9 @@ def run(
             f"interrupted. {stored} runs of {study.name} are stored in {directory}; run the same command again "
             "to compute only the missing ones (the finished ones keep their bits)."
         ) from None
+    finally:
+        if opened:
+            client.close()
     wanted = {spec.run_id for spec in in_shard}  # not runs of configurations the file no longer has
     runs = store.read_runs(report.directory, study.name)
     runs = runs[runs["run_id"].isin(wanted)].reset_index(drop=True)

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hpstudy import locking, store
-from hpstudy.errors import StoreError
+from hpstudy.errors import StoreError, StudyError
 
 # Runs per part written by merge and compact: 100,000 runs make 5 parts of a few MB each
 # (benchmarks/store_scale.py), few enough that a scan opens a handful of files.
@@ -64,7 +64,7 @@ def parse_shard(text: str) -> Shard:
     except ValueError:
         shard = None
     if not sep or shard is None or shard.count < 1 or not 0 <= shard.index < shard.count:
-        raise StoreError(f"--shard {text!r} is invalid: expected I/N with integers 0 <= I < N, "
+        raise StudyError(f"--shard {text!r} is invalid: expected I/N with integers 0 <= I < N, "
                          "e.g. --shard 0/3, --shard 1/3 and --shard 2/3 for three array jobs.")
     return shard
 

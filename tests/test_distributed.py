@@ -36,7 +36,7 @@ UNPINNED = ("import os, sys\nif hasattr(os, 'sched_setaffinity'): os.sched_setaf
 class Cluster:
     """A scheduler and `workers` one-thread workers, each its own process group; stopped on exit."""
 
-    def __init__(self, tmp: Path, workers: int = 2, preload: bool = False):
+    def __init__(self, tmp: Path, workers: int = 2, preload: bool = False, nanny: bool = False):
         self.tmp, self.procs = tmp, []
         dask = str(Path(sys.executable).with_name("dask"))
         scheduler_file = tmp / "scheduler.json"
@@ -44,7 +44,8 @@ class Cluster:
         self.procs.append(self._start([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
                                        "--scheduler-file", str(scheduler_file)], env, "scheduler"))
         worker = [dask, "worker", "--scheduler-file", str(scheduler_file), "--host", "127.0.0.1", "--nthreads", "1",
-                  "--no-nanny", "--no-dashboard", *(["--preload", "hpstudy.distributed"] if preload else [])]
+                  *([] if nanny else ["--no-nanny"]), "--no-dashboard",
+                  *(["--preload", "hpstudy.distributed"] if preload else [])]
         self.workers = [self._start(worker, env, f"worker{i}") for i in range(workers)]
         self.procs += self.workers
         deadline = time.monotonic() + 60
@@ -109,6 +110,35 @@ def test_cluster_gives_the_bits_of_one_local_worker(write_study, tmp_path):
         cluster.close()
 
 
+def test_workers_under_a_nanny_are_pinned_and_give_the_same_bits(write_study, tmp_path):
+    """`dask worker` by default (and dask-jobqueue's job scripts) runs each worker in a child process of a
+    nanny: the plugin pins that child, and a worker the nanny restarts after kill -9 is pinned again."""
+    path = write_study()
+    local = run_hashes(path, range(2), tmp_path / "local")
+    cluster = Cluster(_mkdir(tmp_path / "cluster"), workers=1, nanny=True)
+    try:
+        study = load_study(path)
+        report = run_study(study, range(2), LOAD, tmp_path / "dask", progress=False, scheduler=cluster.client)
+        runs = store.read_runs(report.directory)
+        assert dict(zip(runs["run_id"], runs["param_sha256"])) == local
+        (address, pid), = cluster.client.run(os.getpid).items()
+        assert pid != cluster.workers[0].pid  # the worker is the nanny's child, not the process we started
+        assert cluster.client.run(lambda: len(os.sched_getaffinity(0))) == {address: 1}
+        os.kill(pid, signal.SIGKILL)  # the nanny starts a new worker process; the plugin pins it before our tasks
+        deadline = time.monotonic() + 90
+        while set(cluster.client.run(os.getpid, on_error="ignore").values()) in ({pid}, set()):
+            assert time.monotonic() < deadline, "the nanny did not restart its worker: " + cluster.logs()
+            time.sleep(0.5)
+        again = run_study(study, range(3), LOAD, tmp_path / "dask", progress=False, scheduler=cluster.client)
+        assert again.computed == 4
+        assert set(cluster.client.run(lambda: len(os.sched_getaffinity(0))).values()) == {1}
+        runs = store.read_runs(report.directory)
+        assert dict(zip(runs["run_id"], runs["param_sha256"])) == {
+            **local, **run_hashes(path, range(2, 3), tmp_path / "local3")}
+    finally:
+        cluster.close()
+
+
 def test_sigkill_of_a_worker_mid_task_loses_nothing_and_stores_nothing_twice(write_study, tmp_path):
     from hpstudy.distributed import execute_on_dask
 
@@ -155,7 +185,9 @@ def test_command_line_scheduler_option_on_real_mnist(write_study, tmp_path, mnis
         args = ["run", str(path), "--max-epochs", "1", "--seeds", "1", "--data-dir", str(mnist_dir),
                 "--results", str(tmp_path / "r"), "--scheduler", cluster.client.scheduler.address]
         assert cli.main(args) == 0
-        assert "4 computed" in capsys.readouterr().out
+        out, err = capsys.readouterr()
+        assert "4 computed" in out
+        assert f"with 2 Dask worker(s) at {cluster.client.scheduler.address} to compute" in err
         runs = store.read_runs(tmp_path / "r" / "small.max_epochs-1")
         assert len(runs) == 4 and runs["test_accuracy"].min() > 0.5  # trained on the real digits
         assert cli.main(args) == 0

@@ -163,10 +163,46 @@ def _existing_new(tmp: Path) -> list[str]:
     return ["new", "mine", "--file", str(tmp / "studies" / "mine.toml")]
 
 
+def _shard_store(tmp: Path, name: str) -> Path:
+    """A copy of the grid's synthetic runs as the store of one shard job, RESULTS_name/<study>."""
+    directory = stored_grid(tmp)
+    target = tmp / f"results_{name}" / directory.name
+    target.mkdir(parents=True)
+    for part in directory.glob("part-*.parquet"):
+        (target / part.name).write_bytes(part.read_bytes())
+    return target
+
+
+def _merge_conflict(tmp: Path) -> list[str]:
+    a, b = _shard_store(tmp, "a"), _shard_store(tmp, "b")
+    part = sorted(b.glob("part-*.parquet"))[0]
+    rows = pq.read_table(part).to_pylist()
+    rows[0]["test_accuracy"] = 0.5
+    pq.write_table(pa.Table.from_pylist(rows), part)
+    return ["merge", str(tmp / "merged" / a.name), str(a), str(b)]
+
+
+def _merge_studies(tmp: Path) -> list[str]:
+    a = _shard_store(tmp, "a")
+    other = tmp / "other" / "small"
+    other.mkdir(parents=True)
+    store.write_chunk(other, synthetic_records(load_study(study_file(tmp)), range(1)))
+    return ["merge", str(tmp / "merged" / a.name), str(a), str(other)]
+
+
+def _unreachable(tmp: Path) -> list[str]:
+    from hpstudy import distributed
+
+    connect = distributed.connect
+    PATCHES.append((distributed, "connect", lambda scheduler, timeout="30s": connect(scheduler, timeout="2s")))
+    return ["run", str(study_file(tmp)), "--results", str(tmp / "results"), "--scheduler", "tcp://127.0.0.1:9"]
+
+
 HOLDERS: list[subprocess.Popen] = []
 PATCHES: list[tuple] = []
-STUDY, DATA, STORE, OUTPUT, SIZE, STOP = (
-    "Study files and arguments", "Data", "The results store", "Output folders", "Size", "Stopping")
+STUDY, DATA, STORE, OUTPUT, SIZE, STOP, SCALE = (
+    "Study files and arguments", "Data", "The results store", "Output folders", "Size", "Stopping",
+    "Job arrays and Dask")
 RUN = ["run"]
 
 CASES = [
@@ -224,6 +260,12 @@ CASES = [
     Case(SIZE, "A run of 16,000 runs without `--yes`, with no terminal to ask on",
          lambda t: ["run", str(GRID), "--seeds", "2000", "--workers", "1", "--results", str(t / "results")], errors.TooBigError.exit_code),
     Case(STOP, "Ctrl-C during `hpstudy run`", _ctrl_c, 130),
+    Case(SCALE, "`--shard 3/3` (shards are numbered from 0, as SLURM array tasks are)",
+         lambda t: ["run", str(GRID), "--shard", "3/3", "--results", str(t / "results")], 2),
+    Case(SCALE, "Merging shard stores that hold one run with different values", _merge_conflict, 4),
+    Case(SCALE, "Merging the stores of two different studies", _merge_studies, 4),
+    Case(SCALE, "A Dask scheduler that cannot be reached (the wait is 30 s; 2 s here)", _unreachable,
+         errors.EngineError.exit_code),
 ]
 
 
@@ -306,6 +348,7 @@ def render(rows: list[tuple[Case, str, str]]) -> str:
 
 def test_errors_doc_matches_the_code(tmp_path_factory, monkeypatch, capsys):
     pytest.importorskip("tensorflow_datasets", reason="the tfds case's answer needs tensorflow-datasets installed")
+    pytest.importorskip("distributed", reason="the Dask case's answer needs the dask extra installed")
     rows = []
     for i, case in enumerate(CASES):
         with monkeypatch.context() as mp:

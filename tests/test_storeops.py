@@ -15,7 +15,7 @@ import pytest
 
 from hpstudy import cli, store, storeops
 from hpstudy.analysis_model import _read_store
-from hpstudy.errors import StoreError
+from hpstudy.errors import StoreError, StudyError
 from hpstudy.report import synthetic_records
 from hpstudy.runner import run_study
 from hpstudy.study import load_study
@@ -64,7 +64,7 @@ def test_shards_partition_runs_by_identity_whatever_the_trial_order(write_study)
 
 @pytest.mark.parametrize("text", ["3/3", "-1/3", "1", "a/b", "1/0", "1/3/4"])
 def test_bad_shard_is_a_clear_error(text):
-    with pytest.raises(StoreError, match="expected I/N with integers 0 <= I < N"):
+    with pytest.raises(StudyError, match="expected I/N with integers 0 <= I < N"):
         storeops.parse_shard(text)
 
 
@@ -223,8 +223,8 @@ def test_parts_a_run_writes_during_a_compaction_are_kept(tmp_path):
     assert len(store.live_parts(directory)) == 3 + 4
 
 
-def test_bad_shard_on_the_command_line_exits_with_the_store_error(capsys):
-    assert cli.main(["run", "naragundkar2024_grid", "--shard", "3/3"]) == StoreError.exit_code
+def test_bad_shard_on_the_command_line_exits_with_the_argument_error(capsys):
+    assert cli.main(["run", "naragundkar2024_grid", "--shard", "3/3"]) == StudyError.exit_code
     assert "--shard '3/3' is invalid" in capsys.readouterr().err
 
 
