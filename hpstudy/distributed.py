@@ -16,10 +16,8 @@ stored once (a recomputed run is checked to have the same bits, then dropped).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Callable, Sequence
@@ -36,8 +34,6 @@ from hpstudy import numerics, parallel, store
 from hpstudy.errors import EngineError
 
 PLUGIN_NAME = "hpstudy-pin-to-one-core"
-# A worker's claim on its core: an OS lock on a file per core, released by the OS when the process dies.
-_claim: dict = {}
 # The dataset a worker holds (loaded once, reused by every task with the same loader) and how many times
 # this worker process loaded one (the tests check it is once).
 _data: dict = {}
@@ -47,34 +43,11 @@ DATA_LOADS = [0]
 # ---- worker side -------------------------------------------------------------------------------------
 
 
-def claim_core() -> int:
-    """A core for this process that no other hpstudy worker on this machine holds (an OS file lock per
-    core); with more workers than cores, a shared one (bits unchanged, only slower)."""
-    if "core" in _claim:
-        return _claim["core"]
-    cores = parallel.usable_cores()
-    core = cores[os.getpid() % len(cores)]
-    if len(cores) > 1:
-        folder = Path(tempfile.gettempdir()) / f"hpstudy-cores-{os.getuid()}"
-        folder.mkdir(exist_ok=True)
-        for candidate in cores:
-            fh = open(folder / f"core-{candidate}.lock", "a")
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                fh.close()
-                continue
-            _claim["lock"], core = fh, candidate
-            break
-    _claim["core"] = core
-    return core
-
-
 def pin_worker(mode: str = numerics.DEFAULT_MODE) -> int:
     """Pin every thread of this Dask worker process to one core and apply the numerics `mode`, before JAX
     starts, with the start-up of a local worker (numerics.prepare_process, then the compilation cache).
     Returns the core. Idempotent."""
-    core = claim_core()
+    core = numerics.claim_core()
     if parallel.CAN_PIN and not parallel.backend_started():
         for tid in os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else ():
             try:  # threads started later inherit the core from the thread that starts them

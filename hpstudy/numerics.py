@@ -168,8 +168,41 @@ def pinned() -> bool:
     return len(usable_cores()) == 1
 
 
+# This process's claim on its core: an OS lock on a file per core, released by the OS when the process dies.
+_claim: dict = {}
+
+
+def claim_core() -> int:
+    """A core for this process that no other hpstudy process on this machine holds (an OS file lock per
+    core, taken in order), so that two `hpstudy run --workers 1` or two Dask workers do not share one
+    core while another idles; with every core held, a shared one (bits unchanged, only slower)."""
+    if "core" in _claim:
+        return _claim["core"]
+    cores = usable_cores()
+    core = cores[os.getpid() % len(cores)]
+    if len(cores) > 1:
+        import fcntl
+        import tempfile
+        from pathlib import Path
+
+        folder = Path(tempfile.gettempdir()) / f"hpstudy-cores-{os.getuid()}"
+        folder.mkdir(exist_ok=True)
+        for candidate in cores:
+            fh = open(folder / f"core-{candidate}.lock", "a")
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.close()
+                continue
+            _claim["lock"], core = fh, candidate
+            break
+    _claim["core"] = core
+    return core
+
+
 def pin_one_core(core: int | None = None) -> bool:
-    """Pin this process to one core (the first it may use, or `core`) if JAX has not started its backend yet.
+    """Pin this process to one core (a free one, see `claim_core`, or `core`) if JAX has not started its
+    backend yet.
 
     Returns whether training may go on in this process: True when pinned now, when the process was
     already restricted to one core, or where the OS cannot pin at all (then XLA uses every core and the
@@ -179,7 +212,7 @@ def pin_one_core(core: int | None = None) -> bool:
         return True
     if backend_started():
         return False
-    os.sched_setaffinity(0, {usable_cores()[0] if core is None else core})
+    os.sched_setaffinity(0, {claim_core() if core is None else core})
     return True
 
 

@@ -84,3 +84,30 @@ def test_fingerprint_imports_no_executor():
     code = "import sys, hpstudy.environment, hpstudy.compilation; print(sorted(m for m in sys.modules if m.startswith('hpstudy')))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "hpstudy.parallel" not in loaded and "hpstudy.engine" not in loaded, loaded
+
+
+def test_two_single_worker_processes_claim_different_cores(tmp_path):
+    """Two `hpstudy run --workers 1` at once: the second pins itself to a core the first does not hold."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if not numerics.CAN_PIN or os.cpu_count() < 2:
+        pytest.skip("needs affinity control and two cores")
+    # each child may use every core (this test process is pinned to one), and shares no lock folder with others
+    child = ("import os, sys, time\nos.sched_setaffinity(0, range(os.cpu_count()))\n"
+             "from hpstudy import numerics\nassert numerics.pin_one_core()\n"
+             "print(sorted(os.sched_getaffinity(0))[0], flush=True)\ntime.sleep(float(sys.argv[1]))\n")
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    first = subprocess.Popen([sys.executable, "-c", child, "60"], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        core_first = int(first.stdout.readline())
+        second = subprocess.run([sys.executable, "-c", child, "0"], capture_output=True, text=True, env=env, check=True)
+        assert int(second.stdout) != core_first
+    finally:
+        first.kill()
+        first.wait()
+    # the first one's claim ends with it: a new process may take that core again
+    third = subprocess.run([sys.executable, "-c", child, "0"], capture_output=True, text=True, env=env, check=True)
+    assert int(third.stdout) == core_first
