@@ -8,7 +8,7 @@ program). Prints compile groups, compile seconds (summed over the groups) and wa
 writes benchmarks/random_compile.json. Padding changes the runs (their identity includes the bucket),
 so the two stores hold different runs.
 
-    nice -n 19 .venv/bin/python benchmarks/random_compile.py [--data-dir DIR] [--buckets 512]
+    nice -n 19 .venv/bin/python benchmarks/random_compile.py [--data-dir DIR] [--buckets 512 [--buckets 128,256,512]]
 """
 
 from __future__ import annotations
@@ -48,16 +48,21 @@ def run(study: Path, results: Path, data_dir: str | None) -> tuple[float, dict]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", help="folder holding the four MNIST .gz files (else $HPSTUDY_DATA_DIR)")
-    parser.add_argument("--buckets", default="512", help="width buckets, comma-separated (default: 512)")
+    parser.add_argument("--buckets", action="append",
+                        help="width buckets, comma-separated; repeat to compare several sets (default: 512)")
     args = parser.parse_args()
-    buckets = [int(b) for b in args.buckets.split(",")]
+    bucket_sets = [[int(b) for b in text.split(",")] for text in (args.buckets or ["512"])]
     figures = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        bucketed = tmp / "vallepalli2024_search.toml"
-        bucketed.write_text(STUDY.read_text().replace('kind = "random"\n', f'kind = "random"\nwidth_buckets = {buckets}\n', 1))
-        for name, path in (("as shipped (no buckets)", STUDY), (f"width_buckets = {buckets}", bucketed)):
-            _, figures[name] = run(path, tmp / name.replace(" ", "_"), args.data_dir)
+        cases = [("as shipped (no buckets)", STUDY)]
+        for i, buckets in enumerate(bucket_sets):
+            bucketed = tmp / f"set{i}" / "vallepalli2024_search.toml"
+            bucketed.parent.mkdir()
+            bucketed.write_text(STUDY.read_text().replace('kind = "random"\n', f'kind = "random"\nwidth_buckets = {buckets}\n', 1))
+            cases.append((f"width_buckets = {buckets}", bucketed))
+        for name, path in cases:
+            _, figures[name] = run(path, tmp / name.replace(" ", "_").replace(",", ""), args.data_dir)
             f = figures[name]
             print(f"{name}: {f['runs']} runs, {f['compile_groups']} compile groups, {f['compile_seconds']:.1f} s "
                   f"compiling, {f['wall_seconds']:.1f} s wall", flush=True)
