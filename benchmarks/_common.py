@@ -265,8 +265,12 @@ def hpstudy_pool_rate(workload: Workload, pool, n_runs: int, repeats: int, n_tra
     }
 
 
-def write_json(path: Path, payload: dict) -> None:
-    path.write_text(json.dumps(payload, indent=2, sort_keys=False, default=float) + "\n")
+def write_json(path: Path, payload: dict, sort_keys: bool = False) -> None:
+    """Write a benchmark's figures atomically (a temporary file renamed over the old one)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=sort_keys, default=float) + "\n")
+    os.replace(tmp, path)
 
 
 def env_summary() -> dict:

@@ -14,13 +14,15 @@ so the two stores hold different runs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY = ROOT / "studies" / "vallepalli2024_search.toml"
@@ -69,7 +71,7 @@ def main() -> int:
     result = {"what": "hpstudy run vallepalli2024_search --max-epochs 1 --seeds 1 --workers 1, real MNIST, "
               "compilation cache off: compile groups, compile seconds (summed over groups), wall seconds",
               "cases": figures, "cpu_count": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2)}
-    (ROOT / "benchmarks" / "random_compile.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    C.write_json(ROOT / "benchmarks" / "random_compile.json", result, sort_keys=True)
     print("written to benchmarks/random_compile.json")
     return 0
 

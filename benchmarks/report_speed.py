@@ -12,7 +12,6 @@ adds time), and writes the seconds to benchmarks/report_speed.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -21,6 +20,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
 
 from hpstudy import store
 from hpstudy.report import synthetic_records
@@ -118,7 +120,7 @@ def main() -> int:
         "load_average_1min": round(os.getloadavg()[0], 2),
         "python": platform.python_version(),
     }
-    (ROOT / "benchmarks" / "report_speed.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    C.write_json(ROOT / "benchmarks" / "report_speed.json", result, sort_keys=True)
     print(f"slowest: {worst:.2f} s (target < 10 s); written to benchmarks/report_speed.json")
     return 0
 

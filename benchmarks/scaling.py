@@ -19,7 +19,6 @@ are rough.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import signal
@@ -28,6 +27,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY = """
@@ -182,7 +184,7 @@ def main() -> int:
         "load_average_1min": round(os.getloadavg()[0], 2),
         "python": platform.python_version(),
     }
-    (ROOT / "benchmarks" / "scaling.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    C.write_json(ROOT / "benchmarks" / "scaling.json", result, sort_keys=True)
     print("written to benchmarks/scaling.json")
     return 0 if all(same.values()) else 1
 

@@ -14,7 +14,6 @@ benchmarks/store_scale.json. Targets on the 2-core machine: report under 30 s, s
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -29,6 +28,9 @@ import pyarrow.parquet as pq
 from hpstudy import store, storeops
 from hpstudy.report import synthetic_records
 from hpstudy.study import load_study
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY = """
@@ -156,7 +158,7 @@ def main() -> int:
         "load_average_1min": round(os.getloadavg()[0], 2),
         "python": platform.python_version(),
     }
-    (ROOT / "benchmarks" / "store_scale.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    C.write_json(ROOT / "benchmarks" / "store_scale.json", result, sort_keys=True)
     print("written to benchmarks/store_scale.json")
     return 0
 

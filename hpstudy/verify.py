@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from hpstudy import numerics, store
+from hpstudy import store
 from hpstudy.config import RunConfig
 from hpstudy.errors import StoreError
 from hpstudy.runs import HISTORY_FIELDS, RunSpec
