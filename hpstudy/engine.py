@@ -319,7 +319,9 @@ def chunk_width(config: RunConfig, platform: str = "cpu") -> int:
     grid network at batch 32 trains fastest per core at width 2 (about 30% more model-steps/s than at 1 or
     4; at 8 its parameters, gradients and Adam moments fall out of cache); the 784-30-10 network at batch
     10 is as fast at 4 as at 1 and slower at 8 (XLA:CPU's batched small matrix products gain nothing from
-    width on one core). Narrow chunks also waste less on padding and on runs that stopped early.
+    width on one core); under portable numerics it is about 20% faster at 1 (docs/design.md), a change of
+    rule left for a re-make of the runs it would change. Narrow chunks also waste less on padding and on
+    runs that stopped early.
     On an accelerator (any other JAX platform: "gpu", "tpu"): the wider GPU rule above. The width is
     recorded with every run: it is part of a result's identity, like the device kind.
     """
