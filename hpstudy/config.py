@@ -21,6 +21,11 @@ SEEDINGS = ("independent", "common")
 TRACED_FIELDS = ("learning_rate", "dropout")
 
 
+def late(default: Any) -> Any:
+    """A RunConfig field added after runs were stored: left out of the canonical text at its default."""
+    return dataclasses.field(default=default, metadata={"late": True})
+
+
 @dataclasses.dataclass(frozen=True)
 class EarlyStopping:
     """When to stop a run early, with Keras' or scikit-learn's rule.
@@ -57,19 +62,30 @@ class RunConfig:
     batch_size: int = 32
     epochs: int = 5
     early_stopping: EarlyStopping | None = None
-    seeding: str = "independent"
+    seeding: str = late("independent")
     # Random designs with width buckets only (study.py): the hidden widths the program is built with; the
     # units beyond `hidden` are masked (zero, and they stay zero). Part of the run's identity when set.
-    pad_hidden: tuple[int, ...] | None = None
+    pad_hidden: tuple[int, ...] | None = late(None)
+    # Fields added after the first shipped runs are declared with `late(default)`: each one enters the
+    # canonical text (the run's identity, keys and bits) only when it differs from its default, so every
+    # run made before it existed keeps its identity.
+    #
+    # -- data (input shape, preprocessing) --
+    #
+    #
+    # -- model (activations, initialisers, dropout, normalisation, loss) --
+    #
+    #
+    # -- optimizer, schedule, regularisation --
+    #
 
     def _fields(self) -> dict[str, Any]:
-        """Every field; `seeding` and `pad_hidden` only when they are not their defaults, so that every run
-        made before they existed keeps its identity, keys and bits."""
+        """Every field; `seeding`, `pad_hidden` and the late fields only when they are not their defaults, so
+        that every run made before they existed keeps its identity, keys and bits."""
         fields = dataclasses.asdict(self)
-        if fields["seeding"] == "independent":
-            del fields["seeding"]
-        if fields["pad_hidden"] is None:
-            del fields["pad_hidden"]
+        for f in dataclasses.fields(self):
+            if f.metadata.get("late") and fields[f.name] == f.default:
+                del fields[f.name]
         return fields
 
     def canonical(self) -> str:

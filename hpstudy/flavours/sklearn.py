@@ -1,0 +1,12 @@
+"""scikit-learn's MLPClassifier: the semantics hpstudy reproduces exactly."""
+
+from __future__ import annotations
+
+# --- defaults ---------------------------------------------------------------------------------------------
+
+
+# --- initialisers, layers and losses ----------------------------------------------------------------------
+
+
+# --- optimizers, schedules and regularisation -------------------------------------------------------------
+
