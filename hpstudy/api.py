@@ -259,9 +259,11 @@ def plots(study, results: str | os.PathLike = DEFAULT_RESULTS, seeds=None) -> di
     return out
 
 
-def report(study, results: str | os.PathLike = DEFAULT_RESULTS, out: str | os.PathLike = DEFAULT_OUT, seeds=None) -> Path:
-    """Write OUT/<study>/ (README, tables, figures) from the stored runs; the folder written."""
+def report(study, results: str | os.PathLike = DEFAULT_RESULTS, out: str | os.PathLike = DEFAULT_OUT, seeds=None,
+           force: bool = False) -> Path:
+    """Write OUT/<study>/ (README, tables, figures) from the stored runs; the folder written. Files there
+    that no report wrote are refused, or with force=True moved to a dated backup first."""
     from hpstudy.report import write_report
 
     study = load_study(study)
-    return write_report(study, results, out, _seed_list(study, seeds))
+    return write_report(study, results, out, _seed_list(study, seeds), force=force)

@@ -125,7 +125,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Write OUT/<study>/ (README, tables, figures) from the study's stored runs."""
     study = api.variant(args.study, args.dataset, args.max_epochs)
     start = time.perf_counter()
-    target = api.report(study, args.results, args.out, args.seeds)
+    target = api.report(study, args.results, args.out, args.seeds, force=args.force)
     print(f"{study.name}: report written to {target} in {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -259,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--seeds", help="only seeds 0..N-1 (N) or A..B-1 (A:B) (default: every stored seed)")
     rep.add_argument("--max-epochs", type=positive_int, help="report the smoke-test study of `run --max-epochs N`")
     rep.add_argument("--dataset", help=DATASET_HELP)
+    rep.add_argument("--force", action="store_true",
+                     help="move files in OUT/<study>/ that no report wrote (or that were edited) to a dated backup "
+                          "folder beside it, instead of refusing")
     rep.set_defaults(func=cmd_report)
 
     new = sub.add_parser("new", help="write a commented template study file")

@@ -53,12 +53,14 @@ def _display_path(path: str | os.PathLike) -> str:
 
 
 def write_report(
-    study: Study, results: str | os.PathLike, out: str | os.PathLike = DEFAULT_OUT, seeds: Sequence[int] | None = None
+    study: Study, results: str | os.PathLike, out: str | os.PathLike = DEFAULT_OUT, seeds: Sequence[int] | None = None,
+    force: bool = False,
 ) -> Path:
     """Write OUT/<study>/ (README, tables, figures) from the stored runs and return that folder.
 
     The output folder is checked before any work; the report is built beside the old one and swapped in
-    (hpstudy/outputs.py), and only files an earlier report wrote are ever replaced or removed. Every file of
+    (hpstudy/outputs.py), and only files an earlier report wrote are ever replaced or removed; anything
+    else in the way is refused (OutputError), or with `force` moved to a dated backup first. Every file of
     a report is written inside `build`.
     """
     from hpstudy import figures, outputs, readme, tables  # matplotlib loads only when a report is written
@@ -66,6 +68,7 @@ def write_report(
     store.validate(store.study_dir(results, study.name), study.name)  # foreign, mistyped or conflicting parts
     runs = load_runs(study, results, seeds)
     store.check_writable(Path(out), "output")  # before the analysis and the figures, the slow part
+    outputs.check_target(Path(out), study.name, force=force)
     a = analyze(study, runs)
 
     def build(folder: Path) -> None:
@@ -82,7 +85,7 @@ def write_report(
         for name, text in texts.items():
             (folder / name).write_text(text, encoding="utf-8", newline="\n")
 
-    return outputs.publish(Path(out), study.name, build)
+    return outputs.publish(Path(out), study.name, build, force=force)
 
 
 class _CallableModule(type(sys)):
