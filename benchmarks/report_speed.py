@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 from hpstudy import store
-from hpstudy.report import synthetic_records
+from hpstudy.reporting.build import synthetic_records
 from hpstudy.study import load_study
 
 ROOT = Path(__file__).resolve().parent.parent

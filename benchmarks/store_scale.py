@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hpstudy import store, storeops
-from hpstudy.report import synthetic_records
+from hpstudy.reporting.build import synthetic_records
 from hpstudy.study import load_study
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -23,7 +23,7 @@ from hpstudy.errors import Interrupted, StudyError, TooBigError
 
 STUDIES_DIR = Path("studies")
 DEFAULT_RESULTS = "results"
-DEFAULT_OUT = "results/_reports"  # the same as hpstudy.report.DEFAULT_OUT (not imported: it loads pandas)
+DEFAULT_OUT = "results/_reports"  # the same as hpstudy.reporting.build.DEFAULT_OUT (not imported: it loads pandas)
 
 
 def resolve_study_path(arg: str | os.PathLike, studies: str | os.PathLike = STUDIES_DIR) -> Path:
@@ -217,7 +217,7 @@ def results(study, results: str | os.PathLike = DEFAULT_RESULTS, seeds: Sequence
 
 def _stored(study, results, seeds):
     from hpstudy import store
-    from hpstudy.report import load_runs
+    from hpstudy.reporting.build import load_runs
 
     study = load_study(study)
     store.validate(store.study_dir(results, study.name), study.name)
@@ -229,8 +229,8 @@ def _seed_list(study, seeds) -> list[int] | None:
 
 
 def analysis(study, results: str | os.PathLike = DEFAULT_RESULTS, seeds=None):
-    """The report's analysis (hpstudy.report.Analysis) of the stored runs."""
-    from hpstudy.report import analyze
+    """The report's analysis (hpstudy.reporting.analysis.Analysis) of the stored runs."""
+    from hpstudy.reporting.build import analyze
 
     study = load_study(study)
     return analyze(study, _stored(study, results, seeds))
@@ -238,7 +238,7 @@ def analysis(study, results: str | os.PathLike = DEFAULT_RESULTS, seeds=None):
 
 def summarize(study, results: str | os.PathLike = DEFAULT_RESULTS, seeds=None):
     """One row per configuration: the report's table (mean, intervals, the published value) as a DataFrame."""
-    from hpstudy import tables
+    from hpstudy.reporting import tables
 
     return tables.table_frame(analysis(study, results, seeds))
 
@@ -247,7 +247,7 @@ def plots(study, results: str | os.PathLike = DEFAULT_RESULTS, seeds=None) -> di
     """The report's figures as matplotlib Figures, by name (nothing is written)."""
     import matplotlib as mpl
 
-    from hpstudy import figures as F
+    from hpstudy.reporting import figures as F
 
     a = analysis(study, results, seeds)
     out = {}
@@ -263,7 +263,7 @@ def report(study, results: str | os.PathLike = DEFAULT_RESULTS, out: str | os.Pa
            force: bool = False) -> Path:
     """Write OUT/<study>/ (README, tables, figures) from the stored runs; the folder written. Files there
     that no report wrote are refused, or with force=True moved to a dated backup first."""
-    from hpstudy.report import write_report
+    from hpstudy.reporting.build import write_report
 
     study = load_study(study)
     return write_report(study, results, out, _seed_list(study, seeds), force=force)

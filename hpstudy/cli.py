@@ -89,7 +89,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     """A study's trials, runs per seed, stored runs and the estimated time of what is missing."""
     from hpstudy import budget, store
     from hpstudy.parallel import default_workers
-    from hpstudy.report import describe_seeds
+    from hpstudy.reporting.build import describe_seeds
 
     study = api.variant(args.study, args.dataset, args.max_epochs)
     seeds, todo, estimate = api.plan(study, args.seeds, args.results, args.workers)

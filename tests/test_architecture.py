@@ -10,31 +10,43 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "hpstudy"
 
 
+def module_name(path: Path) -> str:
+    """A file's module name inside the package, dotted ("store", "reporting.stats"; a package's __init__: its name)."""
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" and len(parts) > 1 else parts)
+
+
 def module_imports(path: Path, lazy: bool = True) -> set[str]:
-    """The hpstudy modules a file imports: at module level, and with `lazy` inside functions too (a lazy
-    import only hides a circle: it still runs)."""
+    """The hpstudy modules a file imports (dotted, without "hpstudy."): at module level, and with `lazy`
+    inside functions too (a lazy import only hides a circle: it still runs)."""
     out: set[str] = set()
     tree = ast.parse(path.read_text(encoding="utf-8"))
     for node in (ast.walk(tree) if lazy else tree.body):
         if isinstance(node, ast.Import):
-            out |= {a.name.split(".")[1] for a in node.names if a.name.startswith("hpstudy.")}
+            out |= {a.name.split(".", 1)[1] for a in node.names if a.name.startswith("hpstudy.")}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == "hpstudy":
-                out |= {a.name for a in node.names}
-            elif node.module.startswith("hpstudy."):
-                out.add(node.module.split(".")[1])
+            if node.module == "hpstudy" or node.module.startswith("hpstudy."):
+                base = node.module.split(".", 1)[1] if "." in node.module else ""
+                for a in node.names:  # `from hpstudy.reporting import stats` imports a module; `import X` a name
+                    sub = f"{base}.{a.name}" if base else a.name
+                    out.add(sub if module_exists(sub) or not base else base)
     return out
+
+
+def module_exists(name: str) -> bool:
+    """Whether hpstudy.<name> is a module or package of the package."""
+    path = PACKAGE.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
 def import_graph(lazy: bool = True) -> dict[str, set[str]]:
     """Module name -> the package modules it imports."""
-    modules = {p.stem: p for p in PACKAGE.glob("*.py")}
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
     return {name: module_imports(path, lazy) & set(modules) for name, path in modules.items()}
 
 
 # The package's facade: hpstudy/__init__.py and hpstudy/api.py import every other module (lazily) to offer
-# one API over them, and report.py's callable-module shim calls back into api.report. They sit above the
-# modules they serve and are left out of the graph whose circles are checked.
+# one API over them. They sit above the modules they serve and are left out of the graph whose circles are checked.
 FACADE = {"__init__", "api"}
 
 
@@ -79,45 +91,47 @@ def test_find_cycle_detects_a_circle():
 
 def test_module_imports_reads_every_import_form(tmp_path):
     f = tmp_path / "m.py"
-    f.write_text("import os\nimport hpstudy.stats\nfrom hpstudy import store, tables\nfrom hpstudy.analysis_model import X\n"
-                 "def f():\n    from hpstudy import report\n")
-    assert module_imports(f) == {"stats", "store", "tables", "analysis_model", "report"}
-    assert module_imports(f, lazy=False) == {"stats", "store", "tables", "analysis_model"}
+    f.write_text("import os\nimport hpstudy.reporting.stats\nfrom hpstudy import store\nfrom hpstudy.reporting import tables\n"
+                 "from hpstudy.reporting.analysis import Analysis\ndef f():\n    from hpstudy.reporting import build\n")
+    assert module_imports(f) == {"reporting.stats", "store", "reporting.tables", "reporting.analysis", "reporting.build"}
+    assert module_imports(f, lazy=False) == {"reporting.stats", "store", "reporting.tables", "reporting.analysis"}
 
 
 def test_package_has_no_module_level_import_circle():
     graph = import_graph(lazy=False)
-    assert {"analysis_model", "report", "tables", "figures", "readme"} <= set(graph)
+    assert {"reporting.analysis", "reporting.build", "reporting.tables", "reporting.figures", "reporting.readme"} <= set(graph)
     assert find_cycle(graph) == [], f"import circle: {' -> '.join(find_cycle(graph))}"
 
 
-REPORT_SIDE = {"report", "analysis_model", "tables", "figures", "readme", "synthetic", "stats"}
+REPORT_SIDE = {m for m in import_graph() if m == "reporting" or m.startswith("reporting.")}
 
 
-def test_report_side_has_no_circle_even_through_lazy_imports():
-    """No circle passes through the report's modules, counting imports inside functions too: among them none,
-    and nothing they use below them imports any of them back."""
-    graph = {k: v - FACADE for k, v in import_graph(lazy=True).items() if k not in FACADE}
+def test_report_side_is_one_package_and_report_is_the_api_function():
+    """The report side lives in hpstudy/reporting/; no top-level module of that name shadows hpstudy.report."""
+    assert {"reporting.stats", "reporting.analysis", "reporting.outputs", "reporting.synthetic"} <= REPORT_SIDE
+    assert not any((PACKAGE / f"{m}.py").exists() for m in ("report", "stats", "analysis_model", "tables", "figures",
+                                                             "readme", "outputs", "synthetic"))
+    code = "import hpstudy, hpstudy.reporting.build, inspect\nprint(inspect.isfunction(hpstudy.report))\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+
+
+def test_report_side_has_no_circle_and_imports_nothing_above_it():
+    """No circle passes through the report side, counting imports inside functions too: among its modules none,
+    and nothing they use below them (store, study, config...) imports any of them back; nor the facade."""
+    graph = import_graph(lazy=True)
     own = {k: v & REPORT_SIDE for k, v in graph.items() if k in REPORT_SIDE}
     assert find_cycle(own) == [], f"import circle: {' -> '.join(find_cycle(own))}"
-    below = set(reachable(graph, "report")) - REPORT_SIDE
+    assert not any(graph[m] & FACADE for m in REPORT_SIDE), {m: graph[m] & FACADE for m in REPORT_SIDE}
+    below = set().union(*(reachable(graph, m) for m in REPORT_SIDE)) - REPORT_SIDE
     assert {"store", "study", "config"} <= below
     back = {m: sorted(set(reachable(graph, m)) & REPORT_SIDE) for m in sorted(below)}
-    assert not any(back.values()), f"modules below the report that import it back: {back}"
+    assert not any(back.values()), f"modules below the report side that import it back: {back}"
 
 
-def test_report_modules_import_the_analysis_model_not_the_report():
+def test_report_modules_import_the_analysis_not_the_builder():
     graph = import_graph()
-    for name in ("tables", "figures", "readme"):
-        assert "analysis_model" in graph[name] and "report" not in graph[name], name
-    assert "report" not in graph["analysis_model"]
+    for name in ("reporting.tables", "reporting.figures", "reporting.readme"):
+        assert "reporting.analysis" in graph[name] and "reporting.build" not in graph[name], name
+    assert "reporting.build" not in graph["reporting.analysis"]
 
-
-def test_importing_report_pulls_no_module_that_imports_it_back():
-    """`import hpstudy.report` loads no module (besides the facade) that imports hpstudy.report, even lazily."""
-    code = "import sys, hpstudy.report\nprint(' '.join(sorted(m for m in sys.modules if m.startswith('hpstudy.'))))\n"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    loaded = {m.split(".", 1)[1] for m in out.stdout.split()} - FACADE - {"report"}
-    assert {"analysis_model", "stats", "store", "study"} <= loaded
-    back = sorted(m for m in loaded if (PACKAGE / f"{m}.py").is_file() and "report" in module_imports(PACKAGE / f"{m}.py"))
-    assert back == [], f"modules loaded by hpstudy.report that import it back: {back}"

@@ -24,7 +24,7 @@ import pytest
 
 from hpstudy import cli, errors, runner, store
 from hpstudy import data as hdata
-from hpstudy.report import synthetic_records
+from hpstudy.reporting.build import synthetic_records
 from hpstudy.study import load_study
 from tests.conftest import SMALL_STUDY, FACTORS, synthetic_dataset
 
@@ -146,7 +146,7 @@ def _ctrl_c(tmp: Path) -> list[str]:
 
 
 def _report_disk_full(tmp: Path) -> list[str]:
-    from hpstudy import figures
+    from hpstudy.reporting import figures
 
     stored_grid(tmp)
 

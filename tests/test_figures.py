@@ -10,7 +10,7 @@ import matplotlib as mpl
 import pytest
 from matplotlib.figure import Figure
 
-from hpstudy import figures
+from hpstudy.reporting import figures
 
 
 def _figure(offset: float) -> Figure:
@@ -74,7 +74,7 @@ def test_every_study_reports_byte_identically_twice(path, tmp_path):
     """`hpstudy report` works for every shipped study file (synthetic runs, 3 seeds) and regenerates the
     same bytes; every figure the README names exists."""
     from hpstudy import store
-    from hpstudy.report import synthetic_records, write_report
+    from hpstudy.reporting.build import synthetic_records, write_report
     from hpstudy.study import load_study
 
     study = load_study(path)
@@ -93,8 +93,8 @@ def test_large_search_report_caps_the_strip_plot_and_rasterizes_dense_panels(tmp
     """A random search of 300 trials x 20 seeds: the seeds figure shows the 80 best trials, best first, and
     says so; panels of over DENSE_POINTS markers embed them as an image in the SVG, small ones stay vector."""
     from hpstudy import store
-    from hpstudy.analysis_model import analyze
-    from hpstudy.report import load_runs, synthetic_records
+    from hpstudy.reporting.analysis import analyze
+    from hpstudy.reporting.build import load_runs, synthetic_records
     from hpstudy.study import load_study
 
     text = (Path(__file__).resolve().parent.parent / "studies" / "vallepalli2024_search.toml").read_text()

@@ -14,7 +14,7 @@ import pytest
 from hpstudy import api, budget, cli, runner, store
 from hpstudy import data as hdata
 from hpstudy.errors import DataError, StudyError, TooBigError
-from hpstudy.report import synthetic_records
+from hpstudy.reporting.build import synthetic_records
 from hpstudy.study import closest, load_study
 
 ROOT = Path(__file__).resolve().parent.parent

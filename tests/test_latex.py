@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from hpstudy import store, tables
-from hpstudy.report import analyze, load_runs, synthetic_records
+from hpstudy import store
+from hpstudy.reporting import tables
+from hpstudy.reporting.build import analyze, load_runs, synthetic_records
 from hpstudy.study import load_study
 
 ROOT = Path(__file__).resolve().parent.parent

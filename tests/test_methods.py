@@ -15,7 +15,7 @@ import pytest
 from scipy import stats as sstats
 
 from hpstudy import store
-from hpstudy.report import analyze, load_runs, synthetic_records, write_report
+from hpstudy.reporting.build import analyze, load_runs, synthetic_records, write_report
 from hpstudy.study import load_study
 
 ROOT = Path(__file__).resolve().parent.parent

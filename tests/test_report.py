@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpstudy import cli, stats, store
-from hpstudy.report import (
+from hpstudy import cli, store
+from hpstudy.reporting import stats
+from hpstudy.reporting.build import (
     analyze,
     load_runs,
     matching_trials,
@@ -369,7 +370,7 @@ def test_stale_figures_are_removed_other_files_kept(reports, tmp_path):
     import hashlib
     import json
 
-    from hpstudy.outputs import MANIFEST
+    from hpstudy.reporting.outputs import MANIFEST
 
     r = reports["random"]
     target = tmp_path / r["study"].name
@@ -393,7 +394,7 @@ def test_stale_figures_are_removed_other_files_kept(reports, tmp_path):
 
 
 def test_epoch_means_average_only_the_runs_that_trained_each_epoch():
-    from hpstudy.report import epoch_means
+    from hpstudy.reporting.build import epoch_means
 
     means = epoch_means([[0.9, 0.95, 0.97], [0.8, 0.9, float("nan")], [0.85]])
     assert [n for _, n in means] == [3, 2, 1]  # a NaN (a diverged run's loss) counts for nothing
@@ -402,7 +403,7 @@ def test_epoch_means_average_only_the_runs_that_trained_each_epoch():
 
 
 def test_training_length_hint_reads_where_the_curve_meets_the_published_value():
-    from hpstudy.report import training_length_hint
+    from hpstudy.reporting.build import training_length_hint
 
     curve = [(0.95, 10), (0.965, 10), (0.972, 10), (0.976, 10)]
     epoch, reading = training_length_hint(0.966, curve, higher_is_better=True)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from hpstudy import store
-from hpstudy.report import synthetic_records
+from hpstudy.reporting.build import synthetic_records
 from hpstudy.study import load_study
 from tests.test_cross_cpu import EMULATED_CPU, qemu
 

@@ -16,8 +16,9 @@ import pytest
 
 from hpstudy import cli, store
 from hpstudy.errors import OutputError
-from hpstudy.outputs import MANIFEST, safe_relative
-from hpstudy.report import synthetic_records, write_report
+from hpstudy.reporting.outputs import MANIFEST, safe_relative
+from hpstudy.reporting.build import write_report
+from hpstudy.reporting.synthetic import synthetic_records
 from hpstudy.study import load_study
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -25,7 +25,7 @@ from hpstudy import api, cli, store
 from hpstudy import data as hdata
 from hpstudy.errors import Interrupted, LockedError, OutputError, StoreError, StudyError
 from hpstudy.locking import store_lock
-from hpstudy.report import synthetic_records, write_report
+from hpstudy.reporting.build import synthetic_records, write_report
 from hpstudy.runner import run_study
 from hpstudy.study import load_study
 from tests.conftest import synthetic_dataset
@@ -150,7 +150,7 @@ def test_report_out_that_is_a_file_fails_before_analysis(stored_grid, tmp_path, 
 
 
 def test_report_failing_mid_write_keeps_the_old_report(stored_grid, tmp_path, monkeypatch, capsys):
-    from hpstudy import figures
+    from hpstudy.reporting import figures
 
     results, _ = stored_grid
     out = tmp_path / "out"

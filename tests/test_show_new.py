@@ -7,7 +7,7 @@ from pathlib import Path
 
 from hpstudy import budget, cli, store
 from hpstudy.errors import OutputError, StudyError
-from hpstudy.report import synthetic_records
+from hpstudy.reporting.build import synthetic_records
 from hpstudy.study import load_study
 
 ROOT = Path(__file__).resolve().parent.parent

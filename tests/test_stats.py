@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from hpstudy.stats import (
+from hpstudy.reporting.stats import (
     MIN_BOOTSTRAP_N,
     Paired,
     Placement,

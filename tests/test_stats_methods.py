@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats as sstats
 
-from hpstudy import stats
+from hpstudy.reporting import stats
 
 BIMODAL = [0.831, 0.682, 0.570]  # keras/tanh at learning rate 4 in the Fabrizio runs
 

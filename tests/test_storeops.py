@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from hpstudy import cli, store, storeops
-from hpstudy.analysis_model import _read_store
+from hpstudy.reporting.analysis import _read_store
 from hpstudy.errors import StoreError, StudyError
-from hpstudy.report import synthetic_records
+from hpstudy.reporting.build import synthetic_records
 from hpstudy.runner import run_study
 from hpstudy.study import load_study
 from tests.conftest import FACTORS_PERMUTED, synthetic_dataset

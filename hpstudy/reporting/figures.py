@@ -36,8 +36,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 from scipy import stats as sstats
 
-from hpstudy import stats
-from hpstudy.analysis_model import (
+from hpstudy.reporting import stats
+from hpstudy.reporting.analysis import (
     CONFIDENCE,
     FACTOR_LABELS,
     METRIC,

@@ -1,4 +1,4 @@
-"""`hpstudy report`: statistics, tables and figures of a study's stored runs, written to reports/<study>/.
+"""`hpstudy report`'s builder: statistics, tables and figures of a study's stored runs, written to reports/<study>/.
 
 The report is a pure function of the stored runs and the study file: the same store gives byte-identical
 files (no timestamps, no absolute paths, deterministic ordering everywhere). Everything is computed in
@@ -11,7 +11,7 @@ API (what the CLI and the benchmark call):
   table.csv, table.md, table.tex and figures/*.{pdf,svg,png};
 - ``synthetic_records(study, seeds)`` -> fake but schema-valid run records for tests and benchmarks.
 
-The pieces live in their own modules: analysis_model.py (the model and every number), tables.py, figures.py,
+The pieces live in their own modules: analysis.py (the model and every number), tables.py, figures.py,
 readme.py (the README, section by section) and synthetic.py. This module only assembles and writes them;
 every file a report writes is written by `write_report`.
 """
@@ -19,12 +19,11 @@ every file a report writes is written by `write_report`.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Sequence
 
 from hpstudy import store
-from hpstudy.analysis_model import (  # noqa: F401 - the report's public API, re-exported
+from hpstudy.reporting.analysis import (  # noqa: F401 - the report's public API, re-exported
     Analysis,
     analyze,
     describe_seeds,
@@ -34,7 +33,7 @@ from hpstudy.analysis_model import (  # noqa: F401 - the report's public API, re
     training_length_hint,
 )
 from hpstudy.study import Study
-from hpstudy.synthetic import synthetic_records  # noqa: F401 - re-exported for tests and benchmarks
+from hpstudy.reporting.synthetic import synthetic_records  # noqa: F401 - re-exported for tests and benchmarks
 
 # Where `hpstudy report` writes by default: beside the (git-ignored) results, never over the shipped
 # reports in reports/ (those are made with an explicit --out reports).
@@ -59,11 +58,11 @@ def write_report(
     """Write OUT/<study>/ (README, tables, figures) from the stored runs and return that folder.
 
     The output folder is checked before any work; the report is built beside the old one and swapped in
-    (hpstudy/outputs.py), and only files an earlier report wrote are ever replaced or removed; anything
-    else in the way is refused (OutputError), or with `force` moved to a dated backup first. Every file of
+    (hpstudy/reporting/outputs.py), and only files an earlier report wrote are ever replaced or removed;
+    anything else in the way is refused (OutputError), or with `force` moved to a dated backup first. Every file of
     a report is written inside `build`.
     """
-    from hpstudy import figures, outputs, readme, tables  # matplotlib loads only when a report is written
+    from hpstudy.reporting import figures, outputs, readme, tables  # matplotlib loads only when a report is written
 
     store.validate(store.study_dir(results, study.name), study.name)  # foreign, mistyped or conflicting parts
     runs = load_runs(study, results, seeds)
@@ -87,15 +86,3 @@ def write_report(
 
     return outputs.publish(Path(out), study.name, build, force=force)
 
-
-class _CallableModule(type(sys)):
-    """This module, callable as hpstudy.api.report: importing hpstudy.report rebinds the package's
-    `report` attribute to this module, and `hpstudy.report(study)` must keep working after that."""
-
-    def __call__(self, *args, **kwargs):
-        from hpstudy.api import report
-
-        return report(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -19,7 +19,7 @@ import math
 
 import pandas as pd
 
-from hpstudy.analysis_model import FACTOR_LABELS, Analysis, Cell, Metric, describe_seeds, factor_levels, format_value
+from hpstudy.reporting.analysis import FACTOR_LABELS, Analysis, Cell, Metric, describe_seeds, factor_levels, format_value
 
 DECIMALS = {"acc": 2, "loss": 3, "time": 2, "count": 1}
 DAGGER_NOTE = "some runs gave a non-finite value (diverged) and are left out of that mean"

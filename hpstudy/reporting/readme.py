@@ -13,8 +13,8 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from hpstudy import stats
-from hpstudy.analysis_model import (
+from hpstudy.reporting import stats
+from hpstudy.reporting.analysis import (
     ALPHA,
     FACTOR_LABELS,
     HISTORY_OF,

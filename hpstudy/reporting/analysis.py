@@ -17,7 +17,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from hpstudy import stats, store
+from hpstudy import store
+from hpstudy.reporting import stats
 from hpstudy.config import run_id
 from hpstudy.errors import StoreError
 from hpstudy.study import Study, Trial, matches, same_value
