@@ -198,7 +198,7 @@ def subset(dataset, n_train: int | None):
 
 def hpstudy_compile(workload: Workload, device, width: int | None = None) -> tuple[object, float]:
     """The chunk program of this workload (compiled now, not taken from the per-process cache); seconds."""
-    from hpstudy import engine
+    from hpstudy.training import engine
 
     config = workload.config()
     static = config.static()
@@ -212,14 +212,14 @@ def hpstudy_compile(workload: Workload, device, width: int | None = None) -> tup
 
 def hpstudy_pool(dataset, workers: int | None = None):
     """hpstudy's pool of single-core training processes (what `hpstudy run` uses), holding `dataset`."""
-    from hpstudy import parallel
+    from hpstudy.training import parallel
 
     return parallel.WorkerPool(dataset, workers or parallel.default_workers())
 
 
 def hpstudy_pool_warmup(workload: Workload, pool) -> None:
     """One chunk per worker, untimed: every worker compiles (or loads from the cache) its program."""
-    from hpstudy import engine
+    from hpstudy.training import engine
 
     config = workload.config()
     width = engine.chunk_width(config.static())
@@ -230,7 +230,7 @@ def hpstudy_pool_rate(workload: Workload, pool, n_runs: int, repeats: int, n_tra
     """Model-steps/s of n_runs one-epoch runs through hpstudy's worker pool: the path `hpstudy run` takes
     (single-core processes, each training whole fixed-width chunks: init, the epoch's scan, validation,
     final metrics, parameter hashes), compile excluded (see hpstudy_pool_warmup), results passed back."""
-    from hpstudy import engine
+    from hpstudy.training import engine
 
     config = workload.config()
     width = engine.chunk_width(config.static())

@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 CHILD = r"""
 import json, os, sys, time
-from hpstudy import engine, data as hdata
+from hpstudy import data as hdata
+from hpstudy.training import engine
 from hpstudy.config import RunConfig
 runs, batch, data_dir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] or None
 device = engine.device_data(hdata.load_mnist(data_dir, "test", download=False))

@@ -36,7 +36,7 @@ def rate_at(workload: C.Workload, device, width: int, epochs: int) -> dict:
     """Compile seconds and model-steps/s of `width` runs of `workload` trained together."""
     import jax.numpy as jnp
 
-    from hpstudy import engine
+    from hpstudy.training import engine
     from hpstudy.runs import RunSpec
 
     program, compile_s = C.hpstudy_compile(workload, device, width)
@@ -64,14 +64,14 @@ def main() -> int:
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
     widths = [int(w) for w in args.widths.split(",")]
-    from hpstudy import numerics
+    from hpstudy.training import numerics
 
     # as `hpstudy run` trains: numerics settings (on a GPU, --xla_gpu_deterministic_ops) and one core
     numerics.prepare_process(numerics.DEFAULT_MODE)
     import jax
 
     from hpstudy import data as hdata
-    from hpstudy import engine
+    from hpstudy.training import engine
 
     backend = jax.default_backend()
     device = engine.device_data(hdata.synthetic(n_train=args.n_train, n_test=2000))

@@ -49,7 +49,7 @@ def hpstudy_order(workload: C.Workload, n_train: int, seed: int = 0):
     import jax
     import numpy as np
 
-    from hpstudy import engine
+    from hpstudy.training import engine
 
     config = workload.config()
     key = engine.root_key(config, seed)
@@ -243,7 +243,7 @@ def end_to_end(data_dir: str, keras_py: str | None, seeds: int, rounds: int = 2)
 ENGINE_NOTES = [
     "- Threefry (every random draw: initialisation, shuffles, dropout masks) is lowered on CPU with JAX's own "
     "unrolled rule instead of a rolled `fori_loop`: identical bits (the same integer operations; tested), about "
-    "2x faster draws and about half the compile time (hpstudy/compilation.py).",
+    "2x faster draws and about half the compile time (hpstudy/training/compilation.py).",
     "- The loss picks each row's log-probability with take_along_axis as before, but its gradient is a product "
     "with one-hot labels instead of a scatter-add (a serial loop on XLA:CPU): identical bits.",
     "- Every step's dropout key is derived in one vectorised hash before the epoch's scan: the same keys.",
@@ -252,7 +252,7 @@ ENGINE_NOTES = [
     "epoch's validation metrics instead of a second evaluation of the same parameters on the same images: "
     "identical numbers in every case checked.",
     "- Every training process is pinned to one core before JAX starts, and `hpstudy run` starts one such worker "
-    "process per usable core, each training whole chunks (hpstudy/parallel.py). XLA:CPU splits work by the "
+    "process per usable core, each training whole chunks (hpstudy/training/parallel.py). XLA:CPU splits work by the "
     "cores a process may use, so before this a run's bits depended on the machine's core count (`taskset -c 0` "
     "gave other hashes); now they do not, and two single-core processes train more model-steps/s than one "
     "two-thread process (small per-step kernels pay for every hand-over to a second thread). New bits for "
@@ -445,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(end_to_end_lines(res["end_to_end"])))
         return 0
 
-    from hpstudy import engine
+    from hpstudy.training import engine
 
     mach = C.machine()
     print(f"{mach['cpu_model']}: {mach['peak_formula']}; load {mach['load_average']}", flush=True)

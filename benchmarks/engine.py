@@ -60,7 +60,7 @@ def bench_workload(workload: C.Workload, dataset, device, runs: list[int], repea
 CACHE_CHILD = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[3])
-from hpstudy import parallel
+from hpstudy.training import parallel
 parallel.pin_one_core()  # as every hpstudy training process
 import jax
 events = {"hits": 0, "misses": 0, "backend_compiles": 0}
@@ -71,10 +71,10 @@ def on_duration(name, secs, **kw):
     if name == "/jax/core/compile/backend_compile_duration": events["backend_compiles"] += 1
 jax.monitoring.register_event_listener(on_event)
 jax.monitoring.register_event_duration_secs_listener(on_duration)
-from hpstudy.compilation import enable_persistent_cache
+from hpstudy.training.compilation import enable_persistent_cache
 folder = enable_persistent_cache(sys.argv[1])
 import _common as C
-from hpstudy import engine
+from hpstudy.training import engine
 device = engine.device_data(C.subset(C.load_mnist(sys.argv[2] or None), 3200))
 w = C.GRID32
 start = time.perf_counter()
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(OUT), help=f"JSON output (default {OUT.relative_to(C.ROOT)})")
     args = parser.parse_args(argv)
 
-    from hpstudy import engine
+    from hpstudy.training import engine
 
     mach = C.machine()
     print(f"{mach['cpu_model']}: {mach['peak_formula']}; load average {mach['load_average']}", flush=True)

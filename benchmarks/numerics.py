@@ -30,11 +30,11 @@ MODES = ("portable", "native")
 
 CHILD = r"""
 import json, sys, time
-from hpstudy import numerics
+from hpstudy.training import numerics
 assert numerics.prepare_process(sys.argv[1])
 sys.path.insert(0, sys.argv[4])
 import _common as C
-from hpstudy import engine
+from hpstudy.training import engine
 from hpstudy.runs import RunSpec
 runs, data_dir = int(sys.argv[2]), sys.argv[3] or None
 dataset = C.load_mnist(data_dir)

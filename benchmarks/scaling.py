@@ -5,7 +5,7 @@ MNIST-shaped dataset of 20,000 training images: no download, seconds per run) is
 a fresh store and with the persistent compilation cache off (every mode compiles):
 - local, 1 worker: `hpstudy run --workers 1`;
 - local, 2 workers: `hpstudy run --workers 2`;
-- Dask: a scheduler and two `dask worker --nthreads 1 --preload hpstudy.distributed` processes on
+- Dask: a scheduler and two `dask worker --nthreads 1 --preload hpstudy.training.distributed` processes on
   127.0.0.1 (started before the clock starts), `hpstudy run --scheduler ADDRESS`;
 - job array: `hpstudy run --shard 0/2` and `--shard 1/2` as two concurrent processes, each pinned to a
   core of its own as array jobs would be, then `hpstudy merge`.
@@ -68,7 +68,7 @@ def load():
 
 def child(args: argparse.Namespace) -> int:
     """One `hpstudy run` of the study, through the Python API (the dataset is synthetic)."""
-    from hpstudy import parallel
+    from hpstudy.training import parallel
 
     if args.workers == 1 and not args.scheduler:
         # a shard is an array job with its own core: pin shard I to core I (else both take the first core)
@@ -120,7 +120,7 @@ def start_cluster(tmp: Path) -> tuple[list[subprocess.Popen], str]:
         time.sleep(0.2)
     for _ in range(2):
         procs.append(subprocess.Popen([dask, "worker", "--scheduler-file", str(scheduler_file), "--nthreads", "1",
-                                       "--host", "127.0.0.1", "--no-dashboard", "--preload", "hpstudy.distributed"],
+                                       "--host", "127.0.0.1", "--no-dashboard", "--preload", "hpstudy.training.distributed"],
                                       env=ENV, start_new_session=True,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     import distributed

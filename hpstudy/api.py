@@ -81,7 +81,7 @@ def plan(study, seeds=None, results: str | os.PathLike = DEFAULT_RESULTS, worker
     More than budget.MAX_RUNS runs in one call is a TooBigError, raised before any list of runs is made.
     """
     from hpstudy import budget, store
-    from hpstudy.parallel import default_workers
+    from hpstudy.training.parallel import default_workers
 
     study = load_study(study)
     seeds = _seeds(study, seeds)
@@ -128,15 +128,15 @@ def run(
     above the thresholds of hpstudy/budget.py needs yes=True, or `confirm` (called with a description)
     returning True; else TooBigError. `workers` above the usable cores is
     capped with a warning through `log`. A second process on the same store raises LockedError, or waits
-    with wait=True. `numerics_mode` and `allow_mixed`: see hpstudy/numerics.py and runner.check_mixing.
+    with wait=True. `numerics_mode` and `allow_mixed`: see hpstudy/training/numerics.py and runner.check_mixing.
     Ctrl-C raises Interrupted, saying how many runs are stored and how to resume. `shard` ("I/N" or a
     storeops.Shard): only that shard's runs, for job arrays (`hpstudy merge` combines the stores).
-    `scheduler`: a Dask scheduler address or distributed.Client to train on (hpstudy/distributed.py).
+    `scheduler`: a Dask scheduler address or distributed.Client to train on (hpstudy/training/distributed.py).
     The frame's attrs["run"] says what this call did (total, already_stored, computed, seconds, directory).
     """
     from hpstudy import data as hdata
     from hpstudy import store
-    from hpstudy.parallel import default_workers, usable_cores
+    from hpstudy.training.parallel import default_workers, usable_cores
     from hpstudy.runner import run_study
 
     log = log or (lambda text: print(text, file=sys.stderr))
@@ -148,7 +148,7 @@ def run(
         shard = parse_shard(shard)
     client, opened = None, False
     if scheduler is not None:  # reach the cluster first: a wrong address fails before anything is planned
-        from hpstudy.distributed import connect
+        from hpstudy.training.distributed import connect
 
         client, opened = connect(scheduler)
         workers = max(1, len(client.scheduler_info().get("workers", {})))

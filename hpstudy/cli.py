@@ -88,7 +88,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     """A study's trials, runs per seed, stored runs and the estimated time of what is missing."""
     from hpstudy import budget, store
-    from hpstudy.parallel import default_workers
+    from hpstudy.training.parallel import default_workers
     from hpstudy.reporting.build import describe_seeds
 
     study = api.variant(args.study, args.dataset, args.max_epochs)
@@ -133,7 +133,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     """Train stored runs again and compare every stored value bit for bit; exit 0 only if all match."""
     from hpstudy.errors import VerificationError
-    from hpstudy.parallel import default_workers
+    from hpstudy.training.parallel import default_workers
     from hpstudy.verify import LOCK_FILE, verify
 
     outcome = verify(

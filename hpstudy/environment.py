@@ -11,7 +11,7 @@ import json
 import os
 import platform
 
-from hpstudy import numerics
+from hpstudy.training import numerics
 
 PINNED = ("jax", "jaxlib", "flax", "optax", "numpy")
 # ISA extensions that change which kernels XLA:CPU picks, as /proc/cpuinfo names them.
@@ -90,7 +90,7 @@ def _fingerprint(mode: str) -> dict:
         "backend": backend,
         "device_kind": device_kind,
         "device_count": device_count,
-        # every run trains in a process pinned to this many cores (hpstudy/numerics.py)
+        # every run trains in a process pinned to this many cores (hpstudy/training/numerics.py)
         "cores_per_run": numerics.CORES_PER_RUN,
     }
 

@@ -11,8 +11,9 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from hpstudy import engine, locking, numerics, parallel, store, storeops
-from hpstudy.compilation import enable_persistent_cache
+from hpstudy import locking, store, storeops
+from hpstudy.training import engine, numerics, parallel
+from hpstudy.training.compilation import enable_persistent_cache
 from hpstudy.data import Dataset
 from hpstudy.environment import differences, fingerprint
 from hpstudy.errors import StoreError
@@ -47,14 +48,14 @@ def run_study(
 ) -> RunReport:
     """Compute and store every run of `study` over `seeds` that the store does not hold yet.
 
-    Training runs on one core per process (see hpstudy/parallel.py): with workers=1 in this process,
+    Training runs on one core per process (see hpstudy/training/parallel.py): with workers=1 in this process,
     pinned to one core if JAX has not started yet (else in one worker process); with more, in that many
     single-core worker processes. The bits of every run are the same either way. shard: only the runs of
     that shard (hpstudy/storeops.py), for job arrays that each write their own store. scheduler: a Dask
-    scheduler address or distributed.Client: train on that cluster instead (hpstudy/distributed.py), whose
+    scheduler address or distributed.Client: train on that cluster instead (hpstudy/training/distributed.py), whose
     workers apply `numerics_mode` as local workers do.
 
-    numerics_mode: "portable" (bits equal on any x86-64-v3 CPU) or "native" (hpstudy/numerics.py).
+    numerics_mode: "portable" (bits equal on any x86-64-v3 CPU) or "native" (hpstudy/training/numerics.py).
     A store whose runs were made in another numeric environment (packages, numerics mode, device) is
     refused unless allow_mixed (see `check_mixing`).
 
@@ -125,9 +126,9 @@ def _train_and_store(
 
 def _run_on_dask(study: Study, todo, total: int, load_data, directory: Path, scheduler, progress: bool,
                  numerics_mode: str, allow_mixed: bool) -> RunReport:
-    """`run_study` on a Dask cluster: the workers train, this process stores (hpstudy/distributed.py). The
+    """`run_study` on a Dask cluster: the workers train, this process stores (hpstudy/training/distributed.py). The
     store's environments are checked against each environment the workers report (unless allow_mixed)."""
-    from hpstudy.distributed import execute_on_dask
+    from hpstudy.training.distributed import execute_on_dask
 
     start, written = time.perf_counter(), [0]
     with tqdm(total=len(todo), unit="run", desc=study.name, file=sys.stderr, disable=not progress) as bar:

@@ -133,7 +133,7 @@ def environment_lines(runs: pd.DataFrame, lock_path: Path | None) -> list[str]:
 
 def _width_lines(runs: pd.DataFrame) -> list[str]:
     """Runs whose recorded chunk width differs from what this version's width rule gives."""
-    from hpstudy.engine import chunk_width
+    from hpstudy.training.engine import chunk_width
 
     lines = []
     for (config_text, width), group in runs.groupby(["config", "chunk_width"], sort=True):

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from hpstudy import parallel
+from hpstudy.training import parallel
 
-# Train on one core, as `hpstudy run` does (hpstudy/parallel.py): pinned before any test starts JAX.
+# Train on one core, as `hpstudy run` does (hpstudy/training/parallel.py): pinned before any test starts JAX.
 parallel.prepare_process()  # portable numerics and one core, before JAX starts
 
 from hpstudy import data as hdata  # noqa: E402

@@ -7,7 +7,7 @@ Run by tests/test_cross_cpu.py natively and under qemu-user emulating another CP
 import json
 import sys
 
-from hpstudy import numerics
+from hpstudy.training import numerics
 
 mode, study_path, results, data = sys.argv[1:5]
 # Before anything starts JAX, as in every training process; the CPU floor check is part of what is tested.

@@ -1,4 +1,4 @@
-"""Speed changes in how programs are compiled must not change a single bit (hpstudy/compilation.py)."""
+"""Speed changes in how programs are compiled must not change a single bit (hpstudy/training/compilation.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 from jax._src.interpreters import mlir
 from jax._src.random import threefry2x32 as tf
 
-from hpstudy import compilation, engine  # noqa: F401  (importing the engine installs the unrolled lowering)
+from hpstudy.training import compilation, engine  # noqa: F401  (importing the engine installs the unrolled lowering)
 
 
 def draws(seed: int):
@@ -57,8 +57,8 @@ CHILD = textwrap.dedent(
     import jax
     hits = []
     jax.monitoring.register_event_listener(lambda name, **kw: hits.append(name) if name.endswith("cache_hits") else None)
-    from hpstudy.compilation import enable_persistent_cache
-    from hpstudy import engine
+    from hpstudy.training.compilation import enable_persistent_cache
+    from hpstudy.training import engine
     from hpstudy.config import RunConfig
     from tests.conftest import synthetic_dataset
     enable_persistent_cache(sys.argv[1])

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from hpstudy import numerics
+from hpstudy.training import numerics
 
 CHILD = Path(__file__).with_name("cross_cpu_child.py")
 EMULATED_CPU = "EPYC-Milan"  # AVX2 + FMA, no AVX-512: the x86-64-v3 floor on an AMD core

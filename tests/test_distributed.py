@@ -1,4 +1,4 @@
-"""The Dask backend (hpstudy/distributed.py) on a real cluster: a scheduler and two one-thread workers
+"""The Dask backend (hpstudy/training/distributed.py) on a real cluster: a scheduler and two one-thread workers
 started as separate processes on 127.0.0.1, as a user starts them."""
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import pytest
 distributed = pytest.importorskip("distributed")
 
 from hpstudy import data as hdata  # noqa: E402
-from hpstudy import parallel, store  # noqa: E402
+from hpstudy import store  # noqa: E402
+from hpstudy.training import parallel
 from hpstudy.runner import run_study  # noqa: E402
 from hpstudy.study import load_study  # noqa: E402
 from tests.conftest import run_hashes  # noqa: E402
@@ -45,7 +46,7 @@ class Cluster:
                                        "--scheduler-file", str(scheduler_file)], env, "scheduler"))
         worker = [dask, "worker", "--scheduler-file", str(scheduler_file), "--host", "127.0.0.1", "--nthreads", "1",
                   *([] if nanny else ["--no-nanny"]), "--no-dashboard",
-                  *(["--preload", "hpstudy.distributed"] if preload else [])]
+                  *(["--preload", "hpstudy.training.distributed"] if preload else [])]
         self.workers = [self._start(worker, env, f"worker{i}") for i in range(workers)]
         self.procs += self.workers
         deadline = time.monotonic() + 60
@@ -99,7 +100,7 @@ def test_cluster_gives_the_bits_of_one_local_worker(write_study, tmp_path):
         assert dict(zip(runs["run_id"], runs["param_sha256"])) == local
         # every worker ran one thread on one core, loaded the dataset at most once, and trained its parts
         assert set(cluster.client.run(lambda: len(os.sched_getaffinity(0))).values()) == {1}
-        loads = cluster.client.run(lambda: __import__("hpstudy.distributed").distributed.DATA_LOADS[0])
+        loads = cluster.client.run(lambda: __import__("hpstudy.training.distributed").distributed.DATA_LOADS[0])
         assert len(parallel.plan_parts(study.runs(range(3)), 2, 1)) == 4  # more tasks than workers ...
         assert all(n <= 1 for n in loads.values()) and sum(loads.values()) >= 1  # ... yet one load per worker
         # resumable as a local run: nothing left to do, nothing written
@@ -140,7 +141,7 @@ def test_workers_under_a_nanny_are_pinned_and_give_the_same_bits(write_study, tm
 
 
 def test_sigkill_of_a_worker_mid_task_loses_nothing_and_stores_nothing_twice(write_study, tmp_path):
-    from hpstudy.distributed import execute_on_dask
+    from hpstudy.training.distributed import execute_on_dask
 
     path = write_study(**{"patience = 0": "patience = 5", "epochs = 3": "epochs = 4"})  # no run stops early
     seeds = range(6)  # 24 runs: per dropout variant 3 chunks of 4, cut into parts of 8 and 4 runs
@@ -199,7 +200,7 @@ def test_command_line_scheduler_option_on_real_mnist(write_study, tmp_path, mnis
 def test_a_worker_with_more_than_one_thread_is_refused():
     from types import SimpleNamespace
 
-    from hpstudy.distributed import _check_worker
+    from hpstudy.training.distributed import _check_worker
     from hpstudy.errors import EngineError
 
     with pytest.raises(EngineError, match="runs 2 threads; .* --nthreads 1"):
@@ -208,7 +209,7 @@ def test_a_worker_with_more_than_one_thread_is_refused():
 
 
 def test_an_unreachable_scheduler_is_a_clear_error():
-    from hpstudy.distributed import connect
+    from hpstudy.training.distributed import connect
     from hpstudy.errors import EngineError
 
     with pytest.raises(EngineError, match=r"cannot reach the Dask scheduler at 'tcp://127.0.0.1:9' .*dask scheduler"):
@@ -217,11 +218,11 @@ def test_an_unreachable_scheduler_is_a_clear_error():
 
 def test_slurm_job_script_pins_one_core_and_one_thread():
     pytest.importorskip("dask_jobqueue")
-    from hpstudy.distributed import slurm_cluster
+    from hpstudy.training.distributed import slurm_cluster
 
     with slurm_cluster(queue="normal", account="lab", scheduler_options={"host": "127.0.0.1", "dashboard_address": ":0"}) as cluster:
         script = cluster.job_script()
     assert "#SBATCH --cpus-per-task=1" in script
     assert "--nthreads 1" in script and "--nworkers" not in script  # one process of one thread per job
-    assert "--preload hpstudy.distributed" in script
+    assert "--preload hpstudy.training.distributed" in script
     assert "#SBATCH -p normal" in script and "#SBATCH -A lab" in script

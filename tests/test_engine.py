@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hpstudy import engine
+from hpstudy.training import engine
 from hpstudy.config import EarlyStopping, RunConfig
 
 
@@ -115,7 +115,7 @@ def test_chunk_width_is_a_function_of_the_device_kind_and_the_cpu_rule_is_unchan
 def test_a_failing_worker_raises_a_clear_error_in_the_parent():
     """A run that fails inside a worker process surfaces in the parent as an EngineError that carries the
     worker's own message, instead of hanging or being lost."""
-    from hpstudy import parallel
+    from hpstudy.training import parallel
     from hpstudy.errors import EngineError
     from hpstudy.runs import RunSpec
     from tests.conftest import synthetic_dataset
@@ -126,7 +126,7 @@ def test_a_failing_worker_raises_a_clear_error_in_the_parent():
 
 
 def test_work_is_split_into_parts_of_whole_chunks_largest_first():
-    from hpstudy import parallel
+    from hpstudy.training import parallel
     from hpstudy.runs import RunSpec
 
     big = RunConfig(hidden=(32, 32), batch_size=64, epochs=3)

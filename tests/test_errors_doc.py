@@ -191,7 +191,7 @@ def _merge_studies(tmp: Path) -> list[str]:
 
 
 def _unreachable(tmp: Path) -> list[str]:
-    from hpstudy import distributed
+    from hpstudy.training import distributed
 
     connect = distributed.connect
     PATCHES.append((distributed, "connect", lambda scheduler, timeout="30s": connect(scheduler, timeout="2s")))

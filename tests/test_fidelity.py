@@ -36,8 +36,8 @@ import pytest
 
 from hpstudy import data as hdata
 from hpstudy.config import RunConfig
-from hpstudy.engine import Hyper, init_run, model_of, root_key, train_step
-from hpstudy.model import float_dtype, preprocess
+from hpstudy.training.engine import Hyper, init_run, model_of, root_key, train_step
+from hpstudy.training.model import float_dtype, preprocess
 from hpstudy.study import FLAVOUR_DEFAULTS
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh")

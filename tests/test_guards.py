@@ -107,7 +107,7 @@ def test_estimate_uses_the_study_s_measured_speed(tmp_path):
 
 
 def test_workers_beyond_the_usable_cores_are_capped_with_a_warning(tmp_path, capsys, reached):
-    from hpstudy.parallel import usable_cores
+    from hpstudy.training.parallel import usable_cores
 
     with pytest.raises(Reached):
         cli.main(["run", str(GRID), "--seeds", "1", "--workers", "1000", "--results", str(tmp_path)])

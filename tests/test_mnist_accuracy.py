@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hpstudy import data as hdata
-from hpstudy import engine
+from hpstudy.training import engine
 from hpstudy.config import RunConfig
 
 

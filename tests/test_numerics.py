@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import FACTORS, run_hashes, synthetic_dataset
-from hpstudy import numerics, store
+from hpstudy import store
+from hpstudy.training import numerics
 from hpstudy.environment import differences, fingerprint, numeric_identity
 from hpstudy.errors import EngineError, StoreError
 from hpstudy.runner import run_study
@@ -81,9 +82,9 @@ def test_fingerprint_imports_no_executor():
     import subprocess
     import sys
 
-    code = "import sys, hpstudy.environment, hpstudy.compilation; print(sorted(m for m in sys.modules if m.startswith('hpstudy')))"
+    code = "import sys, hpstudy.environment, hpstudy.training.compilation; print(sorted(m for m in sys.modules if m.startswith('hpstudy')))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "hpstudy.parallel" not in loaded and "hpstudy.engine" not in loaded, loaded
+    assert "hpstudy.training.parallel" not in loaded and "hpstudy.training.engine" not in loaded, loaded
 
 
 def test_two_single_worker_processes_claim_different_cores(tmp_path):

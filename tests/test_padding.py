@@ -13,7 +13,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from hpstudy import engine, store
+from hpstudy import store
+from hpstudy.training import engine
 from hpstudy.config import RunConfig, run_id
 from hpstudy.errors import StudyError
 from hpstudy.runner import run_study

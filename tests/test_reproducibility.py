@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from hpstudy import store
-from hpstudy.engine import RunSpec, chunk_width
+from hpstudy.training.engine import RunSpec, chunk_width
 from hpstudy.study import load_study
 from tests.conftest import FACTORS_PERMUTED, run_hashes
 
@@ -55,7 +55,7 @@ def test_run_alone_in_padded_chunk_equals_run_among_full_chunks(write_study, tmp
 def test_worker_processes_give_the_bits_of_one_process(write_study, tmp_path):
     """Two single-core worker processes (`hpstudy run --workers 2`) train each run to the same bits as this
     process, pinned to one core, does; which worker trained which chunk does not matter."""
-    from hpstudy import parallel
+    from hpstudy.training import parallel
     from hpstudy.runner import run_study
     from tests.conftest import synthetic_dataset
 

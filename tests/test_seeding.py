@@ -12,7 +12,7 @@ import pytest
 
 from hpstudy import store
 from hpstudy.config import RunConfig, key_digest, run_digest, run_id
-from hpstudy.engine import Hyper, init_run, root_key
+from hpstudy.training.engine import Hyper, init_run, root_key
 from hpstudy.errors import StudyError
 from hpstudy.study import load_study
 

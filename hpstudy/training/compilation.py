@@ -11,7 +11,7 @@ Neither changes a result's bits:
 - The persistent cache stores the compiled executable keyed by the program, the compile options, the
   jax/jaxlib versions and the backend; a cache hit runs the very machine code a fresh compile would
   produce. The cache folder is additionally keyed by the CPU model, ISA flags and numerics settings
-  (hpstudy/numerics.py), so a cache on a shared home directory is never used by a different processor
+  (hpstudy/training/numerics.py), so a cache on a shared home directory is never used by a different processor
   or by a process with other settings.
 """
 

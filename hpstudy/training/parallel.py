@@ -26,8 +26,8 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Sequence
 
 from hpstudy.errors import EngineError
-# Pinning lives with the other settings a training process needs before JAX starts (hpstudy/numerics.py).
-from hpstudy.numerics import (  # noqa: F401 - pin_one_core, pinned, backend_started: part of this module's API
+# Pinning lives with the other settings a training process needs before JAX starts (hpstudy/training/numerics.py).
+from hpstudy.training.numerics import (  # noqa: F401 - pin_one_core, pinned, backend_started: part of this module's API
     CAN_PIN, DEFAULT_MODE, backend_started, pin_one_core, pinned, prepare_process, usable_cores,
 )
 
@@ -55,7 +55,7 @@ def plan_parts(specs: Sequence, workers: int, n_train: int) -> list[list]:
     """Split runs into parts for the workers: each compile group (and dropout variant) is cut into at most
     `workers` parts of whole chunks, and parts are ordered by estimated cost, largest first, so that no
     worker is left with a long part at the end. Which runs share a part never changes their bits."""
-    from hpstudy import engine
+    from hpstudy.training import engine
 
     parts = []
     for static, group in engine.compile_groups(specs).items():
@@ -100,8 +100,8 @@ def _init_worker(cores, results, dataset, cache: bool, parent: int, numerics: st
     core = cores.get()
     prepare_process(numerics, core if CAN_PIN else None)
     _exit_with_parent(parent)
-    from hpstudy import engine
-    from hpstudy.compilation import enable_persistent_cache
+    from hpstudy.training import engine
+    from hpstudy.training.compilation import enable_persistent_cache
 
     if cache:
         enable_persistent_cache()
@@ -110,7 +110,7 @@ def _init_worker(cores, results, dataset, cache: bool, parent: int, numerics: st
 
 def _run_part(part_id: int, specs: list) -> None:
     """Train one part and send its finished runs to the parent as they finish, then a closing message."""
-    from hpstudy import engine
+    from hpstudy.training import engine
 
     results = _worker["results"]
     try:

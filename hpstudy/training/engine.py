@@ -7,7 +7,7 @@ Reproducibility rests on four rules (see docs/design.md):
   many runs a study has or which runs share a chunk;
 - every epoch is one jitted lax.scan over mini-batches; the Python loop over epochs only sequences
   calls of the same compiled program;
-- the process that runs these programs is pinned to one core (hpstudy/parallel.py), because XLA:CPU
+- the process that runs these programs is pinned to one core (hpstudy/training/parallel.py), because XLA:CPU
   splits work by the number of cores it may use.
 """
 
@@ -24,15 +24,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hpstudy.compilation import use_unrolled_threefry
+from hpstudy.training.compilation import use_unrolled_threefry
 from hpstudy.config import EarlyStopping, RunConfig, key_digest
 from hpstudy.data import Dataset
-from hpstudy.model import MLP, dropout_mask, float_dtype, l2_penalty, per_example_loss, preprocess
-from hpstudy.optimizers import make_optimizer
+from hpstudy.training.model import MLP, dropout_mask, float_dtype, l2_penalty, per_example_loss, preprocess
+from hpstudy.training.optimizers import make_optimizer
 from hpstudy.runs import HISTORY_FIELDS, RunResult, RunSpec  # noqa: F401 - RunSpec: part of this module's API
 
 # Every program this module compiles lowers Threefry without loops on CPU: the same bits, faster (see
-# hpstudy/compilation.py).
+# hpstudy/training/compilation.py).
 use_unrolled_threefry()
 
 
@@ -315,7 +315,7 @@ def chunk_width(config: RunConfig, platform: str = "cpu") -> int:
     number of runs).
 
     On the CPU (`platform="cpu"`): about 8 M multiply-adds per chunk step, a power of two in [1, 4].
-    Measured in single-core processes (hpstudy/parallel.py) on the 2-core machine (docs/design.md): the
+    Measured in single-core processes (hpstudy/training/parallel.py) on the 2-core machine (docs/design.md): the
     grid network at batch 32 trains fastest per core at width 2 (about 30% more model-steps/s than at 1 or
     4; at 8 its parameters, gradients and Adam moments fall out of cache); the 784-30-10 network at batch
     10 is as fast at 4 as at 1 and slower at 8 (XLA:CPU's batched small matrix products gain nothing from

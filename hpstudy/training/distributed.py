@@ -2,10 +2,10 @@
 
 Needs the optional extra: pip install "hpstudy[dask]".
 
-Every Dask worker process that trains is what a local worker process is (hpstudy/parallel.py): one
+Every Dask worker process that trains is what a local worker process is (hpstudy/training/parallel.py): one
 thread, pinned to one core, with the numerics settings in place before JAX starts, through the same
 start-up function as a local worker (numerics.prepare_process; `pin_worker`, run by the `PinToOneCore`
-plugin the client registers, or by `--preload hpstudy.distributed`). So a run's bits are those of
+plugin the client registers, or by `--preload hpstudy.training.distributed`). So a run's bits are those of
 `hpstudy run --workers 1` in the same numeric environment. A task is a whole part of a compile
 group (parallel.plan_parts: whole chunks); each worker loads the dataset once and keeps it for the
 following tasks. Finished runs stream back to the client through a Dask queue as each chunk lane ends;
@@ -30,7 +30,8 @@ except ImportError as exc:  # pragma: no cover - the core install has no Dask
 
     raise EngineError('the Dask backend needs the optional extra: pip install "hpstudy[dask]"') from exc
 
-from hpstudy import numerics, parallel, store
+from hpstudy import store
+from hpstudy.training import numerics, parallel
 from hpstudy.errors import EngineError
 
 PLUGIN_NAME = "hpstudy-pin-to-one-core"
@@ -56,16 +57,16 @@ def pin_worker(mode: str = numerics.DEFAULT_MODE) -> int:
                 pass
     if not numerics.prepare_process(mode, core if parallel.CAN_PIN else None):
         raise EngineError("JAX started in this Dask worker before it was pinned to one core with the numerics "
-                          f"settings of mode {mode!r}; start workers with --preload hpstudy.distributed (or let "
+                          f"settings of mode {mode!r}; start workers with --preload hpstudy.training.distributed (or let "
                           "hpstudy register its plugin before any other task uses JAX).")
-    from hpstudy.compilation import enable_persistent_cache
+    from hpstudy.training.compilation import enable_persistent_cache
 
     enable_persistent_cache()
     return core
 
 
 def dask_setup(worker) -> None:
-    """`dask worker --preload hpstudy.distributed`: pin the worker as it starts (default numerics mode)."""
+    """`dask worker --preload hpstudy.training.distributed`: pin the worker as it starts (default numerics mode)."""
     pin_worker()
 
 
@@ -86,13 +87,13 @@ def _check_worker(worker) -> None:
                           "only on one-thread workers: start them with `dask worker --nthreads 1`.")
     if parallel.CAN_PIN and not parallel.pinned():
         raise EngineError(f"Dask worker {worker.address} is not pinned to one core; start it with "
-                          "--preload hpstudy.distributed, or run through hpstudy (which registers the plugin).")
+                          "--preload hpstudy.training.distributed, or run through hpstudy (which registers the plugin).")
 
 
 def _device_data(load_data: Callable, key: str):
     """The dataset and its device arrays, loaded once per worker process for a given loader."""
     if _data.get("key") != key:
-        from hpstudy import engine
+        from hpstudy.training import engine
 
         _data.clear()
         dataset = load_data()
@@ -105,7 +106,7 @@ def train_part(part_id: int, specs: list, load_data: Callable, data_key: str, st
                queue_name: str, mode: str = numerics.DEFAULT_MODE) -> int:
     """A Dask task: train one part on this worker, sending each batch of finished runs, as store records,
     to the client's queue. Returns how many runs it trained."""
-    from hpstudy import engine
+    from hpstudy.training import engine
     from hpstudy.environment import fingerprint
 
     worker = distributed.get_worker()
@@ -222,5 +223,5 @@ def slurm_cluster(memory: str = "4GB", walltime: str = "04:00:00", **kwargs):
 
     return SLURMCluster(
         cores=1, processes=1, job_cpu=1, memory=memory, walltime=walltime,
-        worker_extra_args=["--preload", "hpstudy.distributed"], **kwargs,
+        worker_extra_args=["--preload", "hpstudy.training.distributed"], **kwargs,
     )
