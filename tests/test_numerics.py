@@ -98,7 +98,7 @@ def test_two_single_worker_processes_claim_different_cores(tmp_path):
         pytest.skip("needs affinity control and two cores")
     # each child may use every core (this test process is pinned to one), and shares no lock folder with others
     child = ("import os, sys, time\nos.sched_setaffinity(0, range(os.cpu_count()))\n"
-             "from hpstudy import numerics\nassert numerics.pin_one_core()\n"
+             "from hpstudy.training import numerics\nassert numerics.pin_one_core()\n"
              "print(sorted(os.sched_getaffinity(0))[0], flush=True)\ntime.sleep(float(sys.argv[1]))\n")
     env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     first = subprocess.Popen([sys.executable, "-c", child, "60"], stdout=subprocess.PIPE, text=True, env=env)
