@@ -48,7 +48,8 @@ def small_fashion(tmp_path, monkeypatch) -> Path:
     for name, array in arrays.items():
         (folder / name).write_bytes(_idx(array))
         sums[name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
-    small = dataclasses.replace(hdata.IDX_DATASETS["fashion_mnist"], files=sums, n_train=500, n_test=200)
+    small = dataclasses.replace(hdata.IDX_DATASETS["fashion_mnist"], files=sums,
+                                shape=dataclasses.replace(hdata.MNIST_SHAPE, n_train=500, n_test=200))
     monkeypatch.setitem(hdata.IDX_DATASETS, "fashion_mnist", small)
     return folder
 
@@ -100,7 +101,7 @@ def test_mnist_files_where_fashion_mnist_is_expected_are_named(mnist_dir, tmp_pa
 
 def test_unknown_dataset_names_are_study_errors(write_study):
     path = write_study(**{'validation = "test"': 'validation = "test"\ndataset = "cifar10"'})
-    with pytest.raises(StudyError, match="study.dataset = 'cifar10' is invalid; expected 'mnist', 'fashion_mnist', or 'tfds:NAME'"):
+    with pytest.raises(StudyError, match="study.dataset = 'cifar10' is invalid; expected 'mnist', 'fashion_mnist', 'tfds:NAME' .*'npz:PATH'"):
         load_study(path)
     with pytest.raises(StudyError, match="--dataset 'fashion'"):
         api.variant(write_study(), dataset="fashion")
