@@ -27,7 +27,8 @@ import optax
 from hpstudy.compilation import use_unrolled_threefry
 from hpstudy.config import EarlyStopping, RunConfig, key_digest
 from hpstudy.data import Dataset, shape_of
-from hpstudy.model import MLP, dropout_mask, float_dtype, l2_penalty, per_example_loss, preprocess
+from hpstudy import preprocessing
+from hpstudy.model import MLP, dropout_mask, float_dtype, l2_penalty, per_example_loss
 from hpstudy.optimizers import make_optimizer
 from hpstudy.runs import HISTORY_FIELDS, RunResult, RunSpec  # noqa: F401 - RunSpec: part of this module's API
 
@@ -46,7 +47,8 @@ class Hyper(NamedTuple):
 
 
 class DeviceData(NamedTuple):
-    """The dataset on the device: images stay uint8, labels int32."""
+    """The dataset on the device: images stay uint8, labels int32; the training images' statistics for
+    preprocessing (hpstudy/preprocessing.py)."""
 
     x_train: jax.Array
     y_train: jax.Array
@@ -54,6 +56,7 @@ class DeviceData(NamedTuple):
     y_val: jax.Array
     x_test: jax.Array
     y_test: jax.Array
+    stats: preprocessing.InputStats
 
 
 class RunState(NamedTuple):
@@ -191,9 +194,9 @@ def step_dropout_masks(config: RunConfig, params, rate: jax.Array, key: jax.Arra
     return tuple(dropout_mask(rate, k, (config.batch_size, width)) for k, width in zip(keys, config.hidden))
 
 
-def evaluate(config: RunConfig, params, images, labels) -> tuple[jax.Array, jax.Array]:
+def evaluate(config: RunConfig, params, images, labels, stats: preprocessing.InputStats) -> tuple[jax.Array, jax.Array]:
     """Mean loss and accuracy on a whole split, without dropout."""
-    out = model_of(config).apply({"params": params}, preprocess(images))
+    out = model_of(config).apply({"params": params}, preprocessing.apply(config.preprocessing, images, stats))
     loss = jnp.mean(per_example_loss(config.loss, out, labels))
     return loss, jnp.mean(jnp.argmax(out, -1) == labels)
 
@@ -254,7 +257,8 @@ def train_epoch(
     def step(carry, batch):
         params, opt_state, loss_sum, correct_sum, masks = carry
         key, next_key, b_idx, b_mask = batch
-        x = preprocess(data.x_train[b_idx])  # one gather of uint8 rows, fused with the conversion
+        # one gather of uint8 rows, fused with the conversion
+        x = preprocessing.apply(config.preprocessing, data.x_train[b_idx], data.stats)
         y = data.y_train[b_idx]
         params, opt_state, loss, correct = train_step(
             config, params, opt_state, x, y, b_mask, hp.dropout, key, dropout, masks if dropout else None
@@ -268,7 +272,7 @@ def train_epoch(
         (state.params, state.opt_state, zero, zero, masks_of(step_keys[0])),
         (step_keys[:-1], step_keys[1:], idx, mask),
     )
-    val_loss, val_acc = evaluate(config, params, data.x_val, data.y_val)
+    val_loss, val_acc = evaluate(config, params, data.x_val, data.y_val, data.stats)
     val_acc = val_acc.astype(dtype)
     metrics = EpochMetrics(loss_sum / n, correct_sum / n, val_loss, val_acc)
     new = state._replace(params=params, opt_state=opt_state, epochs_run=state.epochs_run + 1, val=(val_loss, val_acc))
@@ -299,7 +303,7 @@ def finalize(config: RunConfig, state: RunState, data: DeviceData, val_is_test: 
     if val_is_test:
         test_loss, test_acc = select(state.best_epoch >= 0, state.best_val, state.val) if restoring else state.val
     else:
-        test_loss, test_acc = evaluate(config, params, data.x_test, data.y_test)
+        test_loss, test_acc = evaluate(config, params, data.x_test, data.y_test, data.stats)
     return params, test_loss, test_acc
 
 
@@ -361,9 +365,10 @@ def device_data(dataset: Dataset) -> DeviceData:
     y_val = val.labels if val is not None else np.zeros((0,), np.uint8)
     x_train, y_train = jnp.asarray(dataset.train.images), jnp.asarray(dataset.train.labels, jnp.int32)
     x_test, y_test = jnp.asarray(dataset.test.images), jnp.asarray(dataset.test.labels, jnp.int32)
+    stats = preprocessing.on_device(preprocessing.statistics(dataset.train.images))
     if val is dataset.test:
-        return DeviceData(x_train, y_train, x_test, y_test, x_test, y_test)
-    return DeviceData(x_train, y_train, jnp.asarray(x_val), jnp.asarray(y_val, jnp.int32), x_test, y_test)
+        return DeviceData(x_train, y_train, x_test, y_test, x_test, y_test, stats)
+    return DeviceData(x_train, y_train, jnp.asarray(x_val), jnp.asarray(y_val, jnp.int32), x_test, y_test, stats)
 
 
 def validation_is_test(data: DeviceData) -> bool:
@@ -517,7 +522,7 @@ def program_for(
 
 def shapes_of(data: DeviceData) -> DeviceData:
     """The data's shapes and dtypes only (hashable, enough to compile against)."""
-    return DeviceData(*(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in data))
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), data)
 
 
 def check_shape(config: RunConfig, data: DeviceData) -> None:

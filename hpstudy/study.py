@@ -46,7 +46,7 @@ FLAVOUR_DEFAULTS: dict[str, dict[str, Any]] = {
     # Nielsen's network.py: N(0, 1) weights and biases, sigmoid output with quadratic cost, plain SGD.
     "nielsen": {"init": "nielsen", "loss": "sigmoid_quadratic", "optimizer": "sgd"},
 }
-MODEL_KEYS = {"flavour", "hidden", "activation", "dropout", "init", "loss"}
+MODEL_KEYS = {"flavour", "hidden", "activation", "dropout", "init", "loss", "preprocessing"}
 TRAINING_KEYS = {"optimizer", "learning_rate", "momentum", "l2", "batch_size", "epochs", "early_stopping"}
 FACTOR_KEYS = (MODEL_KEYS | TRAINING_KEYS) - {"early_stopping"}
 FLAVOUR_KEYS = (FACTOR_KEYS - {"flavour"}) | {"early_stopping"}
@@ -328,6 +328,7 @@ def _check_value(chk: _Checker, key: str, name: str, value: Any) -> Any:
         "init": ("an initialisation scheme", C.INITS),
         "loss": ("a loss", C.LOSSES),
         "optimizer": ("an optimizer", C.OPTIMIZERS),
+        "preprocessing": ("an input preprocessing", C.PREPROCESSINGS),
     }
     if name in choices:
         what, allowed = choices[name]
