@@ -37,6 +37,9 @@ def is_id(dataset: str) -> bool:
 
 def _open(path: Path) -> dict[str, np.ndarray]:
     """The four arrays of a .npz file (read without unpickling); DataError naming what is wrong."""
+    if not zipfile.is_zipfile(path):  # numpy would take any other file for a pickle and say so
+        raise DataError(f"{path}: not a readable .npz file (not a zip archive: truncated, or not written by "
+                        f"numpy.savez); {HOW_TO_SAVE}.")
     try:
         with np.load(path, allow_pickle=False) as npz:
             names = list(npz.files)
@@ -51,6 +54,12 @@ def _open(path: Path) -> dict[str, np.ndarray]:
         raise DataError(f"{path}: not a readable .npz file ({exc}); {HOW_TO_SAVE}.") from exc
 
 
+def _where(mask: np.ndarray) -> str:
+    """The index of the first true element, as Python writes it: 4, or (0, 3, 1)."""
+    index = tuple(int(i) for i in np.unravel_index(int(np.argmax(mask)), mask.shape))
+    return str(index[0]) if len(index) == 1 else str(index)
+
+
 def _whole(path: Path, name: str, array: np.ndarray, what: str, low: int, high: int | None) -> np.ndarray:
     """An array of whole numbers in [low, high] as int64; DataError for NaN, fractions or values out of range."""
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
@@ -61,17 +70,17 @@ def _whole(path: Path, name: str, array: np.ndarray, what: str, low: int, high: 
         if bad.any():
             kind = "NaN" if np.isnan(array).any() else "infinite values"
             raise DataError(f"{path}: {name} holds {kind} ({int(bad.sum())} of {array.size}, the first at index "
-                            f"{np.unravel_index(int(np.argmax(bad)), array.shape)}); expected {what}.")
+                            f"{_where(bad)}); expected {what}.")
         frac = array != np.round(array)
         if frac.any():
             first = np.unravel_index(int(np.argmax(frac)), array.shape)
-            raise DataError(f"{path}: {name} holds non-integer values (e.g. {array[first]!r} at index {first}); "
+            raise DataError(f"{path}: {name} holds non-integer values ({array[first].item()!r} at index {_where(frac)}); "
                             f"expected {what}" + (" (pixels in [0, 1]? multiply by 255 and round)." if name.startswith("x")
                                                   else "."))
     if array.size:
         lo, hi = array.min(), array.max()
         if lo < low or (high is not None and hi > high):
-            raise DataError(f"{path}: {name} holds values from {lo} to {hi}; expected {what}.")
+            raise DataError(f"{path}: {name} holds values from {lo.item()!r} to {hi.item()!r}; expected {what}.")
     return array.astype(np.int64)
 
 
@@ -93,7 +102,7 @@ def read(path: Path) -> tuple[Split, Split, DataShape, str]:
                             f"one integer label per image, shape ({arrays[x].shape[0]},){hint}.")
     images = {n: _whole(path, n, arrays[n], "pixel values, integers from 0 to 255", 0, 255).astype(np.uint8)
               for n in ("x_train", "x_test")}
-    train_labels = _whole(path, "y_train", y_train, "integer class labels from 0", 0, None)
+    train_labels = _whole(path, "y_train", y_train, "whole-number class labels 0 to K-1", 0, None)
     classes = int(train_labels.max()) + 1
     if classes < 2:
         raise DataError(f"{path}: y_train holds one class only; a classifier needs at least 2 (labels 0 to K-1).")
