@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hpstudy import api
 from hpstudy.api import STUDIES_DIR
-from hpstudy.errors import HpstudyError, StoreError, StudyError
+from hpstudy.errors import DataError, HpstudyError, StoreError, StudyError
 
 
 DATASET_HELP = ("run the study's design on another dataset: mnist, fashion_mnist, tfds:NAME or npz:PATH "
@@ -70,7 +70,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     for path in paths:
         try:
             study = load_study(path)
-        except StudyError as exc:  # one bad file must not hide the others
+        except (StudyError, DataError) as exc:  # one bad file (or its missing .npz data) must not hide the others
             problems.append(exc)
             print(f"{path.stem:<34} {'INVALID':<7}")
             continue

@@ -202,3 +202,14 @@ def test_unreadable_and_missing_files(tmp_path):
         load_study(write(tmp_path, "nowhere.npz"))
     with pytest.raises(DataError, match="not found: no .npz file in --data-dir"):
         hdata.load_dataset("npz:0123456789abcdef:4x4:3:6:3", data_dir=tmp_path)
+
+
+def test_list_marks_a_study_whose_npz_file_is_missing_and_lists_the_others(colour_npz, tmp_path, capsys):
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    (studies / "colour.toml").write_text(STUDY.format(file=str(colour_npz), validation="test"))
+    (studies / "gone.toml").write_text(STUDY.format(file="gone.npz", validation="test").replace('"colour"', '"gone"'))
+    assert cli.main(["list", "--studies", str(studies), "--results", str(tmp_path / "r")]) == DataError.exit_code
+    out, err = capsys.readouterr()
+    assert "colour" in out and "gone" in out and "INVALID" in out
+    assert "gone.npz: no such .npz file" in err
