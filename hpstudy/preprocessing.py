@@ -22,7 +22,7 @@ import numpy as np
 
 from hpstudy.model import float_dtype, preprocess
 
-ROWS_PER_BLOCK = 4096  # images summed at a time (int64 squares of a block stay a few MB)
+ROWS_PER_BLOCK = 4096  # images squared at a time (a block's uint16 squares stay a few MB)
 
 
 class InputStats(NamedTuple):
@@ -44,12 +44,11 @@ def _mean_std(total: int, squares: int, n: int) -> tuple[float, float]:
 def statistics(images: np.ndarray) -> InputStats:
     """Exact per-feature and global means and sds of uint8 images (one image per row), as float64."""
     n, features = images.shape
-    total = np.zeros(features, np.int64)
+    total = images.sum(axis=0, dtype=np.int64)
     squares = np.zeros(features, np.int64)
     for start in range(0, n, ROWS_PER_BLOCK):
-        block = images[start : start + ROWS_PER_BLOCK].astype(np.int64)
-        total += block.sum(axis=0)
-        squares += (block * block).sum(axis=0)
+        block = images[start : start + ROWS_PER_BLOCK].astype(np.uint16)  # 255 ** 2 fits: exact
+        squares += (block * block).sum(axis=0, dtype=np.int64)
     per_feature = [_mean_std(int(t), int(q), n) if n else (0.0, 1.0) for t, q in zip(total, squares)]
     overall = _mean_std(int(total.sum()), int(squares.sum()), n * features) if n else (0.0, 1.0)
     return InputStats(
