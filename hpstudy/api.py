@@ -92,7 +92,7 @@ def plan(study, seeds=None, results: str | os.PathLike = DEFAULT_RESULTS, worker
             f"most {budget.MAX_RUNS:,} runs per call. Ask for fewer seeds (--seeds A:B adds more later, same bits)."
         )
     directory = store.study_dir(results, study.name)
-    columns = ["run_id", "seconds", "epochs_run", "hp.hidden", "hp.validation"]  # what the estimate needs
+    columns = ["run_id", "seconds", "epochs_run", "hp.hidden", "hp.validation", "hp.dataset"]  # what the estimate needs
     stored = store.read_runs(directory, study.name, columns) if directory.is_dir() else None
     done = set() if stored is None else set(stored["run_id"])
     todo = [spec for spec in study.runs(seeds) if spec.run_id not in done and (shard is None or shard.holds(spec.run_id))]

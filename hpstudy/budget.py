@@ -14,6 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
+from hpstudy.data import shape_of
+
 RATE_PER_CORE = 4.5e9  # multiply-adds (per training image and epoch) per second and core; see above
 # Above these, `hpstudy run` asks for --yes (and refuses when it cannot ask): a run this long should
 # be a decision, not a typo.
@@ -23,29 +25,38 @@ CONFIRM_SECONDS = 4 * 3600
 MAX_RUNS = 1_000_000
 
 
-def macs(hidden: Sequence[int]) -> int:
-    """Multiply-adds of the MLP for one 784-pixel image."""
-    sizes = (784, *hidden, 10)
+def macs(hidden: Sequence[int], dataset: str) -> int:
+    """Multiply-adds of the MLP for one image of the dataset (its inputs, the hidden layers, its classes)."""
+    shape = shape_of(dataset)
+    sizes = (shape.inputs, *hidden, shape.classes)
     return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
-def n_train(validation: str) -> int:
-    """Training images under a validation scheme (MNIST-sized datasets)."""
-    return 60000 - (int(validation.split(":", 1)[1]) if validation.startswith("holdout:") else 0)
+def n_train(validation: str, dataset: str) -> int:
+    """Training images trained on under a validation scheme."""
+    return shape_of(dataset).fit_images(validation)
 
 
 def work(config) -> float:
     """The training work of one run at its full number of epochs (early stopping may make it less)."""
-    return float(config.epochs) * n_train(config.validation) * macs(config.hidden)
+    return float(config.epochs) * n_train(config.validation, config.dataset) * macs(config.hidden, config.dataset)
 
 
 def measured_rate(runs) -> float | None:
     """The median rate of stored runs (a DataFrame of store rows), or None when there are none."""
-    needed = {"seconds", "epochs_run", "hp.hidden", "hp.validation"}
+    needed = {"seconds", "epochs_run", "hp.hidden", "hp.validation", "hp.dataset"}
     if runs is None or len(runs) == 0 or not needed <= set(runs.columns):
         return None
-    hidden = runs["hp.hidden"].map(json.loads)
-    done = runs["epochs_run"].to_numpy(float) * runs["hp.validation"].map(n_train).to_numpy(float) * hidden.map(macs).to_numpy(float)
+    sizes: dict[tuple, float] = {}  # per (hidden, validation, dataset): runs share a few of them
+
+    def per_epoch(hidden: str, validation: str, dataset: str) -> float:
+        key = (hidden, validation, dataset)
+        if key not in sizes:
+            sizes[key] = float(n_train(validation, dataset) * macs(json.loads(hidden), dataset))
+        return sizes[key]
+
+    per_epoch_work = [per_epoch(*row) for row in zip(runs["hp.hidden"], runs["hp.validation"], runs["hp.dataset"])]
+    done = runs["epochs_run"].to_numpy(float) * np.array(per_epoch_work, float)
     seconds = runs["seconds"].to_numpy(float)
     ok = seconds > 0
     return float(np.median(done[ok] / seconds[ok])) if ok.any() else None

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from hpstudy import api
 from hpstudy.api import STUDIES_DIR
-from hpstudy.errors import HpstudyError, StoreError, StudyError
+from hpstudy.errors import DataError, HpstudyError, StoreError, StudyError
 
 
-DATASET_HELP = ("run the study's design on another dataset: mnist, fashion_mnist or tfds:NAME "
+DATASET_HELP = ("run the study's design on another dataset: mnist, fashion_mnist, tfds:NAME or npz:PATH "
                 "(stored as the study NAME.DATASET; the paper's numbers are not compared)")
 
 
@@ -70,7 +70,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     for path in paths:
         try:
             study = load_study(path)
-        except StudyError as exc:  # one bad file must not hide the others
+        except (StudyError, DataError) as exc:  # one bad file (or its missing .npz data) must not hide the others
             problems.append(exc)
             print(f"{path.stem:<34} {'INVALID':<7}")
             continue
@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     ver = sub.add_parser("verify", help="train stored runs again and compare every stored value bit for bit")
     ver.add_argument("path", help="a study's store, a results folder, or a report folder")
     ver.add_argument("--sample", type=positive_int, help="verify K runs of each store (a fixed, deterministic choice)")
-    ver.add_argument("--data-dir", help="folder holding the four MNIST .gz files (else $HPSTUDY_DATA_DIR, then the cache)")
+    ver.add_argument("--data-dir", help="folder holding the four MNIST .gz files, or a runs' .npz file (else $HPSTUDY_DATA_DIR, then the cache)")
     ver.add_argument("--results", help="results folder holding a report folder's runs (default: the report's ../_runs)")
     ver.add_argument("--workers", type=positive_int, default=None, help="training processes (default: one per usable core)")
     ver.add_argument("--lock", help="lock file to compare the installed packages with (default: the repository's requirements.lock)")

@@ -13,6 +13,8 @@ LOSSES = ("softmax_cross_entropy", "sigmoid_quadratic")
 OPTIMIZERS = ("adam", "adam_keras", "sgd", "sgd_momentum", "sgd_nesterov")
 MONITORS = ("val_loss", "val_accuracy", "train_loss", "train_accuracy")
 STOPPING_RULES = ("keras", "sklearn")
+# How uint8 pixels become the network's inputs (hpstudy/preprocessing.py); "scale" (x / 255) is the default.
+PREPROCESSINGS = ("scale", "scale_symmetric", "standardise", "standardise_global")
 # How a run's PRNG keys are derived: from its whole configuration (independent, the default) or from the
 # dataset, validation split and seed index alone (common random numbers, shared by every configuration).
 SEEDINGS = ("independent", "common")
@@ -71,7 +73,8 @@ class RunConfig:
     # run made before it existed keeps its identity.
     #
     # -- data (input shape, preprocessing) --
-    #
+    # The input shape and number of classes come from `dataset` (hpstudy/data.py: shape_of), not from here.
+    preprocessing: str = late("scale")
     #
     # -- model (activations, initialisers, dropout, normalisation, loss) --
     #

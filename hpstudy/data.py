@@ -1,12 +1,15 @@
 """Datasets: MNIST and Fashion-MNIST from their four canonical IDX files (located, downloaded, verified
-against published SHA-256s, read natively), or any dataset prepared by tensorflow-datasets
-(hpstudy/tfds_source.py); split for validation."""
+against published SHA-256s, read natively), any image classification dataset prepared by
+tensorflow-datasets (hpstudy/tfds_source.py) or a researcher's own arrays in a .npz file
+(hpstudy/npz_source.py); split for validation. Every size the rest of hpstudy uses (inputs, classes,
+training- and test-set sizes) comes from `shape_of(dataset)`: MNIST's numbers live here only."""
 
 from __future__ import annotations
 
 import dataclasses
 import gzip
 import hashlib
+import math
 import os
 import tempfile
 import urllib.error
@@ -28,12 +31,6 @@ MNIST_FILES: dict[str, str] = {
 # The mirror tensorflow-datasets downloads MNIST from.
 MNIST_MIRROR = "https://storage.googleapis.com/cvdf-datasets/mnist/"
 ENV_DATA_DIR = "HPSTUDY_DATA_DIR"
-_EXPECTED_SHAPES = {
-    "train-images-idx3-ubyte.gz": (60000, 28, 28),
-    "train-labels-idx1-ubyte.gz": (60000,),
-    "t10k-images-idx3-ubyte.gz": (10000, 28, 28),
-    "t10k-labels-idx1-ubyte.gz": (10000,),
-}
 # Fashion-MNIST's files have MNIST's names, format and shapes. SHA-256s as registered by
 # tensorflow-datasets (tensorflow/datasets, tensorflow_datasets/url_checksums/fashion_mnist.txt),
 # for the files of https://github.com/zalandoresearch/fashion-mnist.
@@ -47,6 +44,34 @@ FASHION_MNIST_MIRROR = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.c
 
 
 @dataclasses.dataclass(frozen=True)
+class DataShape:
+    """A dataset's sizes: one image's shape (flattened into the network's inputs), the number of classes
+    (the network's outputs), and the training- and test-set sizes (before any holdout)."""
+
+    image: tuple[int, ...]
+    classes: int
+    n_train: int
+    n_test: int
+
+    @property
+    def inputs(self) -> int:
+        """Inputs of the network: the image flattened."""
+        return math.prod(self.image)
+
+    def fit_images(self, validation: str) -> int:
+        """Training images trained on under a validation scheme (a holdout is taken from the training set)."""
+        return self.n_train - (parse_validation(validation) or 0)
+
+    def eval_images(self, validation: str) -> int:
+        """Images the validation metrics are measured on: the holdout, else the test set."""
+        return parse_validation(validation) or self.n_test
+
+
+# MNIST and Fashion-MNIST: 28x28 grey images of 10 classes, 60,000 for training and 10,000 for testing.
+MNIST_SHAPE = DataShape((28, 28, 1), 10, 60000, 10000)
+
+
+@dataclasses.dataclass(frozen=True)
 class IdxSource:
     """A dataset of four gzipped IDX files (train/test images and labels) with published checksums."""
 
@@ -54,13 +79,12 @@ class IdxSource:
     label: str
     files: dict  # file name -> SHA-256
     mirror: str
-    n_train: int = 60000
-    n_test: int = 10000
+    shape: DataShape = MNIST_SHAPE
 
-    def shape(self, file: str) -> tuple[int, ...]:
+    def file_shape(self, file: str) -> tuple[int, ...]:
         """The shape the file must hold."""
-        n = self.n_train if file.startswith("train") else self.n_test
-        return (n, 28, 28) if "images" in file else (n,)
+        n = self.shape.n_train if file.startswith("train") else self.shape.n_test
+        return (n, *self.shape.image[:2]) if "images" in file else (n,)
 
     def fingerprint(self) -> str:
         """The dataset's identity stored with every run: its name and the checksums of its files.
@@ -80,7 +104,7 @@ IDX_DATASETS: dict[str, IdxSource] = {
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-    """Images (uint8, flattened to 784) and integer labels of one split."""
+    """Images (uint8, each flattened to one row) and integer labels of one split."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -91,13 +115,16 @@ class Split:
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """Train, validation (may be empty) and test splits, plus a fingerprint of the source files."""
+    """Train, validation (may be empty) and test splits, a fingerprint of the source files, and the shape
+    of one image and the number of classes (MNIST's unless given)."""
 
     train: Split
     validation: Split | None
     test: Split
     fingerprint: str
     validation_scheme: str
+    image: tuple[int, ...] = MNIST_SHAPE.image
+    classes: int = MNIST_SHAPE.classes
 
 
 def default_cache_dir(dataset: str = "mnist") -> Path:
@@ -231,10 +258,11 @@ def load_idx(
     for name, expected in source.files.items():
         paths[name] = locate(name, data_dir, download, dataset)
         verify(paths[name], expected, source.label)
-    arrays = {name: read_idx(p, source.shape(name)) for name, p in paths.items()}
-    train = Split(arrays["train-images-idx3-ubyte.gz"].reshape(source.n_train, 784), arrays["train-labels-idx1-ubyte.gz"])
-    test = Split(arrays["t10k-images-idx3-ubyte.gz"].reshape(source.n_test, 784), arrays["t10k-labels-idx1-ubyte.gz"])
-    return split_validation(train, test, validation, source.fingerprint())
+    arrays = {name: read_idx(p, source.file_shape(name)) for name, p in paths.items()}
+    n_in = source.shape.inputs
+    train = Split(arrays["train-images-idx3-ubyte.gz"].reshape(-1, n_in), arrays["train-labels-idx1-ubyte.gz"])
+    test = Split(arrays["t10k-images-idx3-ubyte.gz"].reshape(-1, n_in), arrays["t10k-labels-idx1-ubyte.gz"])
+    return split_validation(train, test, validation, source.fingerprint(), source.shape.image, source.shape.classes)
 
 
 def load_mnist(
@@ -247,14 +275,35 @@ def load_mnist(
 def load_dataset(
     dataset: str, data_dir: str | os.PathLike | None = None, validation: str = "test", download: bool = True
 ) -> Dataset:
-    """The dataset a study names: 'mnist', 'fashion_mnist' (native IDX) or 'tfds:NAME' (tensorflow-datasets)."""
+    """The dataset a study names: 'mnist', 'fashion_mnist' (native IDX), 'tfds:NAME' (tensorflow-datasets) or
+    'npz:ID' (a .npz file named by its content; see hpstudy/npz_source.py)."""
     if dataset.startswith("tfds:"):
         from hpstudy.tfds_source import load_tfds
 
         return load_tfds(dataset.removeprefix("tfds:"), validation)
+    if dataset.startswith("npz:"):
+        from hpstudy.npz_source import load_npz
+
+        return load_npz(dataset, data_dir, validation)
     if dataset not in IDX_DATASETS:
-        raise DataError(f"dataset {dataset!r} is unknown; expected one of {', '.join(IDX_DATASETS)} or 'tfds:NAME'.")
+        raise DataError(f"dataset {dataset!r} is unknown; expected one of {', '.join(IDX_DATASETS)}, 'tfds:NAME' or 'npz:PATH'.")
     return load_idx(dataset, data_dir, validation, download)
+
+
+def shape_of(dataset: str) -> DataShape:
+    """The sizes of the dataset a run names, without reading its examples: registered for the IDX datasets,
+    written in the name of a .npz dataset, from the builder's metadata for a tensorflow-datasets one."""
+    if dataset in IDX_DATASETS:
+        return IDX_DATASETS[dataset].shape
+    if dataset.startswith("npz:"):
+        from hpstudy.npz_source import shape_of_id
+
+        return shape_of_id(dataset)
+    if dataset.startswith("tfds:"):
+        from hpstudy.tfds_source import tfds_shape
+
+        return tfds_shape(dataset.removeprefix("tfds:"))
+    raise DataError(f"dataset {dataset!r} is unknown; expected one of {', '.join(IDX_DATASETS)}, 'tfds:NAME' or 'npz:PATH'.")
 
 
 def parse_validation(validation: str) -> int | None:
@@ -276,31 +325,37 @@ def parse_validation(validation: str) -> int | None:
     )
 
 
-def split_validation(train: Split, test: Split, validation: str, fingerprint: str) -> Dataset:
+def split_validation(
+    train: Split, test: Split, validation: str, fingerprint: str, image: tuple[int, ...], classes: int
+) -> Dataset:
     """Apply a validation scheme: the test set, the last N training images, or none."""
     holdout = parse_validation(validation)
+    shape = {"image": tuple(image), "classes": int(classes)}
     if holdout is None:
-        return Dataset(train, test, test, fingerprint, validation)
+        return Dataset(train, test, test, fingerprint, validation, **shape)
     if holdout == 0:
-        return Dataset(train, None, test, fingerprint, validation)
+        return Dataset(train, None, test, fingerprint, validation, **shape)
     if holdout >= len(train):
         raise ValueError(f"validation={validation!r} holds out {holdout} of only {len(train)} training images.")
     cut = len(train) - holdout
     fit = Split(train.images[:cut], train.labels[:cut])
     held = Split(train.images[cut:], train.labels[cut:])
-    return Dataset(fit, held, test, fingerprint, validation)
+    return Dataset(fit, held, test, fingerprint, validation, **shape)
 
 
 def synthetic(n_train: int = 512, n_test: int = 128, validation: str = "test", seed: int = 0) -> Dataset:
     """A small learnable MNIST-shaped dataset for fast tests (class = brightest of 10 pixel blocks)."""
     rng = np.random.default_rng(seed)
+    shape = MNIST_SHAPE
+    block = shape.inputs // shape.classes
 
     def make(n: int) -> Split:
-        labels = rng.integers(0, 10, size=n).astype(np.uint8)
-        images = rng.integers(0, 100, size=(n, 784)).astype(np.uint8)
-        for k in range(10):
+        labels = rng.integers(0, shape.classes, size=n).astype(np.uint8)
+        images = rng.integers(0, 100, size=(n, shape.inputs)).astype(np.uint8)
+        for k in range(shape.classes):
             rows = labels == k
-            images[np.ix_(rows, np.arange(k * 78, k * 78 + 78))] += 150
+            images[np.ix_(rows, np.arange(k * block, k * block + block))] += 150
         return Split(images, labels)
 
-    return split_validation(make(n_train), make(n_test), validation, f"synthetic-{n_train}-{n_test}-{seed}")
+    return split_validation(make(n_train), make(n_test), validation, f"synthetic-{n_train}-{n_test}-{seed}",
+                            shape.image, shape.classes)

@@ -21,8 +21,9 @@ import numpy as np
 
 from hpstudy import config as C
 from hpstudy.config import SEEDINGS, EarlyStopping, RunConfig
-from hpstudy.data import parse_validation
-from hpstudy.errors import StudyError
+from hpstudy import data as hdata
+from hpstudy.data import DataShape, parse_validation
+from hpstudy.errors import DataError, StudyError
 from hpstudy.runs import RunSpec
 
 # What each implementation flavour implies unless the study says otherwise (see docs/studies.md and
@@ -45,7 +46,7 @@ FLAVOUR_DEFAULTS: dict[str, dict[str, Any]] = {
     # Nielsen's network.py: N(0, 1) weights and biases, sigmoid output with quadratic cost, plain SGD.
     "nielsen": {"init": "nielsen", "loss": "sigmoid_quadratic", "optimizer": "sgd"},
 }
-MODEL_KEYS = {"flavour", "hidden", "activation", "dropout", "init", "loss"}
+MODEL_KEYS = {"flavour", "hidden", "activation", "dropout", "init", "loss", "preprocessing"}
 TRAINING_KEYS = {"optimizer", "learning_rate", "momentum", "l2", "batch_size", "epochs", "early_stopping"}
 FACTOR_KEYS = (MODEL_KEYS | TRAINING_KEYS) - {"early_stopping"}
 FLAVOUR_KEYS = (FACTOR_KEYS - {"flavour"}) | {"early_stopping"}
@@ -70,7 +71,6 @@ METRICS = {
 }
 PUBLISHED_KEYS = METRICS | {"where", "source", "note", "best_over"}
 ASSUMPTION_KEYS = {"key", "value", "why"}
-N_TRAIN = 60000  # MNIST's training images; a holdout validation split takes its images from these
 # A study's name becomes a folder name under --results and --out: letters, digits, '_', '-' and '.', starting
 # with a letter or digit (so never '.', '..' or a hidden name), at most 100 characters (with the
 # '.max_epochs-N' suffix of a smoke test it stays far below the usual 255-byte limit of a file name).
@@ -78,9 +78,12 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 # A design may expand to at most this many trials: beyond it, expanding alone takes minutes and memory,
 # and running it would take years on a CPU.
 MAX_TRIALS = 100_000
-# Datasets a study may name: the two native IDX datasets, or any dataset prepared by tensorflow-datasets.
+# Datasets a study may name: the two native IDX datasets, any dataset prepared by tensorflow-datasets, or a
+# .npz file of the researcher's own arrays (named by its content: hpstudy/npz_source.py).
 NATIVE_DATASETS = ("mnist", "fashion_mnist")
 TFDS_PATTERN = re.compile(r"tfds:[a-z0-9_]+(/[A-Za-z0-9_.-]+)?(:[0-9]+\.[0-9]+\.[0-9]+)?")
+DATASETS_EXPECTED = ("'mnist', 'fashion_mnist', 'tfds:NAME' for a dataset prepared by tensorflow-datasets (e.g. "
+                     "'tfds:kmnist', 'tfds:cifar10:3.0.2'), or 'npz:PATH' for a .npz file of your own arrays")
 # Published configurations are matched to trials with this tolerance (a paper's 0.01 is our 0.01).
 MATCH_REL_TOL = 1e-6
 
@@ -145,6 +148,16 @@ class Study:
         return self.meta.get("validation", "test")
 
     @property
+    def dataset(self) -> str:
+        """The dataset every run of the study names (a .npz file by its content name)."""
+        return self.trials[0].config.dataset
+
+    @property
+    def data_shape(self) -> DataShape:
+        """The dataset's sizes (inputs, classes, training- and test-set sizes), without reading its examples."""
+        return hdata.shape_of(self.dataset)
+
+    @property
     def seeding(self) -> str:
         """'independent' (each run's keys from its whole configuration) or 'common' (from its seed index)."""
         return self.meta.get("seeding", "independent")
@@ -201,13 +214,18 @@ class Study:
         """This study's design on another dataset: its runs are other runs (the dataset is part of each
         run's identity), stored as the study NAME.DATASET, and the paper's numbers (which were measured on
         the study's own dataset) are dropped so that no report compares against them."""
-        if not isinstance(dataset, str) or not (dataset in NATIVE_DATASETS or TFDS_PATTERN.fullmatch(dataset)):
-            raise StudyError(
-                f"--dataset {dataset!r} is invalid; expected 'mnist', 'fashion_mnist' or 'tfds:NAME' "
-                "(a dataset prepared by tensorflow-datasets)."
-            )
-        if dataset == self.meta.get("dataset", "mnist"):
+        if not isinstance(dataset, str) or not (dataset in NATIVE_DATASETS or TFDS_PATTERN.fullmatch(dataset)
+                                                or dataset.startswith("npz:")):
+            raise StudyError(f"--dataset {dataset!r} is invalid; expected {DATASETS_EXPECTED}.")
+        if dataset.startswith("npz:"):  # a path from the current folder, named by its content
+            from hpstudy.npz_source import dataset_id, is_id
+
+            dataset = dataset if is_id(dataset) else dataset_id(dataset.removeprefix("npz:"))
+        if dataset == self.dataset:
             return self
+        shape = _known_shape(dataset)
+        if shape is not None:
+            _check_sizes(f"--dataset {dataset}", self.validation, shape, [t.config for t in self.trials])
         trials = tuple(dataclasses.replace(t, config=dataclasses.replace(t.config, dataset=dataset)) for t in self.trials)
         suffix = re.sub(r"[^A-Za-z0-9_.-]", "-", dataset)
         meta = {**self.meta, "name": f"{self.name}.{suffix}", "dataset": dataset}
@@ -243,12 +261,36 @@ def _did_you_mean(key: str, allowed: set[str]) -> str:
     return f" Did you mean '{near}'?" if near else ""
 
 
+def _known_shape(dataset: str) -> DataShape | None:
+    """The dataset's sizes, or None for a tensorflow-datasets dataset that cannot be looked up here (not
+    installed or not prepared: running it says so; its sizes are checked when it can be looked up)."""
+    try:
+        return hdata.shape_of(dataset)
+    except DataError:
+        if dataset.startswith("tfds:"):
+            return None
+        raise
+
+
+def _check_sizes(where: str, validation: str, shape: DataShape, configs) -> None:
+    """Raise StudyError unless the holdout and every batch fit the dataset's training set."""
+    holdout = parse_validation(validation) or 0
+    if holdout >= shape.n_train:
+        raise StudyError(f"{where}: validation = {validation!r} holds out {holdout} of only {shape.n_train} training "
+                         f"images; expected 'holdout:N' with 0 < N < {shape.n_train}.")
+    fit = shape.n_train - holdout
+    for config in configs:
+        if config.batch_size > fit:
+            raise StudyError(f"{where}: batch_size = {config.batch_size} is larger than the {fit} training images; "
+                             f"expected an integer batch size in [1, {fit}].")
+
+
 class _Checker:
     """Knows the file (and the training-set size) so every error names file, key path, value and expectation."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.n_train = N_TRAIN
+        self.n_train: int | None = None  # unknown until [study] names the dataset (and where it cannot be looked up)
 
     def fail(self, key: str, value: Any, expected: str) -> StudyError:
         return StudyError(f"{self.path}: {key} = {value!r} is invalid; expected {expected}.")
@@ -286,6 +328,7 @@ def _check_value(chk: _Checker, key: str, name: str, value: Any) -> Any:
         "init": ("an initialisation scheme", C.INITS),
         "loss": ("a loss", C.LOSSES),
         "optimizer": ("an optimizer", C.OPTIMIZERS),
+        "preprocessing": ("an input preprocessing", C.PREPROCESSINGS),
     }
     if name in choices:
         what, allowed = choices[name]
@@ -316,9 +359,10 @@ def _check_value(chk: _Checker, key: str, name: str, value: Any) -> Any:
             raise chk.fail(key, value, "a momentum in [0, 1)")
         return float(value)
     elif name == "batch_size":
-        expected = f"an integer batch size in [1, {chk.n_train}] (the training set has {chk.n_train} images)"
+        expected = (f"an integer batch size in [1, {chk.n_train}] (the training set has {chk.n_train} images)"
+                    if chk.n_train else "an integer batch size >= 1")
         chk.typed(key, value, int, expected)
-        if not 1 <= value <= chk.n_train:
+        if not 1 <= value <= (chk.n_train or value):
             raise chk.fail(key, value, expected)
     elif name == "epochs":
         chk.typed(key, value, int, "an integer number of epochs >= 1")
@@ -618,20 +662,21 @@ def _meta(chk: _Checker, meta: Any) -> dict:
     if "year" in meta:
         chk.typed("study.year", meta["year"], int, "an integer year")
     dataset = meta.get("dataset", "mnist")
-    if not isinstance(dataset, str) or not (dataset in NATIVE_DATASETS or TFDS_PATTERN.fullmatch(dataset)):
-        raise chk.fail(
-            "study.dataset", dataset,
-            "'mnist', 'fashion_mnist', or 'tfds:NAME' for a dataset prepared by tensorflow-datasets "
-            "(e.g. 'tfds:kmnist', 'tfds:fashion_mnist:3.0.1')",
-        )
+    if not isinstance(dataset, str) or not (dataset in NATIVE_DATASETS or TFDS_PATTERN.fullmatch(dataset)
+                                            or dataset.startswith("npz:")):
+        raise chk.fail("study.dataset", dataset, DATASETS_EXPECTED)
+    if dataset.startswith("npz:"):
+        meta["dataset"] = dataset = _npz(chk, dataset)
+    shape = _known_shape(dataset)
     validation = meta.get("validation", "test")
     try:
         holdout = parse_validation(validation) if isinstance(validation, str) else -1
     except ValueError:
         holdout = -1
-    if holdout == -1 or (holdout and holdout >= N_TRAIN):
-        raise chk.fail("study.validation", validation, f"'test', 'none' or 'holdout:N' with 0 < N < {N_TRAIN}")
-    chk.n_train = N_TRAIN - (holdout or 0)
+    if holdout == -1 or (holdout and shape and holdout >= shape.n_train):
+        bound = f"0 < N < {shape.n_train}" if shape else "N > 0"
+        raise chk.fail("study.validation", validation, f"'test', 'none' or 'holdout:N' with {bound}")
+    chk.n_train = shape.n_train - (holdout or 0) if shape else None
     if meta.get("seeding", "independent") not in SEEDINGS:
         raise chk.fail("study.seeding", meta.get("seeding"), f"one of {', '.join(repr(x) for x in SEEDINGS)}")
     if "smallest_effect" in meta:
@@ -644,6 +689,19 @@ def _meta(chk: _Checker, meta: Any) -> dict:
         if meta["seeds"] < 1:
             raise chk.fail("study.seeds", meta["seeds"], "an integer number of seeds >= 1")
     return meta
+
+
+def _npz(chk: _Checker, dataset: str) -> str:
+    """The content name of a study's `npz:PATH` (a path relative to the study file's folder)."""
+    from hpstudy.npz_source import dataset_id, is_id
+
+    if is_id(dataset):
+        return dataset
+    path = Path(dataset.removeprefix("npz:")).expanduser()
+    try:
+        return dataset_id(path if path.is_absolute() else chk.path.parent / path)
+    except DataError as exc:
+        raise DataError(f"{chk.path}: study.dataset = {dataset!r}: {exc}") from exc
 
 
 def _assumptions(chk: _Checker, assumptions: Any) -> tuple[dict, ...]:

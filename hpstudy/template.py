@@ -16,7 +16,7 @@ name = "{name}"                 # names its folders: letters, digits, '_', '-', 
 title = "Title of the paper"
 authors = ["First Author", "Second Author"]
 citation = "Author, A. (2024). Title. Venue."
-dataset = "mnist"               # or "fashion_mnist", or "tfds:NAME" for a dataset prepared by tensorflow-datasets
+dataset = "mnist"               # or "fashion_mnist", "tfds:NAME" (prepared by tensorflow-datasets), "npz:PATH" (your arrays)
 validation = "test"             # "test", "holdout:N" (the last N training images) or "none"
 seeds = 5                       # seeds run by default; `--seeds A:B` adds more later, same bits
 

@@ -48,7 +48,8 @@ def small_fashion(tmp_path, monkeypatch) -> Path:
     for name, array in arrays.items():
         (folder / name).write_bytes(_idx(array))
         sums[name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
-    small = dataclasses.replace(hdata.IDX_DATASETS["fashion_mnist"], files=sums, n_train=500, n_test=200)
+    small = dataclasses.replace(hdata.IDX_DATASETS["fashion_mnist"], files=sums,
+                                shape=dataclasses.replace(hdata.MNIST_SHAPE, n_train=500, n_test=200))
     monkeypatch.setitem(hdata.IDX_DATASETS, "fashion_mnist", small)
     return folder
 
@@ -100,7 +101,7 @@ def test_mnist_files_where_fashion_mnist_is_expected_are_named(mnist_dir, tmp_pa
 
 def test_unknown_dataset_names_are_study_errors(write_study):
     path = write_study(**{'validation = "test"': 'validation = "test"\ndataset = "cifar10"'})
-    with pytest.raises(StudyError, match="study.dataset = 'cifar10' is invalid; expected 'mnist', 'fashion_mnist', or 'tfds:NAME'"):
+    with pytest.raises(StudyError, match="study.dataset = 'cifar10' is invalid; expected 'mnist', 'fashion_mnist', 'tfds:NAME' .*'npz:PATH'"):
         load_study(path)
     with pytest.raises(StudyError, match="--dataset 'fashion'"):
         api.variant(write_study(), dataset="fashion")
@@ -174,3 +175,48 @@ def test_verify_retrains_fashion_mnist_runs_bit_for_bit(write_study, small_fashi
     outcome = verify(results / "small.fashion_mnist", data_dir=str(small_fashion), workers=1, lock_path=None,
                      progress=False)
     assert outcome.checked == 4 and outcome.matched == 4 and not outcome.mismatches
+
+
+def _tiny_colour(data_dir: Path) -> None:
+    """Prepare an 8x8x3 dataset of 5 classes (60 training, 20 test images) with tensorflow-datasets."""
+    tfds = pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets is not installed (pip install -e '.[tfds]')")
+    rng = np.random.default_rng(0)
+
+    class TinyColour(tfds.core.GeneratorBasedBuilder):
+        """Colour images of another shape and class count than MNIST's."""
+
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+                "image": tfds.features.Tensor(shape=(8, 8, 3), dtype=np.uint8),
+                "label": tfds.features.ClassLabel(num_classes=5)}))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(60), "test": self._generate_examples(20)}
+
+        def _generate_examples(self, n):
+            for i in range(n):
+                label = i % 5
+                image = rng.integers(0, 80, size=(8, 8, 3)).astype(np.uint8)
+                image[label] += 150  # class k brightens row k
+                yield i, {"image": image, "label": label}
+
+    TinyColour(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
+
+
+def test_tfds_dataset_of_another_shape_and_class_count(write_study, tmp_path, monkeypatch):
+    tfds_dir = tmp_path / "tfds"
+    _tiny_colour(tfds_dir)
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tfds_dir))
+    assert hdata.shape_of("tfds:tiny_colour") == hdata.DataShape((8, 8, 3), 5, 60, 20)
+    loaded = hdata.load_dataset("tfds:tiny_colour")
+    assert loaded.train.images.shape == (60, 192) and sorted(set(loaded.test.labels)) == [0, 1, 2, 3, 4]
+    dataset = 'validation = "test"\ndataset = "tfds:tiny_colour"'
+    with pytest.raises(StudyError, match=r"batch_size\[0\] = 64 is invalid; expected an integer batch size in \[1, 60\]"):
+        load_study(write_study(**{'validation = "test"': dataset}))
+    path = write_study("learning_rate = [0.01]\nbatch_size = [10]\ndropout = [0.0]",
+                       **{'validation = "test"': dataset, "hidden = [32, 32]": "hidden = [8]"})
+    runs = api.run(path, 1, tmp_path / "r", workers=1, progress=False)
+    assert len(runs) == 1 and runs["dataset_fingerprint"].str.startswith("tfds:tiny_colour/1.0.0:").all()
+    assert 0 <= runs["test_accuracy"][0] <= 1 and runs["epochs_run"][0] >= 1

@@ -18,6 +18,7 @@ import textwrap
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -109,6 +110,23 @@ def _corrupt_data(tmp: Path) -> list[str]:
 def _data_file(tmp: Path) -> list[str]:
     (tmp / "mnist.gz").write_bytes(b"x")
     return ["run", str(study_file(tmp)), "--data-dir", str(tmp / "mnist.gz"), "--results", str(tmp / "results")]
+
+
+def _npz_study(tmp: Path, **change) -> list[str]:
+    """`run` of a study on tmp/own.npz: four small valid arrays, with `change` applied (None removes one)."""
+    arrays = {"x_train": np.zeros((6, 8, 8), np.uint8), "y_train": np.array([0, 1, 2, 0, 1, 2]),
+              "x_test": np.zeros((3, 8, 8), np.uint8), "y_test": np.array([0, 1, 2])}
+    for name, value in change.items():
+        arrays.pop(name) if value is None else arrays.__setitem__(name, value)
+    np.savez(tmp / "own.npz", **arrays)
+    return ["run", str(study_file(tmp, ('validation = "test"', 'validation = "test"\ndataset = "npz:own.npz"'))),
+            "--results", str(tmp / "results")]
+
+
+def _npz_unreadable(tmp: Path) -> list[str]:
+    (tmp / "own.npz").write_bytes(b"not a zip file")
+    return ["run", str(study_file(tmp, ('validation = "test"', 'validation = "test"\ndataset = "npz:own.npz"'))),
+            "--results", str(tmp / "results")]
 
 
 def _locked(tmp: Path) -> list[str]:
@@ -229,11 +247,25 @@ CASES = [
                                           (FACTORS, 'learning_rate = { type = "float", low = 0.001, high = 0.1 }')))], 2),
     Case(STUDY, "An unknown dataset",
          lambda t: ["run", str(study_file(t, ('validation = "test"', 'validation = "test"\ndataset = "cifar10"')))], 2),
+    Case(STUDY, "A batch size larger than the training set of a .npz dataset", _npz_study, 2),
     Case(STUDY, "`--seeds 0`", lambda t: ["run", str(study_file(t)), "--seeds", "0"], 2),
     Case(DATA, "A data folder that is a file", _data_file, 3),
     Case(DATA, "Dataset files that are not the canonical ones", _corrupt_data, 3),
     Case(DATA, "Dataset files missing, downloads disabled",
          lambda t: ["run", str(study_file(t)), "--data-dir", str(t), "--no-download", "--results", str(t / "results")], 3),
+    Case(DATA, "A .npz file of your own arrays that is not a .npz file", _npz_unreadable, 3),
+    Case(DATA, "A .npz file whose arrays have other names (`X_train`)",
+         lambda t: _npz_study(t, x_train=None, X_train=np.zeros((6, 8, 8), np.uint8)), 3),
+    Case(DATA, "A .npz file whose training and test images differ in shape",
+         lambda t: _npz_study(t, x_test=np.zeros((3, 8, 9), np.uint8)), 3),
+    Case(DATA, "A .npz file with a test label outside the training set's classes",
+         lambda t: _npz_study(t, y_test=np.array([0, 1, 5])), 3),
+    Case(DATA, "A .npz file with fractional labels",
+         lambda t: _npz_study(t, y_train=np.array([0, 1, 2, 0, 1.5, 2])), 3),
+    Case(DATA, "A .npz file with NaN pixels",
+         lambda t: _npz_study(t, x_train=np.full((6, 8, 8), float("nan"))), 3),
+    Case(DATA, "A .npz file whose pixels are floats in [0, 1]",
+         lambda t: _npz_study(t, x_train=np.full((6, 8, 8), 0.5)), 3),
     Case(DATA, "A tensorflow-datasets dataset that is not prepared",
          lambda t: ["run", str(study_file(t, ('validation = "test"', 'validation = "test"\ndataset = "tfds:fashion_mnist"'))),
                     "--results", str(t / "results")], 3),

@@ -618,11 +618,8 @@ def _key(v: Any) -> Any:
 
 
 def eval_images(study: Study) -> int:
-    """How many images the study's validation metrics are measured on (the test set's 10,000 otherwise)."""
-    validation = str(study.validation)
-    if validation.startswith("holdout:"):
-        return int(validation.partition(":")[2])
-    return 10_000
+    """How many images the study's validation metrics are measured on (the holdout, else the test set)."""
+    return study.data_shape.eval_images(str(study.validation))
 
 
 def _add_seeds(study: Study, rows: Sequence[Row], primary: Metric, paired: bool) -> str:
@@ -646,7 +643,7 @@ def _add_seeds(study: Study, rows: Sequence[Row], primary: Metric, paired: bool)
     wanted = effect
     floor_note = ""
     if primary.kind == "acc":
-        images = 10_000 if primary.column.startswith("test") else eval_images(study)
+        images = study.data_shape.n_test if primary.column.startswith("test") else eval_images(study)
         floor = stats.binomial_se(ca.summary.mean, images)
         if effect < floor:
             effect = floor
@@ -679,7 +676,7 @@ def _fmt_diff(metric: Metric, value: float) -> str:
 def _timing(study: Study, rows: Sequence[Row], groups: dict[str, dict[str, list]]) -> tuple[Timing, ...]:
     """Per configuration: what was measured (chunk wall time / runs in it), the chunk width and the
     model-steps per second it implies. Medians over runs; no interval: runs of one chunk share one clock."""
-    train = 60_000 - (eval_images(study) if str(study.validation).startswith("holdout:") else 0)
+    train = study.data_shape.fit_images(str(study.validation))
     out = []
     for r in rows:
         g = groups.get(r.trial.trial_id)

@@ -82,7 +82,7 @@ def synthetic_records(study: Study, seeds: Sequence[int], seed: int = 0) -> list
                 param_sha256=hashlib.sha256(f"{spec_id}|params".encode()).hexdigest(),
                 chunk_width=8 if max(c.hidden) <= 128 else 4,
                 group_id=c.group_id(),
-                seconds=float(60000 / c.batch_size * 2e-4 * c.epochs * (1 + 0.05 * rng.random())),
+                seconds=float(study.data_shape.fit_images(c.validation) / c.batch_size * 2e-4 * c.epochs * (1 + 0.05 * rng.random())),
                 compile_seconds=1.5,
             )
             records.append(store.to_record(result, study.name, study.sha256, "synthetic-mnist-fingerprint", _FAKE_ENV))

@@ -26,8 +26,9 @@ import optax
 
 from hpstudy.training.compilation import use_unrolled_threefry
 from hpstudy.config import EarlyStopping, RunConfig, key_digest
-from hpstudy.data import Dataset
-from hpstudy.training.model import MLP, dropout_mask, float_dtype, l2_penalty, per_example_loss, preprocess
+from hpstudy import preprocessing
+from hpstudy.data import Dataset, shape_of
+from hpstudy.training.model import MLP, dropout_mask, float_dtype, l2_penalty, per_example_loss
 from hpstudy.training.optimizers import make_optimizer
 from hpstudy.runs import HISTORY_FIELDS, RunResult, RunSpec  # noqa: F401 - RunSpec: part of this module's API
 
@@ -46,7 +47,8 @@ class Hyper(NamedTuple):
 
 
 class DeviceData(NamedTuple):
-    """The dataset on the device: images stay uint8, labels int32."""
+    """The dataset on the device: images stay uint8, labels int32; the training images' statistics for
+    preprocessing (hpstudy/preprocessing.py)."""
 
     x_train: jax.Array
     y_train: jax.Array
@@ -54,6 +56,7 @@ class DeviceData(NamedTuple):
     y_val: jax.Array
     x_test: jax.Array
     y_test: jax.Array
+    stats: preprocessing.InputStats
 
 
 class RunState(NamedTuple):
@@ -88,8 +91,9 @@ assert EpochMetrics._fields == HISTORY_FIELDS, "the store's history columns foll
 
 
 def model_of(config: RunConfig) -> MLP:
-    """The Flax module a configuration describes."""
-    return MLP(hidden=tuple(config.hidden), activation=config.activation, init_scheme=config.init)
+    """The Flax module a configuration describes (as many outputs as its dataset has classes)."""
+    return MLP(hidden=tuple(config.hidden), activation=config.activation, init_scheme=config.init,
+               n_out=shape_of(config.dataset).classes)
 
 
 def root_key(config: RunConfig, seed: int) -> np.ndarray:
@@ -108,7 +112,7 @@ def mask_padded_units(config: RunConfig, params: dict, units: jax.Array) -> dict
     for k in range(len(config.hidden) + 1):
         layer = params[f"Dense_{k}"]
         pad_in, pad_out = layer["kernel"].shape
-        real_in = 784 if k == 0 else widths[k - 1]
+        real_in = pad_in if k == 0 else widths[k - 1]  # the inputs are never padded
         real_out = widths[k] if k < len(widths) else pad_out
         dtype = layer["kernel"].dtype
         scale = (jnp.ones((), dtype) if config.init == "nielsen"
@@ -124,7 +128,7 @@ def mask_padded_units(config: RunConfig, params: dict, units: jax.Array) -> dict
 
 def real_params(params: dict, hidden: Sequence[int]) -> dict:
     """The real network inside a padded run's parameters (the masked units cut away)."""
-    widths = (784, *hidden, params[f"Dense_{len(hidden)}"]["kernel"].shape[1])
+    widths = (params["Dense_0"]["kernel"].shape[0], *hidden, params[f"Dense_{len(hidden)}"]["kernel"].shape[1])
     return {f"Dense_{k}": {"kernel": params[f"Dense_{k}"]["kernel"][: widths[k], : widths[k + 1]],
                            "bias": params[f"Dense_{k}"]["bias"][: widths[k + 1]]} for k in range(len(hidden) + 1)}
 
@@ -132,7 +136,8 @@ def real_params(params: dict, hidden: Sequence[int]) -> dict:
 def init_run(config: RunConfig, key: jax.Array, hp: Hyper) -> RunState:
     """Initial parameters, optimizer state and early-stopping state of one run."""
     init_key, data_key, dropout_key = jax.random.split(key, 3)
-    params = model_of(config).init(init_key, jnp.zeros((1, 784), float_dtype()))["params"]
+    inputs = shape_of(config.dataset).inputs
+    params = model_of(config).init(init_key, jnp.zeros((1, inputs), float_dtype()))["params"]
     if config.pad_hidden is not None:
         params = mask_padded_units(config, params, hp.units)
     opt_state = make_optimizer(config.optimizer, config.momentum, hp.learning_rate).init(params)
@@ -189,9 +194,9 @@ def step_dropout_masks(config: RunConfig, params, rate: jax.Array, key: jax.Arra
     return tuple(dropout_mask(rate, k, (config.batch_size, width)) for k, width in zip(keys, config.hidden))
 
 
-def evaluate(config: RunConfig, params, images, labels) -> tuple[jax.Array, jax.Array]:
+def evaluate(config: RunConfig, params, images, labels, stats: preprocessing.InputStats) -> tuple[jax.Array, jax.Array]:
     """Mean loss and accuracy on a whole split, without dropout."""
-    out = model_of(config).apply({"params": params}, preprocess(images))
+    out = model_of(config).apply({"params": params}, preprocessing.apply(config.preprocessing, images, stats))
     loss = jnp.mean(per_example_loss(config.loss, out, labels))
     return loss, jnp.mean(jnp.argmax(out, -1) == labels)
 
@@ -252,7 +257,8 @@ def train_epoch(
     def step(carry, batch):
         params, opt_state, loss_sum, correct_sum, masks = carry
         key, next_key, b_idx, b_mask = batch
-        x = preprocess(data.x_train[b_idx])  # one gather of uint8 rows, fused with the conversion
+        # one gather of uint8 rows, fused with the conversion
+        x = preprocessing.apply(config.preprocessing, data.x_train[b_idx], data.stats)
         y = data.y_train[b_idx]
         params, opt_state, loss, correct = train_step(
             config, params, opt_state, x, y, b_mask, hp.dropout, key, dropout, masks if dropout else None
@@ -266,7 +272,7 @@ def train_epoch(
         (state.params, state.opt_state, zero, zero, masks_of(step_keys[0])),
         (step_keys[:-1], step_keys[1:], idx, mask),
     )
-    val_loss, val_acc = evaluate(config, params, data.x_val, data.y_val)
+    val_loss, val_acc = evaluate(config, params, data.x_val, data.y_val, data.stats)
     val_acc = val_acc.astype(dtype)
     metrics = EpochMetrics(loss_sum / n, correct_sum / n, val_loss, val_acc)
     new = state._replace(params=params, opt_state=opt_state, epochs_run=state.epochs_run + 1, val=(val_loss, val_acc))
@@ -297,7 +303,7 @@ def finalize(config: RunConfig, state: RunState, data: DeviceData, val_is_test: 
     if val_is_test:
         test_loss, test_acc = select(state.best_epoch >= 0, state.best_val, state.val) if restoring else state.val
     else:
-        test_loss, test_acc = evaluate(config, params, data.x_test, data.y_test)
+        test_loss, test_acc = evaluate(config, params, data.x_test, data.y_test, data.stats)
     return params, test_loss, test_acc
 
 
@@ -317,7 +323,7 @@ def chunk_width(config: RunConfig, platform: str = "cpu") -> int:
     On the CPU (`platform="cpu"`): about 8 M multiply-adds per chunk step, a power of two in [1, 4].
     Measured in single-core processes (hpstudy/training/parallel.py) on the 2-core machine (docs/design.md): the
     grid network at batch 32 trains fastest per core at width 2 (about 30% more model-steps/s than at 1 or
-    4; at 8 its parameters, gradients and Adam moments fall out of cache); the 784-30-10 network at batch
+    4; at 8 its parameters, gradients and Adam moments fall out of cache); the 30-unit network of study 001 at batch
     10 is as fast at 4 as at 1 and slower at 8 (XLA:CPU's batched small matrix products gain nothing from
     width on one core); under portable numerics it is about 20% faster at 1 (docs/design.md), a change of
     rule left for a re-make of the runs it would change. Narrow chunks also waste less on padding and on
@@ -325,7 +331,8 @@ def chunk_width(config: RunConfig, platform: str = "cpu") -> int:
     On an accelerator (any other JAX platform: "gpu", "tpu"): the wider GPU rule above. The width is
     recorded with every run: it is part of a result's identity, like the device kind.
     """
-    sizes = (784, *config.hidden, 10)
+    shape = shape_of(config.dataset)
+    sizes = (shape.inputs, *config.hidden, shape.classes)
     work = config.batch_size * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
     target, low, high = (CHUNK_WORK, CHUNK_MIN, CHUNK_MAX) if platform == "cpu" else (GPU_CHUNK_WORK, GPU_CHUNK_MIN, GPU_CHUNK_MAX)
     width = 2 ** int(math.floor(math.log2(max(1.0, target / work))))
@@ -354,13 +361,14 @@ def device_data(dataset: Dataset) -> DeviceData:
     `execute` knows the final test evaluation would repeat the last validation one.
     """
     val = dataset.validation
-    x_val = val.images if val is not None else np.zeros((0, 784), np.uint8)
+    x_val = val.images if val is not None else np.zeros((0, dataset.train.images.shape[1]), np.uint8)
     y_val = val.labels if val is not None else np.zeros((0,), np.uint8)
     x_train, y_train = jnp.asarray(dataset.train.images), jnp.asarray(dataset.train.labels, jnp.int32)
     x_test, y_test = jnp.asarray(dataset.test.images), jnp.asarray(dataset.test.labels, jnp.int32)
+    stats = preprocessing.on_device(preprocessing.statistics(dataset.train.images))
     if val is dataset.test:
-        return DeviceData(x_train, y_train, x_test, y_test, x_test, y_test)
-    return DeviceData(x_train, y_train, jnp.asarray(x_val), jnp.asarray(y_val, jnp.int32), x_test, y_test)
+        return DeviceData(x_train, y_train, x_test, y_test, x_test, y_test, stats)
+    return DeviceData(x_train, y_train, jnp.asarray(x_val), jnp.asarray(y_val, jnp.int32), x_test, y_test, stats)
 
 
 def validation_is_test(data: DeviceData) -> bool:
@@ -514,7 +522,15 @@ def program_for(
 
 def shapes_of(data: DeviceData) -> DeviceData:
     """The data's shapes and dtypes only (hashable, enough to compile against)."""
-    return DeviceData(*(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in data))
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), data)
+
+
+def check_shape(config: RunConfig, data: DeviceData) -> None:
+    """Refuse data whose images or labels do not fit the network the configuration's dataset sizes."""
+    shape = shape_of(config.dataset)
+    if data.x_train.shape[1] != shape.inputs or data.x_test.shape[1] != shape.inputs:
+        raise ValueError(f"runs of dataset {config.dataset} take {shape.inputs} inputs per image, but the data given "
+                         f"has {data.x_train.shape[1]}: it is not the dataset the runs name.")
 
 
 def compile_groups(specs: Iterable[RunSpec]) -> dict[RunConfig, list[RunSpec]]:
@@ -544,6 +560,7 @@ def execute(
     """
     for static, group in compile_groups(specs).items():
         data = data_for(static)
+        check_shape(static, data)
         width = width_rule(static)
         group_id = static.group_id()
         for dropout in (True, False):

@@ -69,10 +69,10 @@ def plan_parts(specs: Sequence, workers: int, n_train: int) -> list[list]:
             parts.extend(runs[i : i + per_part] for i in range(0, len(runs), per_part))
 
     def cost(part) -> float:
+        from hpstudy.budget import macs
+
         config = part[0].config
-        sizes = (784, *config.hidden, 10)
-        per_sample = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-        return len(part) * config.epochs * n_train * per_sample
+        return len(part) * config.epochs * n_train * macs(config.hidden, config.dataset)
 
     return sorted(parts, key=cost, reverse=True)
 
