@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hpstudy import analysis_model, cli, npz_source, store
+from hpstudy import cli, npz_source, store
+from hpstudy.reporting import analysis as analysis_model
 from hpstudy.training import engine
 from hpstudy import data as hdata
 from hpstudy.config import RunConfig

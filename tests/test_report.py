@@ -1,4 +1,4 @@
-"""Tests for `hpstudy report`: numbers against hpstudy.stats, byte-identical outputs, missing data.
+"""Tests for `hpstudy report`: numbers against hpstudy.reporting.stats, byte-identical outputs, missing data.
 
 Stores are built from synthetic records (hpstudy.report.synthetic_records, i.e. store.to_record of
 made-up RunResults), so nothing is trained. Each design (grid, sweeps, random) is reported twice once

@@ -1,4 +1,4 @@
-"""Tests for hpstudy.stats against scipy, hand-computed values and R / G*Power references."""
+"""Tests for hpstudy.reporting.stats against scipy, hand-computed values and R / G*Power references."""
 
 import math
 import warnings

@@ -1,4 +1,4 @@
-"""hpstudy.stats' methods for bounded intervals, comparisons, seeds for an effect, aggregates and factorial
+"""hpstudy.reporting.stats' methods for bounded intervals, comparisons, seeds for an effect, aggregates and factorial
 effects, against scipy, hand computations and the published definitions (rliable, statsmodels where
 installed)."""
 
