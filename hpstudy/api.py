@@ -28,10 +28,17 @@ DEFAULT_OUT = "results/_reports"  # the same as hpstudy.reporting.build.DEFAULT_
 
 def resolve_study_path(arg: str | os.PathLike, studies: str | os.PathLike = STUDIES_DIR) -> Path:
     """A study given as a path, or as a name found in ./studies/ (a near miss gets a did-you-mean)."""
+    if not isinstance(arg, (str, os.PathLike)) or not str(arg).strip():
+        raise StudyError(f"study={arg!r} is invalid; expected a study file, or the name of one in {studies}/.")
     path = Path(arg)
+    candidate = Path(studies) / f"{arg}.toml"
+    if path.is_dir():  # a folder named like the study (its results, say) must not hide the study file
+        if path.suffix != ".toml" and candidate.is_file():
+            return candidate
+        raise StudyError(f"{path} is a folder, not a study file; give the study file's path (NAME.toml), or "
+                         f"the name of a file in {studies}/.")
     if path.exists() or path.suffix == ".toml":
         return path
-    candidate = Path(studies) / f"{arg}.toml"
     if candidate.exists():
         return candidate
     from hpstudy.study import closest
@@ -63,15 +70,69 @@ def variant(study, dataset: str | None = None, max_epochs: int | None = None):
     return study
 
 
+# Seeds are stored as 64-bit integers (store.py's seed column): larger ones could not be written.
+MAX_SEED = 2**63 - 1
+
+
 def _seeds(study, seeds) -> range:
     """seeds: None (the study's default), N, 'N', 'A:B', or a range."""
     from hpstudy.study import parse_seeds
 
     if isinstance(seeds, range):
-        if len(seeds) == 0 or seeds.step != 1 or seeds.start < 0:
+        if seeds.stop <= seeds.start or seeds.step != 1 or seeds.start < 0:
             raise StudyError(f"seeds={seeds!r} is invalid; expected a non-empty range of seeds >= 0 with step 1.")
-        return seeds
-    return parse_seeds(None if seeds is None else str(seeds), study.default_seeds)
+        chosen = seeds
+    elif seeds is None or isinstance(seeds, str) or (isinstance(seeds, int) and not isinstance(seeds, bool)):
+        chosen = parse_seeds(None if seeds is None else str(seeds), study.default_seeds)
+    else:
+        raise StudyError(f"seeds={seeds!r} (--seeds) is invalid; expected N, 'N', 'A:B' or a range.")
+    if chosen.stop - 1 > MAX_SEED:
+        raise StudyError(f"--seeds {seeds if not isinstance(seeds, range) else chosen}: seed {chosen.stop - 1:,} is "
+                         f"too large; seeds are stored as 64-bit integers, at most {MAX_SEED:,}.")
+    return chosen
+
+
+def _count(seeds: range) -> int:
+    """How many seeds (len() of a range overflows past 2**63)."""
+    return seeds.stop - seeds.start
+
+
+def _positive(name: str, value, default=None):
+    """An integer >= 1 given for parameter `name` (None: `default`); StudyError naming the parameter."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise StudyError(f"{name}={value!r} (--{name.replace('_', '-')}) is invalid; expected an integer >= 1.")
+    return value
+
+
+def folder_arg(name: str, value, default: str) -> Path:
+    """A folder given for parameter `name` (None: `default`); StudyError for an empty string or a non-path."""
+    if value is None:
+        return Path(default)
+    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        raise StudyError(f"{name}={value!r} (--{name}) is invalid; expected a folder (default: {default}).")
+    return Path(value)
+
+
+def _flag(name: str, value) -> bool:
+    """A bool given for parameter `name`."""
+    if not isinstance(value, bool):
+        raise StudyError(f"{name}={value!r} is invalid; expected True or False.")
+    return value
+
+
+def _shard(value):
+    """shard: None, 'I/N', (I, N) or a storeops.Shard, as a Shard (or None)."""
+    from hpstudy.storeops import Shard, parse_shard
+
+    if value is None or isinstance(value, Shard):
+        return value
+    if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return parse_shard(f"{value[0]}/{value[1]}")
+    if isinstance(value, str):
+        return parse_shard(value)
+    raise StudyError(f"shard={value!r} (--shard) is invalid; expected 'I/N', a pair (I, N) or a storeops.Shard.")
 
 
 def plan(study, seeds=None, results: str | os.PathLike = DEFAULT_RESULTS, workers: int | None = None, shard=None):
@@ -85,10 +146,11 @@ def plan(study, seeds=None, results: str | os.PathLike = DEFAULT_RESULTS, worker
 
     study = load_study(study)
     seeds = _seeds(study, seeds)
-    total = len(study.trials) * len(seeds)
+    results = folder_arg("results", results, DEFAULT_RESULTS)
+    total = len(study.trials) * _count(seeds)
     if total > budget.MAX_RUNS:
         raise TooBigError(
-            f"{study.name}: {len(study.trials):,} trials x {len(seeds):,} seeds = {total:,} runs; hpstudy runs at "
+            f"{study.name}: {len(study.trials):,} trials x {_count(seeds):,} seeds = {total:,} runs; hpstudy runs at "
             f"most {budget.MAX_RUNS:,} runs per call. Ask for fewer seeds (--seeds A:B adds more later, same bits)."
         )
     directory = store.study_dir(results, study.name)
@@ -98,6 +160,23 @@ def plan(study, seeds=None, results: str | os.PathLike = DEFAULT_RESULTS, worker
     todo = [spec for spec in study.runs(seeds) if spec.run_id not in done and (shard is None or shard.holds(spec.run_id))]
     estimate = budget.estimate([s.config for s in todo], workers or default_workers(), stored)
     return seeds, todo, estimate
+
+
+def check_memory(study) -> None:
+    """TooBigError for a network whose parameters alone could not fit in this machine's memory (refused
+    before any data is loaded, however the run is confirmed)."""
+    from hpstudy import budget
+
+    memory = budget.physical_memory()
+    nets = {(t.config.pad_hidden or t.config.hidden, t.config.dataset) for t in study.trials}
+    widest = max(nets, key=lambda net: budget.parameters(*net), default=None)
+    if memory is None or widest is None or budget.memory_bytes(*widest) <= memory:
+        return
+    raise TooBigError(
+        f"{study.name}: hidden = {list(widest[0])} has {budget.parameters(*widest):,} parameters; training one run "
+        f"needs at least {budget.memory_bytes(*widest) / 2**30:,.1f} GiB of memory, and this machine has "
+        f"{memory / 2**30:,.1f} GiB. Use narrower hidden layers."
+    )
 
 
 def run(
@@ -141,11 +220,21 @@ def run(
 
     log = log or (lambda text: print(text, file=sys.stderr))
     study = variant(study, dataset, max_epochs)
-    store.check_writable(store.study_dir(results, study.name))  # before estimating, loading or training
-    if isinstance(shard, str):
-        from hpstudy.storeops import parse_shard
+    results = folder_arg("results", results, DEFAULT_RESULTS)
+    check_memory(study)
+    from hpstudy.training.compilation import cache_base
 
-        shard = parse_shard(shard)
+    cache_base()  # a bad HPSTUDY_CACHE_DIR fails here, not in a worker after the data is loaded
+    workers = _positive("workers", workers)
+    shard = _shard(shard)
+    for name, value in (("download", download), ("yes", yes), ("wait", wait), ("allow_mixed", allow_mixed),
+                        ("progress", progress)):
+        _flag(name, value)
+    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+        raise StudyError(f"data_dir={data_dir!r} (--data-dir) is invalid; expected a folder.")
+    if scheduler is not None and isinstance(scheduler, str) and not scheduler.strip():
+        raise StudyError("scheduler='' (--scheduler) is invalid; expected a Dask scheduler address (tcp://HOST:8786).")
+    store.check_writable(store.study_dir(results, study.name))  # before estimating, loading or training
     client, opened = None, False
     if scheduler is not None:  # reach the cluster first: a wrong address fails before anything is planned
         from hpstudy.training.distributed import connect
@@ -220,6 +309,7 @@ def _stored(study, results, seeds):
     from hpstudy.reporting.build import load_runs
 
     study = load_study(study)
+    results = folder_arg("results", results, DEFAULT_RESULTS)
     store.validate(store.study_dir(results, study.name), study.name)
     return load_runs(study, results, _seed_list(study, seeds))
 
@@ -266,4 +356,6 @@ def report(study, results: str | os.PathLike = DEFAULT_RESULTS, out: str | os.Pa
     from hpstudy.reporting.build import write_report
 
     study = load_study(study)
-    return write_report(study, results, out, _seed_list(study, seeds), force=force)
+    results = folder_arg("results", results, DEFAULT_RESULTS)
+    out = folder_arg("out", out, DEFAULT_OUT)
+    return write_report(study, results, out, _seed_list(study, seeds), force=_flag("force", force))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from typing import Sequence
 
 import numpy as np
@@ -30,6 +31,31 @@ def macs(hidden: Sequence[int], dataset: str) -> int:
     shape = shape_of(dataset)
     sizes = (shape.inputs, *hidden, shape.classes)
     return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def parameters(hidden: Sequence[int], dataset: str) -> int:
+    """Weights and biases of the MLP on the dataset's inputs and classes."""
+    shape = shape_of(dataset)
+    sizes = (shape.inputs, *hidden, shape.classes)
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+# float32 copies of the parameters one run holds while it trains: the parameters, their gradients, two
+# optimizer moments and the best weights kept for early stopping.
+COPIES = 5
+
+
+def memory_bytes(hidden: Sequence[int], dataset: str) -> int:
+    """The least memory one run of this network needs to train (its parameter copies; activations apart)."""
+    return 4 * COPIES * parameters(hidden, dataset)
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes, where the OS says."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def n_train(validation: str, dataset: str) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -64,6 +65,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     from hpstudy import store
     from hpstudy.study import load_study
 
+    if not Path(args.studies).is_dir():
+        raise StudyError(f"--studies {args.studies} is not a folder; pass the folder that holds the study files "
+                         f"(default: ./{STUDIES_DIR}).")
+    results = api.folder_arg("results", args.results, api.DEFAULT_RESULTS)
     paths = sorted(Path(args.studies).glob("*.toml"))
     print(f"{'study':<34} {'design':<7} {'trials':>6} {'runs/seed':>9} {'stored':>7}")
     problems: list[HpstudyError] = []
@@ -75,7 +80,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"{path.stem:<34} {'INVALID':<7}")
             continue
         try:
-            stored = str(store.validate(store.study_dir(args.results, study.name), study.name))
+            stored = str(store.validate(store.study_dir(results, study.name), study.name))
         except StoreError as exc:  # nor one bad store
             problems.append(exc)
             stored = "CORRUPT"
@@ -136,6 +141,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from hpstudy.training.parallel import default_workers
     from hpstudy.verify import LOCK_FILE, verify
 
+    if args.lock is not None and not Path(args.lock).is_file():
+        raise StudyError(f"--lock {args.lock} is not a file; pass a lock file (the repository's requirements.lock).")
     outcome = verify(
         args.path, args.sample, args.data_dir, workers=args.workers or default_workers(), results=args.results,
         lock_path=Path(args.lock) if args.lock else LOCK_FILE,
@@ -172,7 +179,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     """Combine stores (say, the shards of a job array) into OUT."""
     from hpstudy.storeops import merge
 
-    report = merge(args.out, args.stores)
+    report = merge(args.out, args.stores, allow_mixed=args.allow_mixed)
     print(f"{report.directory}: {report.runs} runs; {report.written} written, "
           f"{report.duplicates} identical copies taken once")
     return 0
@@ -244,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     mrg = sub.add_parser("merge", help="combine stores (e.g. the shards of a job array) into one")
     mrg.add_argument("out", help="the store to merge into: RESULTS/<study> (created if needed)")
     mrg.add_argument("stores", nargs="+", help="stores to merge: each a RESULTS/<study> folder")
+    mrg.add_argument("--allow-mixed", action="store_true",
+                     help="merge runs made in different numeric environments side by side (refused by default)")
     mrg.set_defaults(func=cmd_merge)
 
     cmp_ = sub.add_parser("compact", help="rewrite a store's many small parts into a few large ones (values unchanged)")
@@ -271,13 +280,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options whose value may start with '-' (`--shard -1/3`, `--seeds -3`): argparse would take it for an
+# option and say only "expected one argument"; joined as --option=VALUE, the value gets its own message.
+VALUE_OPTIONS = ("--shard", "--seeds", "--workers", "--max-epochs", "--sample", "--runs-per-part")
+
+
+def _join_dashed_values(argv: list[str]) -> list[str]:
+    """`--shard -1/3` as `--shard=-1/3`, for the options in VALUE_OPTIONS."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in VALUE_OPTIONS and i + 1 < len(argv) and argv[i + 1][:1] == "-" and argv[i + 1][:2] != "--" \
+                and argv[i + 1] != "-h":
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user-facing errors become one message on stderr and a non-zero exit code."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(_join_dashed_values(argv))
     try:
         return args.func(args)
     except HpstudyError as exc:
-        print(f"hpstudy: error: {exc}", file=sys.stderr)
+        message = re.sub(r"\s*\n\s*", " ", str(exc).strip())  # one line, whatever a library's text held
+        print(f"hpstudy: error: {message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("hpstudy: interrupted; nothing was left half-written.", file=sys.stderr)

@@ -141,13 +141,15 @@ def _folder(path: Path, how: str) -> Path:
 
 
 def candidate_dirs(data_dir: str | os.PathLike | None, dataset: str = "mnist") -> list[Path]:
-    """Directories searched, in order: --data-dir, $HPSTUDY_DATA_DIR (each also with a subfolder named
-    after the dataset, so one folder can hold several), the user cache."""
+    """Directories searched, in order: --data-dir (which must exist), else $HPSTUDY_DATA_DIR (each also with a
+    subfolder named after the dataset, so one folder can hold several), then the user cache."""
     dirs = []
-    for value, how in ((data_dir, "--data-dir"), (os.environ.get(ENV_DATA_DIR), ENV_DATA_DIR)):
-        if value:
-            folder = _folder(Path(value), how)
-            dirs += [folder, folder / dataset]
+    if data_dir is not None and not Path(data_dir).exists():  # an explicit option wins or fails, never falls back
+        raise DataError(f"--data-dir {data_dir} does not exist: pass the folder that holds the dataset's four .gz files.")
+    value, how = (data_dir, "--data-dir") if data_dir is not None else (os.environ.get(ENV_DATA_DIR), ENV_DATA_DIR)
+    if value:
+        folder = _folder(Path(value), how)
+        dirs += [folder, folder / dataset]
     dirs.append(default_cache_dir(dataset))
     return list(dict.fromkeys(dirs))
 
@@ -155,17 +157,22 @@ def candidate_dirs(data_dir: str | os.PathLike | None, dataset: str = "mnist") -
 def sha256_file(path: Path) -> str:
     """Hex SHA-256 of a file's bytes."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise DataError(f"{path} cannot be read ({exc.strerror}); make it readable, or pass --data-dir with "
+                        "a folder whose files you can read.") from exc
     return digest.hexdigest()
 
 
-def _known_as(digest: str) -> str | None:
-    """Which known dataset a file with this SHA-256 belongs to, if any."""
+def _known_as(digest: str) -> tuple[str, str] | None:
+    """(dataset label, file name) of the known file with this SHA-256, if any."""
     for source in IDX_DATASETS.values():
-        if digest in source.files.values():
-            return source.label
+        for name, known in source.files.items():
+            if digest == known:
+                return source.label, name
     return None
 
 
@@ -173,12 +180,17 @@ def verify(path: Path, expected: str, label: str = "MNIST") -> None:
     """Raise DataError unless the file's SHA-256 equals the published value."""
     actual = sha256_file(path)
     if actual != expected:
-        other = _known_as(actual)
-        what = f"it is the {other} file of that name" if other else "the file is corrupt or not the canonical one"
-        raise DataError(
-            f"checksum mismatch for {path}: expected sha256 {expected}, got {actual}; {what}. "
-            f"Delete it and let hpstudy download it again, or replace it with the canonical {label} file."
-        )
+        known = _known_as(actual)
+        if known and known[0] != label:  # a whole folder of the other dataset: nothing is wrong with the file
+            fix = (f"it is the {known[0]} file {known[1]}: {path.parent} holds {known[0]}, not {label}. Keep it, and "
+                   f"pass --data-dir with a folder holding the {label} files instead")
+        elif known:
+            fix = (f"it holds {label}'s {known[1]}: the files were renamed or swapped. Give each of the four files "
+                   "its canonical name")
+        else:
+            fix = (f"the file is corrupt or not the canonical one. Delete it and let hpstudy download it again, or "
+                   f"replace it with the canonical {label} file")
+        raise DataError(f"checksum mismatch for {path}: expected sha256 {expected}, got {actual}; {fix}.")
 
 
 def _download(name: str, source: IdxSource) -> Path:

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -60,6 +61,12 @@ def check_writable(directory: Path, what: str = "results") -> None:
     """
     directory = Path(directory)
     try:
+        for p in (directory, *directory.parents):  # exists() reads a link loop as "missing": stat says why
+            try:
+                os.stat(p)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise
         existing = next(p for p in (directory, *directory.parents) if p.exists() or p == Path(p.anchor))
         if not existing.is_dir():
             raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
@@ -75,6 +82,11 @@ def check_writable(directory: Path, what: str = "results") -> None:
         raise OutputError(f"cannot write the {what} folder {directory}{where}: {_why(exc)}. Nothing was run or written.") from exc
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (Arrow's and Thrift's span several)."""
+    return " ".join(str(exc).split())
+
+
 def _why(exc: OSError) -> str:
     """A short reason for a failed write, with the fix where there is an obvious one."""
     if exc.errno == errno.ENOSPC:
@@ -85,6 +97,8 @@ def _why(exc: OSError) -> str:
         return "a file is in the way where a folder is needed (move it, or pass another folder)"
     if exc.errno == errno.ENAMETOOLONG:
         return "the path is too long for the file system"
+    if exc.errno == errno.ELOOP:
+        return "symbolic links on the path point at each other in a loop (fix the links, or pass another folder)"
     return exc.strerror or str(exc)
 
 
@@ -141,7 +155,8 @@ def write_table(table: pa.Table, target: Path) -> Path:
     tmp = None
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".part-", suffix=".tmp")
+        remove_dead_temporaries(directory)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".part-{_HOST}-{os.getpid()}-", suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
             pq.write_table(table, fh)
             fh.flush()
@@ -156,6 +171,40 @@ def write_table(table: pa.Table, target: Path) -> Path:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     return target
+
+
+# A part's temporary file names its writer (host and pid), so that a later writer can prove it dead and
+# remove what a kill -9 left; a temporary of another host (a shared file system) is never touched.
+_HOST = socket.gethostname().replace("-", "_") or "host"
+_TMP_NAME = re.compile(r"\.part-(?P<host>[^-]*)-(?P<pid>\d+)-[^/]*\.tmp")
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    return True
+
+
+def remove_dead_temporaries(directory: Path) -> list[Path]:
+    """Remove the temporary part files in `directory` whose writer, on this host, is gone; the ones removed.
+    A temporary is never read as a part, so this only frees space (one listing of the folder: auto-compaction
+    keeps it short)."""
+    directory = Path(directory)
+    removed = []
+    for path in directory.glob(".part-*.tmp"):
+        match = _TMP_NAME.fullmatch(path.name)
+        if match and match["host"] == _HOST and int(match["pid"]) != os.getpid() and not _alive(int(match["pid"])):
+            try:
+                path.unlink()
+                removed.append(path)
+            except FileNotFoundError:
+                pass
+    return removed
 
 
 JOURNAL = "compaction.json"  # a compaction's commit record (see hpstudy/storeops.py)
@@ -181,6 +230,8 @@ def read_journal(directory: Path) -> dict | None:
         text = path.read_text()
     except FileNotFoundError:
         return None
+    except OSError as exc:  # a link loop, a folder of that name, no permission
+        raise StoreError(f"the store {directory} cannot be read ({path}: {_why(exc)}).") from exc
     try:
         journal = json.loads(text)
         return {"generation": int(journal["generation"]), "add": list(journal["add"]), "remove": list(journal["remove"])}
@@ -230,7 +281,7 @@ def read_parts(directory: Path, read: Callable[[Path], object]) -> list:
                     raise
                 except (pa.ArrowException, OSError) as exc:
                     raise StoreError(
-                        f"results part {part} cannot be read ({exc}). It was not written by a finished chunk "
+                        f"results part {part} cannot be read ({one_line(exc)}). It was not written by a finished chunk "
                         "of hpstudy; move it aside to recompute its runs, nothing else is touched."
                     ) from exc
             return tables
@@ -260,7 +311,7 @@ def _check_part(part: Path, study: str | None, columns: list[str] | None) -> pd.
         raise  # removed by a compaction finishing meanwhile: read_runs lists the store again
     except (pa.ArrowException, OSError) as exc:
         raise StoreError(
-            f"results part {part} cannot be read ({exc}). It was not written by a finished chunk "
+            f"results part {part} cannot be read ({one_line(exc)}). It was not written by a finished chunk "
             "of hpstudy; move it aside to recompute its runs, nothing else is touched."
         ) from exc
     if study is not None:

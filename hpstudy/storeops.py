@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hpstudy import locking, store
-from hpstudy.errors import StoreError, StudyError
+from hpstudy.errors import OutputError, StoreError, StudyError
 
 # Runs per part written by merge and compact: 100,000 runs make 5 parts of a few MB each
 # (benchmarks/store_scale.py), few enough that a scan opens a handful of files.
@@ -179,12 +179,43 @@ def _check_store(path: Path) -> None:
     raise StoreError(f"store {path} holds no part-*.parquet files{hint}.")
 
 
-def merge(out: str | os.PathLike, sources: Sequence[str | os.PathLike], runs_per_part: int = RUNS_PER_PART) -> MergeReport:
+def check_environments(parts: Sequence[tuple[Path, pa.Table]]) -> None:
+    """Refuse parts whose runs were made in different numeric environments (as `hpstudy run` refuses to add
+    to such a store): StoreError naming two parts and every field in which their environments differ."""
+    from hpstudy.environment import differences
+
+    first: tuple[Path, str] | None = None
+    for path, table in parts:
+        if "environment" not in table.column_names:
+            continue
+        for text in dict.fromkeys(table.column("environment").to_pylist()):
+            if first is None:
+                first = (path, text)
+                continue
+            try:
+                diffs = differences(first[1], text)
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise StoreError(f"results part {path} holds an environment record that does not parse ({exc}); "
+                                 "it was not written by hpstudy. Move it aside. Nothing was written.") from exc
+            if diffs:
+                named = "; ".join(f"{field}: {old!r} vs {new!r}" for field, old, new in diffs)
+                raise StoreError(
+                    f"{first[0]} and {path} hold runs made in different numeric environments ({named}); their bits "
+                    "would not be comparable. Merge each environment into a store of its own, or pass --allow-mixed "
+                    "to store them side by side (each run keeps its own environment record). Nothing was written."
+                )
+
+
+def merge(
+    out: str | os.PathLike, sources: Sequence[str | os.PathLike], runs_per_part: int = RUNS_PER_PART,
+    allow_mixed: bool = False,
+) -> MergeReport:
     """Combine the runs of `sources` into the store `out` (created if needed; its own runs count too).
 
     Every run is checked against every other copy of it first: any difference in value refuses the whole
-    merge before anything is written. Runs OUT already holds are not written again, so a merge that
-    crashed half-way is finished by running it again. Each written part is atomic (store.write_table).
+    merge before anything is written, and so do runs made in different numeric environments unless
+    `allow_mixed`. Runs OUT already holds are not written again, so a merge that crashed half-way is
+    finished by running it again. Each written part is atomic (store.write_table).
     """
     out = Path(out)
     if not sources:
@@ -198,13 +229,18 @@ def merge(out: str | os.PathLike, sources: Sequence[str | os.PathLike], runs_per
     study = table.column("study")[0].as_py() if table is not None and "study" in table.column_names else out.name
     if out.name != study:  # readers take a store's folder name for its study
         raise StoreError(f"OUT {out} must be named after the study: {out.parent / study}. Nothing was written.")
+    if not allow_mixed:
+        check_environments(incoming)
     with locking.store_lock(out):  # one writer per store, as for `hpstudy run`
-        return _merge_into(out, incoming, runs_per_part)
+        return _merge_into(out, incoming, runs_per_part, allow_mixed)
 
 
-def _merge_into(out: Path, incoming: list[tuple[Path, pa.Table]], runs_per_part: int) -> MergeReport:
+def _merge_into(out: Path, incoming: list[tuple[Path, pa.Table]], runs_per_part: int, allow_mixed: bool) -> MergeReport:
     """`merge` of the sources' parts into OUT, holding OUT's lock."""
+    store.remove_dead_temporaries(out)
     own = _read_parts(out)
+    if not allow_mixed:
+        check_environments(own + incoming)
     table, duplicates = unique_runs(own + incoming)
     present = {rid for _, t in own for rid in t.column("run_id").to_pylist()}
     if table is None:
@@ -303,33 +339,43 @@ def compact(
     if runs_per_part < 1:
         raise StoreError(f"runs per part must be >= 1, not {runs_per_part}.")
     _check_store(directory)
-    with _compaction_lock(directory):
-        recover(directory, checkpoint)
-        parts = _read_parts(directory)
-        table, _ = unique_runs(parts)  # refuses conflicting copies anywhere in the store
-        # parts at least half full stay as they are: compacting again only rewrites what runs added since
-        large = [(path, t) for path, t in parts if t.num_rows >= max(1, runs_per_part // 2)]
-        small = [(path, t) for path, t in parts if t.num_rows < max(1, runs_per_part // 2)]
-        runs = 0 if table is None else table.num_rows
-        if len(small) <= 1:
-            return CompactReport(directory, runs, len(parts), len(parts))
-        kept = {rid for _, t in large for rid in t.column("run_id").to_pylist()}
-        rows, _ = unique_runs(small)
-        rows = rows.filter(pa.array([rid not in kept for rid in rows.column("run_id").to_pylist()]))
-        pieces = list(_slices(_sorted(rows), runs_per_part))
-        add = [store.part_name(p.column("run_id").to_pylist()) for p in pieces]
-        for i, (name, piece) in enumerate(zip(add, pieces)):
-            store.write_table(piece, directory / (name + store.PENDING))
-            checkpoint(f"pending:{i}")
-        store.fsync_dir(directory)
-        previous = store.read_journal(directory)
-        journal = {
-            "generation": (previous["generation"] if previous else 0) + 1,
-            "add": add,
-            # a new part can hold exactly an old part's runs (same name): renaming replaces it, never remove it
-            "remove": [path.name for path, _ in small if path.name not in add],
-        }
-        _write_journal(directory, journal)
-        checkpoint("commit")
-        _finish(directory, journal, checkpoint)
-        return CompactReport(directory, runs, len(parts), len(large) + len(add))
+    try:
+        with _compaction_lock(directory):
+            return _compact(directory, runs_per_part, checkpoint)
+    except OSError as exc:  # a read-only or unwritable store; what a failed write left is cleaned up (recover)
+        raise OutputError(f"cannot compact {directory}: {store._why(exc)}. The store is unchanged (a compaction "
+                          "is undone or finished by the next one); its runs read as before.") from exc
+
+
+def _compact(directory: Path, runs_per_part: int, checkpoint: Callable[[str], None]) -> CompactReport:
+    """`compact`, holding the compaction lock."""
+    recover(directory, checkpoint)
+    store.remove_dead_temporaries(directory)
+    parts = _read_parts(directory)
+    table, _ = unique_runs(parts)  # refuses conflicting copies anywhere in the store
+    # parts at least half full stay as they are: compacting again only rewrites what runs added since
+    large = [(path, t) for path, t in parts if t.num_rows >= max(1, runs_per_part // 2)]
+    small = [(path, t) for path, t in parts if t.num_rows < max(1, runs_per_part // 2)]
+    runs = 0 if table is None else table.num_rows
+    if len(small) <= 1:
+        return CompactReport(directory, runs, len(parts), len(parts))
+    kept = {rid for _, t in large for rid in t.column("run_id").to_pylist()}
+    rows, _ = unique_runs(small)
+    rows = rows.filter(pa.array([rid not in kept for rid in rows.column("run_id").to_pylist()]))
+    pieces = list(_slices(_sorted(rows), runs_per_part))
+    add = [store.part_name(p.column("run_id").to_pylist()) for p in pieces]
+    for i, (name, piece) in enumerate(zip(add, pieces)):
+        store.write_table(piece, directory / (name + store.PENDING))
+        checkpoint(f"pending:{i}")
+    store.fsync_dir(directory)
+    previous = store.read_journal(directory)
+    journal = {
+        "generation": (previous["generation"] if previous else 0) + 1,
+        "add": add,
+        # a new part can hold exactly an old part's runs (same name): renaming replaces it, never remove it
+        "remove": [path.name for path, _ in small if path.name not in add],
+    }
+    _write_journal(directory, journal)
+    checkpoint("commit")
+    _finish(directory, journal, checkpoint)
+    return CompactReport(directory, runs, len(parts), len(large) + len(add))

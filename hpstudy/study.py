@@ -70,6 +70,7 @@ METRICS = {
     "final_train_accuracy", "final_train_loss", "seconds", "epochs_run",
 }
 PUBLISHED_KEYS = METRICS | {"where", "source", "note", "best_over"}
+PUBLISHED_MAX = 1e6  # bounds losses, seconds and epochs: beyond it a value is a typo, and would print as one
 ASSUMPTION_KEYS = {"key", "value", "why"}
 # A study's name becomes a folder name under --results and --out: letters, digits, '_', '-' and '.', starting
 # with a letter or digit (so never '.', '..' or a hidden name), at most 100 characters (with the
@@ -207,7 +208,8 @@ class Study:
             dataclasses.replace(t, config=dataclasses.replace(t.config, epochs=min(t.config.epochs, max_epochs)))
             for t in self.trials
         )
-        meta = {**self.meta, "name": f"{self.name}.max_epochs-{max_epochs}"}
+        meta = {**self.meta, "name": f"{self.name}.max_epochs-{max_epochs}", "base_name": self.meta.get("base_name", self.name),
+                "variant_args": f"{self.meta.get('variant_args', '')} --max-epochs {max_epochs}"}  # how to make it
         return dataclasses.replace(self, trials=trials, meta=meta)
 
     def with_dataset(self, dataset: str) -> "Study":
@@ -228,7 +230,8 @@ class Study:
             _check_sizes(f"--dataset {dataset}", self.validation, shape, [t.config for t in self.trials])
         trials = tuple(dataclasses.replace(t, config=dataclasses.replace(t.config, dataset=dataset)) for t in self.trials)
         suffix = re.sub(r"[^A-Za-z0-9_.-]", "-", dataset)
-        meta = {**self.meta, "name": f"{self.name}.{suffix}", "dataset": dataset}
+        meta = {**self.meta, "name": f"{self.name}.{suffix}", "dataset": dataset, "base_name": self.meta.get("base_name", self.name),
+                "variant_args": f"{self.meta.get('variant_args', '')} --dataset {dataset}"}  # how to make it
         return dataclasses.replace(self, trials=trials, meta=meta, published=())
 
 
@@ -735,6 +738,10 @@ def _published(chk: _Checker, published: Any, trials: list[Trial], kind: str) ->
             chk.typed(f"{where_key}.{k}", p[k], (int, float), "a number")
             if not (p[k] >= 0 and math.isfinite(p[k])):
                 raise chk.fail(f"{where_key}.{k}", p[k], "a number >= 0")
+            if k.endswith("accuracy") and p[k] > 1:  # 9716 or 97.16: a percentage typed for a fraction
+                raise chk.fail(f"{where_key}.{k}", p[k], "an accuracy as a fraction between 0 and 1 (97.16% is 0.9716)")
+            if p[k] > PUBLISHED_MAX:
+                raise chk.fail(f"{where_key}.{k}", p[k], f"a number of at most {PUBLISHED_MAX:,.0f} (no paper prints more)")
         for k in ("source", "note"):
             if k in p:
                 chk.typed(f"{where_key}.{k}", p[k], str, "a string")

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from hpstudy import store
 from hpstudy.config import RunConfig
-from hpstudy.errors import StoreError
+from hpstudy.errors import StoreError, StudyError
 from hpstudy.runs import HISTORY_FIELDS, RunSpec
 
 # Every stored value that training determines. Timing and the environment record are not results.
@@ -81,6 +81,25 @@ def find_store(path: str | Path, results: str | Path | None = None) -> list[Path
     raise StoreError(f"{path} holds no stored runs (no part-*.parquet in it or in its subfolders).")
 
 
+def check_report_runs(folder: Path, stores: list[Path], stored: list[pd.DataFrame]) -> None:
+    """StoreError when a report folder lists runs it was made from that its store no longer holds (a
+    report made before reports listed their runs is checked against whatever is stored)."""
+    from hpstudy.reporting.outputs import read_run_list
+
+    listed = read_run_list(folder) if (folder / "README.md").is_file() else None
+    if listed is None:
+        return
+    present = {rid for runs in stored for rid in runs["run_id"]}
+    missing = sorted(set(listed) - present)
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise StoreError(
+            f"the report {folder} was made from {len(listed)} runs, and {len(missing)} of them are not in "
+            f"{', '.join(map(str, stores))}: {shown}. Restore them (from version control, or `hpstudy run` the study "
+            "with the same seeds into that folder) and verify again; nothing was trained."
+        )
+
+
 def sample(runs: pd.DataFrame, k: int | None) -> pd.DataFrame:
     """All runs, or a deterministic sample of k: the k smallest run ids (ids are hashes, so this spreads
     over trials and seeds, and the same store always gives the same sample)."""
@@ -90,11 +109,18 @@ def sample(runs: pd.DataFrame, k: int | None) -> pd.DataFrame:
 
 def read_lock(path: Path = LOCK_FILE) -> dict[str, str]:
     """{distribution: version} from a pip-compile / uv lock file (lines `name==version`)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StudyError(f"--lock {path} cannot be read ({exc}); pass a lock file (requirements.lock).") from exc
     versions = {}
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         match = re.match(r"^([A-Za-z0-9_.\-]+)(\[[^\]]*\])?==([^\s;\\]+)", line.strip())
         if match:
             versions[_normal(match.group(1))] = match.group(3)
+    if not versions:
+        raise StudyError(f"--lock {path} is not a lock file: no line of the form name==version in it; pass the "
+                         "repository's requirements.lock (or a pip-compile / uv lock file).")
     return versions
 
 
@@ -203,8 +229,13 @@ def verify(
     from hpstudy.runner import prepare_training, train
 
     outcome = Outcome()
+    if lock_path is not None and lock_path.is_file():
+        read_lock(lock_path)  # a lock file that is not one fails before anything is trained
     stores = find_store(path, results)
-    chosen = [sample(store.read_runs(s), k) for s in stores]
+    stored = [store.read_runs(s) for s in stores]
+    if stores != [Path(path)]:
+        check_report_runs(Path(path), stores, stored)
+    chosen = [sample(runs_, k) for runs_ in stored]
     runs = pd.concat(chosen, ignore_index=True)
     if runs.empty:
         raise StoreError(f"{path} holds no runs to verify.")

@@ -95,7 +95,7 @@ def test_study_file_can_name_fashion_mnist(write_study, small_fashion, tmp_path)
 
 
 def test_mnist_files_where_fashion_mnist_is_expected_are_named(mnist_dir, tmp_path):
-    with pytest.raises(DataError, match="it is the MNIST file of that name"):
+    with pytest.raises(DataError, match="holds MNIST, not Fashion-MNIST. Keep it, and pass --data-dir"):
         hdata.load_dataset("fashion_mnist", mnist_dir, download=False)
 
 

@@ -144,7 +144,7 @@ def load_runs(study: Study, results: str | os.PathLike, seeds: Sequence[int] | N
     """
     directory = store.study_dir(results, study.name)
     runs = _read_store(directory)
-    how = f"hpstudy run {study.name} --results {results}"
+    how = f"hpstudy run {study.meta.get('base_name', study.name)}{study.meta.get('variant_args', '')} --results {results}"
     if len(runs) == 0:
         raise StoreError(
             f"no stored runs for study '{study.name}' in {directory}: run the study first ({how}), "

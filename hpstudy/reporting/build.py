@@ -8,7 +8,7 @@ API (what the CLI and the benchmark call):
 - ``load_runs(study, results, seeds=None)`` -> the study's stored runs (StoreError if there are none);
 - ``analyze(study, runs)`` -> an :class:`Analysis` (per-trial summaries, published verdicts, comparisons);
 - ``write_report(study, results, out, seeds=None)`` -> the report folder, after writing README.md,
-  table.csv, table.md, table.tex and figures/*.{pdf,svg,png};
+  table.csv, table.md, table.tex, figures/*.{pdf,svg,png} and the list of the runs it was made from;
 - ``synthetic_records(study, seeds)`` -> fake but schema-valid run records for tests and benchmarks.
 
 The pieces live in their own modules: analysis.py (the model and every number), tables.py, figures.py,
@@ -81,6 +81,7 @@ def write_report(
         fig_dir.mkdir()
         made = figures.make_figures(a, fig_dir)
         texts["README.md"] = readme.readme(a, texts["table.md"], made, _display_path(results))
+        texts[outputs.RUN_LIST] = outputs.run_list_text(study.name, runs["run_id"])
         for name, text in texts.items():
             (folder / name).write_text(text, encoding="utf-8", newline="\n")
 

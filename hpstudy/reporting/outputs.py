@@ -26,8 +26,10 @@ from hpstudy.errors import OutputError
 from hpstudy.store import _why, check_writable
 
 MANIFEST = ".hpstudy-files.json"
+# The runs a report was made from (`hpstudy verify REPORT` checks that every one is still stored).
+RUN_LIST = ".hpstudy-runs.json"
 # What every report writes at its top level (files, and a folder): checked before the slow part of a report.
-REPORT_FILES = ("README.md", "table.csv", "table.md", "table.tex")
+REPORT_FILES = ("README.md", "table.csv", "table.md", "table.tex", ".hpstudy-runs.json")
 REPORT_FOLDERS = ("figures",)
 
 
@@ -231,3 +233,25 @@ def _clear_way(target: Path, rel: str) -> None:
         if _lexists(folder) and not stat.S_ISDIR(os.lstat(folder).st_mode):
             folder.unlink()
         folder.mkdir(exist_ok=True)
+
+
+def run_list_text(study: str, run_ids: Iterable[str]) -> str:
+    """The text of a report's run list: the study and the sorted ids of the runs it was made from."""
+    return json.dumps({"study": study, "runs": sorted(set(run_ids))}, indent=1) + "\n"
+
+
+def read_run_list(folder: Path) -> list[str] | None:
+    """The run ids a report folder records, or None when it records none (made before run lists were);
+    OutputError for a list that does not parse."""
+    path = Path(folder) / RUN_LIST
+    try:
+        listed = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise OutputError(f"{path} cannot be read ({exc}); regenerate the report (hpstudy report) to restore it.") from exc
+    runs = listed.get("runs") if isinstance(listed, dict) else None
+    if not isinstance(runs, list) or not all(isinstance(r, str) for r in runs):
+        raise OutputError(f"{path} is not a run list (expected {{\"study\": ..., \"runs\": [run ids]}}); regenerate "
+                          "the report (hpstudy report) to restore it.")
+    return runs

@@ -60,17 +60,25 @@ def _cpu_key() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def default_cache_dir() -> Path | None:
+def cache_base() -> Path | None:
     """$HPSTUDY_CACHE_DIR (off/none/0/empty disables), else $XDG_CACHE_HOME/hpstudy/jax or ~/.cache/hpstudy/jax;
-    one subfolder per CPU kind."""
-    if ENV_CACHE_DIR in os.environ:
-        value = os.environ[ENV_CACHE_DIR].strip()
-        if value.lower() in _OFF:
-            return None
-        base = Path(value).expanduser()
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hpstudy" / "jax"
-    return base / _cpu_key()
+    OutputError for a value that cannot be expanded (`~nosuchuser/...`)."""
+    from hpstudy.errors import OutputError
+
+    try:
+        if ENV_CACHE_DIR in os.environ:
+            value = os.environ[ENV_CACHE_DIR].strip()
+            return None if value.lower() in _OFF else Path(value).expanduser()
+        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hpstudy" / "jax"
+    except RuntimeError as exc:  # pathlib's "Could not determine home directory"
+        raise OutputError(f"{ENV_CACHE_DIR}={os.environ.get(ENV_CACHE_DIR)!r} cannot be expanded ({exc}); set it to "
+                          "a folder, or to 'off' to run without the compilation cache.") from exc
+
+
+def default_cache_dir() -> Path | None:
+    """The compilation cache folder (see `cache_base`), one subfolder per CPU kind; None when disabled."""
+    base = cache_base()
+    return None if base is None else base / _cpu_key()
 
 
 def enable_persistent_cache(path: str | os.PathLike | None = None) -> Path | None:

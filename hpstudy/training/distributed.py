@@ -135,7 +135,7 @@ def connect(scheduler: "str | distributed.Client", timeout: str = "30s") -> tupl
         return scheduler, False
     try:
         return distributed.Client(scheduler, timeout=timeout), True
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, ValueError, TypeError) as exc:  # ValueError, TypeError: not an address
         raise EngineError(f"cannot reach the Dask scheduler at {scheduler!r} ({exc}); start it with "
                           "`dask scheduler` and pass the address it prints (tcp://HOST:8786).") from exc
 
