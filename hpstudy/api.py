@@ -315,7 +315,16 @@ def _stored(study, results, seeds):
 
 
 def _seed_list(study, seeds) -> list[int] | None:
-    return None if seeds is None else list(_seeds(study, seeds))
+    """The seeds to read (None: every stored one); more than any store can hold is a TooBigError."""
+    from hpstudy import budget
+
+    if seeds is None:
+        return None
+    chosen = _seeds(study, seeds)
+    if _count(chosen) > budget.MAX_RUNS:
+        raise TooBigError(f"--seeds {seeds}: {_count(chosen):,} seeds; a store holds at most {budget.MAX_RUNS:,} runs "
+                          "per call of `hpstudy run`, so ask for the seeds that were run (or leave --seeds out for all).")
+    return list(chosen)
 
 
 def analysis(study, results: str | os.PathLike = DEFAULT_RESULTS, seeds=None):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from hpstudy import api
 from hpstudy.api import STUDIES_DIR
-from hpstudy.errors import DataError, HpstudyError, StoreError, StudyError
+from hpstudy.errors import DataError, HpstudyError, OutputError, StoreError, StudyError
 
 
 DATASET_HELP = ("run the study's design on another dataset: mnist, fashion_mnist, tfds:NAME or npz:PATH "
@@ -65,7 +65,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     from hpstudy import store
     from hpstudy.study import load_study
 
-    if not Path(args.studies).is_dir():
+    try:
+        is_folder = Path(args.studies).is_dir()
+    except OSError:  # a name too long for the file system, say
+        is_folder = False
+    if not is_folder:
         raise StudyError(f"--studies {args.studies} is not a folder; pass the folder that holds the study files "
                          f"(default: ./{STUDIES_DIR}).")
     results = api.folder_arg("results", args.results, api.DEFAULT_RESULTS)
@@ -135,13 +139,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_file(path: str) -> bool:
+    """Whether `path` is a file (False for a path the file system cannot even look up)."""
+    try:
+        return Path(path).is_file()
+    except OSError:
+        return False
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     """Train stored runs again and compare every stored value bit for bit; exit 0 only if all match."""
     from hpstudy.errors import VerificationError
     from hpstudy.training.parallel import default_workers
     from hpstudy.verify import LOCK_FILE, verify
 
-    if args.lock is not None and not Path(args.lock).is_file():
+    if args.lock is not None and not _is_file(args.lock):
         raise StudyError(f"--lock {args.lock} is not a file; pass a lock file (the repository's requirements.lock).")
     outcome = verify(
         args.path, args.sample, args.data_dir, workers=args.workers or default_workers(), results=args.results,
@@ -316,6 +328,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as exc:  # a path no check above foresaw (too long, a link loop, no permission): one line
+        from hpstudy.store import _why
+
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"hpstudy: error: cannot use the path{where}: {_why(exc)}. Nothing was written.", file=sys.stderr)
+        return OutputError.exit_code
 
 
 if __name__ == "__main__":

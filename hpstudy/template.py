@@ -72,9 +72,9 @@ def new_study(name: str, file: str | os.PathLike | None = None, studies: str | o
             "with a letter or digit (it names the study's folders)."
         )
     path = Path(file) if file is not None else Path(studies) / f"{name}.toml"
-    if path.exists():
-        raise OutputError(f"{path} already exists; nothing was written. Pick another name, or pass --file PATH.")
     try:
+        if path.exists():
+            raise OutputError(f"{path} already exists; nothing was written. Pick another name, or pass --file PATH.")
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "x", encoding="utf-8") as fh:
             fh.write(TEMPLATE.format(name=name))

@@ -150,3 +150,12 @@ def test_a_symlinked_subfolder_of_the_report_is_refused(results, tmp_path, capsy
     assert (victim / "by_learning_rate.png").read_text() == "the victim's"
     assert (out / NAME / "figures").is_dir() and not (out / NAME / "figures").is_symlink()
     assert next(out.glob(f"{NAME}.backup-*/figures")).is_symlink()
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_a_report_is_never_written_into_a_results_store(results, tmp_path, capsys, inside):
+    out = results / NAME if inside else results  # --out RESULTS/<study>, or --out RESULTS itself
+    before = hashes(results)
+    code, err = report(results, out, capsys)
+    assert code == OutputError.exit_code and "holds stored runs (part-*.parquet)" in err and "another --out" in err
+    assert hashes(results) == before

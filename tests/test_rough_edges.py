@@ -378,3 +378,21 @@ def test_api_none_means_the_default(write_study, tmp_path, monkeypatch):
     assert api.report(path, results=None, out=None) == Path("results/_reports/small")
     assert len(api.results(path, results=None)) == 4
     assert api._shard((1, 2)) == storeops.Shard(1, 2) and api._shard(None) is None
+
+
+def test_an_unforeseen_os_error_is_one_line(monkeypatch, tmp_path, capsys):
+    def too_long(*args, **kwargs):
+        raise OSError(errno.ENAMETOOLONG, "File name too long", "x" * 300)
+
+    monkeypatch.setattr(api, "variant", too_long)
+    code, err = run_cli(["show", GRID], capsys)
+    assert code == OutputError.exit_code and "the path is too long for the file system" in err
+
+
+@pytest.mark.parametrize("argv", [["list", "--studies", "x" * 300], ["new", "mine", "--file", "x" * 300],
+                                  ["verify", ".", "--lock", "x" * 300]])
+def test_names_too_long_for_the_file_system(argv, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, err = run_cli(argv, capsys)
+    assert code in (2, 7) and ("not a" in err or "too long" in err)
+    assert list(tmp_path.iterdir()) == []

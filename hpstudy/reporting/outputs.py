@@ -141,6 +141,10 @@ def check_target(
             f"the report folder {target} is a symbolic link (to {os.readlink(target)}); a report is written only "
             "into a real folder, so that nothing outside it is touched. Remove the link, or pass another --out."
         )
+    for folder in (target, Path(out)):  # --out given the results folder, or a study's store
+        if folder.is_dir() and any(folder.glob("part-*.parquet")):
+            raise OutputError(f"{folder} holds stored runs (part-*.parquet): it is a results store, not a place for "
+                              "reports. Pass another --out (reports go to OUT/<study>/).")
     if force or not target.is_dir():
         return
     foreign = obstacles(target, rels, _old_manifest(target, lambda _: None), folders)
