@@ -10,3 +10,5 @@ from __future__ import annotations
 
 # --- optimizers, schedules and regularisation -------------------------------------------------------------
 
+OPTIMIZERS: dict = {}
+SCHEDULES: dict = {}
