@@ -20,6 +20,7 @@ from hpstudy import data as hdata
 from hpstudy.config import RunConfig, pairs
 from hpstudy.engine import Hyper, init_run, root_key, train_step
 from hpstudy.model import float_dtype, preprocess
+from hpstudy.optimizers import optimizer_for
 from hpstudy.schedules import at_epoch
 
 HIDDEN = (12, 8)
@@ -68,13 +69,18 @@ def layers_of(params) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(np.asarray(params[n]["kernel"], np.float64), np.asarray(params[n]["bias"], np.float64)) for n in names]
 
 
-def run_hpstudy(cfg: RunConfig, epochs: int = EPOCHS, x64: bool = True) -> tuple[list, list[list]]:
-    """hpstudy's initial layers and its layers after each epoch, trained by train_step on `batches()`."""
+def run_hpstudy(cfg: RunConfig, epochs: int = EPOCHS, x64: bool = True, initial: list | None = None) -> tuple[list, list[list]]:
+    """hpstudy's initial layers and its layers after each epoch, trained by train_step on `batches()`;
+    from hpstudy's own initialisation, or from `initial` layers when given."""
     with jax.enable_x64(x64):
         dtype = float_dtype()
         hp = Hyper(jnp.asarray(cfg.learning_rate, dtype), jnp.asarray(0.0, dtype))
         state = init_run(cfg, jnp.asarray(INIT_KEY), hp)
         params, opt_state = state.params, state.opt_state
+        if initial is not None:
+            params = {f"Dense_{i}": {"kernel": jnp.asarray(w, dtype), "bias": jnp.asarray(b, dtype)}
+                      for i, (w, b) in enumerate(initial)}
+            opt_state = optimizer_for(cfg, hp.learning_rate).init(params)
         initial = layers_of(params)
         step = jax.jit(functools.partial(train_step, cfg))
         key = jnp.asarray(root_key(cfg, 0))
@@ -104,3 +110,26 @@ def relative_difference(ours: list, reference: list) -> float:
 def trajectory_difference(ours: list[list], reference: list[list]) -> float:
     """The largest relative difference over the parameters after every epoch."""
     return max(relative_difference(a, b) for a, b in zip(ours, reference))
+
+
+def uniform_layers(seed: int = 7) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Initial layers any library can rebuild without hpstudy: U(-0.3, 0.3) kernels and U(-0.1, 0.1) biases
+    from NumPy's legacy RandomState (its stream is fixed across NumPy releases)."""
+    rng = np.random.RandomState(seed)
+    sizes = (784, *HIDDEN, 10)
+    return [(rng.uniform(-0.3, 0.3, (a, b)) / np.sqrt(a / 16), rng.uniform(-0.1, 0.1, b)) for a, b in zip(sizes[:-1], sizes[1:])]
+
+
+# Golden files keep, after every epoch, the parameters at these positions only (a few KB per case; a wrong
+# rule moves every parameter, so a sample of them catches it): the second and third layers whole, the first
+# layer's bias and 64 of its kernel entries.
+KERNEL0_SAMPLE = np.random.RandomState(11).choice(784 * HIDDEN[0], 64, replace=False)
+
+
+def sample(layers: list) -> np.ndarray:
+    """The sampled parameters of one snapshot, as one float64 vector."""
+    (w0, b0), *rest = layers
+    parts = [np.asarray(w0).reshape(-1)[KERNEL0_SAMPLE], np.asarray(b0)]
+    for w, b in rest:
+        parts += [np.asarray(w).reshape(-1), np.asarray(b)]
+    return np.concatenate(parts).astype(np.float64)
