@@ -4,7 +4,7 @@ A schedule is named like an optimizer: "keras:<name>" (a keras.optimizers.schedu
 optimizer step with Keras' 0-based `iterations`), "torch:<name>" (a torch.optim.lr_scheduler class, stepped
 once per epoch as `scheduler.step()` after each epoch, or once per step with `interval = "step"`),
 "sklearn:invscaling" (MLPClassifier's learning_rate='invscaling', recomputed after each epoch), or
-"optax:<name>" (any Optax schedule function; its value, a function of the step count, multiplies the
+"optax:<name>" (any Optax schedule function of keyword arguments, e.g. optax:cosine_decay_schedule; its value, a function of the step count, multiplies the
 learning rate). The library schedules live with their library in hpstudy/flavours/; their arguments are the
 library's own, and the study's learning_rate is the library's initial learning rate (Keras'
 initial_learning_rate, torch's optimizer lr), so it stays a traced per-run value.
@@ -27,6 +27,8 @@ import optax
 # A schedule: (base learning rate, 0-based optimizer step, 0-based epoch, training-set size) -> learning rate.
 Schedule = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
 CONSTANT = "constant"
+# Public functions of optax.schedules that do not make a schedule from keyword arguments.
+NOT_SCHEDULES = ("inject_hyperparams", "inject_stateful_hyperparams", "join_schedules", "sgdr_schedule")
 
 
 class ScheduleState(NamedTuple):
@@ -56,7 +58,8 @@ def schedule_factory(name: str) -> Callable[..., Schedule]:
     """The factory a schedule name stands for (KeyError if none)."""
     library, _, short = name.partition(":")
     if library == "optax":
-        if short.startswith("_") or not callable(getattr(optax.schedules, short, None)) or not short.endswith("schedule"):
+        fn = getattr(optax.schedules, short, None) if not short.startswith("_") else None
+        if not inspect.isfunction(fn) or short in NOT_SCHEDULES:
             raise KeyError(name)
         return lambda **kw: optax_schedule(short, **kw)
     return library_schedules()[library][short]
@@ -103,7 +106,7 @@ def at_epoch(opt_state: Any, epoch: jax.Array, n_train: int) -> Any:
 def schedule_names() -> list[str]:
     """Every schedule name a study may use (Optax's as the pattern 'optax:<name>_schedule')."""
     named = [f"{lib}:{short}" for lib, table in library_schedules().items() for short in table]
-    return [CONSTANT, *named, "optax:<any Optax schedule, e.g. optax:cosine_decay_schedule>"]
+    return [CONSTANT, *named, "optax:<an Optax schedule, e.g. optax:warmup_cosine_decay_schedule>"]
 
 
 def schedule_error(name: str, args: dict, learning_rate: float) -> str | None:
