@@ -23,6 +23,17 @@ SEEDINGS = ("independent", "common")
 TRACED_FIELDS = ("learning_rate", "dropout")
 
 
+def frozen(value: Any) -> Any:
+    """A TOML/JSON value made hashable: lists become tuples, recursively."""
+    return tuple(frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def pairs(items: Any) -> tuple:
+    """Keyword arguments (a dict or (name, value) pairs) as sorted, hashable (name, value) pairs."""
+    items = items.items() if isinstance(items, dict) else items
+    return tuple(sorted((str(k), frozen(v)) for k, v in items))
+
+
 def late(default: Any) -> Any:
     """A RunConfig field added after runs were stored: left out of the canonical text at its default."""
     return dataclasses.field(default=default, metadata={"late": True})
@@ -80,7 +91,17 @@ class RunConfig:
     #
     #
     # -- optimizer, schedule, regularisation --
-    #
+    # A library optimizer's keyword arguments ("keras:rmsprop", "torch:sgd", "optax:adamw", ...) as sorted
+    # (name, value) pairs, a learning-rate schedule (a factor on the traced learning rate) with its arguments,
+    # Keras' kernel_regularizer L2, Keras' MaxNorm kernel constraint, and torch's gradient clipping
+    # (hpstudy/training/optimizers.py, hpstudy/training/schedules.py, docs/studies.md).
+    optimizer_args: tuple = late(())
+    schedule: str = late("constant")
+    schedule_args: tuple = late(())
+    kernel_l2: float = late(0.0)
+    max_norm: float | None = late(None)
+    clip_grad_norm: float | None = late(None)
+    clip_grad_value: float | None = late(None)
 
     def _fields(self) -> dict[str, Any]:
         """Every field; `seeding`, `pad_hidden` and the late fields only when they are not their defaults, so
@@ -104,6 +125,9 @@ class RunConfig:
         for name in ("hidden", "pad_hidden"):
             if fields.get(name) is not None:
                 fields[name] = tuple(fields[name])
+        for name in ("optimizer_args", "schedule_args"):  # JSON lists back to the frozen (name, value) pairs
+            if name in fields:
+                fields[name] = pairs(fields[name])
         return cls(**fields, early_stopping=EarlyStopping(**stop) if stop else None)
 
     def static(self) -> "RunConfig":
@@ -124,6 +148,9 @@ class RunConfig:
         flat["hidden"] = list(self.hidden)
         if self.pad_hidden is not None:
             flat["pad_hidden"] = list(self.pad_hidden)
+        for name in ("optimizer_args", "schedule_args"):
+            if name in flat:
+                flat[name] = json.loads(json.dumps(flat[name]))  # nested lists, as the canonical text has them
         for k, v in (stop or {}).items():
             flat[f"early_stopping.{k}"] = v
         return flat

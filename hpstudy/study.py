@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from hpstudy import config as C
+from hpstudy.training import optimizers, schedules
 from hpstudy.config import SEEDINGS, EarlyStopping, RunConfig
 from hpstudy import data as hdata
 from hpstudy.data import DataShape, parse_validation
@@ -47,7 +48,9 @@ FLAVOUR_DEFAULTS: dict[str, dict[str, Any]] = {
     "nielsen": {"init": "nielsen", "loss": "sigmoid_quadratic", "optimizer": "sgd"},
 }
 MODEL_KEYS = {"flavour", "hidden", "activation", "dropout", "init", "loss", "preprocessing"}
-TRAINING_KEYS = {"optimizer", "learning_rate", "momentum", "l2", "batch_size", "epochs", "early_stopping"}
+TRAINING_KEYS = {"optimizer", "learning_rate", "momentum", "l2", "batch_size", "epochs", "early_stopping",
+                 "optimizer_args", "schedule", "schedule_args", "kernel_l2", "max_norm", "clip_grad_norm",
+                 "clip_grad_value"}
 FACTOR_KEYS = (MODEL_KEYS | TRAINING_KEYS) - {"early_stopping"}
 FLAVOUR_KEYS = (FACTOR_KEYS - {"flavour"}) | {"early_stopping"}
 STUDY_KEYS = {"name", "title", "authors", "year", "citation", "doi", "url", "dataset", "validation", "seeds", "description",
@@ -330,9 +333,12 @@ def _check_value(chk: _Checker, key: str, name: str, value: Any) -> Any:
         "activation": ("an activation", C.ACTIVATIONS),
         "init": ("an initialisation scheme", C.INITS),
         "loss": ("a loss", C.LOSSES),
-        "optimizer": ("an optimizer", C.OPTIMIZERS),
         "preprocessing": ("an input preprocessing", C.PREPROCESSINGS),
     }
+    if name in ("optimizer", "schedule"):
+        return _check_name(chk, key, name, value)
+    if name in ("optimizer_args", "schedule_args"):
+        return _check_args(chk, key, value)
     if name in choices:
         what, allowed = choices[name]
         if not isinstance(value, str) or value not in allowed:
@@ -361,6 +367,16 @@ def _check_value(chk: _Checker, key: str, name: str, value: Any) -> Any:
         if name == "momentum" and value >= 1:
             raise chk.fail(key, value, "a momentum in [0, 1)")
         return float(value)
+    elif name == "kernel_l2":
+        chk.typed(key, value, (int, float), "a number >= 0 (Keras' L2 factor)")
+        if not (value >= 0 and math.isfinite(value)):
+            raise chk.fail(key, value, "a number >= 0 (Keras' L2 factor)")
+        return float(value)
+    elif name in ("max_norm", "clip_grad_norm", "clip_grad_value"):
+        chk.typed(key, value, (int, float), "a number > 0")
+        if not (value > 0 and math.isfinite(value)):
+            raise chk.fail(key, value, "a number > 0")
+        return float(value)
     elif name == "batch_size":
         expected = (f"an integer batch size in [1, {chk.n_train}] (the training set has {chk.n_train} images)"
                     if chk.n_train else "an integer batch size >= 1")
@@ -372,6 +388,57 @@ def _check_value(chk: _Checker, key: str, name: str, value: Any) -> Any:
         if value < 1:
             raise chk.fail(key, value, "an integer number of epochs >= 1")
     return value
+
+
+def _check_name(chk: _Checker, key: str, name: str, value: Any) -> str:
+    """An optimizer or schedule name: one of hpstudy's, a library's ('keras:rmsprop') or Optax's ('optax:adamw')."""
+    if name == "optimizer":
+        ok = isinstance(value, str) and (value in optimizers.LEGACY_OPTIMIZERS or _known(optimizers.optimizer_factory, value))
+        if not ok:
+            raise chk.fail(key, value, f"an optimizer, one of {', '.join(optimizers.optimizer_names())}")
+    else:
+        ok = isinstance(value, str) and (value == schedules.CONSTANT or _known(schedules.schedule_factory, value))
+        if not ok:
+            raise chk.fail(key, value, f"a learning-rate schedule, one of {', '.join(schedules.schedule_names())}")
+    return value
+
+
+def _known(factory, name: str) -> bool:
+    """Whether a library name resolves (KeyError: it does not)."""
+    try:
+        factory(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _check_args(chk: _Checker, key: str, table: Any) -> tuple:
+    """A table of keyword arguments: numbers, booleans, strings or lists of numbers (checked against the
+    optimizer's or schedule's signature once the trial is resolved); returned as sorted (name, value) pairs."""
+    if not isinstance(table, dict):
+        raise chk.fail(key, table, "a table of keyword arguments, e.g. { rho = 0.9 }")
+    for k, v in table.items():
+        items = v if isinstance(v, list) else [v]
+        for item in items:
+            if isinstance(item, float) and not math.isfinite(item):
+                raise chk.fail(f"{key}.{k}", v, "a finite number")
+            if not isinstance(item, (bool, int, float, str)) or (isinstance(v, list) and isinstance(item, (bool, str))):
+                raise chk.fail(f"{key}.{k}", v, "a number, a boolean, a string or a list of numbers")
+    return C.pairs(table)
+
+
+def _check_training(chk: _Checker, cfg: RunConfig, where: str) -> None:
+    """The resolved optimizer and schedule take the arguments given and build (their own checks included)."""
+    args = dict(cfg.optimizer_args)
+    error = optimizers.optimizer_error(cfg.optimizer, args)
+    if error:
+        raise chk.fail(f"{where}optimizer_args", args, f"arguments that {cfg.optimizer!r} takes ({error})")
+    error = schedules.schedule_error(cfg.schedule, dict(cfg.schedule_args), cfg.learning_rate)
+    if error:
+        raise chk.fail(f"{where}schedule_args", dict(cfg.schedule_args), f"arguments that {cfg.schedule!r} takes ({error})")
+    error = optimizers.build_error(cfg)
+    if error:
+        raise chk.fail(f"{where}optimizer", cfg.optimizer, f"an optimizer that builds with these settings ({error})")
 
 
 def _early_stopping(chk: _Checker, key: str, table: Any) -> EarlyStopping | None:
@@ -412,7 +479,14 @@ def _settings_table(chk: _Checker, table: Any, allowed: set[str], where: str, hi
 def _resolve(chk: _Checker, base: dict, flavours: dict, values: dict, meta: dict, where: str) -> RunConfig:
     """Flavour defaults, then the study's base keys, then its per-flavour table, then the trial's values."""
     flavour = {**base, **values}.get("flavour", "keras")
-    settings = {**FLAVOUR_DEFAULTS[flavour], **base, **flavours.get(flavour, {}), **values, "flavour": flavour}
+    given = {**base, **flavours.get(flavour, {}), **values}
+    settings = {**FLAVOUR_DEFAULTS[flavour], **given, "flavour": flavour}
+    if settings.get("optimizer") not in optimizers.LEGACY_OPTIMIZERS:
+        # a library optimizer takes its momentum among its own arguments (optimizer_args.momentum)
+        if "momentum" in given:
+            raise chk.fail(f"{where}momentum", given["momentum"],
+                           f"no 'momentum' key with optimizer {settings['optimizer']!r}; give it as optimizer_args.momentum")
+        settings["momentum"] = 0.0
     stop = settings.pop("early_stopping", None)
     es = _early_stopping(chk, f"{where}early_stopping", stop) if stop is not None else None
     cfg = RunConfig(
@@ -421,6 +495,7 @@ def _resolve(chk: _Checker, base: dict, flavours: dict, values: dict, meta: dict
     )
     if es is not None and es.monitor.startswith("val_") and cfg.validation == "none":
         raise chk.fail("study.validation", "none", f"a validation split, since early stopping monitors {es.monitor}")
+    _check_training(chk, cfg, where)
     return cfg
 
 
@@ -443,6 +518,8 @@ def _levels(chk: _Checker, key: str, name: str, levels: Any) -> list:
 def _trial_id(values: dict) -> str:
     """A readable id from the trial's design values, independent of the order they were listed in."""
     def fmt(v):
+        if isinstance(v, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in v):  # keyword arguments
+            return "{" + ";".join(f"{k}={fmt(x)}" for k, x in v) + "}"
         return "x".join(map(str, v)) if isinstance(v, tuple) else str(v)
     return ",".join(f"{k}={fmt(values[k])}" for k in sorted(values))
 

@@ -10,3 +10,64 @@ from __future__ import annotations
 
 # --- optimizers, schedules and regularisation -------------------------------------------------------------
 
+# MLPClassifier's solvers (sklearn/neural_network/_stochastic_optimizers.py) with its own parameter names and
+# defaults, and its learning_rate='invscaling' schedule. alpha (the L2 term alpha / 2 * ||W||^2 / batch size,
+# weights only) is the `l2` key, added to the loss by the engine for every solver.
+
+from typing import NamedTuple  # noqa: E402 - this section's own imports
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import optax  # noqa: E402
+
+from hpstudy.training.optimizers import sklearn_sgd  # noqa: E402
+
+
+def sgd(learning_rate, momentum=0.9, nesterovs_momentum=True):
+    """solver='sgd': v = momentum * v - lr * g; w += v (Nesterov: w += momentum * v - lr * g)."""
+    return sklearn_sgd(learning_rate, momentum, nesterovs_momentum)
+
+
+class SklearnAdamState(NamedTuple):
+    """Step count and first/second moments."""
+
+    count: jax.Array
+    m: optax.Updates
+    v: optax.Updates
+
+
+def adam(learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
+    """solver='adam': lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t); w -= lr_t * m / (sqrt(v) + epsilon) (epsilon
+    outside the bias correction, as Keras, with the betas as given)."""
+
+    def init(params):
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return SklearnAdamState(jnp.zeros([], jnp.int32), zeros, zeros)
+
+    def update(grads, state, params=None):
+        del params
+        t = state.count + 1
+        tf = t.astype(jax.tree.leaves(grads)[0].dtype)
+        m = jax.tree.map(lambda m, g: beta_1 * m + (1 - beta_1) * g, state.m, grads)
+        v = jax.tree.map(lambda v, g: beta_2 * v + (1 - beta_2) * (g * g), state.v, grads)
+        lr = learning_rate * jnp.sqrt(1 - beta_2**tf) / (1 - beta_1**tf)
+        return jax.tree.map(lambda m, v: -lr * m / (jnp.sqrt(v) + epsilon), m, v), SklearnAdamState(t, m, v)
+
+    return optax.GradientTransformation(init, update)
+
+
+OPTIMIZERS = {"sgd": sgd, "adam": adam}
+
+
+def invscaling(power_t=0.5):
+    """learning_rate='invscaling' (solver='sgd'): after each epoch lr = learning_rate_init / (t + 1)^power_t,
+    t the number of training samples seen so far; the first epoch trains at learning_rate_init."""
+
+    def schedule(lr, step, epoch, n_train):
+        seen = (epoch * n_train).astype(lr.dtype)
+        return lr / (seen + 1) ** power_t
+
+    return schedule
+
+
+SCHEDULES = {"invscaling": invscaling}

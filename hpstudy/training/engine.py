@@ -29,7 +29,8 @@ from hpstudy.config import EarlyStopping, RunConfig, key_digest
 from hpstudy import preprocessing
 from hpstudy.data import Dataset, shape_of
 from hpstudy.training.model import MLP, dropout_mask, float_dtype, l2_penalty, per_example_loss
-from hpstudy.training.optimizers import make_optimizer
+from hpstudy.training.optimizers import optimizer_for
+from hpstudy.training.schedules import at_epoch
 from hpstudy.runs import HISTORY_FIELDS, RunResult, RunSpec  # noqa: F401 - RunSpec: part of this module's API
 
 # Every program this module compiles lowers Threefry without loops on CPU: the same bits, faster (see
@@ -140,7 +141,7 @@ def init_run(config: RunConfig, key: jax.Array, hp: Hyper) -> RunState:
     params = model_of(config).init(init_key, jnp.zeros((1, inputs), float_dtype()))["params"]
     if config.pad_hidden is not None:
         params = mask_padded_units(config, params, hp.units)
-    opt_state = make_optimizer(config.optimizer, config.momentum, hp.learning_rate).init(params)
+    opt_state = optimizer_for(config, hp.learning_rate).init(params)
     keep_best = config.early_stopping is not None and config.early_stopping.restore_best_weights
     dtype = jax.tree.leaves(params)[0].dtype
     nan = jnp.array(jnp.nan, dtype)
@@ -172,6 +173,8 @@ def objective(config: RunConfig, params, x, y, mask, rate, key, dropout: bool = 
     loss = jnp.sum(per_example_loss(config.loss, out, y) * mask) / count
     if config.l2:
         loss = loss + config.l2 * l2_penalty(params) / count
+    if config.kernel_l2:  # Keras' kernel_regularizer=L2(kernel_l2): kernel_l2 * sum(w^2), not scaled by the batch
+        loss = loss + config.kernel_l2 * 2 * l2_penalty(params)
     return loss, out
 
 
@@ -180,7 +183,7 @@ def train_step(config: RunConfig, params, opt_state, x, y, mask, rate, key, drop
     (loss, out), grads = jax.value_and_grad(objective, argnums=1, has_aux=True)(
         config, params, x, y, mask, rate, key, dropout, masks
     )
-    tx = make_optimizer(config.optimizer, config.momentum)
+    tx = optimizer_for(config)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     correct = jnp.sum((jnp.argmax(out, -1) == y) * mask)
@@ -267,9 +270,10 @@ def train_epoch(
 
     dtype = state.best.dtype
     zero = jnp.zeros((), dtype)
+    opt_state = at_epoch(state.opt_state, epoch, n)  # a schedule's epoch (unchanged without one)
     (params, opt_state, loss_sum, correct_sum, _), _ = jax.lax.scan(
         step,
-        (state.params, state.opt_state, zero, zero, masks_of(step_keys[0])),
+        (state.params, opt_state, zero, zero, masks_of(step_keys[0])),
         (step_keys[:-1], step_keys[1:], idx, mask),
     )
     val_loss, val_acc = evaluate(config, params, data.x_val, data.y_val, data.stats)

@@ -1,0 +1,180 @@
+"""Keras 3's optimizers, learning-rate schedules and regularisers, step by step against the real Keras.
+
+Keras runs on its JAX backend in float64 (keras.config.set_floatx inside JAX's x64 mode, only inside these
+tests); both sides start from hpstudy's initial parameters and train the same mini-batches for three epochs
+of four steps (the last one partial), with `train_on_batch` on the Keras side; the parameters after every
+epoch must agree to 1e-10 relative (tests/optim_fidelity.py). Skipped, with the reason, where keras is not
+importable.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")  # before keras is first imported
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from optim_fidelity import EPOCHS, HIDDEN, TOLERANCE, batches, config, float_inputs, relative_difference, run_hpstudy, trajectory_difference  # noqa: E402
+
+keras = pytest.importorskip("keras", reason="keras is not installed: these tests train the real Keras (pip install keras)")
+if keras.backend.backend() != "jax":
+    pytest.skip(f"Keras runs on the {keras.backend.backend()} backend here; these tests need KERAS_BACKEND=jax",
+                allow_module_level=True)
+
+LR = 2.0**-7  # exactly representable, so Keras' learning-rate variable holds the same number
+
+
+def run_keras(initial: list, optimizer, kernel_regularizer=None, kernel_constraint=None) -> list[list]:
+    """Keras in float64 from `initial`: the layers after each epoch of `batches()` (train_on_batch per batch)."""
+    with jax.enable_x64(True):
+        previous = keras.config.floatx()
+        keras.config.set_floatx("float64")
+        try:
+            dense = dict(kernel_regularizer=kernel_regularizer, kernel_constraint=kernel_constraint)
+            model = keras.Sequential(
+                [keras.Input(shape=(784,), dtype="float64")]
+                + [keras.layers.Dense(w, activation="relu", **dense) for w in HIDDEN]
+                + [keras.layers.Dense(10, **dense)]
+            )
+            model.compile(optimizer=optimizer(), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            model.set_weights([a for layer in initial for a in layer])
+            after = []
+            for _ in range(EPOCHS):
+                for images, labels in batches():
+                    model.train_on_batch(float_inputs(images), labels)
+                weights = [np.asarray(w) for w in model.get_weights()]
+                assert weights[0].dtype == np.float64
+                after.append([(weights[i], weights[i + 1]) for i in range(0, len(weights), 2)])
+        finally:
+            keras.config.set_floatx(previous)
+    return after
+
+
+def check(cfg, optimizer, **layer_args) -> tuple[list, list[list]]:
+    """hpstudy's `cfg` and Keras' `optimizer` agree after every epoch; returns (initial, Keras' trajectory)."""
+    initial, ours = run_hpstudy(cfg)
+    reference = run_keras(initial, optimizer, **layer_args)
+    assert relative_difference(initial, reference[-1]) > 1e-3, "the reference hardly trained"
+    rel = trajectory_difference(ours, reference)
+    print(f"{cfg.optimizer} {dict(cfg.optimizer_args)} {cfg.schedule}: max relative difference {rel:.3e}")
+    assert rel < TOLERANCE
+    return initial, reference
+
+
+O = keras.optimizers
+OPTIMIZERS = {  # id: (hpstudy optimizer, its arguments, learning rate, the Keras optimizer)
+    "sgd": ("keras:sgd", {}, LR * 16, lambda: O.SGD(LR * 16)),
+    "sgd-momentum": ("keras:sgd", {"momentum": 0.9}, LR, lambda: O.SGD(LR, momentum=0.9)),
+    "sgd-nesterov": ("keras:sgd", {"momentum": 0.8, "nesterov": True}, LR, lambda: O.SGD(LR, momentum=0.8, nesterov=True)),
+    "rmsprop": ("keras:rmsprop", {}, LR / 8, lambda: O.RMSprop(LR / 8)),
+    "rmsprop-momentum-centered": ("keras:rmsprop", {"momentum": 0.5, "centered": True, "rho": 0.8}, LR / 8,
+                                  lambda: O.RMSprop(LR / 8, rho=0.8, momentum=0.5, centered=True)),
+    "adagrad": ("keras:adagrad", {}, LR, lambda: O.Adagrad(LR)),
+    "adadelta": ("keras:adadelta", {}, 1.0, lambda: O.Adadelta(1.0)),
+    "adam": ("keras:adam", {}, LR / 8, lambda: O.Adam(LR / 8)),
+    "adam-amsgrad": ("keras:adam", {"amsgrad": True, "beta_2": 0.99}, LR / 8, lambda: O.Adam(LR / 8, beta_2=0.99, amsgrad=True)),
+    "adamw": ("keras:adamw", {}, LR / 8, lambda: O.AdamW(LR / 8)),
+    "adamax": ("keras:adamax", {}, LR / 8, lambda: O.Adamax(LR / 8)),
+    "nadam": ("keras:nadam", {}, LR / 8, lambda: O.Nadam(LR / 8)),
+    # the base optimizer's options: decoupled weight decay and the three kinds of clipping
+    "sgd-weight-decay": ("keras:sgd", {"weight_decay": 0.5}, LR * 16, lambda: O.SGD(LR * 16, weight_decay=0.5)),
+    "rmsprop-clipnorm": ("keras:rmsprop", {"clipnorm": 0.05}, LR / 8, lambda: O.RMSprop(LR / 8, clipnorm=0.05)),
+    "sgd-clipnorm": ("keras:sgd", {"clipnorm": 0.05}, LR * 16, lambda: O.SGD(LR * 16, clipnorm=0.05)),
+    "sgd-global-clipnorm": ("keras:sgd", {"global_clipnorm": 0.1}, LR * 16, lambda: O.SGD(LR * 16, global_clipnorm=0.1)),
+    "sgd-clipvalue": ("keras:sgd", {"clipvalue": 0.002}, LR * 16, lambda: O.SGD(LR * 16, clipvalue=0.002)),
+}
+
+
+@pytest.mark.parametrize("case", tuple(OPTIMIZERS))
+def test_keras_optimizer_matches_keras(case):
+    name, args, lr, optimizer = OPTIMIZERS[case]
+    check(config("keras", name, lr, args), optimizer)
+
+
+def test_defaults_are_keras_defaults():
+    """hpstudy's signatures carry Keras' own defaults (what a study gets when it leaves an argument out)."""
+    import inspect
+
+    from hpstudy.flavours import keras as ours
+
+    classes = {"sgd": O.SGD, "rmsprop": O.RMSprop, "adagrad": O.Adagrad, "adadelta": O.Adadelta, "adam": O.Adam,
+               "adamw": O.AdamW, "adamax": O.Adamax, "nadam": O.Nadam}
+    assert set(classes) == set(ours.OPTIMIZERS)
+    for short, cls in classes.items():
+        theirs = inspect.signature(cls).parameters
+        for arg, p in inspect.signature(ours.OPTIMIZERS[short]).parameters.items():
+            assert arg in theirs, (short, arg)
+            if arg != "learning_rate":
+                assert p.default == theirs[arg].default, (short, arg, p.default, theirs[arg].default)
+
+
+WRONG = {  # id: (the right case, a wrong hpstudy variant that must fall far outside the tolerance)
+    "rmsprop-epsilon-outside-the-root": ("rmsprop", "optax:rmsprop", {"decay": 0.9, "eps": 1e-7, "eps_in_sqrt": False}),
+    "adam-optax-epsilon": ("adam", "optax:adam", {"eps": 1e-7}),
+    "adamax-optax-epsilon": ("adamax", "optax:adamax", {"eps": 1e-7}),
+    "nadam-optax": ("nadam", "optax:nadam", {"eps": 1e-7}),
+    "clipnorm-global-instead-of-per-variable": ("sgd-clipnorm", "keras:sgd", {"global_clipnorm": 0.05}),
+    "adagrad-zero-initial-accumulator": ("adagrad", "keras:adagrad", {"initial_accumulator_value": 0.0}),
+}
+
+
+@pytest.mark.parametrize("case", tuple(WRONG))
+def test_a_wrong_variant_is_caught(case):
+    """A misplaced epsilon or a wrong default moves the parameters by over 100 times the tolerance (Optax's Adamax,
+    epsilon inside the maximum: about 600 times; the others by far more)."""
+    right, name, args = WRONG[case]
+    _, _, lr, optimizer = OPTIMIZERS[right]
+    initial, wrong = run_hpstudy(config("keras", name, lr, args))
+    assert trajectory_difference(wrong, run_keras(initial, optimizer)) > 1e2 * TOLERANCE
+
+
+S = keras.optimizers.schedules
+SCHEDULES = {  # id: (hpstudy schedule, its arguments, the Keras schedule from the initial rate)
+    "exponential": ("keras:exponential_decay", {"decay_steps": 3, "decay_rate": 0.5},
+                    lambda lr: S.ExponentialDecay(lr, decay_steps=3, decay_rate=0.5)),
+    "exponential-staircase": ("keras:exponential_decay", {"decay_steps": 5, "decay_rate": 0.3, "staircase": True},
+                              lambda lr: S.ExponentialDecay(lr, decay_steps=5, decay_rate=0.3, staircase=True)),
+    "inverse-time": ("keras:inverse_time_decay", {"decay_steps": 2, "decay_rate": 0.7},
+                     lambda lr: S.InverseTimeDecay(lr, decay_steps=2, decay_rate=0.7)),
+    "polynomial-linear": ("keras:polynomial_decay", {"decay_steps": 9, "end_learning_rate": 0.001},
+                          lambda lr: S.PolynomialDecay(lr, decay_steps=9, end_learning_rate=0.001)),
+    "piecewise": ("keras:piecewise_constant_decay", {"boundaries": [3, 7], "values": [LR * 16, LR * 4, LR]},
+                  lambda lr: S.PiecewiseConstantDecay([3, 7], [LR * 16, LR * 4, LR])),
+    "cosine": ("keras:cosine_decay", {"decay_steps": 10, "alpha": 0.1}, lambda lr: S.CosineDecay(lr, 10, alpha=0.1)),
+    "cosine-warmup": ("keras:cosine_decay", {"decay_steps": 6, "warmup_target": LR * 32, "warmup_steps": 4},
+                      lambda lr: S.CosineDecay(lr, 6, warmup_target=LR * 32, warmup_steps=4)),
+}
+
+
+@pytest.mark.parametrize("case", tuple(SCHEDULES))
+def test_keras_schedule_matches_keras(case):
+    """Each LearningRateSchedule, evaluated per optimizer step, on SGD with momentum (and Keras' AdamW, whose
+    weight decay also uses the scheduled rate)."""
+    name, args, schedule = SCHEDULES[case]
+    lr = LR * 16
+    check(config("keras", "keras:sgd", lr, {"momentum": 0.5}, schedule=name, schedule_args=args),
+          lambda: O.SGD(schedule(lr), momentum=0.5))
+    if case == "exponential":
+        check(config("keras", "keras:adamw", lr / 64, {"weight_decay": 0.5}, schedule=name, schedule_args=args),
+              lambda: O.AdamW(schedule(lr / 64), weight_decay=0.5))
+
+
+def test_kernel_l2_is_keras_kernel_regularizer():
+    """kernel_l2 adds kernel_l2 * sum(w^2) of every kernel to the loss, as Dense(kernel_regularizer=L2(...))."""
+    cfg = config("keras", "keras:sgd", LR * 16, kernel_l2=0.01)
+    check(cfg, lambda: O.SGD(LR * 16), kernel_regularizer=keras.regularizers.L2(0.01))
+    # scikit-learn's l2 (alpha / 2 * sum(w^2) / batch size) at the same number is a different term
+    initial, wrong = run_hpstudy(config("keras", "keras:sgd", LR * 16, l2=0.01))
+    reference = run_keras(initial, lambda: O.SGD(LR * 16), kernel_regularizer=keras.regularizers.L2(0.01))
+    assert trajectory_difference(wrong, reference) > 1e3 * TOLERANCE
+
+
+def test_max_norm_is_keras_max_norm_constraint():
+    """max_norm projects every kernel's columns after each update, as Dense(kernel_constraint=MaxNorm(...))."""
+    cfg = config("keras", "keras:sgd", LR * 16, max_norm=0.35)
+    initial, reference = check(cfg, lambda: O.SGD(LR * 16), kernel_constraint=keras.constraints.MaxNorm(0.35))
+    _, free = run_hpstudy(config("keras", "keras:sgd", LR * 16))
+    assert trajectory_difference(free, reference) > 1e3 * TOLERANCE  # the constraint was active

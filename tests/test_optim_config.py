@@ -1,0 +1,141 @@
+"""Optimizer, schedule and regularisation settings: study-file validation, Optax by name, and the engine path.
+
+The library-exact rules are proven against their libraries in tests/test_fidelity_optim_*.py; here: names and
+arguments are checked against the factories' signatures with errors naming file, key, value and expectation;
+an "optax:<name>" optimizer or schedule is exactly that Optax function; the engine tells a schedule the epoch
+(`at_epoch` in train_epoch); and the first five optimizer names keep their program (and so their bits).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from hpstudy import data as hdata
+from hpstudy.config import RunConfig, pairs
+from hpstudy.training.engine import Hyper, device_data, init_run, train_epoch
+from hpstudy.errors import StudyError
+from hpstudy.training.optimizers import is_plain, make_optimizer, optimizer_for
+from hpstudy.study import load_study
+
+BASE = """
+[study]
+name = "t"
+[model]
+hidden = [8]
+[training]
+epochs = 1
+{training}
+[design]
+kind = "grid"
+[design.factors]
+{factors}
+"""
+
+
+def study(tmp_path, training: str = "", factors: str = ""):
+    path = tmp_path / "t.toml"
+    path.write_text(BASE.format(training=training, factors=factors))
+    return load_study(path)
+
+
+def error(tmp_path, training: str = "", factors: str = "") -> str:
+    with pytest.raises(StudyError) as info:
+        study(tmp_path, training, factors)
+    return str(info.value)
+
+
+def test_library_optimizers_and_their_arguments_are_factors(tmp_path):
+    s = study(tmp_path, 'optimizer = "keras:rmsprop"',
+              'optimizer_args = [{ rho = 0.9 }, { rho = 0.8, centered = true }]\nlearning_rate = [0.001, 0.01]')
+    assert len(s.trials) == 4
+    assert {t.config.optimizer_args for t in s.trials} == {(("rho", 0.9),), (("centered", True), ("rho", 0.8))}
+    assert "learning_rate=0.01,optimizer_args={centered=True;rho=0.8}" in {t.trial_id for t in s.trials}
+    # the learning rate stays traced: the two rates of one optimizer setting share a compile group
+    assert len({t.config.group_id() for t in s.trials}) == 2
+
+
+@pytest.mark.parametrize("training,factors,expected", [
+    ('optimizer = "keras:rmsprob"', "", "training.optimizer = 'keras:rmsprob' is invalid; expected an optimizer, one of"),
+    ('optimizer = "optax:not_an_optimizer"', "", "expected an optimizer, one of"),
+    ('optimizer = "keras:rmsprop"\noptimizer_args = { rhoo = 0.9 }', "",
+     "takes no argument 'rhoo'; its arguments are: centered, clipnorm"),
+    ('optimizer = "keras:sgd"\noptimizer_args = { clipnorm = 1.0, clipvalue = 0.5 }', "", "takes only one of clipnorm"),
+    ('optimizer = "keras:sgd"\nmomentum = 0.9', "", "give it as optimizer_args.momentum"),
+    ('optimizer = "adam"\noptimizer_args = { eps = 1e-7 }', "", "takes no optimizer_args"),
+    ('optimizer = "optax:adamw"\noptimizer_args = { b1 = "high" }', "", "an optimizer that builds with these settings"),
+    ('schedule = "torch:step_lr"', "", "needs the argument(s) step_size"),
+    ('schedule = "keras:piecewise_constant_decay"\nschedule_args = { boundaries = [10], values = [0.1, 0.01] }', "",
+     "values[0] = 0.1 must equal learning_rate = 0.001"),
+    ('schedule = "torch:step_lr"\nschedule_args = { step_size = 1, interval = "batch" }', "", "interval is 'epoch'"),
+    ('schedule = "optax:cosine_decay"', "", "a learning-rate schedule, one of"),
+    ('schedule = "optax:join_schedules"', "", "a learning-rate schedule, one of"),
+    ("max_norm = 0", "", "training.max_norm = 0 is invalid; expected a number > 0"),
+    ("", "clip_grad_norm = [1.0, -1.0]", "design.factors.clip_grad_norm[1] = -1.0 is invalid; expected a number > 0"),
+    ('optimizer = "optax:sgd"\noptimizer_args = { momentum = [0.9, "x"] }', "", "a list of numbers"),
+])
+def test_bad_settings_are_named_clearly(tmp_path, training, factors, expected):
+    message = error(tmp_path, training, factors or "learning_rate = [0.001]")
+    assert str(tmp_path / "t.toml") in message
+    assert expected in message
+
+
+def test_first_five_names_keep_their_program():
+    """A configuration with one of the first five names and nothing added builds exactly make_optimizer's
+    transformation (the same state tree, so the same compiled program and bits)."""
+    for name in ("adam", "adam_keras", "sgd", "sgd_momentum", "sgd_nesterov"):
+        cfg = RunConfig(optimizer=name, momentum=0.9 if "momentum" in name or "nesterov" in name else 0.0)
+        assert is_plain(cfg)
+        params = {"w": jnp.ones(3)}
+        ours = optimizer_for(cfg, 0.01).init(params)
+        theirs = make_optimizer(cfg.optimizer, cfg.momentum, 0.01).init(params)
+        assert jax.tree.structure(ours) == jax.tree.structure(theirs)
+        assert not is_plain(dataclasses.replace(cfg, schedule="torch:exponential_lr", schedule_args=(("gamma", 0.5),)))
+
+
+def _steps(tx, params, grads, n=5):
+    state = tx.init(params)
+    for _ in range(n):
+        updates, state = tx.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+    return params
+
+
+def test_optax_by_name_is_optax():
+    """'optax:adamw' with arguments, and an 'optax:' schedule, take exactly Optax's steps (bit for bit)."""
+    params = {"w": jnp.linspace(-1.0, 1.0, 7)}
+    grads = {"w": jnp.cos(jnp.arange(7.0))}
+    cfg = RunConfig(optimizer="optax:adamw", optimizer_args=pairs({"b1": 0.8, "weight_decay": 0.1}))
+    ours = _steps(optimizer_for(cfg, 0.01), params, grads)
+    theirs = _steps(optax.adamw(0.01, b1=0.8, weight_decay=0.1), params, grads)
+    np.testing.assert_array_equal(ours["w"], theirs["w"])
+    # an Optax schedule's value multiplies the learning rate
+    cfg = dataclasses.replace(cfg, optimizer="optax:sgd", optimizer_args=(), schedule="optax:exponential_decay",
+                              schedule_args=pairs({"init_value": 1.0, "transition_steps": 2, "decay_rate": 0.5}))
+    ours = _steps(optimizer_for(cfg, 0.01), params, grads)
+    sched = optax.exponential_decay(1.0, transition_steps=2, decay_rate=0.5)
+    theirs = _steps(optax.sgd(lambda count: 0.01 * sched(count)), params, grads)
+    np.testing.assert_allclose(ours["w"], theirs["w"], rtol=1e-6)
+
+
+def test_engine_tells_the_schedule_the_epoch():
+    """Through train_epoch itself: torch's StepLR with gamma 0 trains the first epoch and freezes the second
+    (its rate is 0 from epoch 1 on), while the constant rate keeps moving."""
+    data = device_data(hdata.synthetic(n_train=64, n_test=16))
+    base = RunConfig(hidden=(8,), optimizer="torch:sgd", learning_rate=0.1, batch_size=16, epochs=2)
+    stepped = dataclasses.replace(base, schedule="torch:step_lr", schedule_args=pairs({"step_size": 1, "gamma": 0.0}))
+    hp = Hyper(jnp.asarray(0.1), jnp.asarray(0.0))
+    moved = {}
+    for name, cfg in (("constant", base), ("stepped", stepped)):
+        state = init_run(cfg, jnp.asarray(np.array([0, 1], np.uint32)), hp)
+        state, _ = train_epoch(cfg, state, hp, data, jnp.asarray(0))
+        first = state.params
+        state, _ = train_epoch(cfg, state, hp, data, jnp.asarray(1))
+        moved[name] = float(jnp.max(jnp.abs(state.params["Dense_0"]["kernel"] - first["Dense_0"]["kernel"])))
+    assert moved["stepped"] == 0.0
+    assert moved["constant"] > 1e-4
