@@ -90,20 +90,25 @@ def paired_bootstrap(
         raise ValueError("paired seeds need as many runs of a as of b")
     n_a, n_b, n_images = a.shape[0], b.shape[0], a.shape[1]
     rng = np.random.default_rng(seed)
+    # Counts of correct images stay integers held exactly in float64 (every partial sum is an integer below
+    # 2**53), so no summation order, and no CPU's SIMD width, can change a bit; one division at the end.
     fa, fb = a.astype(np.float64), b.astype(np.float64)
     stats = np.empty(replicates)
     for start in range(0, replicates, _BLOCK):
         size = min(_BLOCK, replicates - start)
         if images:
-            weights = _image_counts(rng, size, n_images).T / n_images  # (images, size)
-            acc_a, acc_b = fa @ weights, fb @ weights  # (runs, size): each run's accuracy on each resample
+            counts = _image_counts(rng, size, n_images).T.astype(np.float64)  # (images, size)
+            right_a, right_b = fa @ counts, fb @ counts  # (runs, size): each run's correct images per resample
         else:
-            acc_a = np.repeat(fa.mean(axis=1)[:, None], size, axis=1)
-            acc_b = np.repeat(fb.mean(axis=1)[:, None], size, axis=1)
+            right_a = np.repeat(a.sum(axis=1, dtype=np.int64).astype(np.float64)[:, None], size, axis=1)
+            right_b = np.repeat(b.sum(axis=1, dtype=np.int64).astype(np.float64)[:, None], size, axis=1)
         seeds_a = rng.integers(0, n_a, size=(size, n_a))
         seeds_b = seeds_a if paired_seeds else rng.integers(0, n_b, size=(size, n_b))
         cols = np.arange(size)[:, None]
-        stats[start:start + size] = acc_a[seeds_a, cols].mean(axis=1) - acc_b[seeds_b, cols].mean(axis=1)
+        total_a = right_a[seeds_a, cols].sum(axis=1)
+        total_b = right_b[seeds_b, cols].sum(axis=1)
+        stats[start:start + size] = total_a / (n_a * n_images) - total_b / (n_b * n_images)
     tail = (1 - confidence) / 2
     low, high = np.quantile(stats, [tail, 1 - tail])
-    return Interval(float(a.mean() - b.mean()), float(low), float(high), replicates, images)
+    estimate = int(a.sum()) / a.size - int(b.sum()) / b.size
+    return Interval(float(estimate), float(low), float(high), replicates, images)
