@@ -157,12 +157,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise StudyError(f"--lock {args.lock} is not a file; pass a lock file (the repository's requirements.lock).")
     outcome = verify(
         args.path, args.sample, args.data_dir, workers=args.workers or default_workers(), results=args.results,
-        lock_path=Path(args.lock) if args.lock else LOCK_FILE,
+        lock_path=Path(args.lock) if args.lock else LOCK_FILE, add_predictions=args.add_predictions,
     )
     for m in outcome.mismatches:
         print(f"MISMATCH run {m.run_id} {m.field}: stored {m.stored}, now {m.now}")
     print(f"{outcome.matched} of {outcome.checked} runs match bit for bit"
           + (f"; {len(outcome.environment)} environment differences (above)" if outcome.environment else "; environment as recorded"))
+    for added in outcome.added:
+        print(f"{added.directory}: test-set predictions added to {added.runs_added} runs in {len(added.parts_written)} "
+              f"parts; {added.already} runs had them; {len(added.left)} runs left without (not reproduced)")
     if not outcome.ok:
         raise VerificationError(f"{outcome.checked - outcome.matched} of {outcome.checked} runs did not reproduce bit for bit.")
     return 0
@@ -244,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--results", help="results folder holding a report folder's runs (default: the report's ../_runs)")
     ver.add_argument("--workers", type=positive_int, default=None, help="training processes (default: one per usable core)")
     ver.add_argument("--lock", help="lock file to compare the installed packages with (default: the repository's requirements.lock)")
+    ver.add_argument("--add-predictions", action="store_true",
+                     help="add the test-set predictions of every run found equal in every stored value to its store")
     ver.set_defaults(func=cmd_verify)
 
     lst = sub.add_parser("list", help="list the studies and how many runs are stored")

@@ -39,3 +39,7 @@ class RunResult:
     group_id: str
     seconds: float
     compile_seconds: float
+    # The predicted class of each test image (one uint8 each, the test split's order) and which of them were
+    # right (one bit each, np.packbits order); None for a run made before predictions were kept.
+    test_predictions: bytes | None = None
+    test_correct: bytes | None = None

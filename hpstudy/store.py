@@ -45,6 +45,11 @@ RESULT_FIELDS = (
     "best_val_accuracy", "dataset_fingerprint",
 )
 
+# Test-set predictions of a run (docs/design.md): the predicted class of every test image, one uint8 each,
+# and one bit per image saying whether it was right (np.packbits order). Absent from runs stored before
+# predictions were kept, and from parts not backfilled by `hpstudy verify --add-predictions`.
+PREDICTION_COLUMNS = ("test_predictions", "test_correct")
+
 
 def study_dir(results: str | os.PathLike, study: str) -> Path:
     """Where a study's runs are stored (a name that is not a plain folder name is refused)."""
@@ -133,6 +138,8 @@ def to_record(result: RunResult, study: str, study_sha256: str, dataset_fingerpr
         "dataset_fingerprint": dataset_fingerprint,
         "environment": json.dumps(env, sort_keys=True),
     }
+    if result.test_predictions is not None:
+        record.update(test_predictions=result.test_predictions, test_correct=result.test_correct)
     return record
 
 

@@ -3,7 +3,9 @@
 Before training, the environment recorded with the runs is compared with this one (packages, numerics
 mode and settings, ISA floor, device, chunk width, dataset) and with the lock file, and every difference
 is named: a mismatch that follows is then explained, not a mystery. Runs are retrained in the numerics
-mode they were made in, through the same executor as `hpstudy run`, and nothing is written to the store.
+mode they were made in, through the same executor as `hpstudy run`, and nothing is written to the store,
+except with add_predictions (`--add-predictions`): then the test-set predictions of the runs found equal in
+every stored value are added to their parts (hpstudy/predictions.py), and nothing for any other run.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class Outcome:
     matched: int = 0
     environment: list[str] = dataclasses.field(default_factory=list)
     mismatches: list[Mismatch] = dataclasses.field(default_factory=list)
+    added: list = dataclasses.field(default_factory=list)  # predictions.Added per store (add_predictions)
 
     @property
     def ok(self) -> bool:
@@ -188,13 +191,24 @@ def _show(value) -> object:
     return value
 
 
+def _has(stored: pd.Series, field: str) -> bool:
+    """Whether the stored run holds `field` (prediction columns: absent from older runs and parts)."""
+    return field in stored.index and isinstance(stored[field], bytes)
+
+
 def compare(stored: pd.Series, now: dict) -> list[Mismatch]:
-    """Every compared field whose stored value differs from the new one, bit for bit."""
-    return [
+    """Every compared field whose stored value differs from the new one, bit for bit; the test-set
+    predictions too where the run has them stored."""
+    found = [
         Mismatch(stored["run_id"], field, _show(stored[field]), _show(now[field]))
         for field in COMPARED
         if _bits(stored[field]) != _bits(now[field])
     ]
+    for field in store.PREDICTION_COLUMNS:
+        if _has(stored, field) and stored[field] != now.get(field):
+            differ = sum(a != b for a, b in zip(stored[field], now.get(field) or b""))
+            found.append(Mismatch(stored["run_id"], field, f"{len(stored[field])} bytes", f"{differ} bytes differ"))
+    return found
 
 
 def _datasets(runs: pd.DataFrame, data_dir):
@@ -220,12 +234,16 @@ def verify(
     lock_path: Path | None = LOCK_FILE,
     progress: bool = True,
     load_data=None,
+    add_predictions: bool = False,
 ) -> Outcome:
     """Retrain the stored runs under `path` (or a deterministic sample of k per store) and compare.
 
     load_data: optional {(dataset, validation): Dataset} maker for tests (default: the real files).
+    add_predictions: afterwards, add the test-set predictions of every run found equal in every stored
+    value, on the dataset it was recorded with, to the parts whose runs all were (hpstudy/predictions.py).
     """
     from hpstudy.environment import fingerprint
+    from hpstudy.predictions import consistent
     from hpstudy.runner import prepare_training, train
 
     outcome = Outcome()
@@ -255,6 +273,7 @@ def verify(
         print(f"environment differs: {line}", file=sys.stderr)
     # keyed by what the run is, not by its stored id: a changed identity rule shows as a run_id mismatch
     rows = {(RunConfig.from_canonical(row["config"]).canonical(), int(row["seed"])): row for _, row in runs.iterrows()}
+    reproduced: dict[str, tuple[bytes, bytes]] = {}  # run id: (predictions, correct bits), every value equal
     with tqdm(total=len(runs), unit="run", desc="verify", file=sys.stderr, disable=not progress) as bar:
         for (dataset_name, validation), dataset in datasets.items():
             specs = [
@@ -269,10 +288,17 @@ def verify(
                     row = rows[(result.spec.config.canonical(), result.spec.seed)]
                     now = store.to_record(result, row["study"], row["study_sha256"], dataset.fingerprint, {})
                     found = compare(row, now)
+                    if (not found and row["dataset_fingerprint"] == dataset.fingerprint and result.test_predictions
+                            and consistent(result.test_correct, len(result.test_predictions), row["test_accuracy"])):
+                        reproduced[row["run_id"]] = (result.test_predictions, result.test_correct)
                     outcome.checked += 1
                     outcome.matched += not found
                     outcome.mismatches.extend(found)
                 bar.update(len(results_))
 
             train(specs, dataset, on_chunk, workers, mode, in_process)
+    if add_predictions:
+        from hpstudy.predictions import add_to_store
+
+        outcome.added = [add_to_store(s, reproduced) for s in stores]
     return outcome

@@ -66,6 +66,8 @@ def write_report(
 
     store.validate(store.study_dir(results, study.name), study.name)  # foreign, mistyped or conflicting parts
     runs = load_runs(study, results, seeds)
+    from hpstudy.reporting import testset_report  # each run's test-set correctness, where stored
+    runs = testset_report.attach(runs, store.study_dir(results, study.name))
     store.check_writable(Path(out), "output")  # before the analysis and the figures, the slow part
     outputs.check_target(Path(out), study.name, force=force)
     a = analyze(study, runs)

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from hpstudy.reporting import stats
+from hpstudy.reporting import stats, testset_report
 from hpstudy.reporting.analysis import (
     ALPHA,
     FACTOR_LABELS,
@@ -559,6 +559,7 @@ def readme(a: Analysis, table_md: str, figures: Sequence[tuple[str, str]], resul
              + _section_results(a, table_md)
              + ["## Published numbers against the seeds", ""] + _verdict_table(a) + [""] + _outside_reasons(a)
              + _section_curves_meet(a)
-             + _section_comparisons(a) + _section_effects(a) + _section_aggregates(a)
+             + _section_comparisons(a) + testset_report.section(a, trial_label)
+             + _section_effects(a) + _section_aggregates(a)
              + [a.add_seeds, ""] + _section_timing(a) + _section_figures(figures) + _section_regenerate(a, results_arg))
     return "\n".join(lines)

@@ -311,6 +311,12 @@ def finalize(config: RunConfig, state: RunState, data: DeviceData, val_is_test: 
     return params, test_loss, test_acc
 
 
+def test_predictions(config: RunConfig, params, images) -> jax.Array:
+    """The predicted class of every test image (uint8), from the final parameters, without dropout."""
+    out = model_of(config).apply({"params": params}, preprocess(images))
+    return jnp.argmax(out, -1).astype(jnp.uint8)
+
+
 CHUNK_WORK = 8e6  # multiply-adds per chunk step the width rule aims at
 CHUNK_MIN, CHUNK_MAX = 1, 4
 # On a GPU (or TPU) a chunk should fill the device: about 1 G multiply-adds per chunk step, a power of two
@@ -407,6 +413,9 @@ class ChunkProgram:
         final_fn = functools.partial(finalize, static, val_is_test=val_is_test)
         final = jax.jit(jax.vmap(final_fn, in_axes=(0, None)))
         self.final = final.lower(state, data).compile()
+        # A program of its own, so that `final`, and every value it gives, stays exactly what it was.
+        predict = jax.jit(jax.vmap(functools.partial(test_predictions, static), in_axes=(0, None)))
+        self.predict = predict.lower(jax.eval_shape(final, state, data)[0], data.x_test).compile()
         self.compile_seconds = time.perf_counter() - start
 
 
@@ -457,6 +466,7 @@ def run_group(
     epoch = np.zeros(width, np.int32)
     history: list[list] = [[] for _ in range(width)]
     seconds = np.zeros(width)
+    labels = None  # the test labels on the host, fetched once when the first run finishes
     while any(s is not None for s in lanes):
         start = time.perf_counter()
         state, metrics = program.epoch(state, hp, data, jnp.asarray(epoch))
@@ -471,7 +481,11 @@ def run_group(
         if not done:
             continue
         start = time.perf_counter()
-        params, test_loss, test_acc = jax.device_get(program.final(state, data))
+        final = program.final(state, data)
+        params, test_loss, test_acc = jax.device_get(final)
+        predicted = np.asarray(jax.device_get(program.predict(final[0], data.x_test)))
+        if labels is None:
+            labels = np.asarray(jax.device_get(data.y_test))
         epochs_run = np.asarray(jax.device_get(state.epochs_run))
         best_epoch = np.asarray(jax.device_get(state.best_epoch))
         results = []
@@ -490,6 +504,8 @@ def run_group(
                     group_id=group_id,
                     seconds=float(seconds[i]) + (time.perf_counter() - start) / len(done),
                     compile_seconds=program.compile_seconds,
+                    test_predictions=predicted[i].tobytes(),
+                    test_correct=correct_bits(predicted[i], labels),
                 )
             )
         # refill: a finished lane takes the next waiting run; one left empty is frozen where it is
@@ -508,6 +524,11 @@ def run_group(
         if idle.any():  # freeze lanes that finished without a successor (a run at its last epoch is not 'stopped')
             state = state._replace(stopped=state.stopped | jnp.asarray(idle))
         on_results(results)
+
+
+def correct_bits(predicted: np.ndarray, labels: np.ndarray) -> bytes:
+    """Which test images a run classified correctly, one bit per image (np.packbits order, zero-padded)."""
+    return np.packbits(predicted.astype(np.int64) == np.asarray(labels).astype(np.int64)).tobytes()
 
 
 def _lane_params(params, lane: int, config: RunConfig) -> dict:

@@ -1,0 +1,79 @@
+"""Test-set predictions added to stored runs that lack them (`hpstudy verify --add-predictions`).
+
+A run's predictions are only ever added from a retraining through verify's path that found every stored
+value of that run equal, bit for bit (hpstudy/verify.py decides; this module only writes). A part file is
+rewritten only when every run it holds was so reproduced: its other columns are copied unchanged, the two
+prediction columns appended (store.PREDICTION_COLUMNS), and the new file renamed over the old one
+atomically, so a reader sees the old part or the new one, never a mixture. Nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from hpstudy import locking, store, storeops
+from hpstudy.errors import StoreError
+
+
+@dataclasses.dataclass
+class Added:
+    """What adding predictions to one store did."""
+
+    directory: Path
+    parts_written: list[Path] = dataclasses.field(default_factory=list)
+    runs_added: int = 0
+    already: int = 0  # runs whose part already held predictions
+    left: list[str] = dataclasses.field(default_factory=list)  # runs not reproduced (or not checked): untouched
+
+
+def consistent(correct: bytes, n_images: int, test_accuracy: float) -> bool:
+    """Whether a run's correctness bits count exactly the correct images its stored test accuracy counts.
+
+    The accuracy is a float32 mean (XLA may multiply by 1/n rather than divide, one ulp apart), so the
+    count it stands for is recovered by rounding: exact for any test set under a million images.
+    """
+    count = int(np.unpackbits(np.frombuffer(correct, np.uint8), count=n_images).sum())
+    scaled = float(test_accuracy) * n_images
+    return abs(scaled - count) < 0.01
+
+
+def with_predictions(table: pa.Table, found: dict[str, tuple[bytes, bytes]]) -> pa.Table:
+    """The part's table with the two prediction columns appended, in its row order (every run in `found`)."""
+    ids = table.column("run_id").to_pylist()
+    predictions = pa.array([found[rid][0] for rid in ids], pa.binary())
+    correct = pa.array([found[rid][1] for rid in ids], pa.binary())
+    return table.append_column("test_predictions", predictions).append_column("test_correct", correct)
+
+
+def add_to_store(directory: Path, found: dict[str, tuple[bytes, bytes]]) -> Added:
+    """Add predictions to every part of the store whose runs all have reproduced predictions in `found`
+    ({run_id: (predictions, correct bits)}); holds the store's run lock and its compaction lock meanwhile."""
+    directory = Path(directory)
+    added = Added(directory)
+    with locking.store_lock(directory), storeops._compaction_lock(directory):
+        journal = store.read_journal(directory)
+        if journal and (journal["add"] or journal["remove"]):
+            raise StoreError(f"{directory} has an unfinished compaction; run `hpstudy compact {directory}` first. "
+                             "Nothing was written.")
+        for part in store.live_parts(directory):
+            table = pq.read_table(part)
+            ids = table.column("run_id").to_pylist()
+            if all(c in table.column_names for c in store.PREDICTION_COLUMNS):
+                added.already += len(ids)
+                continue
+            if any(c in table.column_names for c in store.PREDICTION_COLUMNS):
+                raise StoreError(f"{part} holds only some of the prediction columns: not written by hpstudy.")
+            missing = [rid for rid in ids if rid not in found]
+            if missing:
+                added.left += missing
+                continue
+            store.write_table(with_predictions(table, found), part)
+            added.parts_written.append(part)
+            added.runs_added += len(ids)
+        store.fsync_dir(directory)
+    return added
