@@ -89,3 +89,21 @@ def test_study_key_and_factor(write_study):
     with pytest.raises(StudyError, match="model.preprocessing = 'normalise' is invalid; expected an input preprocessing, "
                                          "one of scale, scale_symmetric, standardise, standardise_global"):
         load_study(write_study(**{'activation = "relu"': 'activation = "relu"\npreprocessing = "normalise"'}))
+
+
+def test_the_modes_no_other_test_trains_give_other_bits_and_the_same_bits_twice():
+    # scale and standardise train (and verify bit for bit) in tests/test_npz.py; each mode compiles its own program
+    from hpstudy.runs import RunSpec
+
+    data = engine.device_data(hdata.synthetic(n_train=200, n_test=50))
+    specs = [RunSpec(RunConfig(hidden=(8,), batch_size=50, epochs=1, preprocessing=mode), 0, mode)
+             for mode in ("scale_symmetric", "standardise_global")]
+
+    def hashes() -> dict[str, str]:
+        out: list = []
+        engine.execute(specs, lambda _: data, out.extend)
+        return {r.spec.trial_id: r.param_sha256 for r in out}
+
+    first = hashes()
+    assert len(first) == len(set(first.values())) == 2  # each mode feeds the network other inputs
+    assert hashes() == first  # and the same inputs every time
