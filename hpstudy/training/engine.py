@@ -311,9 +311,9 @@ def finalize(config: RunConfig, state: RunState, data: DeviceData, val_is_test: 
     return params, test_loss, test_acc
 
 
-def test_predictions(config: RunConfig, params, images) -> jax.Array:
+def test_predictions(config: RunConfig, params, images, stats: preprocessing.InputStats) -> jax.Array:
     """The predicted class of every test image (uint8), from the final parameters, without dropout."""
-    out = model_of(config).apply({"params": params}, preprocess(images))
+    out = model_of(config).apply({"params": params}, preprocessing.apply(config.preprocessing, images, stats))
     return jnp.argmax(out, -1).astype(jnp.uint8)
 
 
@@ -414,8 +414,8 @@ class ChunkProgram:
         final = jax.jit(jax.vmap(final_fn, in_axes=(0, None)))
         self.final = final.lower(state, data).compile()
         # A program of its own, so that `final`, and every value it gives, stays exactly what it was.
-        predict = jax.jit(jax.vmap(functools.partial(test_predictions, static), in_axes=(0, None)))
-        self.predict = predict.lower(jax.eval_shape(final, state, data)[0], data.x_test).compile()
+        predict = jax.jit(jax.vmap(functools.partial(test_predictions, static), in_axes=(0, None, None)))
+        self.predict = predict.lower(jax.eval_shape(final, state, data)[0], data.x_test, data.stats).compile()
         self.compile_seconds = time.perf_counter() - start
 
 
@@ -483,7 +483,7 @@ def run_group(
         start = time.perf_counter()
         final = program.final(state, data)
         params, test_loss, test_acc = jax.device_get(final)
-        predicted = np.asarray(jax.device_get(program.predict(final[0], data.x_test)))
+        predicted = np.asarray(jax.device_get(program.predict(final[0], data.x_test, data.stats)))
         if labels is None:
             labels = np.asarray(jax.device_get(data.y_test))
         epochs_run = np.asarray(jax.device_get(state.epochs_run))
