@@ -209,8 +209,8 @@ def test_a_folder_named_like_a_study_does_not_hide_its_file(tmp_path, monkeypatc
 
 
 @pytest.mark.parametrize("metric, value, expected", [
-    ("test_accuracy", "9716", "an accuracy as a fraction between 0 and 1 (97.16% is 0.9716)"),
-    ("best_val_accuracy", "97.16", "an accuracy as a fraction between 0 and 1"),
+    ("test_accuracy", "9716", "an accuracy as a fraction in [0, 1] (0.9716) or in percent (97.16, converted)"),
+    ("best_val_accuracy", "100.5", "an accuracy as a fraction in [0, 1]"),
     ("test_loss", "1e300", "a number of at most 1,000,000"),
     ("seconds", "1e12", "a number of at most 1,000,000"),
 ])
