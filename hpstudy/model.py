@@ -8,7 +8,6 @@ NNX's mutable objects would have to be split back into pytrees at every vmap bou
 from __future__ import annotations
 
 import functools
-import math
 from typing import Callable, Sequence
 
 import flax.linen as nn
@@ -17,7 +16,9 @@ import jax.numpy as jnp
 
 from hpstudy.config import ACTIVATIONS, INITS, LOSSES
 from hpstudy.flavours import keras as keras_flavour
+from hpstudy.flavours import nielsen as nielsen_flavour
 from hpstudy.flavours import pytorch as pytorch_flavour
+from hpstudy.flavours import sklearn as sklearn_flavour
 
 ACTIVATION_FNS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
@@ -83,12 +84,11 @@ def initializers(scheme: str, fan_in: int, fan_out: int, activation: str) -> tup
     """(kernel_init, bias_init) of one layer for the scheme (docs/studies.md lists each)."""
     if scheme == "keras":  # Dense defaults: glorot_uniform kernel, zero bias
         return nn.initializers.glorot_uniform(), nn.initializers.zeros
-    if scheme == "sklearn":  # MLPClassifier: U(-b, b) for weights and biases, f = 2 for logistic
-        factor = 2.0 if activation == "sigmoid" else 6.0
-        bound = math.sqrt(factor / (fan_in + fan_out))
+    if scheme == "sklearn":  # MLPClassifier: U(-b, b) for weights and biases
+        bound = sklearn_flavour.init_bound(fan_in, fan_out, activation)
         return _uniform(bound), _uniform(bound)
     if scheme == "nielsen":  # network.py: np.random.randn for every weight and bias
-        return nn.initializers.normal(1.0), nn.initializers.normal(1.0)
+        return nn.initializers.normal(nielsen_flavour.INIT_STDDEV), nn.initializers.normal(nielsen_flavour.INIT_STDDEV)
     if scheme == "pytorch":  # nn.Linear's reset_parameters: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for both
         bound = pytorch_flavour.linear_bound(fan_in)
         return _uniform(bound), _uniform(bound)

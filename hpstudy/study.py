@@ -612,10 +612,13 @@ def _padded(chk: _Checker, cfg: RunConfig, buckets: tuple[int, ...], trial: str)
         raise chk.fail("design.width_buckets", list(buckets),
                        f"no width buckets with activation {cfg.activation!r} (only {', '.join(PADDABLE_ACTIVATIONS)}: "
                        "a masked unit must output 0)")
-    if cfg.init not in PADDABLE_INITS or cfg.batch_norm != "none":
+    if cfg.init not in PADDABLE_INITS:
         raise chk.fail("design.width_buckets", list(buckets),
-                       f"no width buckets with init {cfg.init!r} or batch_norm {cfg.batch_norm!r} (a padded run's "
-                       "initial draw must be rescalable to the real widths, and its units free of batch statistics)")
+                       f"no width buckets with init {cfg.init!r} (a padded run's initial draw must rescale to the real "
+                       "widths; a block of an orthogonal matrix is not orthogonal)")
+    if cfg.batch_norm != "none":
+        raise chk.fail("design.width_buckets", list(buckets),
+                       f"no width buckets with batch_norm {cfg.batch_norm!r} (a masked unit must stay zero)")
     if max(cfg.hidden) > buckets[-1]:
         raise chk.fail("design.width_buckets", list(buckets),
                        f"buckets up to at least {max(cfg.hidden)} ({trial} has hidden widths {list(cfg.hidden)})")
