@@ -113,3 +113,23 @@ def test_new_keys_stay_out_of_the_identity_at_their_defaults():
     text = RunConfig(layer_dropout=(0.1, 0.2), hidden=(4, 4)).canonical()
     assert RunConfig.from_canonical(text) == RunConfig(layer_dropout=(0.1, 0.2), hidden=(4, 4))
     assert RunConfig(layer_dropout=(0.1, 0.2), hidden=(4, 4)).as_flat_dict()["layer_dropout"] == [0.1, 0.2]
+
+
+def test_masks_drawn_ahead_are_the_masks_the_layers_draw():
+    """The engine draws each step's dropout masks ahead (`step_dropout_masks`), input and per-layer rates
+    included; the model drawing them itself from the same key gives the same outputs (what the Keras
+    fidelity test checks against Keras' own dropout)."""
+    from hpstudy.engine import model_of, step_dropout_masks
+
+    config = RunConfig(hidden=(16, 8), input_dropout=0.3, layer_dropout=(0.5, 0.25), batch_size=4)
+    state = init_run(config, jnp.asarray(np.array([3, 4], np.uint32)), Hyper(jnp.asarray(0.1), jnp.asarray(0.0)))
+    key = jnp.asarray(np.array([5, 6], np.uint32))
+    x = jnp.asarray(np.random.default_rng(0).uniform(size=(4, 784)), jnp.float32)
+    masks = step_dropout_masks(config, state.params, jnp.asarray(0.0), key)
+    assert [m.shape for m in masks] == [(4, 16), (4, 8), (4, 784)]
+    model = model_of(config)
+    ahead = model.apply({"params": state.params}, x, 0.0, train=True, masks=masks, rngs={"dropout": key})
+    inside = model.apply({"params": state.params}, x, 0.0, train=True, rngs={"dropout": key})
+    np.testing.assert_array_equal(np.asarray(ahead), np.asarray(inside))
+    plain = model.apply({"params": state.params}, x)
+    assert not np.array_equal(np.asarray(plain), np.asarray(inside))
