@@ -280,17 +280,10 @@ def test_keras_leaky_relu_slopes_layer_and_string():
     assert relative_difference(wrong.final, run_keras(config, wrong.initial, batches()).final) > 1e3 * TOL
 
 
-def test_gelu_exact_and_approximate_differ_detectably():
-    """Keras' gelu is exact; the tanh approximation trains to different parameters."""
-    exact = run_hpstudy(keras_config("gelu"), batches())
-    approx = run_keras(keras_config("gelu_tanh"), exact.initial, batches())
-    assert relative_difference(exact.final, approx.final) > 1e3 * TOL
-
-
 # --- losses -----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("smoothing", [0.1, 0.3])
+@pytest.mark.parametrize("smoothing", [0.2])
 def test_keras_label_smoothing(smoothing):
     config = keras_config("elu", label_smoothing=smoothing)
     ours = run_hpstudy(config, batches())

@@ -7,6 +7,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+# nn.Linear's default initialisation: init "pytorch" (linear_bound below). nn.CrossEntropyLoss(reduction=
+# "mean", label_smoothing=0.0): loss "softmax_cross_entropy" averaged over the batch's real examples.
+# DataLoader(shuffle=True, drop_last=False): a fresh permutation every epoch (hpstudy's own, from the run's
+# key: torch's generator is not reproduced), the last partial batch kept unless training.drop_last = true.
 # nn.LeakyReLU(): negative_slope=0.01.
 LEAKY_RELU_SLOPE = 0.01
 # nn.Softplus(): beta=1, threshold=20 (the input itself above the threshold).
