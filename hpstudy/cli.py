@@ -176,7 +176,7 @@ def cmd_new(args: argparse.Namespace) -> int:
     """Write a commented template study file that validates."""
     from hpstudy.template import new_study
 
-    path = new_study(args.name, args.file)
+    path = new_study(args.name, args.file, flavour=args.flavour)
     print(f"wrote {path}: edit it, check it with `hpstudy show {path}`, then `hpstudy run {path}`.")
     return 0
 
@@ -293,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     new = sub.add_parser("new", help="write a commented template study file")
     new.add_argument("name", help="the study's name (letters, digits, '_', '-', '.')")
     new.add_argument("--file", help=f"where to write it (default: {STUDIES_DIR}/NAME.toml)")
+    new.add_argument("--flavour", default="keras", choices=("keras", "pytorch", "sklearn", "nielsen"),
+                     help="the library whose usual settings the template starts from (default: keras)")
     new.set_defaults(func=cmd_new)
     return parser
 

@@ -7,9 +7,15 @@ import hashlib
 import json
 from typing import Any
 
-ACTIVATIONS = ("relu", "sigmoid", "tanh")
-INITS = ("keras", "sklearn", "nielsen")
-LOSSES = ("softmax_cross_entropy", "sigmoid_quadratic")
+# The model's choices (hpstudy/training/model.py defines each; docs/studies.md documents them).
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "elu", "selu", "gelu", "gelu_tanh", "softplus", "leaky_relu", "silu", "identity")
+INITS = (
+    "keras", "sklearn", "nielsen", "pytorch",
+    *(f"{family}_{dist}" for family in ("glorot", "he", "lecun") for dist in ("uniform", "normal", "truncated_normal")),
+    "orthogonal",
+)
+LOSSES = ("softmax_cross_entropy", "sigmoid_quadratic", "mse", "softmax_mse")
+BATCH_NORMS = ("none", "before_activation", "after_activation")
 OPTIMIZERS = ("adam", "adam_keras", "sgd", "sgd_momentum", "sgd_nesterov")
 MONITORS = ("val_loss", "val_accuracy", "train_loss", "train_accuracy")
 STOPPING_RULES = ("keras", "sklearn")
@@ -88,7 +94,17 @@ class RunConfig:
     preprocessing: str = late("scale")
     #
     # -- model (activations, initialisers, dropout, normalisation, loss) --
-    #
+    # leaky_relu's slope; None: the flavour's library default (keras 0.3, pytorch 0.01)
+    negative_slope: float | None = late(None)
+    # inverted dropout on the input pixels, and per hidden layer (instead of `dropout`, which stays 0)
+    input_dropout: float = late(0.0)
+    layer_dropout: tuple[float, ...] | None = late(None)
+    # batch normalisation of every hidden layer with the flavour's conventions: "none", "before_activation"
+    # or "after_activation"
+    batch_norm: str = late("none")
+    label_smoothing: float = late(0.0)
+    # DataLoader(drop_last=True): the last, partial mini-batch of each epoch is left out
+    drop_last: bool = late(False)
     #
     # -- optimizer, schedule, regularisation --
     # A library optimizer's keyword arguments ("keras:rmsprop", "torch:sgd", "optax:adamw", ...) as sorted
@@ -122,7 +138,7 @@ class RunConfig:
         """The configuration a `canonical()` text describes (its inverse; fields it lacks take their defaults)."""
         fields = json.loads(text)
         stop = fields.pop("early_stopping", None)
-        for name in ("hidden", "pad_hidden"):
+        for name in ("hidden", "pad_hidden", "layer_dropout"):
             if fields.get(name) is not None:
                 fields[name] = tuple(fields[name])
         for name in ("optimizer_args", "schedule_args"):  # JSON lists back to the frozen (name, value) pairs
@@ -151,6 +167,8 @@ class RunConfig:
         for name in ("optimizer_args", "schedule_args"):
             if name in flat:
                 flat[name] = json.loads(json.dumps(flat[name]))  # nested lists, as the canonical text has them
+        if self.layer_dropout is not None:
+            flat["layer_dropout"] = list(self.layer_dropout)
         for k, v in (stop or {}).items():
             flat[f"early_stopping.{k}"] = v
         return flat

@@ -46,11 +46,18 @@ FLAVOUR_DEFAULTS: dict[str, dict[str, Any]] = {
     },
     # Nielsen's network.py: N(0, 1) weights and biases, sigmoid output with quadratic cost, plain SGD.
     "nielsen": {"init": "nielsen", "loss": "sigmoid_quadratic", "optimizer": "sgd"},
+    # PyTorch: nn.Linear's U(-1/sqrt(fan_in), 1/sqrt(fan_in)) weights and biases, nn.CrossEntropyLoss (mean
+    # over the batch), DataLoader(shuffle=True) keeping the last partial batch (drop_last=False), and
+    # torch.optim.SGD: without momentum, dampening or weight decay its rule is p -= lr * grad, the same
+    # rule (and the same arithmetic) as plain "sgd".
+    "pytorch": {"init": "pytorch", "loss": "softmax_cross_entropy", "optimizer": "sgd"},
 }
-MODEL_KEYS = {"flavour", "hidden", "activation", "dropout", "init", "loss", "preprocessing"}
+MODEL_KEYS = {"flavour", "hidden", "activation", "dropout", "init", "loss", "preprocessing",
+              "negative_slope", "input_dropout", "layer_dropout", "batch_norm", "label_smoothing"}
 TRAINING_KEYS = {"optimizer", "learning_rate", "momentum", "l2", "batch_size", "epochs", "early_stopping",
                  "optimizer_args", "schedule", "schedule_args", "kernel_l2", "max_norm", "clip_grad_norm",
                  "clip_grad_value"}
+TRAINING_KEYS = TRAINING_KEYS | {"drop_last"}  # how the epoch is cut into mini-batches (PyTorch's DataLoader)
 FACTOR_KEYS = (MODEL_KEYS | TRAINING_KEYS) - {"early_stopping"}
 FLAVOUR_KEYS = (FACTOR_KEYS - {"flavour"}) | {"early_stopping"}
 STUDY_KEYS = {"name", "title", "authors", "year", "citation", "doi", "url", "dataset", "validation", "seeds", "description",
@@ -334,6 +341,7 @@ def _check_value(chk: _Checker, key: str, name: str, value: Any) -> Any:
         "init": ("an initialisation scheme", C.INITS),
         "loss": ("a loss", C.LOSSES),
         "preprocessing": ("an input preprocessing", C.PREPROCESSINGS),
+        "batch_norm": ("a batch-normalisation placement", C.BATCH_NORMS),
     }
     if name in ("optimizer", "schedule"):
         return _check_name(chk, key, name, value)
@@ -355,11 +363,31 @@ def _check_value(chk: _Checker, key: str, name: str, value: Any) -> Any:
         if not (value > 0 and math.isfinite(value)):
             raise chk.fail(key, value, "a learning rate > 0")
         return float(value)
-    elif name == "dropout":
+    elif name in ("dropout", "input_dropout"):
         chk.typed(key, value, (int, float), "a dropout rate, a number in [0, 1)")
         if not 0 <= value < 1:
             raise chk.fail(key, value, "a dropout rate in [0, 1)")
         return float(value)
+    elif name == "layer_dropout":
+        expected = "a non-empty list of dropout rates in [0, 1), one per hidden layer"
+        if not isinstance(value, (list, tuple)) or not value:
+            raise chk.fail(key, value, expected)
+        for rate in value:
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+                raise chk.fail(key, value, expected)
+        return tuple(float(rate) for rate in value)
+    elif name == "label_smoothing":
+        chk.typed(key, value, (int, float), "a label-smoothing factor, a number in [0, 1]")
+        if not 0 <= value <= 1:
+            raise chk.fail(key, value, "a label-smoothing factor in [0, 1]")
+        return float(value)
+    elif name == "negative_slope":
+        chk.typed(key, value, (int, float), "a leaky_relu slope, a finite number >= 0")
+        if not (value >= 0 and math.isfinite(value)):
+            raise chk.fail(key, value, "a leaky_relu slope, a finite number >= 0")
+        return float(value)
+    elif name == "drop_last":
+        chk.typed(key, value, bool, "true or false")
     elif name in ("momentum", "l2"):
         chk.typed(key, value, (int, float), "a number >= 0")
         if not (value >= 0 and math.isfinite(value)):
@@ -496,7 +524,35 @@ def _resolve(chk: _Checker, base: dict, flavours: dict, values: dict, meta: dict
     if es is not None and es.monitor.startswith("val_") and cfg.validation == "none":
         raise chk.fail("study.validation", "none", f"a validation split, since early stopping monitors {es.monitor}")
     _check_training(chk, cfg, where)
+    _check_model(chk, cfg)
     return cfg
+
+
+# The flavours whose library has a leaky_relu slope default and batch normalisation (hpstudy/flavours/).
+LEAKY_RELU_DEFAULTS = ("keras", "pytorch")
+BATCH_NORM_FLAVOURS = ("keras", "pytorch")
+
+
+def _check_model(chk: _Checker, cfg: RunConfig) -> None:
+    """Checks that span model keys, on a trial's resolved configuration."""
+    if cfg.activation == "leaky_relu" and cfg.negative_slope is None and cfg.flavour not in LEAKY_RELU_DEFAULTS:
+        raise chk.fail("model.negative_slope", None,
+                       f"a leaky_relu slope: flavour {cfg.flavour!r} has no default (keras: 0.3, pytorch: 0.01)")
+    if cfg.layer_dropout is not None:
+        if len(cfg.layer_dropout) != len(cfg.hidden):
+            raise chk.fail("model.layer_dropout", list(cfg.layer_dropout),
+                           f"one dropout rate per hidden layer ({len(cfg.hidden)}, hidden = {list(cfg.hidden)})")
+        if cfg.dropout:
+            raise chk.fail("model.dropout", cfg.dropout, "0 when layer_dropout gives each hidden layer its rate")
+    if cfg.batch_norm != "none":
+        if cfg.flavour not in BATCH_NORM_FLAVOURS:
+            raise chk.fail("model.batch_norm", cfg.batch_norm,
+                           f"'none' with flavour {cfg.flavour!r} (batch normalisation follows keras' or pytorch's conventions)")
+        last = chk.n_train % cfg.batch_size
+        if cfg.flavour == "pytorch" and (cfg.batch_size == 1 or (last == 1 and not cfg.drop_last)):
+            raise chk.fail("training.batch_size", cfg.batch_size,
+                           "a batch size that leaves no mini-batch of one example (PyTorch's BatchNorm1d refuses to "
+                           "train on one; its running variance divides by n - 1), or drop_last = true")
 
 
 def _levels(chk: _Checker, key: str, name: str, levels: Any) -> list:
@@ -656,7 +712,10 @@ def _random(chk: _Checker, design: dict) -> list[tuple[str, dict]]:
 
 # Activations under which a masked unit (zero weights in and out, zero bias) outputs 0 and stays zero:
 # relu(0) = 0 with a zero gradient there, tanh(0) = 0; sigmoid(0) = 0.5 would feed the next layer.
-PADDABLE_ACTIVATIONS = ("relu", "tanh")
+PADDABLE_ACTIVATIONS = ("relu", "tanh", "elu", "selu", "gelu", "gelu_tanh", "leaky_relu", "silu", "identity")
+# Initialisers whose draw a padded run can rescale to the real fans (engine.mask_padded_units, model.FAN_MODE):
+# an orthogonal matrix cut out of a larger one is not orthogonal.
+PADDABLE_INITS = tuple(init for init in C.INITS if init != "orthogonal")
 
 
 def _width_buckets(chk: _Checker, design: dict) -> tuple[int, ...] | None:
@@ -677,6 +736,13 @@ def _padded(chk: _Checker, cfg: RunConfig, buckets: tuple[int, ...], trial: str)
         raise chk.fail("design.width_buckets", list(buckets),
                        f"no width buckets with activation {cfg.activation!r} (only {', '.join(PADDABLE_ACTIVATIONS)}: "
                        "a masked unit must output 0)")
+    if cfg.init not in PADDABLE_INITS:
+        raise chk.fail("design.width_buckets", list(buckets),
+                       f"no width buckets with init {cfg.init!r} (a padded run's initial draw must rescale to the real "
+                       "widths; a block of an orthogonal matrix is not orthogonal)")
+    if cfg.batch_norm != "none":
+        raise chk.fail("design.width_buckets", list(buckets),
+                       f"no width buckets with batch_norm {cfg.batch_norm!r} (a masked unit must stay zero)")
     if max(cfg.hidden) > buckets[-1]:
         raise chk.fail("design.width_buckets", list(buckets),
                        f"buckets up to at least {max(cfg.hidden)} ({trial} has hidden widths {list(cfg.hidden)})")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from hpstudy import budget, cli, store
 from hpstudy.errors import OutputError, StudyError
 from hpstudy.reporting.build import synthetic_records
@@ -52,3 +54,22 @@ def test_new_writes_a_template_that_validates_and_never_overwrites(tmp_path, cap
     assert cli.main(["new", ".."]) == StudyError.exit_code
     assert "already exists" in capsys.readouterr().err
     assert cli.main(["show", "my_study"]) == 0
+
+
+def test_new_offers_a_template_per_flavour_each_validating(tmp_path):
+    from hpstudy.study import FLAVOUR_DEFAULTS
+    from hpstudy.template import FLAVOURS, new_study
+
+    assert set(FLAVOURS) == set(FLAVOUR_DEFAULTS)
+    for flavour in FLAVOURS:
+        assert cli.main(["new", f"s_{flavour}", "--flavour", flavour, "--file", str(tmp_path / f"{flavour}.toml")]) == 0
+        path = tmp_path / f"{flavour}.toml"
+        study = load_study(path)
+        assert len(study.trials) == 8 and {t.config.flavour for t in study.trials} == {flavour}
+        # the commented [[published]] example names a trial of the design once uncommented
+        text = path.read_text().replace("# [[published]]", "[[published]]").replace("# where", "where")
+        path.write_text(text.replace("# test_accuracy", "test_accuracy").replace("# source", "source"))
+        assert len(load_study(path).published) == 1
+    with pytest.raises(StudyError, match="--flavour 'caffe' is invalid"):
+        new_study("x", tmp_path / "x.toml", flavour="caffe")
+    assert not (tmp_path / "x.toml").exists()

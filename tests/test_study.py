@@ -201,10 +201,10 @@ BAD = [
     ("dropout-negative", "dropout = 0.1", "dropout = -0.1", "model.dropout", "-0.1", "[0, 1)"),
     ("units-zero", "hidden = [16, 16]", "hidden = [16, 0]", "model.hidden", "[16, 0]", "units >= 1"),
     ("layers-zero", "hidden = [16, 16]", "hidden = []", "model.hidden", "[]", "layers >= 1"),
-    ("unknown-flavour", 'flavour = "keras"', 'flavour = "pytorch"', "model.flavour", "'pytorch'", "keras, sklearn, nielsen"),
+    ("unknown-flavour", 'flavour = "keras"', 'flavour = "caffe"', "model.flavour", "'caffe'", "keras, sklearn, nielsen, pytorch"),
     ("unknown-optimizer", 'optimizer = "adam_keras"', 'optimizer = "rmsprop"', "training.optimizer", "'rmsprop'", "adam_keras"),
-    ("unknown-activation", 'activation = "relu"', 'activation = "gelu"', "model.activation", "'gelu'", "relu, sigmoid, tanh"),
-    ("unknown-flavour-table", "[design]\n", "[flavours.pytorch]\noptimizer = \"sgd\"\n\n[design]\n", "flavours.pytorch", "", "keras"),
+    ("unknown-activation", 'activation = "relu"', 'activation = "swish"', "model.activation", "'swish'", "relu, sigmoid, tanh"),
+    ("unknown-flavour-table", "[design]\n", "[flavours.caffe]\noptimizer = \"sgd\"\n\n[design]\n", "flavours.caffe", "", "keras"),
     ("es-monitor", 'monitor = "val_loss"', 'monitor = "val_los"', "training.early_stopping.monitor", "'val_los'", "val_loss"),
     ("es-patience", "patience = 0", "patience = -1", "training.early_stopping.patience", "-1", ">= 0"),
     ("es-unknown-key", "patience = 0", "patients = 0", "training.early_stopping.patients", "0", "Did you mean 'patience'"),
@@ -272,11 +272,11 @@ def test_invalid_toml_and_missing_file(tmp_path):
 
 
 def test_cli_run_of_a_bad_study_exits_2_and_writes_nothing(tmp_path, capsys):
-    path = write(tmp_path, edit(VALID, 'activation = "relu"', 'activation = "gelu"'), "bad.toml")
+    path = write(tmp_path, edit(VALID, 'activation = "relu"', 'activation = "swish"'), "bad.toml")
     results = tmp_path / "results"
     assert cli.main(["run", str(path), "--results", str(results), "--no-download"]) == 2
     err = capsys.readouterr().err
-    assert "model.activation" in err and "'gelu'" in err and str(path) in err
+    assert "model.activation" in err and "'swish'" in err and str(path) in err
     assert not results.exists()
 
 

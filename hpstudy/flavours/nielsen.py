@@ -7,6 +7,9 @@ from __future__ import annotations
 
 # --- initialisers, layers and losses ----------------------------------------------------------------------
 
+# Network.__init__: np.random.randn for every weight and bias, unscaled.
+INIT_STDDEV = 1.0
+
 
 # --- optimizers, schedules and regularisation -------------------------------------------------------------
 

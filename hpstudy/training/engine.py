@@ -28,7 +28,7 @@ from hpstudy.training.compilation import use_unrolled_threefry
 from hpstudy.config import EarlyStopping, RunConfig, key_digest
 from hpstudy import preprocessing
 from hpstudy.data import Dataset, shape_of
-from hpstudy.training.model import MLP, dropout_mask, float_dtype, l2_penalty, per_example_loss
+from hpstudy.training.model import FAN_MODE, MLP, dropout_mask, float_dtype, l2_penalty, per_example_loss
 from hpstudy.training.optimizers import optimizer_for
 from hpstudy.training.schedules import at_epoch
 from hpstudy.runs import HISTORY_FIELDS, RunResult, RunSpec  # noqa: F401 - RunSpec: part of this module's API
@@ -77,6 +77,9 @@ class RunState(NamedTuple):
     # set is the test set, these are the final test metrics and `finalize` need not evaluate again.
     val: tuple | None = None
     best_val: tuple | None = None
+    # Running batch-normalisation statistics (None without batch normalisation), and the best epoch's.
+    batch_stats: dict | None = None
+    best_batch_stats: dict | None = None
 
 
 class EpochMetrics(NamedTuple):
@@ -93,8 +96,11 @@ assert EpochMetrics._fields == HISTORY_FIELDS, "the store's history columns foll
 
 def model_of(config: RunConfig) -> MLP:
     """The Flax module a configuration describes (as many outputs as its dataset has classes)."""
-    return MLP(hidden=tuple(config.hidden), activation=config.activation, init_scheme=config.init,
-               n_out=shape_of(config.dataset).classes)
+    return MLP(
+        hidden=tuple(config.hidden), activation=config.activation, init_scheme=config.init, flavour=config.flavour,
+        negative_slope=config.negative_slope, input_dropout=config.input_dropout,
+        layer_dropout=config.layer_dropout, batch_norm=config.batch_norm, n_out=shape_of(config.dataset).classes,
+    )
 
 
 def root_key(config: RunConfig, seed: int) -> np.ndarray:
@@ -116,8 +122,13 @@ def mask_padded_units(config: RunConfig, params: dict, units: jax.Array) -> dict
         real_in = pad_in if k == 0 else widths[k - 1]  # the inputs are never padded
         real_out = widths[k] if k < len(widths) else pad_out
         dtype = layer["kernel"].dtype
-        scale = (jnp.ones((), dtype) if config.init == "nielsen"
-                 else jnp.sqrt(jnp.asarray(pad_in + pad_out, dtype) / jnp.asarray(real_in + real_out).astype(dtype)))
+        mode = FAN_MODE[config.init]
+        if mode is None:
+            scale = jnp.ones((), dtype)
+        elif mode == "avg":
+            scale = jnp.sqrt(jnp.asarray(pad_in + pad_out, dtype) / jnp.asarray(real_in + real_out).astype(dtype))
+        else:  # fan_in schemes (He, LeCun, PyTorch's nn.Linear)
+            scale = jnp.sqrt(jnp.asarray(pad_in, dtype) / jnp.asarray(real_in).astype(dtype))
         rows = jnp.arange(pad_in) < real_in
         cols = jnp.arange(pad_out) < real_out
         out[f"Dense_{k}"] = {
@@ -138,7 +149,8 @@ def init_run(config: RunConfig, key: jax.Array, hp: Hyper) -> RunState:
     """Initial parameters, optimizer state and early-stopping state of one run."""
     init_key, data_key, dropout_key = jax.random.split(key, 3)
     inputs = shape_of(config.dataset).inputs
-    params = model_of(config).init(init_key, jnp.zeros((1, inputs), float_dtype()))["params"]
+    variables = model_of(config).init(init_key, jnp.zeros((1, inputs), float_dtype()))
+    params, batch_stats = variables["params"], variables.get("batch_stats")
     if config.pad_hidden is not None:
         params = mask_padded_units(config, params, hp.units)
     opt_state = optimizer_for(config, hp.learning_rate).init(params)
@@ -158,55 +170,92 @@ def init_run(config: RunConfig, key: jax.Array, hp: Hyper) -> RunState:
         dropout_key=dropout_key,
         val=(nan, nan),
         best_val=(nan, nan) if keep_best else None,
+        batch_stats=batch_stats,
+        best_batch_stats=batch_stats if keep_best else None,
     )
 
 
-def objective(config: RunConfig, params, x, y, mask, rate, key, dropout: bool = True, masks=None):
-    """Mean loss over the batch's real examples (plus scikit-learn's scaled L2 term); aux: outputs.
+def forward_train(config: RunConfig, params, x, mask, rate, key, dropout: bool, masks, batch_stats):
+    """The model's outputs in training mode, and its updated batch statistics (None without batch
+    normalisation, whose layers are in training mode even in a program without dropout layers)."""
+    model = model_of(config)
+    if batch_stats is None:
+        out = model.apply({"params": params}, x, rate, train=dropout, masks=masks, rngs={"dropout": key})
+        return out, None
+    out, updated = model.apply(
+        {"params": params, "batch_stats": batch_stats}, x, rate, train=True, masks=masks, example_mask=mask,
+        use_dropout=dropout, rngs={"dropout": key}, mutable=["batch_stats"],
+    )
+    return out, updated["batch_stats"]
+
+
+def objective(config: RunConfig, params, x, y, mask, rate, key, dropout: bool = True, masks=None, batch_stats=None):
+    """Mean loss over the batch's real examples (plus scikit-learn's scaled L2 term); aux: (outputs, new
+    batch statistics).
 
     dropout=False leaves the dropout layers out: the same values as rate 0 (which keeps every unit and
     divides by 1.0), without drawing masks nobody needs. masks: dropout masks drawn beforehand from
     `key` (see `step_dropout_masks`); the same values as drawing them inside the model.
     """
-    out = model_of(config).apply({"params": params}, x, rate, train=dropout, masks=masks, rngs={"dropout": key})
+    out, new_stats = forward_train(config, params, x, mask, rate, key, dropout, masks, batch_stats)
     count = jnp.sum(mask)
-    loss = jnp.sum(per_example_loss(config.loss, out, y) * mask) / count
+    loss = jnp.sum(per_example_loss(config.loss, out, y, config.label_smoothing) * mask) / count
     if config.l2:
         loss = loss + config.l2 * l2_penalty(params) / count
     if config.kernel_l2:  # Keras' kernel_regularizer=L2(kernel_l2): kernel_l2 * sum(w^2), not scaled by the batch
         loss = loss + config.kernel_l2 * 2 * l2_penalty(params)
-    return loss, out
+    return loss, (out, new_stats)
 
 
-def train_step(config: RunConfig, params, opt_state, x, y, mask, rate, key, dropout: bool = True, masks=None):
-    """One optimizer step on one mini-batch of floats; returns (params, opt_state, loss * count, correct)."""
-    (loss, out), grads = jax.value_and_grad(objective, argnums=1, has_aux=True)(
-        config, params, x, y, mask, rate, key, dropout, masks
+def train_step(
+    config: RunConfig, params, opt_state, x, y, mask, rate, key, dropout: bool = True, masks=None, batch_stats=None
+):
+    """One optimizer step on one mini-batch of floats; returns (params, opt_state, loss * count, correct),
+    followed by the updated batch statistics when the model has batch normalisation (batch_stats given)."""
+    (loss, (out, new_stats)), grads = jax.value_and_grad(objective, argnums=1, has_aux=True)(
+        config, params, x, y, mask, rate, key, dropout, masks, batch_stats
     )
     tx = optimizer_for(config)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     correct = jnp.sum((jnp.argmax(out, -1) == y) * mask)
+    if batch_stats is not None:
+        return params, opt_state, loss * jnp.sum(mask), correct, new_stats
     return params, opt_state, loss * jnp.sum(mask), correct
 
 
 def step_dropout_masks(config: RunConfig, params, rate: jax.Array, key: jax.Array) -> tuple:
     """The dropout masks one training step uses with this step key: the model's own key sequence
     (`MLP.dropout_keys`), drawn as its dropout layers draw them."""
-    keys = model_of(config).apply({"params": params}, method=MLP.dropout_keys, rngs={"dropout": key})
-    return tuple(dropout_mask(rate, k, (config.batch_size, width)) for k, width in zip(keys, config.hidden))
+    model = model_of(config)
+    keys = model.apply({"params": params}, method=MLP.dropout_keys, rngs={"dropout": key})
+    rates = [rate] * len(config.hidden) if config.layer_dropout is None else list(config.layer_dropout)
+    widths = [params[f"Dense_{i}"]["kernel"].shape[1] for i in range(len(config.hidden))]
+    if config.input_dropout:  # the input's mask comes after the hidden layers' (`MLP.dropout_keys`)
+        rates.append(config.input_dropout)
+        widths.append(params["Dense_0"]["kernel"].shape[0])
+    return tuple(dropout_mask(r, k, (config.batch_size, w)) for k, r, w in zip(keys, rates, widths))
 
 
-def evaluate(config: RunConfig, params, images, labels, stats: preprocessing.InputStats) -> tuple[jax.Array, jax.Array]:
-    """Mean loss and accuracy on a whole split, without dropout."""
-    out = model_of(config).apply({"params": params}, preprocessing.apply(config.preprocessing, images, stats))
-    loss = jnp.mean(per_example_loss(config.loss, out, labels))
+def evaluate(
+    config: RunConfig, params, images, labels, stats: preprocessing.InputStats, batch_stats=None
+) -> tuple[jax.Array, jax.Array]:
+    """Mean loss and accuracy on a whole split, without dropout (batch normalisation in evaluation mode:
+    the running statistics)."""
+    variables = {"params": params} if batch_stats is None else {"params": params, "batch_stats": batch_stats}
+    out = model_of(config).apply(variables, preprocessing.apply(config.preprocessing, images, stats))
+    loss = jnp.mean(per_example_loss(config.loss, out, labels, config.label_smoothing))
     return loss, jnp.mean(jnp.argmax(out, -1) == labels)
 
 
 def epoch_batches(config: RunConfig, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
-    """This epoch's shuffled indices as (steps, batch) plus a mask; the last batch may be partial, as in Keras."""
+    """This epoch's shuffled indices as (steps, batch) plus a mask; the last batch may be partial, as in Keras,
+    or is left out with drop_last (PyTorch's DataLoader(drop_last=True))."""
     b = config.batch_size
+    if config.drop_last:
+        perm = jax.random.permutation(key, n).astype(jnp.int32)
+        steps = n // b
+        return perm[: steps * b].reshape(steps, b), jnp.ones((steps, b), jnp.float32)
     steps = -(-n // b)
     perm = jax.random.permutation(key, n).astype(jnp.int32)
     padded = jnp.concatenate([perm, jnp.zeros(steps * b - n, jnp.int32)])
@@ -257,29 +306,35 @@ def train_epoch(
     # Each step draws the dropout masks of the next step and carries them over. Drawn inside the step,
     # XLA fuses the mask's hash into both of its consumers (the forward and the backward pass) and so
     # computes it twice; carried, it is computed once and read twice. The same keys, the same masks.
+    # The batch statistics ride in the carry only with batch normalisation, so that the programs of runs
+    # without it are the ones they always were.
     def step(carry, batch):
-        params, opt_state, loss_sum, correct_sum, masks = carry
+        params, opt_state, loss_sum, correct_sum, masks, *stats = carry
         key, next_key, b_idx, b_mask = batch
         # one gather of uint8 rows, fused with the conversion
         x = preprocessing.apply(config.preprocessing, data.x_train[b_idx], data.stats)
         y = data.y_train[b_idx]
-        params, opt_state, loss, correct = train_step(
-            config, params, opt_state, x, y, b_mask, hp.dropout, key, dropout, masks if dropout else None
+        params, opt_state, loss, correct, *stats = train_step(
+            config, params, opt_state, x, y, b_mask, hp.dropout, key, dropout, masks if dropout else None, *stats
         )
-        return (params, opt_state, loss_sum + loss, correct_sum + correct, masks_of(next_key)), None
+        return (params, opt_state, loss_sum + loss, correct_sum + correct, masks_of(next_key), *stats), None
 
     dtype = state.best.dtype
     zero = jnp.zeros((), dtype)
     opt_state = at_epoch(state.opt_state, epoch, n)  # a schedule's epoch (unchanged without one)
-    (params, opt_state, loss_sum, correct_sum, _), _ = jax.lax.scan(
+    stats = () if state.batch_stats is None else (state.batch_stats,)
+    (params, opt_state, loss_sum, correct_sum, _, *stats), _ = jax.lax.scan(
         step,
-        (state.params, opt_state, zero, zero, masks_of(step_keys[0])),
+        (state.params, opt_state, zero, zero, masks_of(step_keys[0]), *stats),
         (step_keys[:-1], step_keys[1:], idx, mask),
     )
-    val_loss, val_acc = evaluate(config, params, data.x_val, data.y_val, data.stats)
+    batch_stats = stats[0] if stats else None
+    val_loss, val_acc = evaluate(config, params, data.x_val, data.y_val, data.stats, batch_stats)
     val_acc = val_acc.astype(dtype)
-    metrics = EpochMetrics(loss_sum / n, correct_sum / n, val_loss, val_acc)
-    new = state._replace(params=params, opt_state=opt_state, epochs_run=state.epochs_run + 1, val=(val_loss, val_acc))
+    trained = idx.size if config.drop_last else n  # the examples this epoch's steps saw
+    metrics = EpochMetrics(loss_sum / trained, correct_sum / trained, val_loss, val_acc)
+    new = state._replace(params=params, opt_state=opt_state, epochs_run=state.epochs_run + 1, val=(val_loss, val_acc),
+                         batch_stats=batch_stats)
     es = config.early_stopping
     if es is not None:
         improved, best, wait, stop = early_stopping_update(es, state, metrics, epoch)
@@ -288,32 +343,41 @@ def train_epoch(
             new = new._replace(
                 best_params=select(improved, params, state.best_params),
                 best_val=select(improved, (val_loss, val_acc), state.best_val),
+                best_batch_stats=select(improved, batch_stats, state.best_batch_stats),
             )
     return select(state.stopped, state, new), metrics
 
 
 def finalize(config: RunConfig, state: RunState, data: DeviceData, val_is_test: bool = False):
-    """Final parameters (best ones if restoring) and their test loss and accuracy.
+    """Final parameters (best ones if restoring; with batch normalisation, the running statistics under
+    'batch_stats' beside them) and their test loss and accuracy.
 
     val_is_test: the validation set is the test set (the grid and three-implementation studies), so the
     final parameters were already evaluated on it at the end of their epoch; those metrics are returned
     instead of evaluating the same parameters on the same images again.
     """
-    params = state.params
+    params, batch_stats = state.params, state.batch_stats
     es = config.early_stopping
     restoring = es is not None and es.restore_best_weights
     if restoring:
         params = select(state.best_epoch >= 0, state.best_params, params)
+        batch_stats = select(state.best_epoch >= 0, state.best_batch_stats, batch_stats)
     if val_is_test:
         test_loss, test_acc = select(state.best_epoch >= 0, state.best_val, state.val) if restoring else state.val
     else:
-        test_loss, test_acc = evaluate(config, params, data.x_test, data.y_test, data.stats)
+        test_loss, test_acc = evaluate(config, params, data.x_test, data.y_test, data.stats, batch_stats)
+    if batch_stats is not None:
+        params = {**params, "batch_stats": batch_stats}
     return params, test_loss, test_acc
 
 
 def test_predictions(config: RunConfig, params, images, stats: preprocessing.InputStats) -> jax.Array:
-    """The predicted class of every test image (uint8), from the final parameters, without dropout."""
-    out = model_of(config).apply({"params": params}, preprocessing.apply(config.preprocessing, images, stats))
+    """The predicted class of every test image (uint8), from the final parameters (with batch normalisation,
+    its running statistics, kept beside them by `finalize`), without dropout."""
+    variables = {"params": {k: v for k, v in params.items() if k != "batch_stats"}}
+    if "batch_stats" in params:
+        variables["batch_stats"] = params["batch_stats"]
+    out = model_of(config).apply(variables, preprocessing.apply(config.preprocessing, images, stats))
     return jnp.argmax(out, -1).astype(jnp.uint8)
 
 
@@ -567,8 +631,9 @@ def compile_groups(specs: Iterable[RunSpec]) -> dict[RunConfig, list[RunSpec]]:
 
 
 def uses_dropout(spec: RunSpec) -> bool:
-    """Whether a run draws dropout masks (rate > 0)."""
-    return spec.config.dropout != 0.0
+    """Whether a run draws dropout masks (a rate > 0 anywhere)."""
+    config = spec.config
+    return config.dropout != 0.0 or config.input_dropout != 0.0 or any(config.layer_dropout or ())
 
 
 def execute(

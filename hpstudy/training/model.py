@@ -7,18 +7,48 @@ NNX's mutable objects would have to be split back into pytrees at every vmap bou
 
 from __future__ import annotations
 
-import math
+import functools
 from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hpstudy.config import ACTIVATIONS, INITS, LOSSES
+from hpstudy.flavours import keras as keras_flavour
+from hpstudy.flavours import nielsen as nielsen_flavour
+from hpstudy.flavours import pytorch as pytorch_flavour
+from hpstudy.flavours import sklearn as sklearn_flavour
+
 ACTIVATION_FNS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
     "sigmoid": jax.nn.sigmoid,
     "tanh": jnp.tanh,
+    "elu": jax.nn.elu,  # alpha 1 (Keras' elu, PyTorch's nn.ELU)
+    "selu": jax.nn.selu,  # Klambauer et al.'s alpha and scale, as Keras and PyTorch
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),  # exact (erf): Keras' and nn.GELU's default
+    "gelu_tanh": functools.partial(jax.nn.gelu, approximate=True),  # the tanh approximation
+    "softplus": jax.nn.softplus,  # log(1 + exp(x)); the pytorch flavour uses nn.Softplus's threshold
+    "silu": jax.nn.silu,  # x * sigmoid(x), Keras' swish
+    "identity": lambda x: x,  # Keras' "linear"
 }
+# The activation whose slope `negative_slope` sets (the flavour's library default when unset).
+LEAKY_RELU = "leaky_relu"
+assert set(ACTIVATIONS) == {*ACTIVATION_FNS, LEAKY_RELU}, "config.ACTIVATIONS names the activations defined here"
+# Each library's own definition where it differs from hpstudy's (the flavour's ACTIVATIONS table).
+FLAVOUR_MODULES = {"keras": keras_flavour, "pytorch": pytorch_flavour}
+
+
+def activation_fn(name: str, flavour: str = "keras", negative_slope: float | None = None) -> Callable:
+    """The hidden activation `name` as the flavour's library defines it."""
+    module = FLAVOUR_MODULES.get(flavour)
+    if name == LEAKY_RELU:
+        slope = negative_slope if negative_slope is not None else getattr(module, "LEAKY_RELU_SLOPE", None)
+        if slope is None:
+            raise ValueError(f"activation 'leaky_relu' with flavour {flavour!r} needs negative_slope (no library default).")
+        return functools.partial(jax.nn.leaky_relu, negative_slope=slope)
+    overrides = getattr(module, "ACTIVATIONS", {})
+    return overrides.get(name, ACTIVATION_FNS[name])
 
 
 def float_dtype() -> jnp.dtype:
@@ -35,17 +65,39 @@ def _uniform(bound: float) -> Callable:
     return init
 
 
+# Library-neutral schemes: (variance scale, fan mode, distribution) of jax.nn.initializers.variance_scaling,
+# the arithmetic of Keras' VarianceScaling (truncated normal: the Keras constant 0.87962566 corrects the
+# standard deviation) and of torch.nn.init's xavier_/kaiming_ functions (their "normal" is untruncated).
+VARIANCE_SCALING = {
+    f"{family}_{dist}": (scale, mode, dist)
+    for family, scale, mode in (("glorot", 1.0, "fan_avg"), ("he", 2.0, "fan_in"), ("lecun", 1.0, "fan_in"))
+    for dist in ("uniform", "normal", "truncated_normal")
+}
+assert set(INITS) == {"keras", "sklearn", "nielsen", "pytorch", *VARIANCE_SCALING, "orthogonal"}
+# How each scheme's spread depends on the layer's fans (the padded-width rescaling in engine.py needs it):
+# "avg": sqrt(1 / (fan_in + fan_out)), "in": sqrt(1 / fan_in), None: not at all (Nielsen's N(0, 1)).
+FAN_MODE = {"keras": "avg", "sklearn": "avg", "nielsen": None, "pytorch": "in",
+            **{name: "avg" if mode == "fan_avg" else "in" for name, (_, mode, _) in VARIANCE_SCALING.items()}}
+
+
 def initializers(scheme: str, fan_in: int, fan_out: int, activation: str) -> tuple[Callable, Callable]:
-    """(kernel_init, bias_init) of one layer for the 'keras', 'sklearn' or 'nielsen' scheme."""
+    """(kernel_init, bias_init) of one layer for the scheme (docs/studies.md lists each)."""
     if scheme == "keras":  # Dense defaults: glorot_uniform kernel, zero bias
         return nn.initializers.glorot_uniform(), nn.initializers.zeros
-    if scheme == "sklearn":  # MLPClassifier: U(-b, b) for weights and biases, f = 2 for logistic
-        factor = 2.0 if activation == "sigmoid" else 6.0
-        bound = math.sqrt(factor / (fan_in + fan_out))
+    if scheme == "sklearn":  # MLPClassifier: U(-b, b) for weights and biases
+        bound = sklearn_flavour.init_bound(fan_in, fan_out, activation)
         return _uniform(bound), _uniform(bound)
     if scheme == "nielsen":  # network.py: np.random.randn for every weight and bias
-        return nn.initializers.normal(1.0), nn.initializers.normal(1.0)
-    raise ValueError(f"init={scheme!r} is unknown; expected one of 'keras', 'sklearn', 'nielsen'.")
+        return nn.initializers.normal(nielsen_flavour.INIT_STDDEV), nn.initializers.normal(nielsen_flavour.INIT_STDDEV)
+    if scheme == "pytorch":  # nn.Linear's reset_parameters: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for both
+        bound = pytorch_flavour.linear_bound(fan_in)
+        return _uniform(bound), _uniform(bound)
+    if scheme in VARIANCE_SCALING:  # Keras' initialisers of these names: zero biases, as Dense's default
+        scale, mode, dist = VARIANCE_SCALING[scheme]
+        return nn.initializers.variance_scaling(scale, mode, dist), nn.initializers.zeros
+    if scheme == "orthogonal":  # Keras' Orthogonal(gain=1), torch's orthogonal_(gain=1): Haar-distributed
+        return nn.initializers.orthogonal(), nn.initializers.zeros
+    raise ValueError(f"init={scheme!r} is unknown; expected one of {', '.join(INITS)}.")
 
 
 def dropout_mask(rate: jax.Array, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -62,35 +114,83 @@ def dropout(x: jax.Array, rate: jax.Array, key: jax.Array | None = None, mask: j
     return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
+class BatchNorm(nn.Module):
+    """Batch normalisation of one hidden layer with a library's conventions (`flavour`: keras or pytorch):
+    a learned scale and bias (params), running mean and variance (the 'batch_stats' collection). In
+    training, the batch's real rows (`mask`) give the statistics and the running ones are updated; in
+    evaluation, the running ones are used."""
+
+    flavour: str
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool, mask: jax.Array | None = None) -> jax.Array:
+        lib = FLAVOUR_MODULES[self.flavour]
+        dtype, width = x.dtype, x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (width,), dtype)
+        bias = self.param("bias", nn.initializers.zeros, (width,), dtype)
+        mean = self.variable("batch_stats", "mean", jnp.zeros, (width,), dtype)
+        var = self.variable("batch_stats", "var", jnp.ones, (width,), dtype)
+        if not train:
+            return lib.normalise(x, mean.value, var.value, scale, bias)
+        mask = jnp.ones(x.shape[:1], dtype) if mask is None else mask.astype(dtype)
+        y, new_mean, new_var = lib.batch_norm_train(x, mask, scale, bias, mean.value, var.value)
+        if not self.is_initializing():
+            mean.value, var.value = new_mean, new_var
+        return y
+
+
 class MLP(nn.Module):
-    """Dense layers with an activation and dropout after each hidden layer; returns pre-activations
-    of the output layer (logits)."""
+    """Dense layers with an activation, optional batch normalisation and dropout after each hidden layer,
+    optional dropout on the input; returns pre-activations of the output layer (logits)."""
 
     hidden: Sequence[int]
     activation: str
     init_scheme: str
     n_out: int = 10
+    flavour: str = "keras"
+    negative_slope: float | None = None
+    input_dropout: float = 0.0
+    layer_dropout: tuple[float, ...] | None = None  # per hidden layer, instead of the traced `rate`
+    batch_norm: str = "none"
 
     @nn.compact
     def __call__(
-        self, x: jax.Array, rate: jax.Array | float = 0.0, train: bool = False, masks: tuple | None = None
+        self, x: jax.Array, rate: jax.Array | float = 0.0, train: bool = False, masks: tuple | None = None,
+        example_mask: jax.Array | None = None, use_dropout: bool | None = None,
     ) -> jax.Array:
-        """masks: the dropout masks of the hidden layers, drawn beforehand from `dropout_keys` (the same
-        values as drawing them here); otherwise each dropout layer draws its own."""
-        act = ACTIVATION_FNS[self.activation]
+        """train: training mode (dropout layers and batch statistics). use_dropout=False leaves the dropout
+        layers out in training mode (a program for runs without dropout; default: train). masks: the
+        dropout masks of the hidden layers (then the input's), drawn beforehand from `dropout_keys` (the
+        same values as drawing them here); otherwise each dropout layer draws its own from the same key
+        sequence. example_mask: the batch's real rows, for batch statistics."""
+        dropout_on = train if use_dropout is None else use_dropout
+        act = activation_fn(self.activation, self.flavour, self.negative_slope)
         dtype = float_dtype()
+        if dropout_on:
+            keys = self.dropout_keys() if masks is None else None
+
+            def drop(i, x, rate):  # dropout layer i (the hidden layers', then the input's)
+                return dropout(x, rate, mask=masks[i]) if masks is not None else dropout(x, rate, keys[i])
+
+            if self.input_dropout:
+                x = drop(len(self.hidden), x, self.input_dropout)
         for i, width in enumerate(self.hidden):
             k_init, b_init = initializers(self.init_scheme, x.shape[-1], width, self.activation)
-            x = act(nn.Dense(width, kernel_init=k_init, bias_init=b_init, dtype=dtype, param_dtype=dtype)(x))
-            if train:
-                x = dropout(x, rate, mask=masks[i]) if masks is not None else dropout(x, rate, self.make_rng("dropout"))
+            x = nn.Dense(width, kernel_init=k_init, bias_init=b_init, dtype=dtype, param_dtype=dtype)(x)
+            if self.batch_norm == "before_activation":
+                x = BatchNorm(self.flavour)(x, train, example_mask)
+            x = act(x)
+            if self.batch_norm == "after_activation":
+                x = BatchNorm(self.flavour)(x, train, example_mask)
+            if dropout_on:
+                x = drop(i, x, rate if self.layer_dropout is None else self.layer_dropout[i])
         k_init, b_init = initializers(self.init_scheme, x.shape[-1], self.n_out, self.activation)
         return nn.Dense(self.n_out, kernel_init=k_init, bias_init=b_init, dtype=dtype, param_dtype=dtype)(x)
 
     def dropout_keys(self) -> tuple:
-        """The keys `__call__` would draw its dropout masks from, in layer order (the same `make_rng`
-        sequence of this module's scope)."""
-        return tuple(self.make_rng("dropout") for _ in self.hidden)
+        """The keys `__call__` draws its dropout masks from: the hidden layers' in layer order, then the
+        input's (only with input dropout, so that runs without it keep their keys), one `make_rng` each."""
+        return tuple(self.make_rng("dropout") for _ in range(len(self.hidden) + bool(self.input_dropout)))
 
 
 @jax.custom_vjp
@@ -114,14 +214,31 @@ def _pick_bwd(residuals, g):
 pick.defvjp(_pick_fwd, _pick_bwd)
 
 
-def per_example_loss(kind: str, outputs: jax.Array, labels: jax.Array) -> jax.Array:
-    """Loss of each example: softmax cross-entropy on logits, or Nielsen's quadratic cost on sigmoid outputs."""
+def per_example_loss(kind: str, outputs: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+    """Loss of each example from the output layer's pre-activations `outputs` and integer labels.
+
+    softmax_cross_entropy: on logits; with label smoothing e the targets are (1 - e) * one_hot + e / K, as
+      Keras' CategoricalCrossentropy(label_smoothing=e) and PyTorch's CrossEntropyLoss(label_smoothing=e).
+    sigmoid_quadratic: Nielsen's quadratic cost 0.5 * ||sigmoid(z) - y||^2.
+    mse: mean over the K outputs of (z - y)^2 on the raw (linear) outputs: Keras' MeanSquaredError after a
+      linear Dense(10), nn.MSELoss() on one-hot targets (its mean over batch and outputs is the same).
+    softmax_mse: the same on softmax(z): Keras' Dense(10, activation="softmax") with loss="mse".
+    """
     if kind == "softmax_cross_entropy":
-        return -pick(jax.nn.log_softmax(outputs), labels)
+        log_p = jax.nn.log_softmax(outputs)
+        if not label_smoothing:
+            return -pick(log_p, labels)
+        k = outputs.shape[-1]
+        targets = jax.nn.one_hot(labels, k, dtype=outputs.dtype) * (1.0 - label_smoothing) + label_smoothing / k
+        return -jnp.sum(targets * log_p, axis=-1)
+    onehot = jax.nn.one_hot(labels, outputs.shape[-1], dtype=outputs.dtype)
     if kind == "sigmoid_quadratic":
-        onehot = jax.nn.one_hot(labels, outputs.shape[-1], dtype=outputs.dtype)
         return 0.5 * jnp.sum((jax.nn.sigmoid(outputs) - onehot) ** 2, axis=-1)
-    raise ValueError(f"loss={kind!r} is unknown; expected 'softmax_cross_entropy' or 'sigmoid_quadratic'.")
+    if kind == "mse":
+        return jnp.mean(jnp.square(outputs - onehot), axis=-1)
+    if kind == "softmax_mse":
+        return jnp.mean(jnp.square(jax.nn.softmax(outputs) - onehot), axis=-1)
+    raise ValueError(f"loss={kind!r} is unknown; expected one of {', '.join(LOSSES)}.")
 
 
 def l2_penalty(params) -> jax.Array:
