@@ -32,6 +32,7 @@ if keras.backend.backend() != "jax":
     pytest.skip("Keras runs on another backend here; these tests need KERAS_BACKEND=jax", allow_module_level=True)
 
 from hpstudy.training import model as hmodel  # noqa: E402
+from hpstudy import preprocessing  # noqa: E402
 from hpstudy.config import RunConfig  # noqa: E402
 from hpstudy.training.engine import MLP, Hyper, evaluate, init_run, model_of, train_step  # noqa: E402
 from test_fidelity import (  # noqa: E402
@@ -350,9 +351,10 @@ def test_batch_norm_evaluation_uses_running_statistics():
         state = init_run(config, jnp.asarray(INIT_KEY), Hyper(jnp.asarray(LR), jnp.asarray(0.0)))
         images = (np.arange(4 * 784) % 251).astype(np.uint8).reshape(4, 784)
         labels = jnp.arange(4)
-        base = evaluate(config, state.params, images, labels, state.batch_stats)
+        stats = preprocessing.on_device(preprocessing.statistics(images))
+        base = evaluate(config, state.params, images, labels, stats, state.batch_stats)
         shifted = jax.tree.map(lambda a: a + 0.5, state.batch_stats)
-        assert float(evaluate(config, state.params, images, labels, shifted)[0]) != float(base[0])
+        assert float(evaluate(config, state.params, images, labels, stats, shifted)[0]) != float(base[0])
 
 
 # --- initialisers -----------------------------------------------------------------------------------------
