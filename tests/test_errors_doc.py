@@ -328,7 +328,7 @@ CASES = [
     Case(STUDY, "`--seeds 0`", lambda t: ["run", str(study_file(t)), "--seeds", "0"], 2),
     Case(STUDY, "`--seeds 0:18446744073709551616` (beyond a 64-bit seed)",
          lambda t: ["run", str(study_file(t)), "--seeds", "0:18446744073709551616"], 2),
-    Case(STUDY, "A published accuracy typed as a percentage (`test_accuracy = 9716`)",
+    Case(STUDY, "An impossible published accuracy (`test_accuracy = 9716`: neither a fraction nor a percentage)",
          lambda t: ["run", str(study_file(t, extra="\n[[published]]\nwhere = { learning_rate = 0.01, dropout = 0.2 }\n"
                                                   "test_accuracy = 9716\n"))], 2),
     Case(STUDY, "A folder where a study file was expected (and no studies/NAME.toml)",

@@ -209,8 +209,8 @@ def test_a_folder_named_like_a_study_does_not_hide_its_file(tmp_path, monkeypatc
 
 
 @pytest.mark.parametrize("metric, value, expected", [
-    ("test_accuracy", "9716", "an accuracy as a fraction between 0 and 1 (97.16% is 0.9716)"),
-    ("best_val_accuracy", "97.16", "an accuracy as a fraction between 0 and 1"),
+    ("test_accuracy", "9716", "an accuracy as a fraction (0.9716) or a percentage (97.16), at most 100"),
+    ("best_val_accuracy", "100.5", "at most 100"),
     ("test_loss", "1e300", "a number of at most 1,000,000"),
     ("seconds", "1e12", "a number of at most 1,000,000"),
 ])
@@ -219,6 +219,14 @@ def test_impossible_published_values_are_refused(write_study, tmp_path, capsys, 
     path.write_text(path.read_text() + f"\n[[published]]\nwhere = {{ learning_rate = 0.01, dropout = 0.2 }}\n{metric} = {value}\n")
     code, err = run_cli(["show", path], capsys)
     assert code == StudyError.exit_code and f"published[0].{metric} = " in err and expected in err
+
+
+@pytest.mark.parametrize("value", ["0.9716", "97.16", "100", "0"])
+def test_possible_published_accuracies_are_accepted(write_study, value):
+    path = write_study()
+    path.write_text(path.read_text() + f"\n[[published]]\nwhere = {{ learning_rate = 0.01, dropout = 0.2 }}\n"
+                    f"test_accuracy = {value}\ntest_loss = 2.5\nseconds = 3600\n")
+    assert load_study(path).published[0]["test_accuracy"] == float(value)
 
 
 def test_report_of_a_missing_smoke_test_suggests_the_command_that_makes_it(tmp_path, capsys):
