@@ -404,3 +404,16 @@ def test_names_too_long_for_the_file_system(argv, tmp_path, monkeypatch, capsys)
     code, err = run_cli(argv, capsys)
     assert code in (2, 7) and ("not a" in err or "too long" in err)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_verify_of_a_shipped_report_missing_one_run(tmp_path, capsys):
+    import shutil
+
+    shutil.copytree(ROOT / "reports" / NAME, tmp_path / "reports" / NAME)
+    shutil.copytree(ROOT / "reports" / "_runs" / NAME, tmp_path / "reports" / "_runs" / NAME)
+    part = sorted((tmp_path / "reports" / "_runs" / NAME).glob("part-*.parquet"))[0]
+    table = pq.read_table(part)
+    gone = table.column("run_id")[0].as_py()
+    pq.write_table(table.slice(1), part)  # one run of the report is no longer stored
+    code, err = run_cli(["verify", tmp_path / "reports" / NAME, "--sample", "1"], capsys)
+    assert code == StoreError.exit_code and "and 1 of them are not in" in err and gone in err
