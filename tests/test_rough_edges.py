@@ -45,6 +45,17 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str]:
     return code, err
 
 
+def one_figure(monkeypatch) -> None:
+    """Reports with one small figure instead of the full set: these tests are not about figures."""
+    from hpstudy import figures
+
+    def make(a, directory: Path) -> list[tuple[str, str]]:
+        (directory / "by_learning_rate.png").write_bytes(b"a figure")
+        return [("by_learning_rate", "Test accuracy by learning rate.")]
+
+    monkeypatch.setattr(figures, "make_figures", make)
+
+
 def grid_store(results: Path, seeds=range(2), environment: dict | None = None) -> Path:
     """Synthetic runs of the grid study in results/<study>, parts of 8 runs; `environment` edits their record."""
     study = load_study(GRID)
@@ -164,7 +175,8 @@ def test_a_corrupt_part_is_one_line(tmp_path, capsys):
 # ---- verify ------------------------------------------------------------------------------------------------
 
 
-def test_verify_of_a_report_whose_run_is_gone_fails_before_training(write_study, tmp_path, capsys):
+def test_verify_of_a_report_whose_run_is_gone_fails_before_training(write_study, tmp_path, monkeypatch, capsys):
+    one_figure(monkeypatch)
     study = load_study(write_study())
     runs = tmp_path / "reports" / "_runs"
     directory = store.study_dir(runs, study.name)
@@ -379,6 +391,7 @@ def test_api_run_validates_its_arguments(write_study, tmp_path, monkeypatch, kwa
 
 
 def test_api_none_means_the_default(write_study, tmp_path, monkeypatch):
+    one_figure(monkeypatch)
     path = write_study()
     monkeypatch.chdir(tmp_path)
     study = load_study(path)
