@@ -15,7 +15,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
