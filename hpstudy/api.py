@@ -215,16 +215,13 @@ def run(
     """
     from hpstudy import data as hdata
     from hpstudy import store
+    from hpstudy.training.compilation import cache_base
     from hpstudy.training.parallel import default_workers, usable_cores
     from hpstudy.runner import run_study
 
     log = log or (lambda text: print(text, file=sys.stderr))
     study = variant(study, dataset, max_epochs)
     results = folder_arg("results", results, DEFAULT_RESULTS)
-    check_memory(study)
-    from hpstudy.training.compilation import cache_base
-
-    cache_base()  # a bad HPSTUDY_CACHE_DIR fails here, not in a worker after the data is loaded
     workers = _positive("workers", workers)
     shard = _shard(shard)
     for name, value in (("download", download), ("yes", yes), ("wait", wait), ("allow_mixed", allow_mixed),
@@ -234,6 +231,8 @@ def run(
         raise StudyError(f"data_dir={data_dir!r} (--data-dir) is invalid; expected a folder.")
     if scheduler is not None and isinstance(scheduler, str) and not scheduler.strip():
         raise StudyError("scheduler='' (--scheduler) is invalid; expected a Dask scheduler address (tcp://HOST:8786).")
+    check_memory(study)
+    cache_base()  # a bad HPSTUDY_CACHE_DIR fails here, not in a worker after the data is loaded
     store.check_writable(store.study_dir(results, study.name))  # before estimating, loading or training
     client, opened = None, False
     if scheduler is not None:  # reach the cluster first: a wrong address fails before anything is planned

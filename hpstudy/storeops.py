@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import json
 import math
@@ -343,8 +344,10 @@ def compact(
         with _compaction_lock(directory):
             return _compact(directory, runs_per_part, checkpoint)
     except OSError as exc:  # a read-only or unwritable store; what a failed write left is cleaned up (recover)
-        raise OutputError(f"cannot compact {directory}: {store._why(exc)}. The store is unchanged (a compaction "
-                          "is undone or finished by the next one); its runs read as before.") from exc
+        why = ("it cannot be written here (compacting rewrites its parts: run it as the store's owner, or on a "
+               "writable copy)" if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else store._why(exc))
+        raise OutputError(f"cannot compact {directory}: {why}. The store is unchanged (a compaction is undone or "
+                          "finished by the next one); its runs read as before.") from exc
 
 
 def _compact(directory: Path, runs_per_part: int, checkpoint: Callable[[str], None]) -> CompactReport:

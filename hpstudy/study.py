@@ -881,9 +881,9 @@ def _published(chk: _Checker, published: Any, trials: list[Trial], kind: str) ->
             chk.typed(f"{where_key}.{k}", p[k], (int, float), "a number")
             if not (p[k] >= 0 and math.isfinite(p[k])):
                 raise chk.fail(f"{where_key}.{k}", p[k], "a number >= 0")
-            if k.endswith("accuracy") and p[k] > 100:  # 9716: no accuracy, as a fraction or in percent
-                raise chk.fail(f"{where_key}.{k}", p[k], "an accuracy as a fraction in [0, 1] (0.9716) or in percent "
-                               "(97.16, converted)")
+            if k.endswith("accuracy") and p[k] > 100:  # a report reads 1 < value <= 100 as a percentage
+                raise chk.fail(f"{where_key}.{k}", p[k], "an accuracy as a fraction (0.9716) or a percentage (97.16), "
+                               "at most 100")
             if p[k] > PUBLISHED_MAX:
                 raise chk.fail(f"{where_key}.{k}", p[k], f"a number of at most {PUBLISHED_MAX:,.0f} (no paper prints more)")
         for k in ("source", "note"):

@@ -63,7 +63,7 @@ def test_missing_offline_names_file_dirs_and_fixes(isolated):
 def test_failed_download_reports_and_leaves_nothing(isolated, monkeypatch):
     _mirror(monkeypatch, "http://127.0.0.1:9/")  # nothing listens on port 9
     with pytest.raises(DataError, match="download from http://127.0.0.1:9/ failed"):
-        hdata.load_mnist(isolated / "nowhere")
+        hdata.load_mnist(None)  # no local copy: only the (empty) cache, then the mirror
     cache = hdata.default_cache_dir()
     assert not cache.exists() or not any(cache.iterdir())
 
@@ -75,13 +75,13 @@ def test_download_with_wrong_checksum_is_rejected_before_rename(isolated, monkey
         (mirror / name).write_bytes(b"not mnist")
     _mirror(monkeypatch, serve(mirror))
     with pytest.raises(DataError, match="checksum mismatch"):
-        hdata.load_mnist(isolated / "nowhere")
+        hdata.load_mnist(None)  # no local copy: only the (empty) cache, then the mirror
     assert not any(hdata.default_cache_dir().iterdir())  # neither the file nor a partial download
 
 
 def test_download_from_mirror_into_cache(isolated, monkeypatch, serve, mnist_dir):
     _mirror(monkeypatch, serve(mnist_dir))
-    dataset = hdata.load_mnist(isolated / "nowhere")
+    dataset = hdata.load_mnist(None)  # no local copy: only the (empty) cache, then the mirror
     assert sorted(p.name for p in hdata.default_cache_dir().iterdir()) == sorted(hdata.MNIST_FILES)
     assert len(dataset.train) == 60000 and len(dataset.test) == 10000
 

@@ -216,7 +216,103 @@ def _unreachable(tmp: Path) -> list[str]:
     return ["run", str(study_file(tmp)), "--results", str(tmp / "results"), "--scheduler", "tcp://127.0.0.1:9"]
 
 
+def _users_readme(tmp: Path) -> list[str]:
+    stored_grid(tmp)
+    (tmp / "out" / "naragundkar2024_grid").mkdir(parents=True)
+    (tmp / "out" / "naragundkar2024_grid" / "README.md").write_text("my notes\n")
+    return report_args(tmp)
+
+
+def _report_symlink(tmp: Path) -> list[str]:
+    stored_grid(tmp)
+    (tmp / "elsewhere").mkdir()
+    (tmp / "out").mkdir()
+    (tmp / "out" / "naragundkar2024_grid").symlink_to(tmp / "elsewhere", target_is_directory=True)
+    return report_args(tmp)
+
+
+def _read_only_compact(tmp: Path) -> list[str]:
+    from hpstudy import storeops
+
+    directory = stored_grid(tmp)
+
+    def read_only(directory):
+        raise OSError(errno.EROFS, "Read-only file system", str(directory / ".compaction.lock"))
+
+    PATCHES.append((storeops, "_compaction_lock", read_only))
+    return ["compact", str(directory)]
+
+
+def _link_loop(tmp: Path) -> list[str]:
+    (tmp / "a").symlink_to(tmp / "b")
+    (tmp / "b").symlink_to(tmp / "a")
+    return ["run", str(study_file(tmp)), "--results", str(tmp / "a" / "results")]
+
+
+def _unexpandable_cache(tmp: Path) -> list[str]:
+    ENVIRON.append(("HPSTUDY_CACHE_DIR", "~nosuchuser/jax"))
+    return ["run", str(study_file(tmp)), "--results", str(tmp / "results")]
+
+
+def _unreadable_data(tmp: Path) -> list[str]:
+    folder = tmp / "data"
+    folder.mkdir()
+    for name in hdata.MNIST_FILES:
+        (folder / name).write_bytes(b"x")
+
+    def unreadable(file, *args, **kwargs):  # as chmod 000 does (root reads anyway)
+        raise PermissionError(errno.EACCES, "Permission denied", str(file))
+
+    PATCHES.append((hdata, "open", unreadable))
+    return ["run", str(study_file(tmp)), "--data-dir", str(folder), "--no-download", "--results", str(tmp / "results")]
+
+
+def _merge_mixed(tmp: Path) -> list[str]:
+    import json
+
+    a, b = _shard_store(tmp, "a"), _shard_store(tmp, "b")
+    for part in b.glob("part-*.parquet"):
+        rows = pq.read_table(part).to_pylist()
+        for r in rows:
+            r["environment"] = json.dumps({**json.loads(r["environment"]), "numerics": "native"}, sort_keys=True)
+        pq.write_table(pa.Table.from_pylist(rows), part)
+    return ["merge", str(tmp / "merged" / a.name), str(a), str(b)]
+
+
+def _report_runs_gone(tmp: Path) -> list[str]:
+    from hpstudy.reporting.build import write_report
+
+    study = load_study(study_file(tmp))
+    directory = store.study_dir(tmp / "reports" / "_runs", study.name)
+    records = synthetic_records(study, range(2))
+    store.write_chunk(directory, records[:4])
+    store.write_chunk(directory, records[4:])
+    write_report(study, tmp / "reports" / "_runs", tmp / "reports")
+    sorted(directory.glob("part-*.parquet"))[0].unlink()
+    return ["verify", str(tmp / "reports" / "small")]
+
+
+def _corrupt_footer(tmp: Path) -> list[str]:
+    directory = stored_grid(tmp)
+    (directory / "part-broken.parquet").write_bytes(b"PAR1" + b"\x15\x00" * 40 + (80).to_bytes(4, "little") + b"PAR1")
+    return report_args(tmp)
+
+
+def _not_a_lock(tmp: Path) -> list[str]:
+    directory = stored_grid(tmp)
+    (tmp / "garbage.lock").write_text("garbage\n")
+    return ["verify", str(directory), "--lock", str(tmp / "garbage.lock")]
+
+
+def _too_wide(tmp: Path) -> list[str]:
+    from hpstudy import budget
+
+    PATCHES.append((budget, "physical_memory", lambda: 16 * 2**30))  # the same answer on every machine
+    return ["run", str(study_file(tmp, ("hidden = [32, 32]", "hidden = [100000000]"))), "--results", str(tmp / "results")]
+
+
 HOLDERS: list[subprocess.Popen] = []
+ENVIRON: list[tuple[str, str]] = []
 PATCHES: list[tuple] = []
 STUDY, DATA, STORE, OUTPUT, SIZE, STOP, SCALE = (
     "Study files and arguments", "Data", "The results store", "Output folders", "Size", "Stopping",
@@ -252,7 +348,21 @@ CASES = [
          lambda t: ["run", str(study_file(t, ('optimizer = "adam_keras"',
                                               'optimizer = "keras:rmsprop"\noptimizer_args = { rhoo = 0.9 }')))], 2),
     Case(STUDY, "`--seeds 0`", lambda t: ["run", str(study_file(t)), "--seeds", "0"], 2),
+    Case(STUDY, "`--seeds 0:18446744073709551616` (beyond a 64-bit seed)",
+         lambda t: ["run", str(study_file(t)), "--seeds", "0:18446744073709551616"], 2),
+    Case(STUDY, "An impossible published accuracy (`test_accuracy = 9716`: neither a fraction nor a percentage)",
+         lambda t: ["run", str(study_file(t, extra="\n[[published]]\nwhere = { learning_rate = 0.01, dropout = 0.2 }\n"
+                                                  "test_accuracy = 9716\n"))], 2),
+    Case(STUDY, "A folder where a study file was expected (and no studies/NAME.toml)",
+         lambda t: ((t / "small").mkdir(), ["run", str(t / "small")])[1], 2),
+    Case(STUDY, "`hpstudy list --studies` a folder that does not exist",
+         lambda t: ["list", "--studies", str(t / "nonexistent")], 2),
+    Case(STUDY, "An empty `--results`", lambda t: ["run", str(study_file(t)), "--results", ""], 2),
+    Case(STUDY, "`hpstudy verify --lock` a file that is not a lock file", _not_a_lock, 2),
     Case(DATA, "A data folder that is a file", _data_file, 3),
+    Case(DATA, "A `--data-dir` that does not exist (never replaced by `$HPSTUDY_DATA_DIR`)",
+         lambda t: ["run", str(study_file(t)), "--data-dir", str(t / "typo"), "--results", str(t / "results")], 3),
+    Case(DATA, "A dataset file that cannot be read", _unreadable_data, 3),
     Case(DATA, "Dataset files that are not the canonical ones", _corrupt_data, 3),
     Case(DATA, "Dataset files missing, downloads disabled",
          lambda t: ["run", str(study_file(t)), "--data-dir", str(t), "--no-download", "--results", str(t / "results")], 3),
@@ -277,6 +387,10 @@ CASES = [
     Case(STORE, "A run stored twice with different results", _conflict, 4),
     Case(STORE, "A part of another study copied into the folder", _foreign, 4),
     Case(STORE, "A Parquet file of another format", _alien, 4),
+    Case(STORE, "A part with a corrupt footer (Parquet's message spans lines; the answer does not)", _corrupt_footer, 4),
+    Case(STORE, "A smoke-test report before its runs (`report --max-epochs 3`)",
+         lambda t: ["report", str(GRID), "--max-epochs", "3", "--results", str(t / "results"), "--out", str(t / "out")], 4),
+    Case(STORE, "`hpstudy verify` of a report whose runs are not all stored any more", _report_runs_gone, 4),
     Case(STORE, "A part that is not Parquet at all (`list` lists the other studies, marks this one)",
          lambda t: (_list_dir(t), _garbage(t))[1], 4),
     Case(STORE, "Another `hpstudy run` of the same study is running", _locked, errors.LockedError.exit_code),
@@ -286,20 +400,36 @@ CASES = [
          lambda t: ((t / "results").write_text("x"), ["run", str(study_file(t)), "--results", str(t / "results")])[1], errors.OutputError.exit_code),
     Case(OUTPUT, "A results path too long for the file system",
          lambda t: ["run", str(study_file(t)), "--results", str(t / ("r" * 300))], errors.OutputError.exit_code),
+    Case(OUTPUT, "A results path through a loop of symbolic links", _link_loop, errors.OutputError.exit_code),
+    Case(OUTPUT, "`HPSTUDY_CACHE_DIR` that cannot be expanded", _unexpandable_cache, errors.OutputError.exit_code),
     Case(OUTPUT, "The disk fills up while runs are stored", _disk_full, errors.OutputError.exit_code),
     Case(OUTPUT, "A report folder (`--out`) that is a file",
          lambda t: (stored_grid(t), (t / "out").write_text("x"), report_args(t))[2], errors.OutputError.exit_code),
     Case(OUTPUT, "The disk fills up while a report is written (the old report stays whole)", _report_disk_full, errors.OutputError.exit_code),
+    Case(OUTPUT, "A file of the user's where the report writes one (`OUT/<study>/README.md`)", _users_readme,
+         errors.OutputError.exit_code),
+    Case(OUTPUT, "A report folder that is a symbolic link", _report_symlink, errors.OutputError.exit_code),
+    Case(OUTPUT, "A report sent into a results store (`--out RESULTS`)",
+         lambda t: (stored_grid(t), ["report", str(GRID), "--results", str(t / "results"), "--out", str(t / "results")])[1],
+         errors.OutputError.exit_code),
+    Case(OUTPUT, "`hpstudy compact` of a read-only store", _read_only_compact, errors.OutputError.exit_code),
     Case(OUTPUT, "`hpstudy new` over an existing file", _existing_new, errors.OutputError.exit_code),
     Case(SIZE, "`--seeds 99999999999`", lambda t: ["run", str(GRID), "--seeds", "99999999999", "--results", str(t / "results")], errors.TooBigError.exit_code),
     Case(SIZE, "A run of 16,000 runs without `--yes`, with no terminal to ask on",
          lambda t: ["run", str(GRID), "--seeds", "2000", "--workers", "1", "--results", str(t / "results")], errors.TooBigError.exit_code),
+    Case(SIZE, "A network too big for the machine's memory (`hidden = [100000000]`; 16 GiB here)", _too_wide,
+         errors.TooBigError.exit_code),
     Case(STOP, "Ctrl-C during `hpstudy run`", _ctrl_c, 130),
     Case(SCALE, "`--shard 3/3` (shards are numbered from 0, as SLURM array tasks are)",
          lambda t: ["run", str(GRID), "--shard", "3/3", "--results", str(t / "results")], 2),
+    Case(SCALE, "`--shard -1/3`", lambda t: ["run", str(GRID), "--shard", "-1/3", "--results", str(t / "results")], 2),
+    Case(SCALE, "Merging stores made in different numeric environments", _merge_mixed, 4),
     Case(SCALE, "Merging shard stores that hold one run with different values", _merge_conflict, 4),
     Case(SCALE, "Merging the stores of two different studies", _merge_studies, 4),
     Case(SCALE, "A Dask scheduler that cannot be reached (the wait is 30 s; 2 s here)", _unreachable,
+         errors.EngineError.exit_code),
+    Case(SCALE, "A Dask scheduler address that is not one (`--scheduler notaurl`)",
+         lambda t: ["run", str(study_file(t)), "--results", str(t / "results"), "--scheduler", "notaurl"],
          errors.EngineError.exit_code),
 ]
 
@@ -324,8 +454,11 @@ def run_case(case: Case, tmp: Path, monkeypatch, capsys) -> tuple[str, str]:
     monkeypatch.setattr(hdata, "load_dataset", _synthetic_unless_checked(hdata.load_dataset))
     argv = case.setup(tmp)
     for target, name, value in PATCHES:
-        monkeypatch.setattr(target, name, value)
+        monkeypatch.setattr(target, name, value, raising=False)
     PATCHES.clear()
+    for name, value in ENVIRON:
+        monkeypatch.setenv(name, value)
+    ENVIRON.clear()
     before = _files(tmp)
     capsys.readouterr()
     try:
@@ -342,7 +475,7 @@ def run_case(case: Case, tmp: Path, monkeypatch, capsys) -> tuple[str, str]:
     lines = [line for line in err.splitlines() if line.startswith("hpstudy: error:")]
     assert len(lines) == 1, err
     args = [_normalise(a, tmp) for a in argv]
-    command = "hpstudy " + " ".join(a if len(a) < 60 else a[:25] + "..." + a[-20:] for a in args)
+    command = "hpstudy " + " ".join((a or "''") if len(a) < 60 else a[:25] + "..." + a[-20:] for a in args)
     return command, _normalise(lines[0], tmp)
 
 

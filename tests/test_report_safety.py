@@ -39,6 +39,19 @@ def hashes(folder: Path, skip: Path | None = None) -> dict[str, str]:
     return out
 
 
+@pytest.fixture(autouse=True)
+def one_figure(monkeypatch):
+    """One small figure instead of the full set (seconds each): these tests are about which files a report
+    touches, not about what its figures show (tests/test_figures.py)."""
+    from hpstudy.reporting import figures
+
+    def make(a, directory: Path) -> list[tuple[str, str]]:
+        (directory / "by_learning_rate.png").write_bytes(b"a figure")
+        return [("by_learning_rate", "Test accuracy by learning rate.")]
+
+    monkeypatch.setattr(figures, "make_figures", make)
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> Path:
     """A results folder with synthetic runs of the grid study (2 seeds)."""
