@@ -68,7 +68,7 @@ def test_runs_with_predictions_get_two_level_intervals_in_the_written_report(tmp
         both = [float(x) for x in cells[5].strip("[]").split(",")]
         # the test set's sampling error widens the interval
         assert both[1] - both[0] > seeds_only[1] - seeds_only[0]
-        assert cells[6] == ""  # ten runs a side: no McNemar
+        assert len(cells) == 6  # ten runs a side: no McNemar column
 
 
 def test_interval_printed_is_the_bootstrap_of_the_stored_bits(tmp_path):
