@@ -166,6 +166,21 @@ def test_add_predictions_fills_a_compacted_part_holding_runs_with_and_without(st
         assert after[column].to_dict() == complete[column].to_dict()
 
 
+@pytest.mark.parametrize("old_first", [True, False])
+def test_merging_a_copy_without_predictions_keeps_the_one_with(stored, tmp_path, old_first):
+    from hpstudy import storeops
+
+    complete = store.read_runs(stored).set_index("run_id")
+    old = Path(shutil.copytree(stored, tmp_path / "old" / "small"))
+    strip_predictions(old)
+    sources = [old, stored] if old_first else [stored, old]
+    report = storeops.merge(tmp_path / "merged" / "small", sources)
+    assert (report.runs, report.duplicates) == (8, 8)
+    merged = store.read_runs(report.directory).set_index("run_id")
+    for column in store.PREDICTION_COLUMNS:
+        assert merged[column].to_dict() == complete[column].to_dict()
+
+
 BACKFILLED = {"naragundkar2024_grid": 80, "naragundkar2024_grid_holdout": 40}  # shipped studies: runs
 BEFORE_BACKFILL = "4a9e796"  # the commit whose shipped parts had no predictions yet
 
