@@ -98,6 +98,12 @@ def test_single_runs_get_mcnemar_and_no_interval(tmp_path):
         assert cells[6] == f"{m.pvalue:.2g} ({m.only_a} vs {m.only_b})"
 
 
+def test_too_few_runs_for_an_interval_print_no_table(tmp_path):
+    text = subsection(report(tmp_path, range(3)))
+    assert not [line for line in text if line.startswith("|")]
+    assert any("no interval is given" in line for line in text)
+
+
 def test_old_store_without_predictions_says_no_comparison_includes_the_test_set(tmp_path):
     text = " ".join(subsection(report(tmp_path, range(3), predictions=False)))
     assert "do not store their test-set predictions" in text and "no comparison" in text
