@@ -93,9 +93,16 @@ def _row(table: pa.Table, i: int) -> dict:
 
 
 def differing_fields(a: dict, b: dict) -> list[str]:
-    """The fields in which two stored copies of a run differ (timings and environment record excepted)."""
+    """The fields in which two stored copies of a run differ (timings and environment record excepted; a
+    copy made before test-set predictions were kept does not differ from one with them)."""
     names = sorted((set(a) | set(b)) - set(TIMING_COLUMNS))
-    return [n for n in names if not _same(a.get(n), b.get(n))]
+    return [n for n in names if not _same(a.get(n), b.get(n))
+            and not (n in store.PREDICTION_COLUMNS and (a.get(n) is None or b.get(n) is None))]
+
+
+def _lacks_predictions(row: dict) -> bool:
+    """Whether a stored copy of a run has no test-set predictions."""
+    return any(row.get(n) is None for n in store.PREDICTION_COLUMNS)
 
 
 def unique_runs(parts: Sequence[tuple[Path, pa.Table]]) -> tuple[pa.Table | None, int]:
@@ -128,6 +135,12 @@ def unique_runs(parts: Sequence[tuple[Path, pa.Table]]) -> tuple[pa.Table | None
                     "its part aside) and try again."
                 )
             duplicates += 1
+            if _lacks_predictions(_row(parts[q][1], j)) and not _lacks_predictions(_row(table, i)):
+                # keep the copy with predictions (the values are otherwise the same)
+                (keep[q] if q < p else mask)[j] = False
+                first[rid] = (p, i)
+                mask.append(True)
+                continue
             mask.append(False)
         keep.append(mask)
     if len(studies) > 1:

@@ -150,29 +150,63 @@ def test_add_predictions_writes_nothing_for_a_run_that_does_not_reproduce(stored
     assert all("test_predictions" in pq.read_schema(p).names for p in parts[1:])
 
 
-GRID = ROOT / "reports" / "_runs" / "naragundkar2024_grid"
-BEFORE_BACKFILL = "4a9e796"  # the commit whose grid parts had no predictions yet
+def test_add_predictions_fills_a_compacted_part_holding_runs_with_and_without(stored):
+    from hpstudy import storeops
+
+    complete = store.read_runs(stored).set_index("run_id")
+    parts = sorted(stored.glob("part-*.parquet"))
+    pq.write_table(pq.read_table(parts[0]).drop_columns(list(store.PREDICTION_COLUMNS)), parts[0])
+    stripped = set(pq.read_table(parts[0]).column("run_id").to_pylist())
+    storeops.compact(stored)
+    (part,) = store.live_parts(stored)
+    assert pq.read_table(part).column("test_predictions").null_count == len(stripped)
+    outcome = V.verify(stored, load_data=synthetic_for, progress=False, lock_path=None, add_predictions=True)
+    assert outcome.ok and (outcome.added[0].runs_added, outcome.added[0].already) == (len(stripped), 8 - len(stripped))
+    after = store.read_runs(stored).set_index("run_id")
+    for column in store.PREDICTION_COLUMNS:
+        assert after[column].to_dict() == complete[column].to_dict()
 
 
-def test_shipped_grid_runs_have_predictions_consistent_with_their_accuracy():
-    runs = store.read_runs(GRID)
-    assert len(runs) == 80
+@pytest.mark.parametrize("old_first", [True, False])
+def test_merging_a_copy_without_predictions_keeps_the_one_with(stored, tmp_path, old_first):
+    from hpstudy import storeops
+
+    complete = store.read_runs(stored).set_index("run_id")
+    old = Path(shutil.copytree(stored, tmp_path / "old" / "small"))
+    strip_predictions(old)
+    sources = [old, stored] if old_first else [stored, old]
+    report = storeops.merge(tmp_path / "merged" / "small", sources)
+    assert (report.runs, report.duplicates) == (8, 8)
+    merged = store.read_runs(report.directory).set_index("run_id")
+    for column in store.PREDICTION_COLUMNS:
+        assert merged[column].to_dict() == complete[column].to_dict()
+
+
+BACKFILLED = {"naragundkar2024_grid": 80, "naragundkar2024_grid_holdout": 40}  # shipped studies: runs
+BEFORE_BACKFILL = "4a9e796"  # the commit whose shipped parts had no predictions yet
+
+
+@pytest.mark.parametrize("name", sorted(BACKFILLED))
+def test_shipped_backfilled_runs_have_predictions_consistent_with_their_accuracy(name):
+    runs = store.read_runs(ROOT / "reports" / "_runs" / name)
+    assert len(runs) == BACKFILLED[name]
     for _, run in runs.iterrows():
         assert len(run["test_predictions"]) == 10_000
         assert consistent(run["test_correct"], 10_000, run["test_accuracy"])
 
 
-def test_backfill_changed_no_stored_value_of_the_shipped_grid_runs():
-    """The grid store holds the same part files as before predictions were added, and every column they
-    held then is unchanged, value for value; the two prediction columns are the only ones added."""
+@pytest.mark.parametrize("name", sorted(BACKFILLED))
+def test_backfill_changed_no_stored_value_of_the_shipped_runs(name):
+    """The store holds the same part files as before predictions were added, and every column they held
+    then is unchanged, value for value; the two prediction columns are the only ones added."""
     def git(*args) -> subprocess.CompletedProcess:
         return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, check=False)
 
     if shutil.which("git") is None or git("cat-file", "-e", f"{BEFORE_BACKFILL}^{{commit}}").returncode != 0:
         pytest.skip(f"needs the repository's history (commit {BEFORE_BACKFILL})")
-    folder = GRID.relative_to(ROOT).as_posix()
+    folder = f"reports/_runs/{name}"
     listed = git("ls-tree", "--name-only", f"{BEFORE_BACKFILL}:{folder}").stdout.decode().split()
-    parts = sorted(GRID.glob("part-*.parquet"))
+    parts = sorted((ROOT / folder).glob("part-*.parquet"))
     assert [p.name for p in parts] == sorted(n for n in listed if n.startswith("part-"))
     for part in parts:
         shown = git("show", f"{BEFORE_BACKFILL}:{folder}/{part.name}")

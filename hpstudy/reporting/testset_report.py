@@ -129,7 +129,13 @@ def section(a, label: Callable) -> list[str]:
     ]
     if not rows:
         return lines + ["No compared pair has test-set predictions for all of its runs.", ""]
-    lines += ["| a | b | n (a, b) | test acc. a - b (pp) | 95% CI, seeds only | 95% CI, seeds + test images | McNemar p (only a vs only b) |",
-              "|---|---|---:|---:|---:|---:|---:|"]
+    mcnemar = any(cells[-1] for cells in rows)  # the McNemar column only where some pair has one
+    if not mcnemar and all(cells[4] == "n/a" for cells in rows):
+        return lines + [f"No compared pair has {testset_stats.MIN_RUNS} runs per configuration, so no interval is "
+                        "given; the stored predictions give one once seeds are added.", ""]
+    rows = [cells if mcnemar else cells[:-1] for cells in rows]
+    head = ["a", "b", "n (a, b)", "test acc. a - b (pp)", "95% CI, seeds only", "95% CI, seeds + test images"]
+    head += ["McNemar p (only a vs only b)"] if mcnemar else []
+    lines += ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     lines += ["| " + " | ".join(cells) + " |" for cells in rows]
     return lines + [""]
