@@ -28,12 +28,6 @@ MNIST_FILES: dict[str, str] = {
 # The mirror tensorflow-datasets downloads MNIST from.
 MNIST_MIRROR = "https://storage.googleapis.com/cvdf-datasets/mnist/"
 ENV_DATA_DIR = "HPSTUDY_DATA_DIR"
-_EXPECTED_SHAPES = {
-    "train-images-idx3-ubyte.gz": (60000, 28, 28),
-    "train-labels-idx1-ubyte.gz": (60000,),
-    "t10k-images-idx3-ubyte.gz": (10000, 28, 28),
-    "t10k-labels-idx1-ubyte.gz": (10000,),
-}
 # Fashion-MNIST's files have MNIST's names, format and shapes. SHA-256s as registered by
 # tensorflow-datasets (tensorflow/datasets, tensorflow_datasets/url_checksums/fashion_mnist.txt),
 # for the files of https://github.com/zalandoresearch/fashion-mnist.

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from hpstudy.errors import OutputError
-from hpstudy.store import _why, check_writable
+from hpstudy.store import check_writable, why
 
 MANIFEST = ".hpstudy-files.json"
 
@@ -75,7 +75,7 @@ def publish(out: Path, name: str, build: Callable[[Path], None]) -> Path:
                 stale.unlink()
         _replace_atomically(target / MANIFEST, json.dumps(written, indent=1, sort_keys=True) + "\n")
     except OSError as exc:
-        raise OutputError(f"cannot write the report into {target}: {_why(exc)}.") from exc
+        raise OutputError(f"cannot write the report into {target}: {why(exc)}.") from exc
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
