@@ -100,6 +100,18 @@ def test_small_n_uses_exact_rank_p_and_a_pooled_variance():
     assert not stats.compare(good, chance).pooled
 
 
+def test_multiple_comparisons_with_the_best_by_hand():
+    """Selection-corrected best at small n: Hsu's MCB with a pooled variance (Bonferroni critical value)."""
+    means, ns, var, df = [0.97, 0.965, 0.90], [3, 3, 3], 0.0001, 6
+    d = sstats.t.ppf(1 - 0.05 / 2, df)  # k - 1 = 2 comparisons, one-sided
+    h = d * math.sqrt(var * (2 / 3))
+    got = stats.mcb_intervals(means, ns, var, df)
+    assert got[0] == pytest.approx((min(0, 0.005 - h), max(0, 0.005 + h)))  # the top one, vs the second
+    assert got[1] == pytest.approx((min(0, -0.005 - h), max(0, -0.005 + h)))
+    assert got[2][1] == 0.0  # 7 pp below the best: ruled out
+    assert got[0][1] > 0 and got[1][1] > 0  # 0.5 pp apart with sd 1 pp and 3 seeds: either may be the best
+
+
 def test_seeds_for_equivalence_is_prospective_and_minimal():
     """Defect 7: the seeds an equivalence test needs follow from the margin and the sd, not an observed gap."""
     n, n_low, n_high = stats.seeds_for_equivalence(0.002, 0.002, 9)

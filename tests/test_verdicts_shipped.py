@@ -43,6 +43,8 @@ def test_small_sentences_the_referee_listed():
     from hpstudy.reporting import tables
 
     a = _analysis("fabrizio2021_batch")
+    assert len(a.best_sets) == 9 and all(1 <= len(b.may_be_best) <= b.size for b in a.best_sets)
+    assert "Hsu's multiple comparisons with the best" in "\n".join(readme._mcb_lines(a))
     assert "every number is in table.csv" not in a.factor_note and "none is shown or tested" in a.factor_note
     assert "\\scriptsize(" in tables.to_latex(a) and "standard deviation over seeds" in tables.to_latex(a)
     equal = [r for r in a.rows if r.cells[a.primary.column].n >= 2 and r.cells[a.primary.column].summary.std == 0]
@@ -96,10 +98,10 @@ def test_interaction_gives_simple_effects_and_terms_are_holm_corrected_on_the_lo
 def test_holdout_is_compared_with_the_grid_and_states_the_confound():
     import dataclasses
 
-    from hpstudy.reporting.build import _contrast
+    from hpstudy.reporting.build import contrast_for
 
     a = _analysis("naragundkar2024_grid_holdout")
-    c = _contrast(a.study, RUNS, a)
+    c = contrast_for(a.study, RUNS, a)
     assert c is not None and c.other == "naragundkar2024_grid" and len(c.comparisons) == 8
     assert "50,000 images" in c.confound and "60,000 images" in c.confound
     text = "\n".join(readme._section_contrast(dataclasses.replace(a, contrast=c)))

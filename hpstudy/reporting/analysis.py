@@ -259,9 +259,10 @@ class Analysis:
     effects_factors: tuple[str, ...] = ()
     simple_effects: tuple = ()  # SimpleEffect per significant two-factor interaction, factor and level
     selection: tuple = ()  # SplitEstimate: the best chosen on one half of the seeds, estimated on the other
+    best_sets: tuple = ()  # BestSet per group: Hsu's MCB, the configurations that may be the best
     contrast: "StudyContrast | None" = None  # each configuration against the same one of another study
     dropped: tuple[str, ...] = ()  # metrics left out because they repeat others (validation = test)
-    pooled: tuple[float, int] | None = None  # (variance, df) pooled over configurations for few seeds
+    pooled: dict | None = None  # group -> (variance, df) pooled over its configurations, for few seeds
 
     def row(self, trial_id: str) -> Row:
         return next(r for r in self.rows if r.trial.trial_id == trial_id)
@@ -627,14 +628,38 @@ def _holm_verdicts(verdicts: list[Verdict]) -> list[Verdict]:
     return out
 
 
-def _pooled(rows: Sequence[Row], primary: Metric) -> tuple[float, int] | None:
-    """The primary metric's within-configuration variance pooled over every configuration, when the study
-    has fewer than SMALL_N seeds per configuration (None otherwise: each pair's own variances, Welch)."""
-    cells = [r.cells[primary.column] for r in rows if r.cells[primary.column].n >= 1]
-    if not cells or min(c.n for c in cells) >= SMALL_N:
+def _group_key(cats: Sequence[str], trial: Trial) -> tuple:
+    """The levels of the categorical factors a trial has: its group (its family of comparisons)."""
+    return tuple(format_value(c, trial.values.get(c)) for c in cats)
+
+
+def _pools(study: Study, rows: Sequence[Row], primary: Metric, factors: Sequence[str]) -> dict | None:
+    """Per group of configurations (those sharing the categorical factors' levels: one implementation and
+    activation; the whole study when it has none), the primary metric's within-configuration variance pooled
+    over the group, when the study has fewer than SMALL_N seeds per configuration (None otherwise: each
+    pair's own variances, Welch). Groups, because implementations differ in spread by orders of magnitude."""
+    cells = [r for r in rows if r.cells[primary.column].n >= 1]
+    if not cells or min(r.cells[primary.column].n for r in cells) >= SMALL_N:
         return None
-    var, df = stats.pooled_variance([list(c.values.values()) for c in cells])
-    return (var, df) if df >= 1 else None
+    cats = _categorical(study, factors)
+    members: dict[tuple, list[list[float]]] = {}
+    for r in cells:
+        members.setdefault(_group_key(cats, r.trial), []).append(list(r.cells[primary.column].values.values()))
+    return {k: stats.pooled_variance(v) for k, v in members.items()}
+
+
+def _pool_for(pools: dict | None, cats: Sequence[str], a: Row, b: Row) -> tuple[float, int] | None:
+    """The pooled (variance, df) for comparing a and b: their group's, or both groups' combined."""
+    if pools is None:
+        return None
+    ka, kb = _group_key(cats, a.trial), _group_key(cats, b.trial)
+    (va, da), (vb, db) = pools[ka], pools[kb]
+    if ka == kb:
+        return (va, da) if da >= 1 else None
+    df = da + db
+    if df < 1:
+        return None
+    return ((va * da if da else 0.0) + (vb * db if db else 0.0)) / df, df
 
 
 def _compare(a: Cell, b: Cell, paired: bool, pooled: tuple[float, int] | None = None) -> stats.Difference | None:
@@ -662,7 +687,7 @@ def _categorical(study: Study, factors: Sequence[str]) -> list[str]:
 
 
 def _best_vs_rest(study: Study, rows: Sequence[Row], primary: Metric, factors: Sequence[str],
-                  paired: bool, pooled: tuple[float, int] | None = None) -> tuple[tuple[Comparison, ...], frozenset]:
+                  paired: bool, pools: dict | None = None) -> tuple[tuple[Comparison, ...], frozenset]:
     """Within each combination of categorical factors: its best configuration against each other one.
 
     Also returns the best configurations whose every comparison is significant after Holm's correction
@@ -682,7 +707,7 @@ def _best_vs_rest(study: Study, rows: Sequence[Row], primary: Metric, factors: S
         for r in ranked:
             if r is best:
                 continue
-            res = _compare(best.cells[primary.column], r.cells[primary.column], paired, pooled)
+            res = _compare(best.cells[primary.column], r.cells[primary.column], paired, _pool_for(pools, cats, best, r))
             if res is not None:
                 pairs.append((best.trial.trial_id, r.trial.trial_id, res))
         families.append((best.trial.trial_id, start, len(pairs)))
@@ -695,7 +720,7 @@ def _best_vs_rest(study: Study, rows: Sequence[Row], primary: Metric, factors: S
 
 
 def _factor_effects(study: Study, rows: Sequence[Row], primary: Metric, factors: Sequence[str],
-                    paired: bool, pooled: tuple[float, int] | None = None) -> tuple[tuple[Comparison, ...], str]:
+                    paired: bool, pools: dict | None = None) -> tuple[tuple[Comparison, ...], str]:
     """Grid designs: pairs of configurations that differ in one factor only, a - b with a the later level.
 
     Numeric factors compare adjacent levels (0.001 with 0.01, 0.01 with 0.1); categorical ones every pair.
@@ -719,7 +744,8 @@ def _factor_effects(study: Study, rows: Sequence[Row], primary: Metric, factors:
                 partner = by_key.get(tuple((g, _key(other.get(g))) for g in factors))
                 if partner is None:
                     continue
-                res = _compare(partner.cells[primary.column], r.cells[primary.column], paired, pooled)
+                res = _compare(partner.cells[primary.column], r.cells[primary.column], paired,
+                               _pool_for(pools, _categorical(study, factors), partner, r))
                 if res is not None:
                     pairs.append((partner.trial.trial_id, r.trial.trial_id, res))
     if len(pairs) > MAX_FACTOR_COMPARISONS:
@@ -934,6 +960,38 @@ def _selection_corrected(rows: Sequence[Row], primary: Metric) -> tuple[SplitEst
     return tuple(out)
 
 
+@dataclasses.dataclass(frozen=True)
+class BestSet:
+    """Hsu's MCB within one group of configurations: those that may be the best, and the one shown best."""
+
+    group: str  # the categorical levels the group shares ('' when the study has none)
+    size: int
+    may_be_best: tuple[str, ...]  # trial ids whose interval for (mean - best of the others) reaches above 0
+    is_best: str  # the trial whose interval's lower end is 0 (better than every other), or ''
+
+
+def _best_sets(study: Study, rows: Sequence[Row], primary: Metric, factors: Sequence[str]) -> tuple[BestSet, ...]:
+    """Hsu's MCB within each group the best-against-the-others family uses, on the within-configuration
+    variance pooled over the group: which configurations the seeds cannot rule out as the best."""
+    cells = [r for r in rows if r.cells[primary.column].n >= 1]
+    cats = _categorical(study, factors)
+    groups: dict[tuple, list[Row]] = {}
+    for r in cells:
+        groups.setdefault(_group_key(cats, r.trial), []).append(r)
+    sign = primary.better or 1
+    out = []
+    for key, members in groups.items():
+        variance, df = stats.pooled_variance([list(r.cells[primary.column].values.values()) for r in members])
+        if len(members) < 2 or df < 1:
+            continue
+        means = [sign * r.cells[primary.column].summary.mean for r in members]
+        intervals = stats.mcb_intervals(means, [r.cells[primary.column].n for r in members], variance, df, CONFIDENCE)
+        may = tuple(r.trial.trial_id for r, (lo, hi) in zip(members, intervals) if hi > 0)
+        best = next((r.trial.trial_id for r, (lo, hi) in zip(members, intervals) if lo == 0.0 and hi > 0), "")
+        out.append(BestSet(", ".join(key), len(members), may, best))
+    return tuple(out)
+
+
 def _duplicate_metrics(study: Study, rows: Sequence[Row]) -> tuple[str, ...]:
     """Final validation metrics that repeat the test metrics run for run (validation is the test set and
     the final weights are the tested ones): shown once, as test metrics."""
@@ -987,9 +1045,9 @@ def analyze(study: Study, runs: pd.DataFrame) -> Analysis:
     metrics = tuple(m for m in METRICS if m.column not in dropped and any(r.cells[m.column].n > 0 for r in rows))
     if primary not in metrics:
         primary = next((m for m in metrics if m.kind == "acc"), primary)
-    pooled = None if paired else _pooled(rows, primary)
-    effects, note = _factor_effects(study, rows, primary, factors, paired, pooled)
-    best_vs_rest, significant = _best_vs_rest(study, rows, primary, factors, paired, pooled)
+    pools = None if paired else _pools(study, rows, primary, factors)
+    effects, note = _factor_effects(study, rows, primary, factors, paired, pools)
+    best_vs_rest, significant = _best_vs_rest(study, rows, primary, factors, paired, pools)
     factorial, factorial_factors, simple = _two_level_factorial(study, rows, primary, factors)
     return Analysis(
         study=study,
@@ -1011,8 +1069,9 @@ def analyze(study: Study, runs: pd.DataFrame) -> Analysis:
         effects_factors=factorial_factors,
         simple_effects=simple,
         selection=_selection_corrected(rows, primary),
+        best_sets=_best_sets(study, rows, primary, factors),
         dropped=dropped,
-        pooled=pooled,
+        pooled=pools,
     )
 
 

@@ -53,7 +53,7 @@ def _display_path(path: str | os.PathLike) -> str:
     return p.as_posix()
 
 
-def _contrast(study: Study, results: str | os.PathLike, a: Analysis) -> StudyContrast | None:
+def contrast_for(study: Study, results: str | os.PathLike, a: Analysis) -> StudyContrast | None:
     """The comparison with the study named by `compare_with`, from its stored runs in the same results
     folder (None when it names none, or none of its runs are stored there)."""
     name = study.meta.get("compare_with")
@@ -80,7 +80,7 @@ def write_report(
     runs = load_runs(study, results, seeds, checked=True)  # one pass: every part checked as it is read
     store.check_writable(Path(out), "output")  # before the analysis and the figures, the slow part
     a = analyze(study, runs)
-    a = dataclasses.replace(a, contrast=_contrast(study, results, a))
+    a = dataclasses.replace(a, contrast=contrast_for(study, results, a))
 
     def build(folder: Path) -> None:
         frame = tables.table_frame(a)

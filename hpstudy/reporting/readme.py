@@ -167,7 +167,8 @@ def _effects_summary(a: Analysis) -> list[str]:
         parts = [s for s in a.simple_effects if s.factor == f]
         out.append(f"{FACTOR_LABELS.get(f, f).capitalize()} interacts, so its effect is given within each level: " + ", ".join(
             f"{_diff_text(a, s.effect.estimate)} at {FACTOR_LABELS.get(s.within, s.within)} "
-            f"{format_value(s.within, s.level)}{' *' if s.effect.holm_p < ALPHA else ''}" for s in parts) + ".")
+            f"{format_value(s.within, s.level)}{'' if s.effect.holm_p < ALPHA else ' (not significant)'}"
+            for s in parts) + ".")
     return out
 
 
@@ -267,9 +268,11 @@ def _verdict_text(v, m) -> str:
         lo, hi = p.rounded[1] - p.margin, p.rounded[0] + p.margin
         bound = (lambda x: min(max(x, 0.0), 1.0)) if m.kind == "acc" else (lambda x: max(x, 0.0))
         why = (f"reproduced needs the mean's 90% interval, here [{_value_text(m, bound(p.ci90_low))}, "
-               f"{_value_text(m, bound(p.ci90_high))}], inside ±{_diff_value(m, p.margin)} of the published value's "
-               + (f"rounding interval, [{_value_text(m, lo)}, {_value_text(m, hi)}]" if lo <= hi else
-                  "rounding interval, which is wider than that margin: it cannot be shown reproduced"))
+               f"{_value_text(m, bound(p.ci90_high))}], to lie "
+               + (f"inside [{_value_text(m, lo)}, {_value_text(m, hi)}], the values within ±{_diff_value(m, p.margin)} "
+                  "of every point of the published value's rounding interval" if lo <= hi else
+                  f"within ±{_diff_value(m, p.margin)} of every point of the published value's rounding interval, "
+                  "which is wider than that: it cannot be shown reproduced"))
     else:
         why = "no interval"
     after_holm = f"{p.verdict}; " if p.verdict.startswith("consistent after") else ""
@@ -569,17 +572,22 @@ def _section_comparisons(a: Analysis) -> list[str]:
         lines[-1] += (f" Mann-Whitney p-values are exact (every split of the runs enumerated, ties included) up to "
                       f"{stats.EXACT_SPLITS:,} splits." if not a.paired else "")
     if a.pooled is not None:
+        dfs = sorted({df for _, df in a.pooled.values()})
+        cats = _group_factors(a)
+        over = (f"the configurations of each group (same {' and '.join(FACTOR_LABELS.get(c, c) for c in cats)}; "
+                if cats else f"all {len(a.rows)} configurations (")
         lines[-1] += (f" With fewer than {SMALL_N} seeds per configuration, the t-tests use the within-configuration "
-                      f"variance pooled over all {len(a.rows)} configurations ({a.pooled[1]} degrees of freedom; a "
-                      "configuration's own 2 degrees of freedom leave Welch's test without power, and a configuration "
-                      "whose seeds are all equal makes it overconfident) instead of Welch's two-group variance.")
+                      f"variance pooled over {over}{dfs[0]}" + (f" to {dfs[-1]}" if len(dfs) > 1 else "")
+                      + " degrees of freedom; a configuration's own 2 leave Welch's test without power, and a "
+                      "configuration whose seeds are all equal makes it overconfident) instead of Welch's two-group "
+                      "variance.")
     lines.append("")
     if a.best_vs_rest:
         lines += ["### Best configuration against the others", "",
                   "The best configuration was chosen on the same runs it is tested on, so these p-values are optimistic "
                   "(selection bias); the paragraph below the table gives a selection-corrected estimate.", ""]
         lines += _comparison_table(a, a.best_vs_rest) + [""]
-        lines += _selection_lines(a)
+        lines += _selection_lines(a) + _mcb_lines(a)
     if a.factor_effects:
         lines += ["### One factor at a time", "", "Pairs of configurations that differ in one factor only "
                   "(a: the later level; numeric factors compare neighbouring levels).", ""]
@@ -589,6 +597,30 @@ def _section_comparisons(a: Analysis) -> list[str]:
     if not a.best_vs_rest and not a.factor_effects:
         lines += ["No comparison possible: configurations need at least 2 runs each.", ""]
     return lines
+
+
+def _mcb_lines(a: Analysis) -> list[str]:
+    """Hsu's MCB: which configurations of each group the seeds cannot rule out as the best."""
+    if not a.best_sets:
+        return []
+    parts = []
+    for b in a.best_sets:
+        names = [trial_label(a.row(t).trial, [f for f in a.factors if not b.group or f not in _group_factors(a)])
+                 for t in b.may_be_best]
+        where = f"{b.group}: " if b.group else ""
+        shown = ", ".join(names) if len(names) <= 6 else ", ".join(names[:6]) + f" and {len(names) - 6} more"
+        parts.append(f"{where}{len(b.may_be_best)} of {b.size} ({shown})"
+                     + (" — the best, shown better than every other" if b.is_best else ""))
+    return [("Which could be the best (Hsu's multiple comparisons with the best, corrected for choosing the best "
+             "on these runs): a configuration may be the best when its simultaneous 95% interval for its mean minus "
+             "the best mean of the others reaches above 0 (variance pooled over the group's configurations; critical value "
+             "Bonferroni's one-sided t over the others, a conservative bound on Dunnett's). ")
+            + "; ".join(parts) + ".", ""]
+
+
+def _group_factors(a: Analysis) -> list[str]:
+    """The categorical factors that split the best-against-the-others families."""
+    return [f for f in a.factors if all(isinstance(r.trial.values.get(f, ""), str) for r in a.rows)]
 
 
 def _selection_lines(a: Analysis) -> list[str]:
@@ -603,8 +635,8 @@ def _selection_lines(a: Analysis) -> list[str]:
             f"{_name(m)} of {_value_text(m, naive.mean)}, which is biased upwards because it was chosen on those runs.")
     if not a.selection:
         return [head + f" Splitting the seeds (choose on half, estimate on the other) needs at least "
-                f"{MIN_SPLIT_N} seeds per configuration, 2 on each side; this study has fewer, so only the biased "
-                "estimate can be given.", ""]
+                f"{MIN_SPLIT_N} seeds per configuration, 2 on each side; this study has fewer, so the correction "
+                "for the choice is the multiple comparison with the best below.", ""]
     parts = []
     for sp in a.selection:
         s_ = sp.summary

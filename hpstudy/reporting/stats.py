@@ -477,6 +477,29 @@ def compare(a: ArrayLike, b: ArrayLike, paired: bool = False, confidence: float 
                       pooled is not None and not paired)
 
 
+def mcb_intervals(
+    means: Sequence[float], ns: Sequence[int], variance: float, df: int, confidence: float = 0.95,
+) -> list[tuple[float, float]]:
+    """Hsu's multiple comparisons with the best (higher is better): for each configuration, a simultaneous
+    interval for its mean minus the best mean of the others, constrained to contain 0 at one end
+    ([min(0, .), max(0, .)]). A configuration whose upper end is above 0 may be the best; one whose lower end
+    is 0 is the best. `variance` with `df` degrees of freedom is common to all (pooled); the critical value
+    is the one-sided t at (1 - confidence) / (k - 1), Bonferroni's bound on Dunnett's (conservative, and
+    computed without the Monte Carlo integration Dunnett's needs, so the same on every machine)."""
+    _check_unit("confidence", confidence)
+    k = len(means)
+    if k < 2 or len(ns) != k or df < 1 or not variance >= 0:
+        raise ValueError("MCB needs at least two configurations, one n each, a variance >= 0 and df >= 1.")
+    d = float(stats.t.ppf(1.0 - (1.0 - confidence) / (k - 1), df))
+    out = []
+    for i in range(k):
+        gaps = [(means[i] - means[j], d * math.sqrt(variance * (1.0 / ns[i] + 1.0 / ns[j]))) for j in range(k) if j != i]
+        upper = min(g + h for g, h in gaps)
+        lower = min(g - h for g, h in gaps)
+        out.append((min(0.0, lower), max(0.0, upper)))
+    return out
+
+
 def holm(pvalues: ArrayLike) -> np.ndarray:
     """Holm-Bonferroni step-down adjusted p-values (monotone, clipped to 1, NaN kept)."""
     p = np.asarray(pvalues, dtype=float)
