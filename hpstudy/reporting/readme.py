@@ -608,7 +608,7 @@ def _mcb_lines(a: Analysis) -> list[str]:
         names = [trial_label(a.row(t).trial, [f for f in a.factors if not b.group or f not in _group_factors(a)])
                  for t in b.may_be_best]
         where = f"{b.group}: " if b.group else ""
-        shown = ", ".join(names) if len(names) <= 6 else ", ".join(names[:6]) + f" and {len(names) - 6} more"
+        shown = "; ".join(names) if len(names) <= 6 else "; ".join(names[:6]) + f"; and {len(names) - 6} more"
         parts.append(f"{where}{len(b.may_be_best)} of {b.size} ({shown})"
                      + (" — the best, shown better than every other" if b.is_best else ""))
     return [("Which could be the best (Hsu's multiple comparisons with the best, corrected for choosing the best "
