@@ -304,13 +304,11 @@ def results(study, results: str | os.PathLike = DEFAULT_RESULTS, seeds: Sequence
 
 
 def _stored(study, results, seeds):
-    from hpstudy import store
     from hpstudy.reporting.build import load_runs
 
     study = load_study(study)
     results = folder_arg("results", results, DEFAULT_RESULTS)
-    store.validate(store.study_dir(results, study.name), study.name)
-    return load_runs(study, results, _seed_list(study, seeds))
+    return load_runs(study, results, _seed_list(study, seeds), checked=True)  # one pass, every part checked
 
 
 def _seed_list(study, seeds) -> list[int] | None:

@@ -61,9 +61,9 @@ TRAINING_KEYS = TRAINING_KEYS | {"drop_last"}  # how the epoch is cut into mini-
 FACTOR_KEYS = (MODEL_KEYS | TRAINING_KEYS) - {"early_stopping"}
 FLAVOUR_KEYS = (FACTOR_KEYS - {"flavour"}) | {"early_stopping"}
 STUDY_KEYS = {"name", "title", "authors", "year", "citation", "doi", "url", "dataset", "validation", "seeds", "description",
-              "seeding", "smallest_effect"}
+              "seeding", "smallest_effect", "compare_with"}
 DEFAULT_SMALLEST_EFFECT = 0.002  # 0.2 percentage points of accuracy: the smallest difference worth seeds
-STUDY_STRINGS = {"title", "citation", "doi", "url", "description"}
+STUDY_STRINGS = {"title", "citation", "doi", "url", "description", "compare_with"}  # compare_with: a study name
 TOP_KEYS = {"study", "model", "training", "flavours", "design", "assumptions", "published"}
 DESIGN_KINDS = ("grid", "sweeps", "random")
 DESIGN_KEYS_BY_KIND = {
@@ -183,22 +183,6 @@ class Study:
         """The metric that ranks trials (design.objective; default best_val_accuracy for a random search,
         test_accuracy otherwise). Accuracies are maximised, losses, seconds and epochs minimised."""
         return self.design.get("objective", "best_val_accuracy" if self.design_kind == "random" else "test_accuracy")
-
-    @property
-    def factors(self) -> tuple[str, ...]:
-        """The design's factors, in the order they first appear in the trials."""
-        seen: dict[str, None] = {}
-        for t in self.trials:
-            for k in t.values:
-                seen.setdefault(k, None)
-        return tuple(seen)
-
-    def trial(self, trial_id: str) -> Trial:
-        """The trial with this id (KeyError if none)."""
-        for t in self.trials:
-            if t.trial_id == trial_id:
-                return t
-        raise KeyError(trial_id)
 
     def trials_matching(self, where: dict) -> list[Trial]:
         """The trials a `where` table names (float-tolerant; empty `where` names every trial)."""

@@ -9,13 +9,12 @@ from scipy import stats
 
 from hpstudy.reporting.stats import (
     MIN_BOOTSTRAP_N,
-    Paired,
     Placement,
     Summary,
     bootstrap_ci,
     holm,
-    paired_comparison,
     place_published,
+    prob_improvement,
     seeds_needed,
     summarize,
 )
@@ -95,7 +94,9 @@ def test_place_published_by_hand():
     assert p.z == pytest.approx(0.01 / math.sqrt(0.0014 / 3)) == pytest.approx(0.4629100)
     assert p.percentile == pytest.approx(75.0)  # 3 of 4 below, none equal
     assert (p.pi_low, p.pi_high) == pytest.approx((0.8431366, 0.9968634), abs=1e-7)
-    assert p.inside is True and p.state == "inside" and p.verdict == "inside"  # within the seeds' range
+    # no equivalence margin: at most consistent; p_outside is the t p of the value as one more run
+    assert p.inside is True and p.state == "consistent" and p.verdict == "consistent, but 4 seeds cannot tell"
+    assert p.p_outside == pytest.approx(2 * stats.t.sf(abs(p.z) / math.sqrt(1 + 1 / 4), 3))
     assert stats.percentileofscore([1, 2, 3, 4], 3, kind="mean") == 62.5
     assert place_published(3, [1, 2, 3, 4]).percentile == pytest.approx(62.5)
 
@@ -108,47 +109,27 @@ def test_place_published_outside_and_edge_cases():
     assert (one.inside, one.state) == (False, "too few seeds")
     assert math.isnan(one.z) and math.isnan(one.pi_low)
     flat = place_published(0.5, [0.5, 0.5, 0.5])
-    assert math.isnan(flat.z) and flat.inside and flat.state == "inside"
-    assert place_published(0.6, [0.5, 0.5]).verdict == "above the prediction interval"
+    assert math.isnan(flat.z) and flat.inside and flat.state == "consistent" and flat.all_equal
+    assert flat.verdict == "all 3 seeds equal"
+    assert place_published(0.6, [0.5, 0.5]).verdict == "above all seeds, which are equal"
     with pytest.raises(ValueError, match="published"):
         place_published(float("nan"), SAMPLE)
 
 
-def test_paired_comparison_sleep_matches_r():
+def test_paired_compare_sleep_matches_r():
     # R: t.test(SLEEP_1, SLEEP_2, paired = TRUE)
-    r = paired_comparison(SLEEP_1, SLEEP_2)
-    assert isinstance(r, Paired) and r.n == 10
+    from hpstudy.reporting.stats import compare
+
+    r = compare(SLEEP_1, SLEEP_2, paired=True)
     assert r.mean_diff == pytest.approx(-1.58)
     assert (r.ci_low, r.ci_high) == pytest.approx((-2.4598858, -0.7001142), abs=1e-6)
-    assert r.t_stat == pytest.approx(-4.0621, abs=1e-4)
     assert r.t_pvalue == pytest.approx(0.002833, abs=1e-6)
-    w = stats.wilcoxon(SLEEP_1, SLEEP_2)
-    assert r.wilcoxon_stat == 0.0  # every non-zero difference is negative
-    assert r.wilcoxon_pvalue == pytest.approx(w.pvalue)
-    u = stats.mannwhitneyu(SLEEP_1, SLEEP_2).statistic
-    assert r.prob_improvement == pytest.approx(u / 100)
 
 
 def test_prob_improvement_by_hand():
     # pairs (a_i, b_j): a=1 beats only 0 -> 1; a=2 ties 2 twice, beats 0 -> 2; a=3 beats all -> 3
-    assert paired_comparison([1, 2, 3], [2, 2, 0]).prob_improvement == pytest.approx(6 / 9)
-    assert paired_comparison([1, 2, 3], [4, 5, 6]).prob_improvement == 0.0
-
-
-def test_paired_comparison_degenerate_cases():
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        same = paired_comparison([0.1, 0.2, 0.3], [0.1, 0.2, 0.3])
-        one = paired_comparison([0.5], [0.4])
-    assert same.mean_diff == 0 and same.prob_improvement == 0.5
-    assert math.isnan(same.wilcoxon_stat) and math.isnan(same.wilcoxon_pvalue)
-    assert math.isnan(same.t_stat) and math.isnan(same.t_pvalue)
-    assert one.n == 1 and one.mean_diff == pytest.approx(0.1) and one.prob_improvement == 1.0
-    assert all(math.isnan(v) for v in (one.ci_low, one.t_pvalue, one.wilcoxon_pvalue))
-    with pytest.raises(ValueError, match="equal length"):
-        paired_comparison([1, 2, 3], [1, 2])
-    with pytest.raises(ValueError, match="NaN"):
-        paired_comparison([1, float("nan")], [1, 2])
+    assert prob_improvement([1, 2, 3], [2, 2, 0]) == pytest.approx(6 / 9)
+    assert prob_improvement([1, 2, 3], [4, 5, 6]) == 0.0
 
 
 def test_holm_matches_r():

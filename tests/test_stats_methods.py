@@ -34,22 +34,90 @@ def test_bounded_summaries_stay_in_range_and_match_the_transformed_t_interval():
         stats.summarize(BIMODAL, scale="probit")
 
 
-def test_placement_has_three_states_and_says_how_many_seeds_would_tell():
-    seeds = [0.970, 0.971, 0.972]
-    inside = stats.place_published(0.9705, seeds, scale="logit")
-    assert inside.state == "inside" and inside.inside and inside.p_beyond_range == pytest.approx(0.5)
-    undecided = stats.place_published(0.9745, seeds, scale="logit")
-    assert undecided.state == "undecided" and not undecided.inside and undecided.pi_high > 0.9745
-    m = undecided.seeds_to_tell
-    assert m is not None and m > 3
-    # with m seeds and the same spread the interval would exclude it, with m - 1 it would not
-    logits = [math.log(v / (1 - v)) for v in seeds]
-    sd, gap = float(np.std(logits, ddof=1)), abs(math.log(0.9745 / 0.0255) - float(np.mean(logits)))
-    width = lambda k: sstats.t.ppf(0.975, k - 1) * sd * math.sqrt(1 + 1 / k)  # noqa: E731
-    assert width(m) < gap <= width(m - 1)
-    outside = stats.place_published(0.99, seeds, scale="logit")
-    assert outside.state == "outside" and outside.verdict == "above the prediction interval"
-    assert stats.place_published(0.5, [0.4, 0.6] * 10).p_beyond_range == pytest.approx(2 / 21)
+def test_placement_reproduced_needs_equivalence_not_only_a_wide_interval():
+    """Defect 1: inside a prediction interval too wide to show anything is 'consistent', never 'reproduced'."""
+    nielsen = [0.5, 0.95, 0.9]  # three spread-out seeds: the interval spans most of [0, 1]
+    wide = stats.place_published(0.8881, nielsen, scale="logit", margin=0.002)
+    assert wide.pi_low < 0.5 and wide.pi_high > 0.98
+    assert wide.state == "consistent" and wide.inside and wide.tost_p > 0.05
+    tight = [0.9765, 0.977, 0.9768, 0.9772, 0.9766, 0.9769, 0.9771, 0.9767, 0.977, 0.9768]
+    same = stats.place_published(0.9768, tight, scale="logit", margin=0.002)
+    assert same.state == "reproduced" and same.tost_p < 0.05
+    # TOST against statsmodels where it is installed, else by hand with scipy's t
+    low, high = 0.9768 - 0.002, 0.9768 + 0.002
+    try:
+        from statsmodels.stats.weightstats import DescrStatsW
+
+        ref = DescrStatsW(np.array(tight)).ttost_mean(low, high)[0]
+    except ImportError:
+        x = np.array(tight)
+        se = x.std(ddof=1) / math.sqrt(x.size)
+        ref = max(sstats.t.sf((x.mean() - low) / se, x.size - 1), sstats.t.cdf((x.mean() - high) / se, x.size - 1))
+    assert same.tost_p == pytest.approx(ref, rel=1e-9)
+    # no margin (a loss): never reproduced; far away: outside
+    assert stats.place_published(0.9768, tight, scale="logit").state == "consistent"
+    assert stats.place_published(0.9716, tight, scale="logit", margin=0.002).state == "outside"
+
+
+def test_published_rounding_interval_moves_verdicts():
+    """Defect 3: 98.2 stands for [98.15, 98.25); a value outside only through its rounding is not outside."""
+    assert stats.rounding_interval(0.982) == pytest.approx((0.9815, 0.9825))
+    assert stats.rounding_interval(97.16) == pytest.approx((97.155, 97.165))
+    seeds = [0.9830, 0.9832, 0.9831, 0.9833, 0.9830, 0.9832, 0.9831, 0.9829, 0.9832, 0.9830]
+    point = stats.place_published(0.98, seeds, scale="logit", margin=0.002)
+    assert point.state == "outside"  # 98.00 exactly is below the tight interval
+    rounded = stats.place_published(0.98, seeds, scale="logit", margin=0.002, rounded=stats.rounding_interval(0.98, 2))
+    # "98%" stands for [97.5, 98.5), which holds the seeds' mean: not outside; and a number rounded that coarsely
+    # cannot be shown within +-0.2 pp of anything, so it is not reproduced either
+    assert rounded.state == "consistent" and rounded.p_outside == 1.0 and rounded.tost_p > 0.05
+
+
+def test_bounded_counts_and_separated_probabilities_stay_in_range():
+    """Defect 6: epochs run 21.3 [0.2, 42.5] (a PI down to -20.9) and P(a > b) = 1.00 [1.00, 1.00]."""
+    epochs = [1, 1, 42]
+    free, bounded = stats.summarize(epochs), stats.summarize(epochs, bounds=(1, 42))
+    assert free.pi_low < 0 and free.ci_low < 1
+    assert 1 <= bounded.pi_low and bounded.pi_high <= 42 and 1 <= bounded.ci_low <= bounded.ci_high <= 42
+    assert (bounded.mean, bounded.std) == (free.mean, free.std)
+    a, b = [0.97 + 0.001 * i for i in range(10)], [0.95 + 0.001 * i for i in range(10)]
+    separated = stats.compare(a, b)
+    assert separated.prob_improvement == 1.0 and math.isnan(separated.prob_low) and math.isnan(separated.prob_high)
+
+
+def test_small_n_uses_exact_rank_p_and_a_pooled_variance():
+    """Defect 5: at 3 + 3 seeds the normal approximation gives p = 0.064 below the exact minimum 0.1; and a
+    group whose seeds are all equal no longer makes the t-test rest on one group's 2 degrees of freedom."""
+    chance, good = [0.1135] * 3, [0.97, 0.96, 0.98]
+    assert stats.mann_whitney_p(chance, good) == pytest.approx(0.1)
+    assert stats.mann_whitney_p([1, 2, 2], [2, 3, 4]) == pytest.approx(
+        sstats.mannwhitneyu([1, 2, 2], [2, 3, 4], method=sstats.PermutationMethod(n_resamples=np.inf)).pvalue)
+    groups = [chance, good, [0.5, 0.9, 0.2], [0.96, 0.97, 0.975]]
+    var, df = stats.pooled_variance(groups)
+    assert df == 8 and var == pytest.approx(np.mean([np.var(g, ddof=1) for g in groups]))
+    pooled = stats.compare(good, chance, pooled=(var, df))
+    se = math.sqrt(var * (1 / 3 + 1 / 3))
+    assert pooled.pooled and pooled.t_pvalue == pytest.approx(2 * sstats.t.sf(abs(pooled.mean_diff) / se, 8))
+    assert not stats.compare(good, chance).pooled
+
+
+def test_multiple_comparisons_with_the_best_by_hand():
+    """Selection-corrected best at small n: Hsu's MCB with a pooled variance (Bonferroni critical value)."""
+    means, ns, var, df = [0.97, 0.965, 0.90], [3, 3, 3], 0.0001, 6
+    d = sstats.t.ppf(1 - 0.05 / 2, df)  # k - 1 = 2 comparisons, one-sided
+    h = d * math.sqrt(var * (2 / 3))
+    got = stats.mcb_intervals(means, ns, var, df)
+    assert got[0] == pytest.approx((min(0, 0.005 - h), max(0, 0.005 + h)))  # the top one, vs the second
+    assert got[1] == pytest.approx((min(0, -0.005 - h), max(0, -0.005 + h)))
+    assert got[2][1] == 0.0  # 7 pp below the best: ruled out
+    assert got[0][1] > 0 and got[1][1] > 0  # 0.5 pp apart with sd 1 pp and 3 seeds: either may be the best
+
+
+def test_seeds_for_equivalence_is_prospective_and_minimal():
+    """Defect 7: the seeds an equivalence test needs follow from the margin and the sd, not an observed gap."""
+    n, n_low, n_high = stats.seeds_for_equivalence(0.002, 0.002, 9)
+    t = lambda k: sstats.t.ppf(0.95, k - 1) * 0.002 / math.sqrt(k)  # noqa: E731 - the 90% half-width
+    assert t(n) < 0.002 <= t(n - 1)
+    assert n_low <= n <= n_high
 
 
 def test_welch_comparison_matches_scipy():

@@ -348,7 +348,8 @@ batch_size = [32, 64]
     assert len(lr_sweep) == 2 * 3 and len(batch_sweep) == 2 * 2
     for t in study.trials:
         assert t.config.batch_size == t.values["batch_size"] and t.config.learning_rate == t.values["learning_rate"]
-    assert study.trial("activation=relu,batch_size=32,learning_rate=0.001").config.activation == "relu"
+    by_id = {t.trial_id: t for t in study.trials}
+    assert by_id["activation=relu,batch_size=32,learning_rate=0.001"].config.activation == "relu"
 
 
 def test_flavour_tables_override_flavour_defaults(tmp_path):

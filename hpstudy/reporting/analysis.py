@@ -11,7 +11,6 @@ import hashlib
 import math
 import os
 from collections import Counter
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -27,6 +26,7 @@ CONFIDENCE = 0.95
 POWER = 0.8
 ALPHA = 0.05
 MAX_FACTOR_COMPARISONS = 60
+SMALL_N = 5  # below this many seeds per configuration, t-tests use a variance pooled over configurations
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,32 +118,21 @@ def _run_ids(trial: Trial, seeds: Sequence[int]) -> list[str]:
     return [fast(s) for s in seeds]
 
 
-def _read_store(directory: Path) -> pd.DataFrame:
-    """The report's columns of store.read_runs, reading every part in one pass (much faster over hundreds
-    of parts). Any failure falls back to store.read_runs, which reads part by part and names a bad part.
-    """
-    parts = store.live_parts(directory)
-    if not parts:
-        return store.read_runs(directory)
-    try:
-        import pyarrow.parquet as pq
-
-        runs = pq.read_table([str(p) for p in parts], columns=list(COLUMNS)).to_pandas()
-    except Exception:  # noqa: BLE001 - any failure: the part-by-part reader reports it properly
-        return store.read_runs(directory)
-    runs = runs.drop_duplicates("run_id")
-    return runs.sort_values(["trial_id", "seed"], kind="stable").reset_index(drop=True)
-
-
-def load_runs(study: Study, results: str | os.PathLike, seeds: Sequence[int] | None = None) -> pd.DataFrame:
+def load_runs(study: Study, results: str | os.PathLike, seeds: Sequence[int] | None = None,
+              checked: bool = False) -> pd.DataFrame:
     """The stored runs of `study` whose configuration the study file still describes, sorted.
 
     Only runs whose run id is (trial configuration, seed) of the current study file are kept, so runs
     stored under an older version of a trial's configuration never mix in. `seeds` filters; None keeps
     every stored seed. No runs at all is a StoreError naming the folder and the command that makes them.
+    `checked`: read through store.read_runs, which checks every part (foreign, mistyped or conflicting
+    parts are a StoreError), in the same single pass; otherwise the faster unchecked column read.
     """
     directory = store.study_dir(results, study.name)
-    runs = _read_store(directory)
+    if checked:
+        runs = store.read_runs(directory, study.name, list(COLUMNS)) if directory.is_dir() else pd.DataFrame()
+    else:
+        runs = store.read_columns(directory, list(COLUMNS))
     how = f"hpstudy run {study.meta.get('base_name', study.name)}{study.meta.get('variant_args', '')} --results {results}"
     if len(runs) == 0:
         raise StoreError(
@@ -222,6 +211,11 @@ class Verdict:
     trial_id: str = ""  # the one trial the number is placed against, if it names one
     also: tuple[str, ...] = ()  # the same number against the same seeds, listed elsewhere: counted once
     trials: tuple[str, ...] = ()  # every trial whose runs the number is placed against
+    holm_p: float = math.nan  # p_outside, Holm-corrected over the study's counted published numbers
+    against_label: str = ""  # the configuration the seeds are, when it is not the published `where` (a search's best)
+    qualified_by: tuple[str, ...] = ()  # assumptions recording a known setup difference for these runs
+    ties: tuple[str, ...] = ()  # seeds at which the best configuration was a tie, and how it was broken
+    by_epoch: tuple[str, ...] = ()  # the state had training stopped after epoch 1, 2, ... (one value's 95%)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,22 +240,6 @@ class Timing:
 
 
 @dataclasses.dataclass(frozen=True)
-class Aggregate:
-    """rliable-style aggregate of one group of configurations on the primary metric: IQM over every run,
-    its stratified-bootstrap CI (configurations as tasks), and the runs' score distribution."""
-
-    group: str
-    configurations: int
-    runs: int
-    iqm: float
-    ci_low: float
-    ci_high: float
-    mean: float
-    scores: tuple[float, ...]
-    groups: tuple[tuple[float, ...], ...] = ()  # the runs of each configuration (the bootstrap's strata)
-
-
-@dataclasses.dataclass(frozen=True)
 class Analysis:
     study: Study
     runs: pd.DataFrame
@@ -279,9 +257,12 @@ class Analysis:
     timing: tuple[Timing, ...] = ()
     effects: tuple[stats.Effect, ...] = ()  # 2^k factorial main effects and interactions
     effects_factors: tuple[str, ...] = ()
-    aggregates: tuple[Aggregate, ...] = ()
-    aggregate_factor: str = ""
+    simple_effects: tuple = ()  # SimpleEffect per significant two-factor interaction, factor and level
+    selection: tuple = ()  # SplitEstimate: the best chosen on one half of the seeds, estimated on the other
+    best_sets: tuple = ()  # BestSet per group: Hsu's MCB, the configurations that may be the best
+    contrast: "StudyContrast | None" = None  # each configuration against the same one of another study
     dropped: tuple[str, ...] = ()  # metrics left out because they repeat others (validation = test)
+    pooled: dict | None = None  # group -> (variance, df) pooled over its configurations, for few seeds
 
     def row(self, trial_id: str) -> Row:
         return next(r for r in self.rows if r.trial.trial_id == trial_id)
@@ -361,9 +342,47 @@ def _published_value(metric: Metric, value: float) -> tuple[float, str]:
     return value, ""
 
 
-def _cell(values: dict[int, float], metric: Metric) -> Cell:
+def _published_rounding(metric: Metric, value: float) -> tuple[float, float]:
+    """The rounding interval of a published value as printed (its last decimal), in the store's units."""
+    lo, hi = stats.rounding_interval(float(value))
+    return (lo / 100.0, hi / 100.0) if metric.kind == "acc" and float(value) > 1.0 else (lo, hi)
+
+
+def _margin(study: Study, metric: Metric) -> float | None:
+    """The equivalence margin for a metric: the study's smallest effect for accuracies (the objective's
+    units); none is stated for losses, so a loss is never called reproduced."""
+    return study.smallest_effect if metric.kind == "acc" else None
+
+
+# The implementations a flavour stands for, as the text of an assumption names them.
+_FLAVOUR_NAMES = {"nielsen": ("nielsen", "network.py"), "sklearn": ("scikit-learn", "sklearn", "mlpclassifier"),
+                  "keras": ("keras",)}
+
+
+def _qualifying(study: Study, trials: Sequence[Trial]) -> tuple[str, ...]:
+    """The assumptions that record a known setup difference for these trials: those whose key names a
+    flavour the trials use (flavours.nielsen...), or whose text names its implementation and no other one (a
+    difference that a study-wide setting imposes on one implementation, such as Nielsen's 50,000 training
+    images; an assumption naming several implementations is a shared choice, not a difference of one)."""
+    flavours = {t.values.get("flavour") for t in trials} - {None}
+    if not flavours:
+        return ()
+    out = []
+    for x in study.assumptions:
+        key, text = str(x.get("key", "")), f"{x.get('value', '')} {x.get('why', '')}".lower()
+        named = {f for f, names in _FLAVOUR_NAMES.items() if any(n in text for n in names)}
+        for f in sorted(flavours):
+            if key.startswith(f"flavours.{f}") or (not key.startswith("flavours.") and named == {f}):
+                out.append(f"{key} ({x.get('value', '')})")
+                break
+    return tuple(out)
+
+
+def _cell(values: dict[int, float], metric: Metric, epochs: int | None = None) -> Cell:
+    """A metric's values by seed and their summary; a count (epochs run) keeps its intervals in [1, epochs]."""
     finite = {s: v for s, v in values.items() if math.isfinite(v)}
-    summary = stats.summarize(list(finite.values()), CONFIDENCE, metric.interval_scale) if finite else None
+    bounds = (1.0, float(epochs)) if metric.kind == "count" and epochs else None
+    summary = stats.summarize(list(finite.values()), CONFIDENCE, metric.interval_scale, bounds) if finite else None
     return Cell(finite, len(values) - len(finite), summary)
 
 
@@ -386,13 +405,31 @@ def _values(group: dict[str, list], column: str) -> dict[int, float]:
 
 
 def _selected_per_seed(group: Sequence[Trial], by_id: dict, objective: Metric) -> dict[int, Trial]:
-    """Per seed that every trial of the group has: the trial that is best on the study's objective."""
+    """Per seed that every trial of the group has: the trial that is best on the study's objective; a tie
+    goes to the trial listed first in the design (`_ties` reports each)."""
     cells = [(t, by_id[t.trial_id].cells[objective.column]) for t in group if t.trial_id in by_id]
     if len(cells) < len(group) or not cells:
         return {}
     seeds = sorted(set.intersection(*(set(c.values) for _, c in cells)))
     sign = objective.better or 1
-    return {s: max(cells, key=lambda tc: sign * tc[1].values[s])[0] for s in seeds}
+    return {s: max(cells, key=lambda tc: sign * tc[1].values[s])[0] for s in seeds}  # max keeps the first of a tie
+
+
+def _ties(group: Sequence[Trial], by_id: dict, objective: Metric, selected: dict[int, Trial]) -> tuple[str, ...]:
+    """'seed 2: batch 32 = batch 128 (97.96), batch 32 taken' for each seed whose best is a tie."""
+    out = []
+    for seed, chosen in selected.items():
+        best = by_id[chosen.trial_id].cells[objective.column].values[seed]
+        tied = [t for t in group if by_id[t.trial_id].cells[objective.column].values.get(seed) == best]
+        if len(tied) > 1:
+            names = " = ".join(trial_label(t) for t in tied)
+            out.append(f"seed {seed}: {names} ({_value_text(objective, best)}), {trial_label(chosen)} taken "
+                       "(the rule: the first in the design's order)")
+    return tuple(out)
+
+
+def _value_text(metric: Metric, value: float) -> str:
+    return f"{metric.scale(value):.2f}" if metric.kind == "acc" else f"{value:.4g}"
 
 
 def _selected_by_mean(group: Sequence[Trial], by_id: dict, objective: Metric) -> Trial | None:
@@ -449,7 +486,8 @@ def _verdicts(study: Study, rows: Sequence[Row], objective: Metric) -> list[Verd
             group = list(study.trials)
             chosen = _selected_by_mean(group, by_id, objective)
             against = (f"search's outcome: the trial with the best mean {objective.label} over seeds"
-                       + (f" ({chosen.trial_id})" if chosen else ""))
+                       + (f" ({chosen.trial_id})" if chosen else "")
+                       + ", selected on these same runs, so its mean is biased upwards")
         elif best_over:
             group = matching_trials(study, {k: v for k, v in where.items() if k not in best_over})
             against = (f"best over {', '.join(FACTOR_LABELS.get(f, f) for f in best_over)} per seed "
@@ -464,6 +502,7 @@ def _verdicts(study: Study, rows: Sequence[Row], objective: Metric) -> list[Verd
                 continue
             metric = metric_of(key)
             value, note = _published_value(metric, p[key])
+            rounded = _published_rounding(metric, p[key])
             notes = [note] if note else []
             if first and p.get("note"):
                 notes.append(f"study file: {p['note']}")
@@ -476,11 +515,13 @@ def _verdicts(study: Study, rows: Sequence[Row], objective: Metric) -> list[Verd
                 out.append(Verdict(source, where_text, key, value, "no stored configuration matches", 0, None,
                                    "; ".join(notes)))
                 continue
-            trial_id = ""
+            trial_id, against_label, ties = "", "", ()
             if random_search:
                 cell = by_id[chosen.trial_id].cells.get(key) if chosen is not None else None
                 vals = dict(cell.values) if cell is not None else {}
                 trial_id = chosen.trial_id if chosen is not None else ""
+                if chosen is not None:
+                    against_label = f"the search's best trial, {chosen.trial_id} ({trial_label(chosen)})"
             elif len(group) == 1:
                 cell = by_id[group[0].trial_id].cells.get(key) if group[0].trial_id in by_id else None
                 vals = dict(cell.values) if cell is not None else {}
@@ -495,6 +536,7 @@ def _verdicts(study: Study, rows: Sequence[Row], objective: Metric) -> list[Verd
                 if vals:
                     factors = best_over or [f for f in design_factors(study) if f not in where]
                     notes.append(_argmax_note(study, selected, factors))
+                    ties = _ties(group, by_id, objective, selected)
                     if key != objective.column:
                         notes.append(f"each seed's best configuration chosen by {objective.label}")
             family = "accuracy" if metric.kind == "acc" else metric.kind
@@ -504,17 +546,123 @@ def _verdicts(study: Study, rows: Sequence[Row], objective: Metric) -> list[Verd
                 k = seen[same_key]
                 out[k] = dataclasses.replace(out[k], also=out[k].also + (label,))
                 continue
-            placement = (stats.place_published(value, list(vals.values()), CONFIDENCE, metric.interval_scale)
-                         if vals else None)
+            placement = (stats.place_published(value, list(vals.values()), CONFIDENCE, metric.interval_scale,
+                                               _margin(study, metric), rounded) if vals else None)
             if vals:
                 seen[same_key] = len(out)
+            used = [by_id[trial_id].trial] if trial_id else list(group)
             out.append(Verdict(source, where_text, key, value, against, len(vals), placement,
                                "; ".join(n for n in notes if n), trial_id,
-                               trials=(trial_id,) if trial_id else tuple(t.trial_id for t in group)))
+                               trials=(trial_id,) if trial_id else tuple(t.trial_id for t in group),
+                               against_label=against_label, qualified_by=_qualifying(study, used), ties=ties))
+    return _holm_verdicts(out)
+
+
+def is_counted(v: Verdict) -> bool:
+    """Whether a verdict is one of the distinct published accuracies and losses placed against 2+ seeds."""
+    return (v.placement is not None and metric_of(v.metric).kind in ("acc", "loss")
+            and v.placement.state != "too few seeds")
+
+
+def counted(verdicts: Sequence[Verdict]) -> list[Verdict]:
+    """The distinct published accuracies and losses placed against two or more seeds (each counted once)."""
+    return [v for v in verdicts if is_counted(v)]
+
+
+def _history_column(study: Study, metric: str) -> tuple[str, bool] | None:
+    """The per-epoch history that gives a final metric after each epoch, and whether it is a running best
+    (best_val_accuracy); None when no history measures it (test metrics when validation is not the test set)."""
+    if metric in HISTORY_OF:
+        return HISTORY_OF[metric], False
+    if metric in HISTORY_OF_TEST and str(study.validation) == "test":
+        return HISTORY_OF_TEST[metric], False
+    if metric == "best_val_accuracy" and str(study.validation) != "none":
+        return "val_accuracy", True
+    return None
+
+
+def _epoch_sensitivity(study: Study, runs: pd.DataFrame, v: Verdict) -> tuple[str, ...]:
+    """The verdict had every run stopped after epoch 1, 2, ..., E (early-stopped runs carried forward at their
+    last value): which epochs' runs would reproduce the published value, be consistent with it, or not.
+    Only for a number placed against one configuration whose per-epoch history measures it."""
+    found = _history_column(study, v.metric)
+    if not v.trial_id or v.placement is None or found is None or found[0] not in runs.columns:
+        return ()
+    column, running_best = found
+    histories = [list(h) for h in runs.loc[runs["trial_id"] == v.trial_id, column] if h is not None]
+    if len(histories) < 2:
+        return ()
+    longest = max(len(h) for h in histories)
+    padded = [carried_forward(h, longest) for h in histories]
+    if running_best:
+        padded = [[max((x for x in h[: e + 1] if math.isfinite(x)), default=math.nan) for e in range(longest)]
+                  for h in padded]
+    metric = metric_of(v.metric)
+    out = []
+    for e in range(longest):
+        values = [h[e] for h in padded if math.isfinite(h[e])]
+        if len(values) < 2:
+            out.append("too few seeds")
+            continue
+        p = stats.place_published(v.published, values, CONFIDENCE, metric.interval_scale, _margin(study, metric),
+                                  v.placement.rounded)
+        out.append(p.state)
+    return tuple(out)
+
+
+def _holm_verdicts(verdicts: list[Verdict]) -> list[Verdict]:
+    """'Outside' corrected for the number of published values: Holm over the counted verdicts' p_outside;
+    a value beyond its 95% prediction interval whose corrected p is not below ALPHA becomes consistent."""
+    family = [i for i, v in enumerate(verdicts) if is_counted(v)]
+    if not family:
+        return verdicts
+    adjusted = stats.holm([verdicts[i].placement.p_outside for i in family])
+    out = list(verdicts)
+    for i, h in zip(family, adjusted):
+        v = out[i]
+        p = v.placement
+        if p.state == "outside" and not (h < ALPHA) and not p.all_equal:
+            p = dataclasses.replace(p, state="consistent", inside=True,
+                                    verdict=f"consistent after Holm's correction ({p.verdict} at one value's 95%)")
+        out[i] = dataclasses.replace(v, placement=p, holm_p=float(h))
     return out
 
 
-def _compare(a: Cell, b: Cell, paired: bool) -> stats.Difference | None:
+def _group_key(cats: Sequence[str], trial: Trial) -> tuple:
+    """The levels of the categorical factors a trial has: its group (its family of comparisons)."""
+    return tuple(format_value(c, trial.values.get(c)) for c in cats)
+
+
+def _pools(study: Study, rows: Sequence[Row], primary: Metric, factors: Sequence[str]) -> dict | None:
+    """Per group of configurations (those sharing the categorical factors' levels: one implementation and
+    activation; the whole study when it has none), the primary metric's within-configuration variance pooled
+    over the group, when the study has fewer than SMALL_N seeds per configuration (None otherwise: each
+    pair's own variances, Welch). Groups, because implementations differ in spread by orders of magnitude."""
+    cells = [r for r in rows if r.cells[primary.column].n >= 1]
+    if not cells or min(r.cells[primary.column].n for r in cells) >= SMALL_N:
+        return None
+    cats = _categorical(study, factors)
+    members: dict[tuple, list[list[float]]] = {}
+    for r in cells:
+        members.setdefault(_group_key(cats, r.trial), []).append(list(r.cells[primary.column].values.values()))
+    return {k: stats.pooled_variance(v) for k, v in members.items()}
+
+
+def _pool_for(pools: dict | None, cats: Sequence[str], a: Row, b: Row) -> tuple[float, int] | None:
+    """The pooled (variance, df) for comparing a and b: their group's, or both groups' combined."""
+    if pools is None:
+        return None
+    ka, kb = _group_key(cats, a.trial), _group_key(cats, b.trial)
+    (va, da), (vb, db) = pools[ka], pools[kb]
+    if ka == kb:
+        return (va, da) if da >= 1 else None
+    df = da + db
+    if df < 1:
+        return None
+    return ((va * da if da else 0.0) + (vb * db if db else 0.0)) / df, df
+
+
+def _compare(a: Cell, b: Cell, paired: bool, pooled: tuple[float, int] | None = None) -> stats.Difference | None:
     """a - b: independent samples (every seed of each), or pairs on common seeds under common seeding."""
     if paired:
         common = sorted(set(a.values) & set(b.values))
@@ -523,7 +671,7 @@ def _compare(a: Cell, b: Cell, paired: bool) -> stats.Difference | None:
         return stats.compare([a.values[s] for s in common], [b.values[s] for s in common], True, CONFIDENCE)
     if a.n < 2 or b.n < 2:
         return None
-    return stats.compare(list(a.values.values()), list(b.values.values()), False, CONFIDENCE)
+    return stats.compare(list(a.values.values()), list(b.values.values()), False, CONFIDENCE, pooled)
 
 
 def _family(pairs: list[tuple[str, str, stats.Difference]]) -> tuple[Comparison, ...]:
@@ -539,7 +687,7 @@ def _categorical(study: Study, factors: Sequence[str]) -> list[str]:
 
 
 def _best_vs_rest(study: Study, rows: Sequence[Row], primary: Metric, factors: Sequence[str],
-                  paired: bool) -> tuple[tuple[Comparison, ...], frozenset]:
+                  paired: bool, pools: dict | None = None) -> tuple[tuple[Comparison, ...], frozenset]:
     """Within each combination of categorical factors: its best configuration against each other one.
 
     Also returns the best configurations whose every comparison is significant after Holm's correction
@@ -559,7 +707,7 @@ def _best_vs_rest(study: Study, rows: Sequence[Row], primary: Metric, factors: S
         for r in ranked:
             if r is best:
                 continue
-            res = _compare(best.cells[primary.column], r.cells[primary.column], paired)
+            res = _compare(best.cells[primary.column], r.cells[primary.column], paired, _pool_for(pools, cats, best, r))
             if res is not None:
                 pairs.append((best.trial.trial_id, r.trial.trial_id, res))
         families.append((best.trial.trial_id, start, len(pairs)))
@@ -572,7 +720,7 @@ def _best_vs_rest(study: Study, rows: Sequence[Row], primary: Metric, factors: S
 
 
 def _factor_effects(study: Study, rows: Sequence[Row], primary: Metric, factors: Sequence[str],
-                    paired: bool) -> tuple[tuple[Comparison, ...], str]:
+                    paired: bool, pools: dict | None = None) -> tuple[tuple[Comparison, ...], str]:
     """Grid designs: pairs of configurations that differ in one factor only, a - b with a the later level.
 
     Numeric factors compare adjacent levels (0.001 with 0.01, 0.01 with 0.1); categorical ones every pair.
@@ -596,12 +744,14 @@ def _factor_effects(study: Study, rows: Sequence[Row], primary: Metric, factors:
                 partner = by_key.get(tuple((g, _key(other.get(g))) for g in factors))
                 if partner is None:
                     continue
-                res = _compare(partner.cells[primary.column], r.cells[primary.column], paired)
+                res = _compare(partner.cells[primary.column], r.cells[primary.column], paired,
+                               _pool_for(pools, _categorical(study, factors), partner, r))
                 if res is not None:
                     pairs.append((partner.trial.trial_id, r.trial.trial_id, res))
     if len(pairs) > MAX_FACTOR_COMPARISONS:
-        return (), (f"{len(pairs)} one-factor comparisons exceed the {MAX_FACTOR_COMPARISONS} shown; "
-                    "the best-against-the-others family above covers the main question; every number is in table.csv.")
+        return (), (f"The {len(pairs)} one-factor comparisons are more than the {MAX_FACTOR_COMPARISONS} a README "
+                    "shows, so none is shown or tested; the best-against-the-others family above covers the main "
+                    "question, and table.csv holds each configuration's numbers to compare any pair.")
     return _family(pairs), ""
 
 
@@ -664,9 +814,14 @@ def _add_seeds(study: Study, rows: Sequence[Row], primary: Metric, paired: bool)
         return "more than 100,000" if n is None else f"{n:,}"
 
     have = min(ca.n, cb.n)
+    eq, eq_low, eq_high = stats.seeds_for_equivalence(effect, sd, df, ALPHA, CONFIDENCE)
+    equivalence = (f" To call a published value reproduced (the mean's 90% interval within ±{_fmt_diff(primary, effect)} "
+                   f"of it, were it equal to the mean), about {n_text(eq)} seeds per configuration (from {n_text(eq_low)} "
+                   f"to {n_text(eq_high)} over the sd's interval); a published value farther than that from the mean is "
+                   "never reproduced, whatever the seeds.")
     return (head + f" (95% CI {_fmt_diff(primary, advice.sd_low)} to {_fmt_diff(primary, advice.sd_high)}), "
             f"{n_text(advice.n)} seeds per configuration are needed (from {n_text(advice.n_low)} to "
-            f"{n_text(advice.n_high)} over the sd's interval); {have} are stored." + floor_note)
+            f"{n_text(advice.n_high)} over the sd's interval); {have} are stored." + equivalence + floor_note)
 
 
 def _fmt_diff(metric: Metric, value: float) -> str:
@@ -699,44 +854,139 @@ def _median(values: Sequence[float]) -> float:
     return math.nan if n == 0 else (v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2.0)
 
 
-def _two_level_factorial(study: Study, rows: Sequence[Row], primary: Metric, factors: Sequence[str]) -> tuple[tuple[stats.Effect, ...], tuple[str, ...]]:
-    """Main effects and interactions when the grid is a full 2^k factorial (every factor at two levels)."""
+@dataclasses.dataclass(frozen=True)
+class SimpleEffect:
+    """The effect of one factor at one level of another it interacts with (averaged over the rest)."""
+
+    factor: str
+    within: str
+    level: Any
+    effect: stats.Effect  # estimate and CI on the metric's own scale; t_pvalue and holm_p on the test scale
+
+
+def _factorial_cells(study: Study, rows: Sequence[Row], primary: Metric, factors: Sequence[str]) -> dict | None:
+    """Each cell of a full 2^k factorial grid (every factor at two levels) -> its runs' primary values."""
     if study.design_kind != "grid" or not factors or len(rows) != 2 ** len(factors):
-        return (), ()
+        return None
     levels = {f: factor_levels(study, f) for f in factors}
     if any(len(levels[f]) != 2 for f in factors):
-        return (), ()
+        return None
     cells = {}
     for r in rows:
         combo = tuple(next(i for i, lv in enumerate(levels[f]) if _same(lv, r.trial.values.get(f))) for f in factors)
         values = list(r.cells[primary.column].values.values())
         if not values:
-            return (), ()
+            return None
         cells[combo] = values
+    return cells
+
+
+def _on_test_scale(effect: stats.Effect, tested: stats.Effect, holm_p: float) -> stats.Effect:
+    """An effect estimated in the metric's units, with the p of the same contrast on the interval scale."""
+    return dataclasses.replace(effect, t_pvalue=tested.t_pvalue, holm_p=float(holm_p))
+
+
+def _two_level_factorial(study: Study, rows: Sequence[Row], primary: Metric, factors: Sequence[str]
+                         ) -> tuple[tuple[stats.Effect, ...], tuple[str, ...], tuple[SimpleEffect, ...]]:
+    """Main effects and interactions when the grid is a full 2^k factorial (every factor at two levels):
+    estimated in the metric's units, tested on its interval scale (logit for accuracies), Holm over the
+    terms; for each significant two-factor interaction, the simple effects of each factor at each level of
+    the other (Holm over those)."""
+    cells = _factorial_cells(study, rows, primary, factors)
+    if cells is None:
+        return (), (), ()
+    scale = primary.interval_scale
+    tested_cells = {c: [stats.to_scale(v, scale) for v in vals] for c, vals in cells.items()}
     try:
-        return tuple(stats.factorial_effects(cells, list(factors), CONFIDENCE)), tuple(factors)
+        shown = stats.factorial_effects(cells, list(factors), CONFIDENCE)
+        tested = stats.factorial_effects(tested_cells, list(factors), CONFIDENCE)
     except ValueError:
-        return (), ()
+        return (), (), ()
+    holm = stats.holm([e.t_pvalue for e in tested])
+    effects = tuple(_on_test_scale(e, t, h) for e, t, h in zip(shown, tested, holm))
+    simple: list[tuple[str, str, Any, stats.Effect, stats.Effect]] = []
+    for e in effects:
+        if len(e.term) == 2 and e.holm_p < ALPHA:
+            for factor, within in (e.term, e.term[::-1]):
+                pairs = zip(stats.simple_effects(cells, list(factors), factor, within, CONFIDENCE),
+                            stats.simple_effects(tested_cells, list(factors), factor, within, CONFIDENCE))
+                for level, (se, st) in zip(factor_levels(study, within), pairs):
+                    simple.append((factor, within, level, se, st))
+    holm_simple = stats.holm([st.t_pvalue for *_, st in simple]) if simple else []
+    return effects, tuple(factors), tuple(SimpleEffect(f, w, lv, _on_test_scale(se, st, h))
+                                          for (f, w, lv, se, st), h in zip(simple, holm_simple))
 
 
-def _aggregates(study: Study, rows: Sequence[Row], primary: Metric, factors: Sequence[str]) -> tuple[tuple[Aggregate, ...], str]:
-    """rliable-style aggregates per level of the first categorical factor (the implementation where there
-    is one), when the study has many configurations (at least 12)."""
-    cats = _categorical(study, factors)
-    if len(rows) < 12 or not cats:
-        return (), ""
-    factor = "flavour" if "flavour" in cats else cats[0]
+@dataclasses.dataclass(frozen=True)
+class SplitEstimate:
+    """The best configuration chosen on one half of the seeds, and its mean on the other half (unbiased by
+    the choice): a selection-corrected estimate of the best configuration's score."""
+
+    selected_on: tuple[int, ...]  # the seeds the choice was made on
+    trial_id: str
+    estimated_on: tuple[int, ...]
+    summary: stats.Summary  # of the chosen configuration's values on the other half
+
+
+MIN_SPLIT_N = 4  # seeds per configuration for a split: at least 2 to choose on and 2 to estimate on
+
+
+def _split_halves(seeds: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Seeds in order, alternately into two halves (0, 2, 4... and 1, 3, 5...): a fixed, stated split."""
+    ordered = sorted(seeds)
+    return tuple(ordered[0::2]), tuple(ordered[1::2])
+
+
+def _selection_corrected(rows: Sequence[Row], primary: Metric) -> tuple[SplitEstimate, ...]:
+    """Choose the best configuration on each half of the seeds that every configuration has, and estimate
+    its mean on the other half (both ways round). Empty below MIN_SPLIT_N common seeds or two configurations."""
+    cells = [(r.trial.trial_id, r.cells[primary.column]) for r in rows if r.cells[primary.column].n > 0]
+    if len(cells) < 2:
+        return ()
+    common = sorted(set.intersection(*(set(c.values) for _, c in cells)))
+    if len(common) < MIN_SPLIT_N:
+        return ()
+    sign = primary.better or 1
     out = []
-    for level in factor_levels(study, factor):
-        members = [r for r in rows if r.trial.values.get(factor) == level and r.cells[primary.column].n > 0]
-        if not members:
+    first, second = _split_halves(common)
+    for choose, estimate in ((first, second), (second, first)):
+        best = max(cells, key=lambda tc: sign * math.fsum(tc[1].values[s] for s in choose))  # first of a tie
+        values = [best[1].values[s] for s in estimate]
+        out.append(SplitEstimate(choose, best[0], estimate,
+                                 stats.summarize(values, CONFIDENCE, primary.interval_scale)))
+    return tuple(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class BestSet:
+    """Hsu's MCB within one group of configurations: those that may be the best, and the one shown best."""
+
+    group: str  # the categorical levels the group shares ('' when the study has none)
+    size: int
+    may_be_best: tuple[str, ...]  # trial ids whose interval for (mean - best of the others) reaches above 0
+    is_best: str  # the trial whose interval's lower end is 0 (better than every other), or ''
+
+
+def _best_sets(study: Study, rows: Sequence[Row], primary: Metric, factors: Sequence[str]) -> tuple[BestSet, ...]:
+    """Hsu's MCB within each group the best-against-the-others family uses, on the within-configuration
+    variance pooled over the group: which configurations the seeds cannot rule out as the best."""
+    cells = [r for r in rows if r.cells[primary.column].n >= 1]
+    cats = _categorical(study, factors)
+    groups: dict[tuple, list[Row]] = {}
+    for r in cells:
+        groups.setdefault(_group_key(cats, r.trial), []).append(r)
+    sign = primary.better or 1
+    out = []
+    for key, members in groups.items():
+        variance, df = stats.pooled_variance([list(r.cells[primary.column].values.values()) for r in members])
+        if len(members) < 2 or df < 1:
             continue
-        groups = [list(r.cells[primary.column].values.values()) for r in members]
-        scores = [v for g in groups for v in g]
-        lo, hi = stats.stratified_bootstrap_ci(groups, stats.iqm, CONFIDENCE, n_resamples=2000, seed=0)
-        out.append(Aggregate(format_value(factor, level), len(members), len(scores), stats.iqm(scores), lo, hi,
-                             math.fsum(scores) / len(scores), tuple(sorted(scores)), tuple(tuple(g) for g in groups)))
-    return tuple(out), factor
+        means = [sign * r.cells[primary.column].summary.mean for r in members]
+        intervals = stats.mcb_intervals(means, [r.cells[primary.column].n for r in members], variance, df, CONFIDENCE)
+        may = tuple(r.trial.trial_id for r, (lo, hi) in zip(members, intervals) if hi > 0)
+        best = next((r.trial.trial_id for r, (lo, hi) in zip(members, intervals) if lo == 0.0 and hi > 0), "")
+        out.append(BestSet(", ".join(key), len(members), may, best))
+    return tuple(out)
 
 
 def _duplicate_metrics(study: Study, rows: Sequence[Row]) -> tuple[str, ...]:
@@ -771,7 +1021,7 @@ def analyze(study: Study, runs: pd.DataFrame) -> Analysis:
                         best_over.setdefault(trials[0].trial_id, {})[key] = tuple(p["best_over"])
     for t in study.trials:
         g = groups.get(t.trial_id, {"seed": []})
-        cells = {m.column: _cell(_values(g, m.column), m) for m in METRICS}
+        cells = {m.column: _cell(_values(g, m.column), m, t.config.epochs) for m in METRICS}
         pc = cells[primary.column]
         boot = (stats.bootstrap_ci(list(pc.values.values()), CONFIDENCE, n_resamples=2000, seed=0)
                 if pc.n >= 2 else (math.nan, math.nan))
@@ -792,10 +1042,10 @@ def analyze(study: Study, runs: pd.DataFrame) -> Analysis:
     metrics = tuple(m for m in METRICS if m.column not in dropped and any(r.cells[m.column].n > 0 for r in rows))
     if primary not in metrics:
         primary = next((m for m in metrics if m.kind == "acc"), primary)
-    effects, note = _factor_effects(study, rows, primary, factors, paired)
-    best_vs_rest, significant = _best_vs_rest(study, rows, primary, factors, paired)
-    factorial, factorial_factors = _two_level_factorial(study, rows, primary, factors)
-    aggregates, aggregate_factor = _aggregates(study, rows, primary, factors)
+    pools = None if paired else _pools(study, rows, primary, factors)
+    effects, note = _factor_effects(study, rows, primary, factors, paired, pools)
+    best_vs_rest, significant = _best_vs_rest(study, rows, primary, factors, paired, pools)
+    factorial, factorial_factors, simple = _two_level_factorial(study, rows, primary, factors)
     return Analysis(
         study=study,
         runs=runs,
@@ -803,7 +1053,8 @@ def analyze(study: Study, runs: pd.DataFrame) -> Analysis:
         metrics=metrics,
         primary=primary,
         factors=factors,
-        verdicts=tuple(_verdicts(study, rows, primary)),
+        verdicts=tuple(dataclasses.replace(v, by_epoch=_epoch_sensitivity(study, runs, v))
+                       for v in _verdicts(study, rows, primary)),
         best_vs_rest=best_vs_rest,
         factor_effects=effects,
         factor_note=note,
@@ -813,10 +1064,64 @@ def analyze(study: Study, runs: pd.DataFrame) -> Analysis:
         timing=_timing(study, rows, groups),
         effects=factorial,
         effects_factors=factorial_factors,
-        aggregates=aggregates,
-        aggregate_factor=aggregate_factor,
+        simple_effects=simple,
+        selection=_selection_corrected(rows, primary),
+        best_sets=_best_sets(study, rows, primary, factors),
         dropped=dropped,
+        pooled=pools,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyContrast:
+    """This study's configurations against the same configurations of another study (study.compare_with)."""
+
+    other: str
+    metric: Metric
+    comparisons: tuple[Comparison, ...]  # a: this study's configuration, b: the other's (same trial id)
+    confound: str  # what differs between the two studies besides what the comparison is about
+
+
+def training_images(study: Study) -> int:
+    """How many images a run trains on (the training set less a holdout)."""
+    validation = str(study.validation)
+    return TRAIN_IMAGES - (int(validation.partition(":")[2]) if validation.startswith("holdout:") else 0)
+
+
+TRAIN_IMAGES = 60_000
+
+
+def _validation_text(study: Study) -> str:
+    validation = str(study.validation)
+    if validation == "test":
+        return "validates (and stops early) on the test set"
+    if validation == "none":
+        return "has no validation set"
+    return f"validates (and stops early) on a holdout of {int(validation.partition(':')[2]):,} training images"
+
+
+def contrast_studies(a: Analysis, other: Analysis) -> StudyContrast | None:
+    """Each configuration's test accuracy against the same configuration of another study (Welch, Holm);
+    the training-set size and the validation data that differ between the two are stated as the confound."""
+    metric = METRIC["test_accuracy"]
+    theirs = {r.trial.trial_id: r for r in other.rows}
+    pairs = []
+    for r in a.rows:
+        o = theirs.get(r.trial.trial_id)
+        if o is None or set(o.trial.values) != set(r.trial.values) or not all(
+                same_value(o.trial.values[k], v) for k, v in r.trial.values.items()):
+            continue
+        res = _compare(r.cells[metric.column], o.cells[metric.column], False)
+        if res is not None:
+            pairs.append((r.trial.trial_id, o.trial.trial_id, res))
+    if not pairs:
+        return None
+    s, t = a.study, other.study
+    confound = (f"`{s.name}` trains on {training_images(s):,} images and {_validation_text(s)}; `{t.name}` trains on "
+                f"{training_images(t):,} images and {_validation_text(t)}. A difference mixes the two: more training "
+                "images raise test accuracy, and early stopping that watches the test set picks the stopping epoch on "
+                "the very images it is scored on.")
+    return StudyContrast(t.name, metric, _family(pairs), confound)
 
 
 def describe_seeds(seeds: Sequence[int]) -> str:
@@ -837,14 +1142,25 @@ HISTORY_OF = {"final_val_accuracy": "val_accuracy", "final_val_loss": "val_loss"
 HISTORY_OF_TEST = {"test_accuracy": "val_accuracy", "test_loss": "val_loss"}
 
 
+def carried_forward(history: Sequence[float], length: int) -> list[float]:
+    """A run's per-epoch values up to `length` epochs, an early-stopped run's last value carried forward (it
+    stopped with that model: leaving it out would average the late epochs over the runs that kept improving)."""
+    values = [float(v) for v in history]
+    last = next((v for v in reversed(values) if math.isfinite(v)), math.nan)
+    return values + [last] * (length - len(values))
+
+
 def epoch_means(histories: Sequence[Sequence[float]]) -> list[tuple[float, int]]:
-    """Mean over runs of each epoch's value, among the runs that trained that epoch, with their count."""
+    """Mean over runs of each epoch's value, early-stopped runs carried forward at their last value, with the
+    number of runs that trained that epoch (a NaN, a diverged run's value, counts for nothing)."""
     longest = max((len(h) for h in histories), default=0)
+    padded = [carried_forward(h, longest) for h in histories]
     out = []
     for epoch in range(longest):
-        values = [float(h[epoch]) for h in histories if len(h) > epoch and math.isfinite(float(h[epoch]))]
+        values = [p[epoch] for p in padded if math.isfinite(p[epoch])]
+        trained = sum(1 for h in histories if len(h) > epoch and math.isfinite(float(h[epoch])))
         if values:
-            out.append((float(np.mean(values)), len(values)))
+            out.append((math.fsum(values) / len(values), trained))
     return out
 
 

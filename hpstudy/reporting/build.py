@@ -18,6 +18,7 @@ every file a report writes is written by `write_report`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Sequence
@@ -32,7 +33,8 @@ from hpstudy.reporting.analysis import (  # noqa: F401 - the report's public API
     matching_trials,
     training_length_hint,
 )
-from hpstudy.study import Study
+from hpstudy.reporting.analysis import StudyContrast, contrast_studies
+from hpstudy.study import Study, load_study
 from hpstudy.reporting.synthetic import synthetic_records  # noqa: F401 - re-exported for tests and benchmarks
 
 # Where `hpstudy report` writes by default: beside the (git-ignored) results, never over the shipped
@@ -51,6 +53,19 @@ def _display_path(path: str | os.PathLike) -> str:
     return p.as_posix()
 
 
+def contrast_for(study: Study, results: str | os.PathLike, a: Analysis) -> StudyContrast | None:
+    """The comparison with the study named by `compare_with`, from its stored runs in the same results
+    folder (None when it names none, or none of its runs are stored there)."""
+    name = study.meta.get("compare_with")
+    if not name:
+        return None
+    path = study.path.parent / f"{name}.toml"
+    if not path.is_file() or not store.study_dir(results, name).is_dir():
+        return None
+    other = load_study(path)
+    return contrast_studies(a, analyze(other, load_runs(other, results)))
+
+
 def write_report(
     study: Study, results: str | os.PathLike, out: str | os.PathLike = DEFAULT_OUT, seeds: Sequence[int] | None = None,
     force: bool = False,
@@ -64,13 +79,13 @@ def write_report(
     """
     from hpstudy.reporting import figures, outputs, readme, tables  # matplotlib loads only when a report is written
 
-    store.validate(store.study_dir(results, study.name), study.name)  # foreign, mistyped or conflicting parts
-    runs = load_runs(study, results, seeds)
+    runs = load_runs(study, results, seeds, checked=True)  # one pass: every part checked as it is read
     from hpstudy.reporting import testset_report  # each run's test-set correctness, where stored
     runs = testset_report.attach(runs, store.study_dir(results, study.name))
     store.check_writable(Path(out), "output")  # before the analysis and the figures, the slow part
     outputs.check_target(Path(out), study.name, force=force)
     a = analyze(study, runs)
+    a = dataclasses.replace(a, contrast=contrast_for(study, results, a))
 
     def build(folder: Path) -> None:
         frame = tables.table_frame(a)

@@ -12,7 +12,6 @@ seeds shows the seeds too, as points (or thin lines for learning curves), over a
 - ``seeds``: every seed of every configuration (strip plot) where no ``configurations`` figure shows them;
 - ``learning_curves``: validation accuracy per epoch with a 95% band and each seed's curve, for the best
   configurations (every configuration of small grids);
-- ``performance_profile``: studies with many configurations: share of runs above each score, per implementation;
 - random designs: ``best_so_far`` and ``score_vs_hyperparameters``.
 
 Files are byte-identical for the same inputs: no dates or software versions in the metadata, Figure objects
@@ -36,7 +35,6 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 from scipy import stats as sstats
 
-from hpstudy.reporting import stats
 from hpstudy.reporting.analysis import (
     CONFIDENCE,
     FACTOR_LABELS,
@@ -52,13 +50,18 @@ from hpstudy.reporting.analysis import (
     trial_label,
 )
 
-FORMATS = ("pdf", "svg", "png")
 # Okabe & Ito (2008): distinguishable with every common colour-vision deficiency. Yellow last (pale on white).
 OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#E69F00", "#56B4E9", "#CC79A7", "#000000", "#F0E442")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<")
 LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1)), "-", "--")
 PUBLISHED_STYLE = {"marker": "*", "s": 70, "edgecolors": "black", "linewidths": 0.6, "zorder": 5}
 PUBLISHED_LABEL = "published (one run)"
+
+
+def _published_label(rows: Sequence[Row]) -> str:
+    """The legend entry of published markers: one run, or the paper's maximum over some factors."""
+    over = sorted({f for r in rows for fs in r.published_best_over.values() for f in fs})
+    return f"published (the paper's best over {', '.join(_axis_label(f) + 's' for f in over)})" if over else PUBLISHED_LABEL
 SEED_STYLE = {"s": 6, "alpha": 0.55, "linewidths": 0, "zorder": 2}
 DENSE_POINTS = 5000  # past this many markers in one panel, PDF and SVG draw the markers as an embedded image
 
@@ -307,7 +310,7 @@ def fig_configurations(a: Analysis) -> Figure | None:
     handles, labels = [eb, seeds], ["mean and 95% CI over seeds", "one seed"]
     if pub_handle is not None:
         handles.append(pub_handle)
-        labels.append(PUBLISHED_LABEL)
+        labels.append(_published_label(a.rows))
     _legend_below(fig, handles, labels)
     return fig
 
@@ -342,7 +345,7 @@ def fig_seeds(a: Analysis) -> Figure | None:
     if pub:
         handles.append(ax.scatter([p[0] for p in pub], [p[1] for p in pub], marker="D", s=18, facecolors="white",
                                   edgecolors=OKABE_ITO[1], linewidths=1.0, zorder=4))
-        labels.append(PUBLISHED_LABEL)
+        labels.append(_published_label(a.rows))
     labels_y = [f"{r.trial.trial_id} ({trial_label(r.trial)})" if a.study.design_kind == "random" else trial_label(r.trial, a.factors)
                 for r in rows]
     ax.set_yticks(y, labels_y, fontsize=6 if n > 30 else 7)
@@ -422,7 +425,7 @@ def fig_by_factor(a: Analysis, factor: str) -> Figure | None:
         ax.grid(axis="x", visible=False)
     if pub_handle is not None:
         handles.append(pub_handle)
-        labels.append(PUBLISHED_LABEL)
+        labels.append(_published_label(a.rows))
     handles.append(axes[0].scatter([], [], color="0.4", **{**SEED_STYLE, "s": 10}))
     labels.append("one seed")
     _legend_below(fig, handles, labels, ncols=min(len(labels), 3))
@@ -485,7 +488,9 @@ def fig_sweep(a: Analysis, x_factor: str, metric: Metric) -> Figure | None:
             sx, sy = [], []
             for xx, c in zip(xs, cells):
                 vals = _seed_values(metric, c)
-                sx += [float(xx + dodge)] * len(vals)
+                # spread a configuration's seeds a little, so that seeds with equal values do not hide each other
+                spread = np.linspace(-0.025, 0.025, len(vals)) if len(vals) > 1 else np.zeros(len(vals))
+                sx += [float(xx + dodge + o) for o in spread]
                 sy += vals
             if sx:
                 ax.scatter(sx, sy, color=color, **{**SEED_STYLE, "s": 5, "alpha": 0.5})
@@ -516,7 +521,10 @@ def fig_sweep(a: Analysis, x_factor: str, metric: Metric) -> Figure | None:
                                transform=axes[pi_].transAxes, fontsize=6.5, va="bottom", ha="left", color="0.25")
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    handles["one seed"] = axes[0].scatter([], [], color="0.4", **{**SEED_STYLE, "s": 10})
+    # the seeds are drawn in their line's colour: the legend says so, or shows that colour when there is one line
+    seed_label = "one seed" if len(lines) == 1 else "one seed (in its line's colour)"
+    handles[seed_label] = axes[0].scatter([], [], color=OKABE_ITO[0] if len(lines) == 1 else "0.4",
+                                          **{**SEED_STYLE, "s": 10})
     if has_published:  # one neutral legend entry for the stars, whatever their colour, after the lines
         over = sorted({f for r in rows for f in r.published_best_over.get(metric.column, ())})
         label = (f"published (the paper's best over {', '.join(_axis_label(f) + 's' for f in over)})" if over
@@ -527,7 +535,7 @@ def fig_sweep(a: Analysis, x_factor: str, metric: Metric) -> Figure | None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Learning curves (every study), performance profiles (many configurations)
+# Learning curves (every study)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -543,6 +551,16 @@ def _t_band(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         half = np.where(n >= 2, t * np.sqrt(var / n), np.nan)
     mean = np.where(n >= 1, mean, np.nan)
     return mean, mean - half, mean + half
+
+
+def _carry_forward(matrix: np.ndarray) -> np.ndarray:
+    """Each row's NaN tail (a run that stopped early) filled with its last finite value (analysis.carried_forward)."""
+    out = matrix.copy()
+    for row in out:
+        finite = np.flatnonzero(np.isfinite(row))
+        if finite.size:
+            row[finite[-1] + 1:] = row[finite[-1]]
+    return out
 
 
 def _history(runs, column: str) -> np.ndarray:
@@ -605,7 +623,7 @@ def fig_learning_curves(a: Analysis) -> Figure | None:
             ok = np.isfinite(row)
             sl = ax.plot(ep[ok], row[ok], color=OKABE_ITO[4], linewidth=0.6, marker="o", markersize=1.6, alpha=0.6, zorder=2)[0]
             handles.setdefault("one seed", sl)
-        mean, lo, hi = _t_band(mat)
+        mean, lo, hi = _t_band(_carry_forward(mat))
         (ln,) = ax.plot(ep, mean, color=OKABE_ITO[0], linewidth=1.4, zorder=3)
         ax.fill_between(ep, lo, hi, color=OKABE_ITO[0], alpha=0.2, linewidth=0, zorder=1)
         handles.setdefault("mean and 95% CI over seeds", ln)
@@ -633,45 +651,6 @@ def fig_learning_curves(a: Analysis) -> Figure | None:
     return fig
 
 
-def fig_performance_profile(a: Analysis) -> Figure | None:
-    """rliable's performance profile: the share of runs scoring above each threshold, per group."""
-    if not a.aggregates:
-        return None
-    m = a.primary
-    all_scores = sorted({m.scale(v) for g in a.aggregates for v in g.scores})
-    if len(all_scores) < 2:
-        return None
-    top = all_scores[-1]
-    above = [v for v in all_scores if v > CHANCE] or all_scores
-    lo = above[0] - 0.05 * (top - above[0] + 1e-9)
-    taus = np.linspace(lo, top, 200)
-    fig = Figure(figsize=(WIDTH / 2 + 0.6, 2.8), layout="constrained")
-    ax = fig.subplots()
-    for i, g in enumerate(a.aggregates):
-        color = OKABE_ITO[i % len(OKABE_ITO)]
-        frac = stats.performance_profile([m.scale(v) for v in g.scores], taus)
-        lo_band, hi_band = stats.performance_profile_band([[m.scale(v) for v in grp] for grp in g.groups], taus)
-        ax.fill_between(taus, lo_band, hi_band, color=color, alpha=0.15, linewidth=0, step="post", zorder=1)
-        ax.plot(taus, frac, color=color, linestyle=LINESTYLES[i % len(LINESTYLES)],
-                drawstyle="steps-post", label=f"{g.group} ({g.runs} runs)")
-        ax.scatter([m.scale(v) for v in g.scores], np.full(len(g.scores), -0.04 - 0.03 * i),
-                   color=OKABE_ITO[i % len(OKABE_ITO)], marker="|", s=14, linewidths=0.6, zorder=3)
-    ax.set_xlim(lo, top + 0.02 * (top - lo))
-    ax.set_ylim(-0.06 - 0.03 * len(a.aggregates), 1.02)
-    ax.set_xlabel(f"{m.label}: threshold")
-    ax.set_ylabel("share of runs above it")
-    below = sum(1 for g in a.aggregates for v in g.scores if m.scale(v) < lo)
-    if below:
-        ax.set_title(f"{below} runs at chance level lie left of the axis", fontsize=7, loc="left", color="0.25")
-    _legend_below(fig, *ax.get_legend_handles_labels(), ncols=min(len(a.aggregates), 3))
-    return fig
-
-
-# ----------------------------------------------------------------------------------------------
-# Random search: best so far, score against hyperparameters
-# ----------------------------------------------------------------------------------------------
-
-
 def _best_so_far(a: Analysis, rows: Sequence[Row]) -> list[Row | None]:
     """After each trial, the trial the search would select so far: the best mean objective over seeds (how
     the study file scores trials, and the trial the published result is placed against)."""
@@ -694,7 +673,7 @@ def fig_best_so_far(a: Analysis) -> Figure | None:
     mean = np.array([m.scale(_mean(r.cells[m.column])) if r else math.nan for r in chosen])
     lo = np.array([m.scale(r.cells[m.column].summary.ci_low) if r and r.cells[m.column].has_interval else math.nan for r in chosen])
     hi = np.array([m.scale(r.cells[m.column].summary.ci_high) if r and r.cells[m.column].has_interval else math.nan for r in chosen])
-    x = np.arange(1, len(rows) + 1)
+    x = np.arange(len(rows))  # trial-000 at 0: the axis counts as the trial ids do
     fig = Figure(figsize=(WIDTH / 2 + 0.6, 2.9), layout="constrained")
     ax = fig.subplots()
     trial_means = np.array([m.scale(_mean(r.cells[m.column])) for r in rows])
@@ -704,16 +683,16 @@ def fig_best_so_far(a: Analysis) -> Figure | None:
         ax.scatter(sx, sy, color="0.3", **{**SEED_STYLE, "s": 5})
     _rasterize_dense(ax, len(sx) + len(rows))
     dots = ax.scatter(x, trial_means, s=12, color=OKABE_ITO[4], zorder=3)
-    xs = np.append(x, len(rows) + 0.5)  # the last trial's step gets a width too
+    xs = np.append(x, len(rows) - 0.5)  # the last trial's step gets a width too
     (ln,) = ax.plot(xs, np.append(mean, mean[-1]), color=OKABE_ITO[0], drawstyle="steps-post", zorder=4)
     ax.fill_between(xs, np.append(lo, lo[-1]), np.append(hi, hi[-1]), color=OKABE_ITO[0], alpha=0.2,
                     linewidth=0, step="post", zorder=1)
-    ax.set_xlim(0.5, len(rows) + 0.7)
+    ax.set_xlim(-0.5, len(rows) - 0.3)
     handles = {"best trial so far by mean over seeds (its mean and 95% CI)": ln, "each trial's mean": dots,
                "one seed": ax.scatter([], [], color="0.3", **{**SEED_STYLE, "s": 10})}
     pubs = [v for v in a.verdicts if v.metric == m.column and v.placement is not None and "search" in v.against]
     if pubs:
-        sc = ax.scatter([len(rows)] * len(pubs), [m.scale(v.published) for v in pubs], color="white", **PUBLISHED_STYLE)
+        sc = ax.scatter([len(rows) - 1] * len(pubs), [m.scale(v.published) for v in pubs], color="white", **PUBLISHED_STYLE)
         handles[PUBLISHED_LABEL.replace("one run", "best of its search")] = sc
     failed = _at_chance(m, trial_means)
     if failed.any():  # trials at chance level would flatten the curve: leave them off the scale, say so
@@ -721,7 +700,7 @@ def fig_best_so_far(a: Analysis) -> Figure | None:
         _fit_ylim(ax, shown[np.isfinite(shown)])
         ax.text(0.98, 0.02, f"{int(failed.sum())} trial(s) at chance level, off scale", transform=ax.transAxes,
                 fontsize=6.5, ha="right", va="bottom", color="0.25")
-    ax.set_xlabel("trial")
+    ax.set_xlabel("trial (the number in its id)")
     ax.set_ylabel(m.label)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _legend_below(fig, list(handles.values()), list(handles), ncols=1)
@@ -874,14 +853,9 @@ def plan(a: Analysis) -> list[tuple[str, str, callable]]:
                  f"the best configuration by {a.primary.label} of each group" if len(rows) < len(a.rows) else "")
         split = "validation" if str(a.study.validation) != "none" else "training"
         out.append(("learning_curves", f"{split.capitalize()} accuracy per epoch, {which}: thin lines with dots are the "
-                    "individual seeds, the thick line and band their mean and 95% t CI (runs stopped early leave the later "
-                    "epochs' means); dashed: the paper's value where one is published for that configuration.",
+                    "individual seeds, the thick line and band their mean and 95% t CI (a run that stopped early is carried forward "
+                    "at its last value); dashed: the paper's value where one is published for that configuration.",
                     fig_learning_curves))
-    if a.aggregates:
-        out.append(("performance_profile", f"Performance profiles (Agarwal et al. 2021): the share of runs whose "
-                    f"{a.primary.label} exceeds each threshold, per {_axis_label(a.aggregate_factor)}, over all of its "
-                    "configurations and seeds, with a 95% stratified bootstrap band (runs resampled within each configuration); "
-                    "ticks below the axis: the individual runs.", fig_performance_profile))
     return out
 
 

@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable
 
 from hpstudy.errors import OutputError
-from hpstudy.store import _why, check_writable
+from hpstudy.store import check_writable, why
 
 MANIFEST = ".hpstudy-files.json"
 # The runs a report was made from (`hpstudy verify REPORT` checks that every one is still stored).
@@ -221,7 +221,7 @@ def publish(
                 (target / rel).unlink()
         _replace_atomically(target / MANIFEST, json.dumps(written, indent=1, sort_keys=True) + "\n")
     except OSError as exc:
-        raise OutputError(f"cannot write the report into {target}: {_why(exc)}.") from exc
+        raise OutputError(f"cannot write the report into {target}: {why(exc)}.") from exc
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)

@@ -17,10 +17,13 @@ from hpstudy.reporting import stats, testset_report
 from hpstudy.reporting.analysis import (
     ALPHA,
     FACTOR_LABELS,
+    SMALL_N,
     HISTORY_OF,
     HISTORY_OF_TEST,
+    MIN_SPLIT_N,
     Analysis,
     Comparison,
+    counted,
     describe_seeds,
     epoch_means,
     factor_levels,
@@ -45,6 +48,10 @@ def _plural(n: int, word: str) -> str:
 
 def _lie(n: int) -> str:
     return "lies" if n == 1 else "lie"
+
+
+def _are(n: int) -> str:
+    return "is" if n == 1 else "are"
 
 
 def _name(metric) -> str:
@@ -79,8 +86,12 @@ def _section_header(a: Analysis) -> list[str]:
 
 def _counted(a: Analysis) -> list:
     """The distinct published accuracies and losses that were placed against seeds (each counted once)."""
-    return [v for v in a.verdicts if v.placement is not None and metric_of(v.metric).kind in ("acc", "loss")
-            and v.placement.state != "too few seeds"]
+    return counted(a.verdicts)
+
+
+def _where(v) -> str:
+    """What a verdict's seeds are: the published configuration, or (a search) the trial it is placed against."""
+    return v.against_label or v.where
 
 
 def _what_varies(a: Analysis) -> str:
@@ -104,24 +115,27 @@ def _section_summary(a: Analysis) -> list[str]:
     counted = _counted(a)
     if counted:
         states = Counter(v.placement.state for v in counted)
-        inside, outside = states.get("inside", 0), states.get("outside", 0)
-        parts = [f"{inside} {_lie(inside)} within what the seeds give (reproduced)",
-                 f"{outside} {_lie(outside)} outside the seeds' 95% prediction interval (not reproduced)"]
-        if states.get("undecided"):
-            parts.append(f"{states['undecided']} {_lie(states['undecided'])} beyond every seed but "
-                         "cannot be told apart from them with this many seeds")
-        sentences.append(f"Of the paper's {len(counted)} distinct published accuracies and losses, " + ", ".join(parts[:-1])
-                         + f" and {parts[-1]}.")
+        rep, con, out = (states.get(k, 0) for k in ("reproduced", "consistent", "outside"))
+        margin = _diff_text_abs(a, a.study.smallest_effect)
+        sentences.append(
+            f"Of the paper's {len(counted)} distinct published accuracies and losses, {rep} {_are(rep)} reproduced "
+            f"(shown equivalent to the seeds' mean within ±{margin}, the study's smallest effect), {con} {_are(con)} "
+            f"consistent with the seeds but the seeds cannot tell, and {out} {_lie(out)} outside the seeds' 95% "
+            "prediction interval after Holm's correction over the published values.")
         outside = [v for v in counted if v.placement.state == "outside"]
         if 0 < len(outside) <= 3:
-            sentences.append("Not reproduced: " + "; ".join(
-                f"{_name(metric_of(v.metric))} at {v.where} (published {_value_text(metric_of(v.metric), v.published)}, "
+            sentences.append("Outside: " + "; ".join(
+                f"{_name(metric_of(v.metric))} at {_where(v)} (published {_value_text(metric_of(v.metric), v.published)}, "
                 f"seeds' mean {_value_text(metric_of(v.metric), v.placement.mean)})" for v in outside) + ".")
         elif outside:
-            worst = max(outside, key=lambda v: abs(v.placement.z) if math.isfinite(v.placement.z) else 0.0)
+            worst = min(outside, key=lambda v: v.placement.p_outside)
             m = metric_of(worst.metric)
-            sentences.append(f"The farthest is {_name(m)} at {worst.where}: published {_value_text(m, worst.published)}, "
+            sentences.append(f"The farthest is {_name(m)} at {_where(worst)}: published {_value_text(m, worst.published)}, "
                              f"seeds' mean {_value_text(m, worst.placement.mean)}.")
+        searched = [v for v in counted if v.against_label]
+        if searched:
+            sentences.append(f"A published search result is placed against {searched[0].against_label}, which was "
+                             "selected on these same runs, so its mean is biased upwards.")
     elif a.study.published:
         sentences.append("No published accuracy or loss could be placed against two or more seeds.")
     else:
@@ -131,16 +145,31 @@ def _section_summary(a: Analysis) -> list[str]:
         sentences.append(f"{sig} of {len(a.best_vs_rest)} comparisons of the best configuration with the others "
                          f"are significant on {_name(a.primary)} after Holm's correction.")
     if a.effects:
-        mains = [e for e in a.effects if len(e.term) == 1 and e.t_pvalue < ALPHA]
-        inter = [e for e in a.effects if len(e.term) > 1 and e.t_pvalue < ALPHA]
-        if mains:
-            sentences.append("Significant main effects: " + ", ".join(
-                f"{FACTOR_LABELS.get(e.term[0], e.term[0])} ({_diff_text(a, e.estimate)})" for e in mains) + ".")
-        else:
-            sentences.append("No factor has a significant main effect.")
-        sentences.append(f"{_plural(len(inter), 'interaction')} significant." if inter else "No interaction is significant.")
+        sentences += _effects_summary(a)
     sentences.append(_what_varies(a))
     return [" ".join(sentences), ""]
+
+
+def _effects_summary(a: Analysis) -> list[str]:
+    """The factorial's significant terms (Holm over the terms, tested on the interval scale); a factor that
+    interacts significantly is described by its simple effects, since its main effect misleads."""
+    interacting = {f for s in a.simple_effects for f in (s.factor,)}
+    mains = [e for e in a.effects if len(e.term) == 1 and e.holm_p < ALPHA and e.term[0] not in interacting]
+    inter = [e for e in a.effects if len(e.term) > 1 and e.holm_p < ALPHA]
+    out = []
+    if mains:
+        out.append("Significant main effects (Holm over the terms): " + ", ".join(
+            f"{FACTOR_LABELS.get(e.term[0], e.term[0])} ({_diff_text(a, e.estimate)})" for e in mains) + ".")
+    elif not interacting:
+        out.append("No factor has a significant main effect.")
+    out.append(f"{_plural(len(inter), 'interaction')} significant." if inter else "No interaction is significant.")
+    for f in sorted(interacting, key=lambda f: a.effects_factors.index(f)):
+        parts = [s for s in a.simple_effects if s.factor == f]
+        out.append(f"{FACTOR_LABELS.get(f, f).capitalize()} interacts, so its effect is given within each level: " + ", ".join(
+            f"{_diff_text(a, s.effect.estimate)} at {FACTOR_LABELS.get(s.within, s.within)} "
+            f"{format_value(s.within, s.level)}{'' if s.effect.holm_p < ALPHA else ' (not significant)'}"
+            for s in parts) + ".")
+    return out
 
 
 def _section_runs(a: Analysis) -> list[str]:
@@ -230,19 +259,36 @@ def _verdict_text(v, m) -> str:
         return "too few seeds"
     if p.state == "outside":
         return f"**outside** ({p.verdict})"
-    if p.state == "inside":
-        return "**inside**"
-    tell = (f"about {p.seeds_to_tell} seeds would tell, if the spread held" if p.seeds_to_tell
-            else "more than 100,000 seeds would be needed")
-    return f"**not distinguishable with {p.n} seeds** ({tell})"
+    if p.state == "reproduced":
+        return f"**reproduced** (TOST p {_num(p.tost_p, '.2g')}: mean within ±{_diff_value(m, p.margin)})"
+    equal = f"; all {p.n} seeds equal, no interval" if p.all_equal else ""
+    if not math.isfinite(p.margin):
+        why = "no equivalence margin is stated for this metric"
+    elif math.isfinite(p.ci90_low):
+        lo, hi = p.rounded[1] - p.margin, p.rounded[0] + p.margin
+        bound = (lambda x: min(max(x, 0.0), 1.0)) if m.kind == "acc" else (lambda x: max(x, 0.0))
+        why = (f"reproduced needs the mean's 90% interval, here [{_value_text(m, bound(p.ci90_low))}, "
+               f"{_value_text(m, bound(p.ci90_high))}], to lie "
+               + (f"inside [{_value_text(m, lo)}, {_value_text(m, hi)}], the values within ±{_diff_value(m, p.margin)} "
+                  "of every point of the published value's rounding interval" if lo <= hi else
+                  f"within ±{_diff_value(m, p.margin)} of every point of the published value's rounding interval, "
+                  "which is wider than that: it cannot be shown reproduced"))
+    else:
+        why = "no interval"
+    after_holm = f"{p.verdict}; " if p.verdict.startswith("consistent after") else ""
+    return f"**consistent, but the seeds cannot tell** ({after_holm}{why}{equal})"
+
+
+def _diff_value(m, value: float) -> str:
+    return f"{m.scale(value):.2g} pp" if m.kind == "acc" else f"{value:.2g}"
 
 
 def _verdict_table(a: Analysis) -> list[str]:
     if not a.verdicts:
         return ["The study file records no published numbers."]
     lines = [
-        "| source | configuration | metric | published | seeds: mean (sd) | 95% prediction interval | z | n | P(beyond seeds) | verdict |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| source | configuration | metric | published | seeds: mean (sd) | 95% prediction interval | z | n | Holm p | P(beyond seeds) | verdict |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     previous = None
     timing = {t.trial_id: t for t in a.timing}
@@ -255,24 +301,32 @@ def _verdict_table(a: Analysis) -> list[str]:
             same = previous == (v.source, v.where)
             previous = (v.source, v.where)
             lines.append(f"| {'' if same else _md_escape(v.source)} | {'' if same else _md_escape(v.where)} | {m.label} | "
-                         f"{_value_text(m, v.published)} | {ours} | n/a | n/a | {t.runs if t else 0} | n/a | reference only: "
-                         "hardware-dependent; ours is chunk wall time / runs in the chunk, on this machine |")
+                         f"{_value_text(m, v.published)} | {ours} | n/a | n/a | {t.runs if t else 0} | n/a | n/a | reference only: "
+                         "hardware-dependent; ours is chunk wall time / runs in the chunk, on a machine shared with other "
+                         "jobs (an upper bound), the paper's on its own hardware: not comparable |")
             continue
         if p is None:
             cells = ["n/a"] * 3
-            beyond = "n/a"
+            beyond = holm = "n/a"
         else:
             sc = m.scale
             spread = f"{sc(p.mean):.2f} ({_num(sc(p.std), '.2g')})" if m.kind == "acc" else f"{p.mean:.4g} ({_num(p.std, '.2g')})"
             pi = "n/a"
             if math.isfinite(p.pi_low):
                 pi = f"[{_value_text(m, p.pi_low)}, {_value_text(m, p.pi_high)}]"
+            if p.all_equal:
+                pi = f"none: all {p.n} seeds equal"
             cells = [spread, pi, _num(p.z, "+.2f")]
             beyond = f"{p.p_beyond_range:.2f}"
+            holm = _num(v.holm_p, ".2g")
         verdict = _verdict_text(v, m)
         notes = [x for x in (v.note,) if x]
         if v.against and v.n:
             notes.insert(0, f"against the {v.against}")
+        if v.ties:
+            notes.append("ties: " + "; ".join(v.ties))
+        if v.qualified_by and p is not None:
+            notes.append("qualified by a known setup difference: " + "; ".join(v.qualified_by))
         if v.also:
             notes.append("the same number against the same seeds is also listed as " + "; ".join(v.also) + " (counted once)")
         if notes:
@@ -281,24 +335,75 @@ def _verdict_table(a: Analysis) -> list[str]:
         previous = (v.source, v.where)
         lines.append(
             f"| {'' if same else _md_escape(v.source)} | {'' if same else _md_escape(v.where)} | {m.label} | "
-            f"{_value_text(m, v.published)} | " + " | ".join(cells) + f" | {v.n} | {beyond} | {_md_escape(verdict)} |"
+            f"{_value_text(m, v.published)} | " + " | ".join(cells) + f" | {v.n} | {holm} | {beyond} | {_md_escape(verdict)} |"
         )
     counted = _counted(a)
     states = Counter(v.placement.state for v in counted)
-    undecided = states.get("undecided", 0)
-    lines += ["", f"**{states.get('inside', 0)} of {len(counted)}** distinct published accuracies and losses are inside, "
-              f"**{states.get('outside', 0)}** outside" + (f", **{undecided}** not distinguishable" if undecided else "")
-              + ". Each distinct published number is counted once (a number repeated against the same seeds, such as a "
-              "tie listed twice or a final validation value equal to the test value, is merged). Outside: beyond the 95% "
+    m_count = len(counted)
+    margin = _diff_text_abs(a, a.study.smallest_effect)
+    lines += ["", f"**{states.get('reproduced', 0)} of {m_count}** distinct published accuracies and losses are "
+              f"reproduced, **{states.get('consistent', 0)}** consistent but the seeds cannot tell, "
+              f"**{states.get('outside', 0)}** outside. Each distinct published number is counted once (a number "
+              "repeated against the same seeds, such as a tie listed twice or a final validation value equal to the test "
+              "value, is merged), and is taken as the interval its printed digits stand for (98.2 is [98.15, 98.25)). "
+              f"Reproduced: two one-sided t-tests (TOST, alpha {ALPHA}) show the seeds' mean within ±{margin} "
+              "(`smallest_effect`) of every point of that interval, i.e. the mean's 90% t interval lies inside the "
+              "margin; no margin is stated for losses, so a loss is at most consistent. Outside: beyond the 95% "
               "prediction interval for one more run (Student t with n - 1 degrees of freedom, on the logit scale for "
-              "accuracies and the log scale for losses, so it stays in range). Inside: within the seeds' range, or within "
-              "mean ± 1.96 sd, where more seeds would not move it out. Not distinguishable: inside the interval only "
-              "because few seeds leave it wide; the seeds that would tell assume the spread stays as estimated. "
-              "P(beyond seeds) = 2 / (n + 1): the chance that one more run of the same configuration lands beyond all n "
-              "seeds, so a published value beyond them is weak evidence at small n. z is (published - mean) / sd."]
+              "accuracies and the log scale for losses, so it stays in range), with its p corrected by Holm's method "
+              f"over the {m_count} values (Holm p). Consistent: neither; more seeds narrow the mean's interval, but "
+              "a value more than the margin from the mean is never reproduced. "
+              + _expected_false(m_count) +
+              " P(beyond seeds) = 2 / (n + 1): the chance that one more run of the same configuration lands beyond all n "
+              "seeds, so a published value beyond them is weak evidence at small n. z is (published - mean) / sd. "
+              "A known setup difference recorded under Assumptions qualifies a verdict where its key names the "
+              "configuration's flavour or its text names that implementation; ties between configurations for a "
+              "seed's best go to the one listed first in the design, and each tie is listed."]
     if any(metric_of(v.metric).kind == "time" for v in a.verdicts):
         lines[-1] += " Published training times are listed for reference only: they depend on the hardware."
     return lines
+
+
+def _expected_false(m: int) -> str:
+    """How many 'outside' verdicts chance alone gives among m published values that were all reproduced."""
+    if m == 0:
+        return ""
+    return (f"Among {m} published values that all came from our distribution, one value's 95% interval would call "
+            f"about {0.05 * m:.2g} of them outside by chance alone (at least one with probability "
+            f"{1 - 0.95 ** m:.2f}); Holm's correction keeps the chance of any false \"outside\" at or below {ALPHA}.")
+
+
+def _epoch_ranges(states: Sequence[str]) -> str:
+    """('consistent', 'consistent', 'outside') -> 'consistent after epochs 1-2, outside after epoch 3'."""
+    parts, start = [], 0
+    for i in range(1, len(states) + 1):
+        if i == len(states) or states[i] != states[start]:
+            span = f"epoch {start + 1}" if i - 1 == start else f"epochs {start + 1}-{i}"
+            parts.append(f"{states[start]} after {span}")
+            start = i
+    return ", ".join(parts)
+
+
+def _section_sensitivity(a: Analysis) -> list[str]:
+    """How each verdict moves with the assumptions the stored runs can speak to: training length (from each
+    run's per-epoch history) and, where the study file names one to compare with, the other study's setup."""
+    items = [v for v in _counted(a) if v.by_epoch and len(set(v.by_epoch)) > 1]
+    steady = [v for v in _counted(a) if v.by_epoch and len(set(v.by_epoch)) == 1]
+    if not items and not steady:
+        return []
+    lines = ["### Sensitivity of the verdicts to training length", "",
+             "Each verdict again, had every run stopped after each epoch (from the runs' per-epoch histories; runs "
+             "that stopped early carried forward; one value's 95% interval, not corrected over the family). An "
+             "epoch count or an early-stopping rule the paper does not state can move a verdict only where these "
+             "differ. Patience and the training-set size have no runs here to show their effect"
+             + (f", except through `{a.contrast.other}` below" if a.contrast is not None else "") + ".", ""]
+    for v in items:
+        m = metric_of(v.metric)
+        lines.append(f"- {_md_escape(_name(m))} at {_md_escape(_where(v))} (published {_value_text(m, v.published)}): "
+                     f"{_epoch_ranges(v.by_epoch)}.")
+    if steady:
+        lines.append(f"- {len(steady)} other verdict{'s' if len(steady) > 1 else ''} would be the same after every epoch.")
+    return lines + [""]
 
 
 def _environment_lines(runs: pd.DataFrame) -> list[str]:
@@ -397,8 +502,13 @@ def _section_curves_meet(a: Analysis) -> list[str]:
     if not items:
         return []
     return (["### Where the mean validation curves reach the published values", "",
-             "The epoch at which the seeds' mean validation accuracy (mean over the runs still training) first reaches "
+             "The epoch at which the seeds' mean validation accuracy (runs that stopped early carried forward at their last value) first reaches "
              "the published value, per configuration.", ""] + items)
+
+
+def _diff_text_abs(a: Analysis, value: float) -> str:
+    m = a.primary
+    return f"{m.scale(value):.2g} pp" if m.kind == "acc" else f"{value:.3g}"
 
 
 def _diff_text(a: Analysis, value: float) -> str:
@@ -406,10 +516,10 @@ def _diff_text(a: Analysis, value: float) -> str:
     return f"{m.scale(value):+.2f} pp" if m.kind == "acc" else f"{value:+.3g}"
 
 
-def _comparison_table(a: Analysis, comps: Sequence[Comparison]) -> list[str]:
-    m = a.primary
+def _comparison_table(a: Analysis, comps: Sequence[Comparison], metric=None) -> list[str]:
+    m = metric or a.primary
     rank_name = "Wilcoxon p" if a.paired else "Mann-Whitney p"
-    t_name = "paired t p" if a.paired else "Welch p"
+    t_name = "paired t p" if a.paired else ("pooled t p" if any(c.result.pooled for c in comps) else "Welch p")
     show_rank = any(c.result.rank_min_p <= ALPHA for c in comps)
     show_prob_ci = any(math.isfinite(c.result.prob_low) for c in comps)
     unit = "pp" if m.kind == "acc" else m.label
@@ -428,7 +538,9 @@ def _comparison_table(a: Analysis, comps: Sequence[Comparison]) -> list[str]:
         if show_rank:
             cells.append(_num(r.rank_pvalue, ".2g") if r.rank_min_p <= ALPHA else "n/a")
         prob = f"{r.prob_improvement:.2f}"
-        if show_prob_ci:
+        if r.prob_improvement in (0.0, 1.0):
+            prob += " (complete separation)"
+        elif show_prob_ci:
             prob += f" [{_num(r.prob_low, '.2f')}, {_num(r.prob_high, '.2f')}]"
         cells.append(prob)
         lines.append("| " + " | ".join(cells) + " |")
@@ -456,12 +568,26 @@ def _section_comparisons(a: Analysis) -> list[str]:
     if rank_min > ALPHA:
         lines[-1] += (f" The rank test is left out: with {n_min} runs per side its smallest possible p is "
                       f"{rank_min:.2g}, above {ALPHA}.")
+    else:
+        lines[-1] += (f" Mann-Whitney p-values are exact (every split of the runs enumerated, ties included) up to "
+                      f"{stats.EXACT_SPLITS:,} splits." if not a.paired else "")
+    if a.pooled is not None:
+        dfs = sorted({df for _, df in a.pooled.values()})
+        cats = _group_factors(a)
+        over = (f"the configurations of each group (same {' and '.join(FACTOR_LABELS.get(c, c) for c in cats)}; "
+                if cats else f"all {len(a.rows)} configurations (")
+        lines[-1] += (f" With fewer than {SMALL_N} seeds per configuration, the t-tests use the within-configuration "
+                      f"variance pooled over {over}{dfs[0]}" + (f" to {dfs[-1]}" if len(dfs) > 1 else "")
+                      + " degrees of freedom; a configuration's own 2 leave Welch's test without power, and a "
+                      "configuration whose seeds are all equal makes it overconfident) instead of Welch's two-group "
+                      "variance.")
     lines.append("")
     if a.best_vs_rest:
         lines += ["### Best configuration against the others", "",
                   "The best configuration was chosen on the same runs it is tested on, so these p-values are optimistic "
-                  "(selection bias); a held-out confirmation on new seeds would remove it.", ""]
+                  "(selection bias); the paragraph below the table gives a selection-corrected estimate.", ""]
         lines += _comparison_table(a, a.best_vs_rest) + [""]
+        lines += _selection_lines(a) + _mcb_lines(a)
     if a.factor_effects:
         lines += ["### One factor at a time", "", "Pairs of configurations that differ in one factor only "
                   "(a: the later level; numeric factors compare neighbouring levels).", ""]
@@ -473,52 +599,112 @@ def _section_comparisons(a: Analysis) -> list[str]:
     return lines
 
 
+def _mcb_lines(a: Analysis) -> list[str]:
+    """Hsu's MCB: which configurations of each group the seeds cannot rule out as the best."""
+    if not a.best_sets:
+        return []
+    parts = []
+    for b in a.best_sets:
+        names = [trial_label(a.row(t).trial, [f for f in a.factors if not b.group or f not in _group_factors(a)])
+                 for t in b.may_be_best]
+        where = f"{b.group}: " if b.group else ""
+        shown = "; ".join(names) if len(names) <= 6 else "; ".join(names[:6]) + f"; and {len(names) - 6} more"
+        parts.append(f"{where}{len(b.may_be_best)} of {b.size} ({shown})"
+                     + (" — the best, shown better than every other" if b.is_best else ""))
+    return [("Which could be the best (Hsu's multiple comparisons with the best, corrected for choosing the best "
+             "on these runs): a configuration may be the best when its simultaneous 95% interval for its mean minus "
+             "the best mean of the others reaches above 0 (variance pooled over the group's configurations; critical value "
+             "Bonferroni's one-sided t over the others, a conservative bound on Dunnett's). ")
+            + "; ".join(parts) + ".", ""]
+
+
+def _group_factors(a: Analysis) -> list[str]:
+    """The categorical factors that split the best-against-the-others families."""
+    return [f for f in a.factors if all(isinstance(r.trial.values.get(f, ""), str) for r in a.rows)]
+
+
+def _selection_lines(a: Analysis) -> list[str]:
+    """The selection-corrected best: chosen on half the seeds, estimated on the other half."""
+    m = a.primary
+    best = max((r for r in a.rows if r.cells[m.column].n > 0),
+               key=lambda r: (m.better or 1) * r.cells[m.column].summary.mean, default=None)
+    if best is None:
+        return []
+    naive = best.cells[m.column].summary
+    head = (f"Selection-corrected best: on all seeds the best configuration, {trial_label(best.trial)}, has a mean "
+            f"{_name(m)} of {_value_text(m, naive.mean)}, which is biased upwards because it was chosen on those runs.")
+    if not a.selection:
+        return [head + f" Splitting the seeds (choose on half, estimate on the other) needs at least "
+                f"{MIN_SPLIT_N} seeds per configuration, 2 on each side; this study has fewer, so the correction "
+                "for the choice is the multiple comparison with the best below.", ""]
+    parts = []
+    for sp in a.selection:
+        s_ = sp.summary
+        ci = (f" [95% CI {_value_text(m, s_.ci_low)}, {_value_text(m, s_.ci_high)}]" if math.isfinite(s_.ci_low) else "")
+        parts.append(f"chosen on seeds {describe_seeds(sp.selected_on)}: {trial_label(a.row(sp.trial_id).trial)}, "
+                     f"whose mean on seeds {describe_seeds(sp.estimated_on)} is {_value_text(m, s_.mean)}{ci}")
+    return [head + " Choosing on alternate seeds and estimating on the others removes that bias (the first of a "
+            "tie is taken): " + "; ".join(parts) + ".", ""]
+
+
+def _section_contrast(a: Analysis) -> list[str]:
+    """Each configuration against the same configuration of the study the study file names (compare_with)."""
+    c = a.contrast
+    if c is None:
+        return []
+    sig = sum(x.holm_p < ALPHA for x in c.comparisons)
+    lines = [f"## Against `{c.other}`", "",
+             f"Each configuration's {c.metric.label} here (a) against the same configuration in `{c.other}` (b), as "
+             "independent samples (Welch's t-test, Holm over the configurations). " + c.confound
+             + f" {sig} of {len(c.comparisons)} differences {_are(sig)} significant after Holm's "
+             "correction.", ""]
+    return lines + _comparison_table(a, c.comparisons, c.metric) + [""]
+
+
 def _section_effects(a: Analysis) -> list[str]:
     """The 2^k factorial's main effects and interactions."""
     if not a.effects:
         return []
     m = a.primary
     levels = {f: [format_value(f, v) for v in _levels(a, f)] for f in a.effects_factors}
+    scale = {"logit": "logit", "log": "log"}.get(m.interval_scale, "")
+    tested = (f"tested on the {scale} scale the intervals use (the same contrast of the cells' mean {scale}s)"
+              if scale else "tested on the values")
     lines = ["## Main effects and interactions", "",
              f"The grid is a full 2^{len(a.effects_factors)} factorial, so each factor's effect on {m.label} is estimated over "
              "all the others (not only conditionally, as the pairs above): a main effect is the mean at the high level "
              "minus the mean at the low level, averaged over the other factors' levels; an interaction is the "
              "difference between the effect of one factor at the two levels of another, halved (the usual 2^k "
-             f"effect, twice the coefficient of a +-1 coded regression). Standard errors from the pooled within-"
-             f"configuration variance ({a.effects[0].df} degrees of freedom); 95% t intervals; * p < {ALPHA} (not "
-             "corrected for the " + str(len(a.effects)) + " terms).", "",
-             f"| term | levels (low → high) | effect ({'pp' if m.kind == 'acc' else m.label}) | 95% CI | p |",
-             "|---|---|---:|---:|---:|"]
+             f"effect, twice the coefficient of a +-1 coded regression). Estimates and 95% t intervals in "
+             f"{'percentage points' if m.kind == 'acc' else 'the metric' + chr(39) + 's units'}, from the pooled "
+             f"within-configuration variance ({a.effects[0].df} degrees of freedom); p {tested}, and Holm's "
+             f"correction over the {len(a.effects)} terms; * Holm p < {ALPHA}.", "",
+             f"| term | levels (low → high) | effect ({'pp' if m.kind == 'acc' else m.label}) | 95% CI | p | Holm p |",
+             "|---|---|---:|---:|---:|---:|"]
     for e in a.effects:
         name = " × ".join(FACTOR_LABELS.get(f, f) for f in e.term)
         lv = "; ".join(f"{' → '.join(levels[f])}" for f in e.term)
         sc = m.scale
         lines.append(f"| {name} | {lv} | {sc(e.estimate):+.3f} | [{sc(e.ci_low):+.3f}, {sc(e.ci_high):+.3f}] | "
-                     f"{_num(e.t_pvalue, '.2g')}{' *' if e.t_pvalue < ALPHA else ''} |")
+                     f"{_num(e.t_pvalue, '.2g')} | {_num(e.holm_p, '.2g')}{' *' if e.holm_p < ALPHA else ''} |")
+    if a.simple_effects:
+        lines += ["", "Simple effects: where two factors interact significantly, the main effect of either averages "
+                  "effects that differ, so each is given within each level of the other (averaged over the remaining "
+                  f"factors; tested as above, Holm over these {len(a.simple_effects)}).", "",
+                  f"| factor | within | effect ({'pp' if m.kind == 'acc' else m.label}) | 95% CI | p | Holm p |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for s_ in a.simple_effects:
+            e = s_.effect
+            sc = m.scale
+            lines.append(f"| {FACTOR_LABELS.get(s_.factor, s_.factor)} ({' → '.join(levels[s_.factor])}) | "
+                         f"{FACTOR_LABELS.get(s_.within, s_.within)} {format_value(s_.within, s_.level)} | "
+                         f"{sc(e.estimate):+.3f} | [{sc(e.ci_low):+.3f}, {sc(e.ci_high):+.3f}] | "
+                         f"{_num(e.t_pvalue, '.2g')} | {_num(e.holm_p, '.2g')}{' *' if e.holm_p < ALPHA else ''} |")
     return lines + [""]
 
 
 def _levels(a: Analysis, factor: str) -> list:
     return factor_levels(a.study, factor)
-
-
-def _section_aggregates(a: Analysis) -> list[str]:
-    if not a.aggregates:
-        return []
-    m = a.primary
-    label = FACTOR_LABELS.get(a.aggregate_factor, a.aggregate_factor)
-    lines = ["## Aggregates over configurations", "",
-             f"Per {label}, over every run of all its configurations (as rliable aggregates over tasks): the "
-             f"interquartile mean (IQM, the mean of the middle 50% of runs, robust to the failed and diverged runs "
-             f"that dominate a plain mean) with a 95% stratified bootstrap CI (runs resampled within each "
-             f"configuration, 2,000 resamples), and the plain mean. The performance profile figure shows the share "
-             f"of runs above each score.", "",
-             f"| {label} | configurations | runs | IQM {m.label} [95% CI] | mean |", "|---|---:|---:|---:|---:|"]
-    for g in a.aggregates:
-        lines.append(f"| {_md_escape(g.group)} | {g.configurations} | {g.runs} | {_value_text(m, g.iqm)} "
-                     f"[{_value_text(m, g.ci_low) if math.isfinite(g.ci_low) else 'n/a'}, "
-                     f"{_value_text(m, g.ci_high) if math.isfinite(g.ci_high) else 'n/a'}] | {_value_text(m, g.mean)} |")
-    return lines + [""]
 
 
 def _section_timing(a: Analysis) -> list[str]:
@@ -530,7 +716,9 @@ def _section_timing(a: Analysis) -> list[str]:
              "vmapped program), divided by the runs in it, and the model-steps per second that gives (mini-batch "
              "steps of one run times the runs of the chunk, per second of chunk wall time). Runs of one chunk share "
              "one clock, so there is no per-run interval and no \"best\"; chunk width depends on the batch size and "
-             "the network, so time per run confounds the two. Medians over the configuration's runs.", "",
+             "the network, so time per run confounds the two. Medians over the configuration's runs. The runs were "
+             "timed on a machine shared with other jobs, so these are upper bounds, and a paper's times come from "
+             "other hardware: neither is a comparison of speed.", "",
              "| configuration | runs | chunk width | seconds / run | model-steps / s |", "|---|---:|---:|---:|---:|"]
     for t in a.timing:
         lines.append(f"| {_md_escape(trial_label(a.row(t.trial_id).trial))} | {t.runs} | {t.chunk_width} | "
@@ -557,9 +745,9 @@ def readme(a: Analysis, table_md: str, figures: Sequence[tuple[str, str]], resul
     """The report's README.md text, section by section."""
     lines = (_section_header(a) + _section_summary(a) + _section_runs(a) + _section_assumptions(a)
              + _section_results(a, table_md)
-             + ["## Published numbers against the seeds", ""] + _verdict_table(a) + [""] + _outside_reasons(a)
+             + ["## Published numbers against the seeds", ""] + _verdict_table(a) + [""] + _outside_reasons(a) + _section_sensitivity(a)
              + _section_curves_meet(a)
              + _section_comparisons(a) + testset_report.section(a, trial_label)
-             + _section_effects(a) + _section_aggregates(a)
+             + _section_effects(a) + _section_contrast(a)
              + [a.add_seeds, ""] + _section_timing(a) + _section_figures(figures) + _section_regenerate(a, results_arg))
     return "\n".join(lines)

@@ -11,6 +11,7 @@ number must not change with the machine that prints it.
 
 from __future__ import annotations
 
+import decimal
 import functools
 import itertools
 import math
@@ -57,30 +58,21 @@ class Placement:
     percentile: float
     pi_low: float
     pi_high: float
-    inside: bool
+    inside: bool  # not outside the prediction interval (reproduced or consistent)
     verdict: str
-    # "outside" (beyond the prediction interval), "inside" (within the seeds' range or their 95% band),
-    # "undecided" (within the interval but beyond every seed: not distinguishable with n seeds) or
+    # "reproduced" (equivalent within +-margin: TOST on the seeds' mean), "consistent" (inside the prediction
+    # interval, but the seeds cannot tell it equivalent), "outside" (beyond the prediction interval) or
     # "too few seeds".
     state: str = ""
     n: int = 0
-    seeds_to_tell: int | None = None  # undecided: seeds whose interval would exclude it, if the sd held
     p_beyond_range: float = math.nan  # probability that one more run lands beyond the seeds' range: 2/(n+1)
-
-
-@dataclass(frozen=True)
-class Paired:
-    """Comparison of two configurations run on the same seeds (differences are a - b)."""
-
-    n: int
-    mean_diff: float
-    ci_low: float
-    ci_high: float
-    t_stat: float
-    t_pvalue: float
-    wilcoxon_stat: float
-    wilcoxon_pvalue: float
-    prob_improvement: float
+    p_outside: float = math.nan  # two-sided p of the published value as one more run (t on the interval scale)
+    tost_p: float = math.nan  # TOST p of |mean - published| < margin (NaN without a margin)
+    margin: float = math.nan  # the equivalence margin (the study's smallest effect), in the metric's units
+    rounded: tuple[float, float] = (math.nan, math.nan)  # the published value's rounding interval
+    ci90_low: float = math.nan  # the (1 - 2 alpha) t interval of the mean that TOST checks against the margin
+    ci90_high: float = math.nan
+    all_equal: bool = False  # every seed gave the same value: no spread, no interval
 
 
 def _sample(values: ArrayLike, name: str = "values") -> np.ndarray:
@@ -139,7 +131,8 @@ def _mean_sd(x: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in x) / (n - 1))
 
 
-def summarize(values: ArrayLike, confidence: float = 0.95, scale: str = "linear") -> Summary:
+def summarize(values: ArrayLike, confidence: float = 0.95, scale: str = "linear",
+              bounds: tuple[float, float] | None = None) -> Summary:
     """Summarize seeds: mean, std (ddof=1), sem, t CI of the mean, prediction interval of one more run.
 
     ``scale`` says where the intervals are computed: "linear" (Student t on the values), "logit" (for
@@ -148,7 +141,8 @@ def summarize(values: ArrayLike, confidence: float = 0.95, scale: str = "linear"
     is that of the mean of the transformed values, mapped back (a median-like centre: it need not contain
     the arithmetic mean when the seeds are very spread); the prediction interval keeps its meaning, since
     a monotone map preserves which share of new runs falls inside. mean, std and sem are always on the
-    values themselves.
+    values themselves. ``bounds`` (low, high): the range a count cannot leave (epochs run: 1 to the epochs
+    allowed); both intervals are clipped to it, which keeps their coverage since the truth lies inside.
     """
     _check_unit("confidence", confidence)
     if scale not in SCALES:
@@ -168,6 +162,9 @@ def summarize(values: ArrayLike, confidence: float = 0.95, scale: str = "linear"
     half_ci = t * spread / math.sqrt(n)
     half_pi = t * spread * math.sqrt(1.0 + 1.0 / n)
     back = (lambda v: v) if scale == "linear" else (lambda v: _from_scale(v, scale))
+    if bounds is not None:
+        inner = back
+        back = lambda v: min(max(inner(v), bounds[0]), bounds[1])  # noqa: E731
     return Summary(n, mean, std, sem, back(centre - half_ci), back(centre + half_ci),
                    back(centre - half_pi), back(centre + half_pi))
 
@@ -201,103 +198,114 @@ def bootstrap_ci(
     return (low, high)
 
 
-def place_published(published: float, values: ArrayLike, confidence: float = 0.95, scale: str = "linear") -> Placement:
-    """Place a published result against the seeds: outside, inside, or not distinguishable with n seeds.
+def rounding_interval(value: float, decimals: int | None = None) -> tuple[float, float]:
+    """The interval a printed number stands for: value +- half a unit of its last printed decimal.
 
-    - outside: beyond the ``confidence`` prediction interval for one more run (on ``scale``);
-    - inside: within the seeds' range [min, max], or within mean +- z * sd (the band the interval tends to
-      as seeds are added, z the normal quantile): more seeds would not move it out;
-    - undecided: within the interval only because n seeds leave it wide. ``seeds_to_tell`` is the
-      smallest number of seeds whose interval would exclude it if the sd stayed as estimated.
-    ``p_beyond_range`` = 2 / (n + 1) is the chance that one more run of the same configuration lands
-    beyond all n seeds (exchangeable runs, no ties), printed beside each verdict.
+    `decimals` defaults to the decimals of the shortest text of the float (0.982 -> 3: [0.9815, 0.9825])."""
+    if decimals is None:
+        exponent = decimal.Decimal(repr(float(value))).normalize().as_tuple().exponent
+        decimals = max(0, -int(exponent)) if isinstance(exponent, int) else 0
+    half = 0.5 * 10.0 ** (-decimals)
+    return (float(value) - half, float(value) + half)
 
-    With fewer than 2 seeds there is no spread: z and the interval are NaN, ``inside`` is False and the
-    state is "too few seeds". With zero spread the interval is the single point ``mean`` (z is NaN).
+
+def tost_mean(values: ArrayLike, low: float, high: float) -> float:
+    """Two one-sided t-tests that the mean lies in (low, high): the larger one-sided p (NaN below 2 values
+    or with zero spread, where there is nothing to test)."""
+    x = [float(v) for v in _sample(values)]
+    n = len(x)
+    mean, sd = _mean_sd(x)
+    if n < 2 or not sd > 0:
+        return math.nan
+    se = sd / math.sqrt(n)
+    p_low = float(stats.t.sf((mean - low) / se, n - 1))
+    p_high = float(stats.t.cdf((mean - high) / se, n - 1))
+    return max(p_low, p_high)
+
+
+def place_published(published: float, values: ArrayLike, confidence: float = 0.95, scale: str = "linear",
+                    margin: float | None = None, rounded: tuple[float, float] | None = None) -> Placement:
+    """Place a published result against the seeds: reproduced, consistent (the seeds cannot tell), or outside.
+
+    - outside: the whole rounding interval `rounded` of the published value (default: the value itself) lies
+      beyond the ``confidence`` prediction interval for one more run (Student t on ``scale``); ``p_outside``
+      is the two-sided p of its nearest point as one more run (below 1 - confidence exactly when outside, so
+      a caller can correct it for the number of published values);
+    - reproduced: not outside, and two one-sided tests (TOST, alpha = 1 - confidence) say the seeds' mean is
+      within +- `margin` of every point of the rounding interval: equivalently, the (1 - 2 alpha) t interval
+      of the mean (``ci90_low``, ``ci90_high``) lies within [high - margin, low + margin];
+    - consistent: neither; the seeds cannot tell. Without a margin nothing is called reproduced.
+    ``p_beyond_range`` = 2 / (n + 1) is the chance that one more run lands beyond all n seeds. With fewer
+    than 2 seeds the state is "too few seeds"; when every seed is equal ``all_equal`` says so (no interval:
+    a published value equal to them is consistent, any other outside).
     """
     if not math.isfinite(published):
         raise ValueError(f"published must be a finite number, got {published!r}.")
     x = _sample(values)
     s = summarize(x, confidence, scale)
     n = s.n
+    lo_r, hi_r = rounded if rounded is not None else (float(published), float(published))
     z = (published - s.mean) / s.std if n >= 2 and s.std > 0 else math.nan
     percentile = float(stats.percentileofscore(x, published, kind="mean"))
-    p_beyond = 2.0 / (n + 1)
-    need = None
+    alpha = 1.0 - confidence
+    all_equal = n >= 2 and s.std == 0
+    p_out = tost = ci_lo = ci_hi = math.nan
     if n < 2:
         state, verdict = "too few seeds", "too few seeds"
-    elif published > s.pi_high or published < s.pi_low:
-        state = "outside"
-        verdict = "above the prediction interval" if published > s.pi_high else "below the prediction interval"
+    elif all_equal:
+        state = "consistent" if lo_r <= s.mean <= hi_r else "outside"
+        p_out = 1.0 if state == "consistent" else 0.0
+        verdict = f"all {n} seeds equal" if state == "consistent" else (
+            "above all seeds, which are equal" if lo_r > s.mean else "below all seeds, which are equal")
     else:
-        ts = [_to_scale(float(v), scale) for v in x]
-        centre, spread = _mean_sd(ts)
-        gap = abs(_to_scale(published, scale) - centre)
-        z_inf = float(stats.norm.ppf(0.5 + confidence / 2.0))
-        if float(x.min()) <= published <= float(x.max()) or gap <= z_inf * spread:
-            state, verdict = "inside", "inside"
+        centre, spread = _mean_sd([_to_scale(float(v), scale) for v in x])
+        nearest = min(max(centre, _to_scale(lo_r, scale)), _to_scale(hi_r, scale))
+        t_pred = abs(nearest - centre) / (spread * math.sqrt(1.0 + 1.0 / n))
+        p_out = float(2.0 * stats.t.sf(t_pred, n - 1))
+        half = _t_crit(1.0 - 2.0 * alpha, n - 1) * s.std / math.sqrt(n)
+        ci_lo, ci_hi = s.mean - half, s.mean + half
+        if margin is not None and margin > 0:
+            tost = tost_mean(x, hi_r - margin, lo_r + margin)
+        if hi_r < s.pi_low or lo_r > s.pi_high:
+            state = "outside"
+            verdict = "above the prediction interval" if lo_r > s.pi_high else "below the prediction interval"
+        elif math.isfinite(tost) and tost < alpha:
+            state, verdict = "reproduced", f"reproduced (equivalent within +-{margin:.3g})"
         else:
-            state = "undecided"
-            need = _seeds_to_exclude(gap, spread, confidence, n)
-            verdict = f"not distinguishable with {n} seeds"
+            state, verdict = "consistent", f"consistent, but {n} seeds cannot tell"
     return Placement(
-        float(published), s.mean, s.std, z, percentile, s.pi_low, s.pi_high, state == "inside", verdict,
-        state, n, need, p_beyond,
+        float(published), s.mean, s.std, z, percentile, s.pi_low, s.pi_high, state in ("reproduced", "consistent"),
+        verdict, state, n, 2.0 / (n + 1), p_out, tost, math.nan if margin is None else float(margin),
+        (lo_r, hi_r), ci_lo, ci_hi, all_equal,
     )
 
 
-def _seeds_to_exclude(gap: float, spread: float, confidence: float, n: int) -> int | None:
-    """Smallest m > n whose t prediction interval (sd `spread`) is narrower than `gap` (None above the cap)."""
-    def narrow(m: int) -> bool:
-        return _t_crit(confidence, m - 1) * spread * math.sqrt(1.0 + 1.0 / m) < gap
+def seeds_for_equivalence(margin: float, sd: float, df: int, alpha: float = 0.05,
+                          confidence: float = 0.95) -> tuple[int | None, int | None, int | None]:
+    """Seeds whose (1 - 2 alpha) t interval of the mean is narrower than +-margin (what TOST needs when the
+    published value equals the mean): for the sd, and over the sd's chi-square interval (None: over 100,000).
+    Prospective: from a stated margin and the sd, never from an observed gap."""
+    if not (math.isfinite(margin) and margin > 0):
+        raise ValueError(f"margin must be a finite number > 0, got {margin!r}.")
+    lo, hi = sd_interval(sd, df, confidence)
 
-    lo, hi = n, n + 1
-    while not narrow(hi):
-        if hi >= _MAX_SEEDS:
+    def narrow(n: int, s: float) -> bool:
+        return _t_crit(1.0 - 2.0 * alpha, n - 1) * s / math.sqrt(n) < margin
+
+    def need(s: float) -> int | None:
+        if not math.isfinite(s):
             return None
-        lo, hi = hi, min(2 * hi, _MAX_SEEDS)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if narrow(mid) else (mid, hi)
-    return hi
+        lo_n, hi_n = 1, 2  # narrow(hi_n) is probed; lo_n is known too wide (n = 1 has no interval)
+        while not narrow(hi_n, s):
+            if hi_n >= _MAX_SEEDS:
+                return None
+            lo_n, hi_n = hi_n, min(2 * hi_n, _MAX_SEEDS)
+        while hi_n - lo_n > 1:
+            mid = (lo_n + hi_n) // 2
+            lo_n, hi_n = (lo_n, mid) if narrow(mid, s) else (mid, hi_n)
+        return hi_n
 
-
-def paired_comparison(a: ArrayLike, b: ArrayLike, confidence: float = 0.95) -> Paired:
-    """Compare configurations a and b on common seeds (aligned arrays, differences a - b).
-
-    t statistics are NaN for n < 2 or when all differences are zero (and +-inf with
-    p = 0 when the differences are a non-zero constant). Wilcoxon results are NaN for
-    n < 2, when all differences are zero, or when scipy cannot compute them.
-    ``prob_improvement`` is P(a > b) + 0.5 P(a == b) over all n*n pairs of runs (not
-    only same-seed pairs), i.e. the Mann-Whitney U of a over n_a * n_b as in rliable.
-    """
-    _check_unit("confidence", confidence)
-    x, y = _sample(a, "a"), _sample(b, "b")
-    if x.shape != y.shape:
-        raise ValueError(
-            f"a and b must have equal length (one value per common seed), got {x.size} and {y.size}."
-        )
-    d = x - y
-    n, mean_diff = d.size, float(d.mean())
-    nan = math.nan
-    ci_low = ci_high = t_stat = t_p = w_stat = w_p = nan
-    if n >= 2:
-        s = summarize(d, confidence)
-        ci_low, ci_high = s.ci_low, s.ci_high
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore", RuntimeWarning)
-            t_res = stats.ttest_rel(x, y)
-            t_stat, t_p = float(t_res.statistic), float(t_res.pvalue)
-            if np.any(d != 0):
-                try:
-                    w_res = stats.wilcoxon(x, y)
-                    w_stat, w_p = float(w_res.statistic), float(w_res.pvalue)
-                except ValueError:
-                    pass
-        if not (math.isfinite(w_stat) and math.isfinite(w_p)):
-            w_stat = w_p = nan
-    u = float(stats.mannwhitneyu(x, y).statistic)
-    return Paired(n, mean_diff, ci_low, ci_high, t_stat, t_p, w_stat, w_p, u / (x.size * y.size))
+    return need(sd), need(lo), need(hi)
 
 
 @dataclass(frozen=True)
@@ -316,7 +324,8 @@ class Difference:
     rank_min_p: float  # the smallest p the rank test can reach at these n (exact, two-sided)
     prob_improvement: float  # P(a > b) + 0.5 P(a == b) over all pairs of runs (rliable's)
     prob_low: float  # bootstrap percentile CI of prob_improvement; NaN below MIN_BOOTSTRAP_N per side
-    prob_high: float
+    prob_high: float  # or at complete separation (P = 0 or 1), where every resample gives the same
+    pooled: bool = False  # the t-test used a variance pooled over many configurations (few seeds)
 
 
 def rank_min_p(n_a: int, n_b: int, paired: bool) -> float:
@@ -382,13 +391,44 @@ def _quantile_sorted(p: np.ndarray, q: float) -> float:
     return float(p[lo]) + (float(p[hi]) - float(p[lo])) * (pos - lo)
 
 
-def compare(a: ArrayLike, b: ArrayLike, paired: bool = False, confidence: float = 0.95) -> Difference:
+# Up to this many ways to split two samples, the Mann-Whitney p is exact (every split enumerated, ties
+# included): 20 at 3 + 3 seeds, where the normal approximation gives 0.064 for a p that cannot go below 0.1.
+EXACT_SPLITS = 20_000
+
+
+def mann_whitney_p(x: ArrayLike, y: ArrayLike) -> float:
+    """Two-sided Mann-Whitney U p: exact by enumerating all splits when there are at most EXACT_SPLITS,
+    else scipy's default (exact without ties at small n, the normal approximation otherwise)."""
+    x, y = _sample(x, "a"), _sample(y, "b")
+    if math.comb(x.size + y.size, x.size) <= EXACT_SPLITS:
+        method = stats.PermutationMethod(n_resamples=np.inf)
+        return float(stats.mannwhitneyu(x, y, alternative="two-sided", method=method).pvalue)
+    return float(stats.mannwhitneyu(x, y, alternative="two-sided").pvalue)
+
+
+def pooled_variance(groups: Sequence[ArrayLike]) -> tuple[float, int]:
+    """The within-group variance pooled over groups of 2+ values, and its degrees of freedom (sum of n - 1)."""
+    num, df = [], 0
+    for g in groups:
+        x = [float(v) for v in _sample(g)]
+        if len(x) >= 2:
+            mean = math.fsum(x) / len(x)
+            num.append(math.fsum((v - mean) ** 2 for v in x))
+            df += len(x) - 1
+    return (math.fsum(num) / df if df else math.nan), df
+
+
+def compare(a: ArrayLike, b: ArrayLike, paired: bool = False, confidence: float = 0.95,
+            pooled: tuple[float, int] | None = None) -> Difference:
     """Compare configurations a and b (differences a - b).
 
     paired=False (runs share no randomness): Welch's t-test and its CI, Mann-Whitney U. paired=True (common
     random numbers, aligned by seed index): the paired t-test and Wilcoxon's signed-rank test. t results
     are NaN for fewer than 2 values per side or zero spread; rank p-values NaN where scipy cannot compute
-    them or all differences are zero.
+    them or all differences are zero. ``pooled`` = (variance, df) from `pooled_variance` over many
+    configurations replaces each pair's own variances (unpaired only): a t-test on that variance and df, for
+    few seeds, where Welch's df from two groups of 3 leaves the test without power and a group with no
+    spread makes it overconfident.
     """
     _check_unit("confidence", confidence)
     x, y = _sample(a, "a"), _sample(b, "b")
@@ -410,6 +450,14 @@ def compare(a: ArrayLike, b: ArrayLike, paired: bool = False, confidence: float 
                     r_p = float(stats.wilcoxon(x, y).pvalue)
                 except ValueError:
                     pass
+        elif not paired and pooled is not None and pooled[1] >= 1 and min(x.size, y.size) >= 1:
+            se2 = pooled[0] * (1.0 / x.size + 1.0 / y.size)
+            if se2 > 0:
+                half = _t_crit(confidence, pooled[1]) * math.sqrt(se2)
+                ci_low, ci_high = mean_diff - half, mean_diff + half
+                t_p = float(2.0 * stats.t.sf(abs(mean_diff) / math.sqrt(se2), pooled[1]))
+            if np.any(x != y[0]) or np.any(y != y[0]):
+                r_p = mann_whitney_p(x, y)
         elif not paired and min(x.size, y.size) >= 2:
             va, vb = _mean_sd(list(map(float, x)))[1] ** 2, _mean_sd(list(map(float, y)))[1] ** 2
             se2 = va / x.size + vb / y.size
@@ -419,11 +467,37 @@ def compare(a: ArrayLike, b: ArrayLike, paired: bool = False, confidence: float 
                 ci_low, ci_high = mean_diff - half, mean_diff + half
                 t_p = float(2.0 * stats.t.sf(abs(mean_diff) / math.sqrt(se2), df))
             if np.any(x != y[0]) or np.any(y != y[0]):
-                r_p = float(stats.mannwhitneyu(x, y, alternative="two-sided").pvalue)
+                r_p = mann_whitney_p(x, y)
     r_p = r_p if math.isfinite(r_p) else nan
-    lo, hi = prob_improvement_ci(x, y, confidence)
+    prob = prob_improvement(x, y)
+    # at complete separation every resample separates too: the percentile interval is the point itself
+    lo, hi = prob_improvement_ci(x, y, confidence) if 0.0 < prob < 1.0 else (nan, nan)
     return Difference(paired, int(x.size), int(y.size), mean_diff, ci_low, ci_high, t_p, r_p,
-                      rank_min_p(int(x.size), int(y.size), paired), prob_improvement(x, y), lo, hi)
+                      rank_min_p(int(x.size), int(y.size), paired), prob, lo, hi,
+                      pooled is not None and not paired)
+
+
+def mcb_intervals(
+    means: Sequence[float], ns: Sequence[int], variance: float, df: int, confidence: float = 0.95,
+) -> list[tuple[float, float]]:
+    """Hsu's multiple comparisons with the best (higher is better): for each configuration, a simultaneous
+    interval for its mean minus the best mean of the others, constrained to contain 0 at one end
+    ([min(0, .), max(0, .)]). A configuration whose upper end is above 0 may be the best; one whose lower end
+    is 0 is the best. `variance` with `df` degrees of freedom is common to all (pooled); the critical value
+    is the one-sided t at (1 - confidence) / (k - 1), Bonferroni's bound on Dunnett's (conservative, and
+    computed without the Monte Carlo integration Dunnett's needs, so the same on every machine)."""
+    _check_unit("confidence", confidence)
+    k = len(means)
+    if k < 2 or len(ns) != k or df < 1 or not variance >= 0:
+        raise ValueError("MCB needs at least two configurations, one n each, a variance >= 0 and df >= 1.")
+    d = float(stats.t.ppf(1.0 - (1.0 - confidence) / (k - 1), df))
+    out = []
+    for i in range(k):
+        gaps = [(means[i] - means[j], d * math.sqrt(variance * (1.0 / ns[i] + 1.0 / ns[j]))) for j in range(k) if j != i]
+        upper = min(g + h for g, h in gaps)
+        lower = min(g - h for g, h in gaps)
+        out.append((min(0.0, lower), max(0.0, upper)))
+    return out
 
 
 def holm(pvalues: ArrayLike) -> np.ndarray:
@@ -539,8 +613,9 @@ def binomial_se(accuracy: float, n_images: int) -> float:
 
 
 # ----------------------------------------------------------------------------------------------
-# Aggregates over many configurations (Agarwal et al. 2021, "Deep RL at the edge of the statistical
-# precipice", the definitions the rliable package implements)
+# Aggregates over tasks (Agarwal et al. 2021, "Deep RL at the edge of the statistical precipice", the
+# definitions the rliable package implements). A report does not aggregate over the configurations of one
+# study: configurations are not tasks. These are kept for aggregates across datasets or studies.
 # ----------------------------------------------------------------------------------------------
 
 
@@ -621,6 +696,38 @@ class Effect:
     ci_high: float
     t_pvalue: float
     df: int
+    holm_p: float = math.nan  # set by the caller: Holm over its family of terms, on the scale it tests
+
+
+def to_scale(value: float, scale: str) -> float:
+    """A value on an interval scale ("linear", "logit" for fractions, "log" for positive values)."""
+    return _to_scale(float(value), scale)
+
+
+def simple_effects(
+    cells: dict[tuple[int, ...], ArrayLike], factors: Sequence[str], factor: str, within: str,
+    confidence: float = 0.95,
+) -> list[Effect]:
+    """The effect of `factor` (high - low) at each level of `within` (0 then 1), averaged over the other
+    factors of a full 2^k factorial, with the pooled within-cell variance: what a main effect hides when the
+    two interact. Each Effect's term is (factor, within) and its position in the list is the level."""
+    _check_unit("confidence", confidence)
+    i, j = factors.index(factor), factors.index(within)
+    samples = {c: [float(v) for v in _sample(cells[c], "cell values")] for c in cells}
+    df = sum(len(v) - 1 for v in samples.values())
+    if df < 1:
+        raise ValueError("simple effects need at least one cell with 2 or more runs.")
+    pooled = math.fsum((v - m) ** 2 for vals in samples.values() for m in [math.fsum(vals) / len(vals)] for v in vals) / df
+    t = _t_crit(confidence, df)
+    out = []
+    for level in (0, 1):
+        part = [c for c in samples if c[j] == level]
+        scale = 2.0 / len(part)
+        est = scale * math.fsum((1 if c[i] else -1) * math.fsum(samples[c]) / len(samples[c]) for c in part)
+        se = math.sqrt(pooled * math.fsum(1.0 / len(samples[c]) for c in part)) * scale
+        p = float(2.0 * stats.t.sf(abs(est) / se, df)) if se > 0 else math.nan
+        out.append(Effect((factor, within), est, se, est - t * se, est + t * se, p, df))
+    return out
 
 
 def factorial_effects(

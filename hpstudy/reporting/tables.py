@@ -42,6 +42,8 @@ def _interval_text(metric: Metric, cell: Cell) -> str:
     """'[lo, hi]' of a cell's CI in display units, or 'n/a' with fewer than 2 seeds."""
     if not cell.has_interval:
         return "n/a"
+    if cell.summary.std == 0:
+        return f"(all {cell.n} seeds equal)"  # a zero-width interval would claim a certainty no test gives
     return f"[{_num(metric, cell.summary.ci_low)}, {_num(metric, cell.summary.ci_high)}]"
 
 
@@ -218,7 +220,8 @@ def _tex_caption(a: Analysis, pivot: str | None) -> str:
     title = a.study.meta.get("title", a.study.name)
     text = (f"{tex_escape(title)}: re-run over {seeds} seeds per configuration. ")
     if pivot:
-        text += (f"Mean {tex_escape(m.label.replace(' (%)', ''))} (\\%) over seeds by {tex_escape(FACTOR_LABELS.get(pivot, pivot))}; "
+        text += (f"Mean {tex_escape(m.label.replace(' (%)', ''))} (\\%) over seeds by {tex_escape(FACTOR_LABELS.get(pivot, pivot))}, "
+                 "with the standard deviation over seeds in parentheses; "
                  "95\\% intervals and every other metric are in table.csv. ")
     else:
         text += ("Mean over seeds and 95\\% confidence interval of the mean (logit scale for accuracies, so that it "
@@ -287,6 +290,8 @@ def to_latex(a: Analysis) -> str:
                               and pivot in x.trial.values and x.trial.values[pivot] == v), None)
                 cell = match.cells[m.column] if match is not None else None
                 text = "--" if cell is None or cell.summary is None else _num(m, cell.summary.mean)
+                if cell is not None and cell.has_interval:  # the spread over seeds, so no mean stands alone
+                    text += rf"\,{{\scriptsize({m.scale(cell.summary.std):.{DECIMALS[m.kind]}f})}}"
                 if match is not None and match.trial.trial_id in a.significant_best:
                     text = rf"\textbf{{{text}}}"
                 cells.append(text)
