@@ -130,7 +130,7 @@ def load_runs(study: Study, results: str | os.PathLike, seeds: Sequence[int] | N
     """
     directory = store.study_dir(results, study.name)
     if checked:
-        runs = store.read_runs(directory, study.name, list(COLUMNS)) if directory.is_dir() else pd.DataFrame()
+        runs = store.read_runs(directory, study.name, list(COLUMNS))  # empty when none; a link loop says so
     else:
         runs = store.read_columns(directory, list(COLUMNS))
     how = f"hpstudy run {study.meta.get('base_name', study.name)}{study.meta.get('variant_args', '')} --results {results}"
