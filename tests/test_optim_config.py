@@ -64,7 +64,7 @@ def test_library_optimizers_and_their_arguments_are_factors(tmp_path):
     ('optimizer = "keras:rmsprob"', "", "training.optimizer = 'keras:rmsprob' is invalid; expected an optimizer, one of"),
     ('optimizer = "optax:not_an_optimizer"', "", "expected an optimizer, one of"),
     ('optimizer = "keras:rmsprop"\noptimizer_args = { rhoo = 0.9 }', "",
-     "takes no argument 'rhoo'; its arguments are: centered, clipnorm"),
+     "takes no argument 'rhoo'; did you mean 'rho'?; its arguments are: centered, clipnorm"),
     ('optimizer = "keras:sgd"\noptimizer_args = { clipnorm = 1.0, clipvalue = 0.5 }', "", "takes only one of clipnorm"),
     ('optimizer = "keras:sgd"\nmomentum = 0.9', "", "give it as optimizer_args.momentum"),
     ('optimizer = "adam"\noptimizer_args = { eps = 1e-7 }', "", "takes no optimizer_args"),
