@@ -251,5 +251,10 @@ def _build_error(static) -> str | None:
 
 
 def build_error(config) -> str | None:
-    """Why a configuration's optimizer cannot be built (bad argument values the library rejects), or None."""
-    return _build_error(dataclasses.replace(config, learning_rate=0.0, dropout=0.0))
+    """Why a configuration's optimizer cannot be built (bad argument values the library rejects), or None.
+    Checked once per distinct optimizer setting (the model, data and learning rate do not enter)."""
+    if is_plain(config):
+        return None
+    fields = ("optimizer", "optimizer_args", "momentum", "schedule", "schedule_args", "max_norm", "clip_grad_norm",
+              "clip_grad_value")
+    return _build_error(type(config)(**{f: getattr(config, f) for f in fields}))
