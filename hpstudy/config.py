@@ -89,9 +89,9 @@ class RunConfig:
     #
     # -- optimizer, schedule, regularisation --
     # A library optimizer's keyword arguments ("keras:rmsprop", "torch:sgd", "optax:adamw", ...) as sorted
-    # (name, value) pairs, a learning-rate schedule (from the traced learning rate as its initial rate) with its arguments,
-    # Keras' kernel_regularizer L2, Keras' MaxNorm kernel constraint, and torch's gradient clipping
-    # (hpstudy/optimizers.py, hpstudy/schedules.py, docs/studies.md).
+    # (name, value) pairs, a learning-rate schedule (the traced learning rate its initial rate) and its
+    # arguments, Keras' kernel_regularizer L2, Keras' MaxNorm kernel constraint, and torch's gradient
+    # clipping (hpstudy/optimizers.py, hpstudy/schedules.py, docs/studies.md).
     optimizer_args: tuple = late(())
     schedule: str = late("constant")
     schedule_args: tuple = late(())
