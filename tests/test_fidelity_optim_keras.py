@@ -53,14 +53,14 @@ def run_keras(initial: list, optimizer, kernel_regularizer=None, kernel_constrai
     return after
 
 
-def check(cfg, optimizer, **layer_args) -> tuple[list, list[list]]:
+def check(cfg, optimizer, tolerance=TOLERANCE, **layer_args) -> tuple[list, list[list]]:
     """hpstudy's `cfg` and Keras' `optimizer` agree after every epoch; returns (initial, Keras' trajectory)."""
     initial, ours = run_hpstudy(cfg)
     reference = run_keras(initial, optimizer, **layer_args)
     assert relative_difference(initial, reference[-1]) > 1e-3, "the reference hardly trained"
     rel = trajectory_difference(ours, reference)
     print(f"{cfg.optimizer} {dict(cfg.optimizer_args)} {cfg.schedule}: max relative difference {rel:.3e}")
-    assert rel < TOLERANCE
+    assert rel < tolerance
     return initial, reference
 
 
@@ -155,8 +155,12 @@ def test_keras_schedule_matches_keras(case):
     weight decay also uses the scheduled rate)."""
     name, args, schedule = SCHEDULES[case]
     lr = LR * 16
+    # Keras' CosineDecay turns its Python-float initial rate into a float32 tensor and computes the cosine
+    # in float32 even under floatx float64 (checked: its values carry float32 rounding, about 1e-8
+    # relative), so the float64 comparison of the cosine cases is bounded by float32 rounding instead.
+    tolerance = 1e-6 if name == "keras:cosine_decay" else TOLERANCE
     check(config("keras", "keras:sgd", lr, {"momentum": 0.5}, schedule=name, schedule_args=args),
-          lambda: O.SGD(schedule(lr), momentum=0.5))
+          lambda: O.SGD(schedule(lr), momentum=0.5), tolerance)
     if case == "exponential":
         check(config("keras", "keras:adamw", lr / 64, {"weight_decay": 0.5}, schedule=name, schedule_args=args),
               lambda: O.AdamW(schedule(lr / 64), weight_decay=0.5))

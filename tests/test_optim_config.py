@@ -64,7 +64,7 @@ def test_library_optimizers_and_their_arguments_are_factors(tmp_path):
     ('optimizer = "keras:rmsprob"', "", "training.optimizer = 'keras:rmsprob' is invalid; expected an optimizer, one of"),
     ('optimizer = "optax:not_an_optimizer"', "", "expected an optimizer, one of"),
     ('optimizer = "keras:rmsprop"\noptimizer_args = { rhoo = 0.9 }', "",
-     "takes no argument 'rhoo'; its arguments are: centered, clipnorm"),
+     "takes no argument 'rhoo'; did you mean 'rho'?; its arguments are: centered, clipnorm"),
     ('optimizer = "keras:sgd"\noptimizer_args = { clipnorm = 1.0, clipvalue = 0.5 }', "", "takes only one of clipnorm"),
     ('optimizer = "keras:sgd"\nmomentum = 0.9', "", "give it as optimizer_args.momentum"),
     ('optimizer = "adam"\noptimizer_args = { eps = 1e-7 }', "", "takes no optimizer_args"),
@@ -139,3 +139,13 @@ def test_engine_tells_the_schedule_the_epoch():
         moved[name] = float(jnp.max(jnp.abs(state.params["Dense_0"]["kernel"] - first["Dense_0"]["kernel"])))
     assert moved["stepped"] == 0.0
     assert moved["constant"] > 1e-4
+
+
+def test_keras_adam_is_adam_keras_in_float32():
+    """'keras:adam' at its defaults takes the same float32 steps, bit for bit, as 'adam_keras' (Keras 3 casts
+    the betas to float32 as TF Keras did); they differ only in float64 fidelity tests."""
+    params = {"w": jnp.linspace(-1.0, 1.0, 7, dtype=jnp.float32)}
+    grads = {"w": jnp.cos(jnp.arange(7.0, dtype=jnp.float32)) * 1e-3}
+    ours = _steps(optimizer_for(RunConfig(optimizer="keras:adam"), jnp.float32(0.001)), params, grads, n=20)
+    theirs = _steps(optimizer_for(RunConfig(optimizer="adam_keras"), jnp.float32(0.001)), params, grads, n=20)
+    np.testing.assert_array_equal(ours["w"], theirs["w"])

@@ -13,6 +13,7 @@ Keras' Adam (epsilon added outside the bias correction) and scikit-learn's SGD m
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import inspect
 from typing import Callable, NamedTuple
@@ -171,7 +172,9 @@ def check_arguments(what: str, name: str, signature: inspect.Signature, args: di
     known = sorted(params)
     for key in args:
         if key not in params:
-            return f"{what} {name!r} takes no argument {key!r}; its arguments are: {', '.join(known) or 'none'}"
+            near = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            return f"{what} {name!r} takes no argument {key!r}{hint}; its arguments are: {', '.join(known) or 'none'}"
     missing = [k for k, p in params.items() if p.default is p.empty and p.kind is not p.VAR_POSITIONAL and k not in args]
     if missing:
         return f"{what} {name!r} needs the argument(s) {', '.join(missing)}"
@@ -248,5 +251,10 @@ def _build_error(static) -> str | None:
 
 
 def build_error(config) -> str | None:
-    """Why a configuration's optimizer cannot be built (bad argument values the library rejects), or None."""
-    return _build_error(dataclasses.replace(config, learning_rate=0.0, dropout=0.0))
+    """Why a configuration's optimizer cannot be built (bad argument values the library rejects), or None.
+    Checked once per distinct optimizer setting (the model, data and learning rate do not enter)."""
+    if is_plain(config):
+        return None
+    fields = ("optimizer", "optimizer_args", "momentum", "schedule", "schedule_args", "max_norm", "clip_grad_norm",
+              "clip_grad_value")
+    return _build_error(type(config)(**{f: getattr(config, f) for f in fields}))
