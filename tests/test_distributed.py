@@ -100,7 +100,7 @@ def test_cluster_gives_the_bits_of_one_local_worker(write_study, tmp_path):
         assert dict(zip(runs["run_id"], runs["param_sha256"])) == local
         # every worker ran one thread on one core, loaded the dataset at most once, and trained its parts
         assert set(cluster.client.run(lambda: len(os.sched_getaffinity(0))).values()) == {1}
-        loads = cluster.client.run(lambda: __import__("hpstudy.training.distributed").distributed.DATA_LOADS[0])
+        loads = cluster.client.run(lambda: __import__("hpstudy.training.distributed").training.distributed.DATA_LOADS[0])
         assert len(parallel.plan_parts(study.runs(range(3)), 2, 1)) == 4  # more tasks than workers ...
         assert all(n <= 1 for n in loads.values()) and sum(loads.values()) >= 1  # ... yet one load per worker
         # resumable as a local run: nothing left to do, nothing written
