@@ -8,11 +8,15 @@ only jax and numpy are installed:  python tests/fixed_order_child.py PATH/TO/fix
 import hashlib
 import importlib.util
 import json
+import os
 import sys
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+if os.environ.get("FIXED_ORDER_ALL_CORES") and hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, range(os.cpu_count() or 1))  # before JAX sizes its thread pool
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 
 spec = importlib.util.spec_from_file_location("fixed_order", sys.argv[1])
 fo = importlib.util.module_from_spec(spec)

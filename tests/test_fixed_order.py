@@ -1,7 +1,8 @@
 """Fixed-order products and sums (hpstudy/fixed_order.py): the same bits whatever XLA:CPU's kernels.
 
 Each setting below makes XLA:CPU choose other kernels or another vector width on this machine: YNNPACK
-fusions and oneDNN's sgemm (XLA's defaults, which dispatch by CPU), Eigen's own kernel, 256-bit vectors.
+fusions and oneDNN's sgemm (XLA's defaults, which dispatch by CPU), Eigen's own kernel, 256-bit vectors,
+and a thread pool of every core instead of one pinned core.
 A plain XLA dot gives other bits under them (so the comparison can fail); the fixed-order versions must
 not. On an AVX-512 host this covers AVX2 against AVX-512 code; aarch64 was checked by hand under qemu
 (docs/reproducibility.md).
@@ -23,13 +24,15 @@ CHILD = Path(__file__).with_name("fixed_order_child.py")
 YNN_OFF = "--xla_cpu_experimental_ynn_fusion_type="
 SETTINGS = {
     "xla_defaults": ("", {}),
+    "xla_defaults_all_cores": ("", {"FIXED_ORDER_ALL_CORES": "1"}),  # XLA's thread pool of every core
     "ynn_off_avx512": (YNN_OFF, {}),
     "portable": (f"{YNN_OFF} --xla_cpu_max_isa=AVX2", {"TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL": "false"}),
 }
 
 
 def hashes(flags: str, extra: dict) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("XLA_FLAGS", "TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL", "FIXED_ORDER_ALL_CORES")}
     env.update(extra, XLA_FLAGS=flags)
     proc = subprocess.run([sys.executable, str(CHILD), fixed_order.__file__], capture_output=True, text=True,
                           env=env, timeout=900)
