@@ -19,7 +19,7 @@ chooses an order by CPU, and no reduction is vectorised or split by XLA's own ru
   XLA dot or reduction; `add_bias` does the same for bias gradients (a fixed-order sum over the batch).
 - `sum(x, axis)` and `logsumexp`: the same block scheme, for mean losses, accuracy counts, softmax.
 Measured: the same bits under XLA's defaults (YNNPACK, oneDNN, 512-bit code), with YNNPACK off, under
-portable settings, with one core or a thread pool of two, and on aarch64 under qemu; about 1.25x the
+portable settings, with one core or a thread pool of two, and on aarch64 under qemu; 1.1-1.25x the
 time of portable numerics' Eigen dots. Not used by training yet. FMA matters: CPUs without FMA would
 give other bits.
 """
