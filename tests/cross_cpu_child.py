@@ -1,15 +1,26 @@
 """Train a small study in a fresh process and print every stored value that training determines, as JSON.
 
 Run by tests/test_cross_cpu.py natively and under qemu-user emulating another CPU:
-    python tests/cross_cpu_child.py MODE STUDY.toml RESULTS [synthetic|mnist]
+    python tests/cross_cpu_child.py MODE STUDY.toml RESULTS [synthetic|mnist] [SETTINGS]
+SETTINGS, for probing candidate settings by hand (docs/reproducibility.md, issue 19): a JSON list
+[[XLA flags...], {environment variables}] applied instead of MODE's settings (MODE must be "native", whose
+settings are then left as given); the runs are recorded as native.
 """
 
 import json
+import os
 import sys
 
 from hpstudy.training import numerics
 
 mode, study_path, results, data = sys.argv[1:5]
+if len(sys.argv) > 5:
+    assert mode == "native", "explicit settings replace native mode's"
+    flags, extra = json.loads(sys.argv[5])
+    os.environ["XLA_FLAGS"] = " ".join([*flags, *numerics.COMMON_XLA_FLAGS])
+    os.environ.update(extra)
+    numerics._applied["mode"] = mode  # run_study's numerics.apply("native") then keeps these settings
+    assert numerics.pin_one_core()
 # Before anything starts JAX, as in every training process; the CPU floor check is part of what is tested.
 assert numerics.prepare_process(mode), "JAX started before the numerics settings could be applied"
 

@@ -10,7 +10,8 @@ Two things make XLA:CPU's results depend on the machine rather than on the progr
   2. oneDNN's sgemm, which Eigen uses for the remaining dots, dispatches by CPU:
      TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL=false makes Eigen use its own portable kernel;
   3. XLA's generated code vectorises for the widest registers it may use, and the width changes the
-     order of its sums: `--xla_cpu_max_isa=AVX2` fixes it at 256 bits.
+     order of its sums: `--xla_cpu_max_isa=AVX2` fixes it at 256 bits (re-checked on an Emerald Rapids
+     Xeon: without it the parameters matched, but a stored train_loss was 1 ulp off).
   Removing any one of the three changes the bits on an AVX-512 machine. Under all three, a run's
   parameters and every stored metric are equal on any x86-64 CPU with AVX2 and FMA (x86-64-v3), which
   is the floor: below it (no FMA) XLA's code would round differently, so portable mode refuses to run.

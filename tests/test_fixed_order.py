@@ -1,0 +1,89 @@
+"""Fixed-order products and sums (hpstudy/fixed_order.py): the same bits whatever XLA:CPU's kernels.
+
+Each setting below makes XLA:CPU choose other kernels or another vector width on this machine: YNNPACK
+fusions and oneDNN's sgemm (XLA's defaults, which dispatch by CPU), Eigen's own kernel, 256-bit vectors,
+and a thread pool of every core instead of one pinned core.
+A plain XLA dot gives other bits under them (so the comparison can fail); the fixed-order versions must
+not. On an AVX-512 host this covers AVX2 against AVX-512 code; aarch64 was checked by hand under qemu
+(docs/reproducibility.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hpstudy import fixed_order, numerics
+
+CHILD = Path(__file__).with_name("fixed_order_child.py")
+YNN_OFF = "--xla_cpu_experimental_ynn_fusion_type="
+SETTINGS = {
+    "xla_defaults": ("", {}),
+    "xla_defaults_all_cores": ("", {"FIXED_ORDER_ALL_CORES": "1"}),  # XLA's thread pool of every core
+    "ynn_off_avx512": (YNN_OFF, {}),
+    "portable": (f"{YNN_OFF} --xla_cpu_max_isa=AVX2", {"TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL": "false"}),
+}
+
+
+def hashes(flags: str, extra: dict) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("XLA_FLAGS", "TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL", "FIXED_ORDER_ALL_CORES")}
+    env.update(extra, XLA_FLAGS=flags)
+    proc = subprocess.run([sys.executable, str(CHILD), fixed_order.__file__], capture_output=True, text=True,
+                          env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_fixed_order_same_bits_under_every_kernel_choice():
+    got = {name: hashes(*s) for name, s in SETTINGS.items()}
+    for key in got["portable"]:
+        if key != "plain_dot":
+            assert len({got[name][key] for name in got}) == 1, (key, got)
+    if numerics.cpu_features().get("AVX512F"):  # there the plain dot's kernels differ between the settings
+        assert len({got[name]["plain_dot"] for name in got}) > 1, got
+
+
+def test_fixed_order_matches_its_documented_order():
+    """dot: within blocks of BLOCK, a chain of multiply-adds; then the blocks' sums in order (NumPy, with
+    each multiply-add rounded once, as an FMA does: the float32 product is exact in float64). The first
+    add of a block has two products; LLVM fuses the first one: fma(x0, w0, round(x1 * w1))."""
+    import jax
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((5, 40), dtype=np.float32)
+    w = rng.standard_normal((40, 3), dtype=np.float32)
+    b = fixed_order.BLOCK
+    partial = []
+    def fma(a, c, d):
+        return (a.astype(np.float64) * c + d).astype(np.float32)
+
+    for start in range(0, 40, b):
+        acc = fma(x[:, start, None], w[start], (x[:, start + 1, None] * w[start + 1]).astype(np.float32))
+        for k in range(start + 2, start + b):
+            acc = fma(x[:, k, None], w[k], acc)
+        partial.append(acc)
+    expected = partial[0]
+    for p in partial[1:]:
+        expected = expected + p
+    got = np.asarray(jax.jit(fixed_order.dot)(x, w))
+    assert np.array_equal(got, expected), np.abs(got - expected).max()
+    s = rng.standard_normal((19,), dtype=np.float32)
+    blocks = []
+    padded = np.concatenate([s, np.zeros(24 - 19, np.float32)])
+    for start in range(0, 24, b):
+        acc = padded[start]
+        for k in range(start + 1, start + b):
+            acc = np.float32(acc + padded[k])
+        blocks.append(acc)
+    total = blocks[0]
+    for v in blocks[1:]:
+        total = np.float32(total + v)
+    assert np.asarray(jax.jit(fixed_order.sum)(s)) == total
