@@ -1,4 +1,4 @@
-"""The fixed-order dot (hpstudy/fixed_order.py) against XLA's dot, on the products of a training step.
+"""The fixed-order dot (hpstudy/training/fixed_order.py) against XLA's dot, on the products of a training step.
 
     python benchmarks/fixed_order_dot.py [--repeats 200]
 
@@ -28,10 +28,10 @@ NETWORKS = {"grid b32 (width 2)": ((784, 128, 128, 10), 32, 2), "784-30-10 b10 (
 
 CHILD = r"""
 import json, sys, time
-from hpstudy import numerics
+from hpstudy.training import numerics
 assert numerics.prepare_process(sys.argv[1])
 import jax, jax.numpy as jnp, numpy as np
-from hpstudy import fixed_order as fo
+from hpstudy.training import fixed_order as fo
 networks, repeats = json.loads(sys.argv[2]), int(sys.argv[3])
 rng = np.random.default_rng(0)
 out = {}

@@ -47,11 +47,11 @@ import json, os, sys, time
 flags, env = json.loads(sys.argv[1])
 os.environ["XLA_FLAGS"] = " ".join(flags + ["--xla_gpu_deterministic_ops=true"])
 os.environ.update(env)
-from hpstudy import numerics
+from hpstudy.training import numerics
 assert numerics.pin_one_core()
 sys.path.insert(0, sys.argv[4])
 import _common as C
-from hpstudy import engine
+from hpstudy.training import engine
 from hpstudy.runs import RunSpec
 runs, data_dir = int(sys.argv[2]), sys.argv[3] or None
 dataset = C.load_mnist(data_dir)

@@ -37,12 +37,12 @@ flags, env, n_train, data_dir, here = json.loads(sys.argv[1])
 dump = tempfile.mkdtemp(prefix="hpstudy-profile-")
 os.environ["XLA_FLAGS"] = " ".join(flags + [f"--xla_dump_to={dump}", "--xla_dump_hlo_as_text"])
 os.environ.update(env)
-from hpstudy import numerics
+from hpstudy.training import numerics
 assert numerics.pin_one_core()
 sys.path.insert(0, here)
 import jax
 import _common as C
-from hpstudy import engine
+from hpstudy.training import engine
 from hpstudy.runs import RunSpec
 
 def shapes(text):

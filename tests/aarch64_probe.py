@@ -1,7 +1,7 @@
 """Same bits on x86 and aarch64? Hashes of plain and fixed-order ops and of 20 training steps, as JSON
 (two lines). A probe run by hand (docs/reproducibility.md, "The same bits on ARM"), natively and under
-qemu-aarch64, with hpstudy/fixed_order.py's path as its argument; needs only jax and numpy.
-    python tests/aarch64_probe.py hpstudy/fixed_order.py"""
+qemu-aarch64, with hpstudy/training/fixed_order.py's path as its argument; needs only jax and numpy.
+    python tests/aarch64_probe.py hpstudy/training/fixed_order.py"""
 import hashlib, importlib.util, json, os, sys
 import numpy as np
 import jax, jax.numpy as jnp

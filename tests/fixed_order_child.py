@@ -1,7 +1,7 @@
 """Print hashes of fixed-order products, sums and a few SGD steps, and of a plain XLA dot, as JSON.
 
 Run by tests/test_fixed_order.py in fresh processes under different XLA settings (and, by hand, under
-qemu-aarch64: docs/reproducibility.md). Imports hpstudy/fixed_order.py by path, so that it also runs where
+qemu-aarch64: docs/reproducibility.md). Imports hpstudy/training/fixed_order.py by path, so that it also runs where
 only jax and numpy are installed:  python tests/fixed_order_child.py PATH/TO/fixed_order.py
 """
 

@@ -1,4 +1,4 @@
-"""Fixed-order products and sums (hpstudy/fixed_order.py): the same bits whatever XLA:CPU's kernels.
+"""Fixed-order products and sums (hpstudy/training/fixed_order.py): the same bits whatever XLA:CPU's kernels.
 
 Each setting below makes XLA:CPU choose other kernels or another vector width on this machine: YNNPACK
 fusions and oneDNN's sgemm (XLA's defaults, which dispatch by CPU), Eigen's own kernel, 256-bit vectors,
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from hpstudy import fixed_order, numerics
+from hpstudy.training import fixed_order, numerics
 
 CHILD = Path(__file__).with_name("fixed_order_child.py")
 YNN_OFF = "--xla_cpu_experimental_ynn_fusion_type="
