@@ -45,9 +45,16 @@ class Workload:
         from hpstudy.config import RunConfig
 
         return RunConfig(
-            flavour=self.flavour, hidden=self.hidden, activation=self.activation, dropout=self.dropout,
-            init=self.init, loss=self.loss, optimizer=self.optimizer, learning_rate=self.learning_rate,
-            batch_size=self.batch_size, epochs=epochs,
+            flavour=self.flavour,
+            hidden=self.hidden,
+            activation=self.activation,
+            dropout=self.dropout,
+            init=self.init,
+            loss=self.loss,
+            optimizer=self.optimizer,
+            learning_rate=self.learning_rate,
+            batch_size=self.batch_size,
+            epochs=epochs,
         )
 
     @property
@@ -72,8 +79,16 @@ class Workload:
 GRID32 = Workload("grid 784-128-128-10 relu dropout keras-adam b32", (128, 128), 32)
 GRID64 = Workload("grid 784-128-128-10 relu dropout keras-adam b64", (128, 128), 64)
 SMALL10 = Workload(
-    "small 784-30-10 sigmoid sgd b10", (30,), 10, activation="sigmoid", dropout=0.0, optimizer="sgd",
-    learning_rate=3.0, flavour="nielsen", init="nielsen", loss="sigmoid_quadratic",
+    "small 784-30-10 sigmoid sgd b10",
+    (30,),
+    10,
+    activation="sigmoid",
+    dropout=0.0,
+    optimizer="sgd",
+    learning_rate=3.0,
+    flavour="nielsen",
+    init="nielsen",
+    loss="sigmoid_quadratic",
 )
 
 
@@ -226,7 +241,9 @@ def hpstudy_pool_warmup(workload: Workload, pool) -> None:
     pool.run([engine.RunSpec(config, 1_000_000 + i) for i in range(width * pool.workers)], lambda results: None)
 
 
-def hpstudy_pool_rate(workload: Workload, pool, n_runs: int, repeats: int, n_train: int, n_val: int, seed0: int = 0) -> dict:
+def hpstudy_pool_rate(
+    workload: Workload, pool, n_runs: int, repeats: int, n_train: int, n_val: int, seed0: int = 0
+) -> dict:
     """Model-steps/s of n_runs one-epoch runs through hpstudy's worker pool: the path `hpstudy run` takes
     (single-core processes, each training whole fixed-width chunks: init, the epoch's scan, validation,
     final metrics, parameter hashes), compile excluded (see hpstudy_pool_warmup), results passed back."""
@@ -241,7 +258,7 @@ def hpstudy_pool_rate(workload: Workload, pool, n_runs: int, repeats: int, n_tra
     for _ in range(repeats):
         got: dict = {}
         start = time.perf_counter()
-        pool.run(specs, lambda results: got.update({r.spec.run_id: r.param_sha256 for r in results}))
+        pool.run(specs, lambda results: got.update({r.spec.run_id: r.param_sha256 for r in results}))  # noqa: B023 - called within this iteration
         dt = time.perf_counter() - start
         seconds.append(dt)
         rates.append(steps / dt)

@@ -53,7 +53,9 @@ def main() -> int:
     if args.data_dir:
         args.data_dir = str(Path(args.data_dir).resolve())
     with tempfile.TemporaryDirectory() as tmp:
-        archive = subprocess.run(["git", "archive", args.rev, "hpstudy"], cwd=ROOT, capture_output=True, check=True).stdout
+        archive = subprocess.run(
+            ["git", "archive", args.rev, "hpstudy"], cwd=ROOT, capture_output=True, check=True
+        ).stdout
         subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
         sides = {f"{args.rev}": tmp, "working tree": str(ROOT)}
         samples: dict[str, list[dict]] = {k: [] for k in sides}
@@ -63,18 +65,26 @@ def main() -> int:
             for label, path in sides.items():
                 proc = subprocess.run(
                     [sys.executable, "-c", CHILD, str(args.runs), str(args.batch), args.data_dir],
-                    capture_output=True, text=True, env={**env0, "PYTHONPATH": path}, cwd=tmp,
+                    capture_output=True,
+                    text=True,
+                    env={**env0, "PYTHONPATH": path},
+                    cwd=tmp,
                 )
                 if proc.returncode != 0:
                     raise SystemExit(f"{label} failed:\n{proc.stderr[-3000:]}")
                 r = json.loads(proc.stdout.strip().splitlines()[-1])
                 samples[label].append(r)
-                print(f"{label:>14}: {r['rate']:7.0f} model-steps/s, compile {r['compile_seconds']:.1f} s, "
-                      f"width {r['width']}, hash {r['hash'][:12]}, load {r['load']:.2f}", flush=True)
+                print(
+                    f"{label:>14}: {r['rate']:7.0f} model-steps/s, compile {r['compile_seconds']:.1f} s, "
+                    f"width {r['width']}, hash {r['hash'][:12]}, load {r['load']:.2f}",
+                    flush=True,
+                )
     med = {k: statistics.median(s["rate"] for s in v) for k, v in samples.items()}
     a, b = med[args.rev], med["working tree"]
-    print(f"median: {args.rev} {a:.0f}, working tree {b:.0f} model-steps/s: x{b / a:.2f}; "
-          f"same bits: {samples[args.rev][0]['hash'] == samples['working tree'][0]['hash']}")
+    print(
+        f"median: {args.rev} {a:.0f}, working tree {b:.0f} model-steps/s: x{b / a:.2f}; "
+        f"same bits: {samples[args.rev][0]['hash'] == samples['working tree'][0]['hash']}"
+    )
     return 0
 
 

@@ -36,8 +36,8 @@ def rate_at(workload: C.Workload, device, width: int, epochs: int) -> dict:
     """Compile seconds and model-steps/s of `width` runs of `workload` trained together."""
     import jax.numpy as jnp
 
-    from hpstudy.training import engine
     from hpstudy.runs import RunSpec
+    from hpstudy.training import engine
 
     program, compile_s = C.hpstudy_compile(workload, device, width)
     config = workload.config(epochs=epochs + 1)
@@ -51,8 +51,12 @@ def rate_at(workload: C.Workload, device, width: int, epochs: int) -> dict:
     metrics.train_loss.block_until_ready()
     seconds = time.perf_counter() - start
     steps = -(-int(device.x_train.shape[0]) // workload.batch_size) * epochs * width
-    return {"width": width, "compile_seconds": round(compile_s, 2), "seconds": round(seconds, 3),
-            "model_steps_per_s": round(steps / seconds, 1)}
+    return {
+        "width": width,
+        "compile_seconds": round(compile_s, 2),
+        "seconds": round(seconds, 3),
+        "model_steps_per_s": round(steps / seconds, 1),
+    }
 
 
 def main() -> int:
@@ -76,9 +80,15 @@ def main() -> int:
     backend = jax.default_backend()
     device = engine.device_data(hdata.synthetic(n_train=args.n_train, n_test=2000))
     print(f"backend {backend} ({jax.devices()[0].device_kind}), {args.n_train} training images", flush=True)
-    result = {"what": "model-steps/s of one chunk program per width (synthetic data, after one untimed epoch)",
-              "backend": backend, "device_kind": jax.devices()[0].device_kind, "machine": C.machine(),
-              "n_train": args.n_train, "epochs": args.epochs, "workloads": {}}
+    result = {
+        "what": "model-steps/s of one chunk program per width (synthetic data, after one untimed epoch)",
+        "backend": backend,
+        "device_kind": jax.devices()[0].device_kind,
+        "machine": C.machine(),
+        "n_train": args.n_train,
+        "epochs": args.epochs,
+        "workloads": {},
+    }
     for name in args.workloads.split(","):
         workload = WORKLOADS[name]
         rows = [rate_at(workload, device, w, args.epochs) for w in widths]
@@ -89,8 +99,11 @@ def main() -> int:
         rule = engine.chunk_width(workload.config().static(), backend)
         print(f"\n{workload.name}:")
         for r in rows:
-            print(f"  width {r['width']:4d}: compile {r['compile_seconds']:6.1f} s, "
-                  f"{C.fmt_rate(r['model_steps_per_s'])} model-steps/s ({r['share_of_best']:.0%} of best)", flush=True)
+            print(
+                f"  width {r['width']:4d}: compile {r['compile_seconds']:6.1f} s, "
+                f"{C.fmt_rate(r['model_steps_per_s'])} model-steps/s ({r['share_of_best']:.0%} of best)",
+                flush=True,
+            )
         print(f"  smallest width within 10% of the best: {chosen}; the rule picks {rule} on {backend}")
         result["workloads"][workload.name] = {"by_width": rows, "smallest_within_10pct": chosen, "rule_width": rule}
     C.write_json(Path(args.out), result)

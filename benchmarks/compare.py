@@ -66,7 +66,10 @@ def run_hpstudy(workload: C.Workload, dataset, device, runs: list[int], repeats:
     n_train, n_val = int(device.x_train.shape[0]), int(device.x_val.shape[0])
     with C.hpstudy_pool(dataset) as pool:
         out["workers"] = pool.workers
-        print(f"hpstudy {workload.name}: width {program.width}, compile {compile_s:.1f} s, {pool.workers} workers", flush=True)
+        print(
+            f"hpstudy {workload.name}: width {program.width}, compile {compile_s:.1f} s, {pool.workers} workers",
+            flush=True,
+        )
         C.hpstudy_pool_warmup(workload, pool)
         for n in runs:
             out["by_runs"][str(n)] = C.hpstudy_pool_rate(workload, pool, n, repeats, n_train, n_val)
@@ -77,7 +80,10 @@ def run_hpstudy(workload: C.Workload, dataset, device, runs: list[int], repeats:
 def print_rate(n: int, r: dict) -> None:
     """One line per measurement."""
     s = r["model_steps_per_s"]
-    print(f"  {n} runs: {C.fmt_rate(s['median'])} model-steps/s (best {C.fmt_rate(s['best'])}, worst {C.fmt_rate(s['worst'])})", flush=True)
+    print(
+        f"  {n} runs: {C.fmt_rate(s['median'])} model-steps/s (best {C.fmt_rate(s['best'])}, worst {C.fmt_rate(s['worst'])})",
+        flush=True,
+    )
 
 
 # ----------------------------------------------------------------------------------------------- PyTorch
@@ -99,9 +105,22 @@ def run_torch(workload: C.Workload, data_dir: str, order, repeats: int, cores: i
         np.save(path, order)
         for threads in sorted({cores, 1}, reverse=True):
             proc = subprocess.run(
-                [sys.executable, str(HERE / "torch_peer.py"), "--data-dir", data_dir, "--batch", str(workload.batch_size),
-                 "--order", str(path), "--threads", str(threads), "--repeats", str(repeats)],
-                capture_output=True, text=True,
+                [
+                    sys.executable,
+                    str(HERE / "torch_peer.py"),
+                    "--data-dir",
+                    data_dir,
+                    "--batch",
+                    str(workload.batch_size),
+                    "--order",
+                    str(path),
+                    "--threads",
+                    str(threads),
+                    "--repeats",
+                    str(repeats),
+                ],
+                capture_output=True,
+                text=True,
             )
             if proc.returncode != 0:
                 return {"skipped": f"the PyTorch peer failed: {proc.stderr[-1500:]}"}
@@ -109,8 +128,13 @@ def run_torch(workload: C.Workload, data_dir: str, order, repeats: int, cores: i
             r["model_steps_per_s"] = C.summary(r.pop("rates"))
             out["by_threads"][str(threads)] = r
     best = max(out["by_threads"].values(), key=lambda r: r["model_steps_per_s"]["median"])
-    out.update(version=best["version"], threads=best["threads"], steps=best["steps"], adam=best["adam"],
-               model_steps_per_s=best["model_steps_per_s"])
+    out.update(
+        version=best["version"],
+        threads=best["threads"],
+        steps=best["steps"],
+        adam=best["adam"],
+        model_steps_per_s=best["model_steps_per_s"],
+    )
     return out
 
 
@@ -126,22 +150,30 @@ def keras_python(arg: str | None) -> tuple[str | None, str]:
     except ImportError:
         pass
     failures = []
-    for candidate, where in ((arg, "--keras-python"), (os.environ.get("HPSTUDY_KERAS_PYTHON"), "$HPSTUDY_KERAS_PYTHON")):
+    for candidate, where in (
+        (arg, "--keras-python"),
+        (os.environ.get("HPSTUDY_KERAS_PYTHON"), "$HPSTUDY_KERAS_PYTHON"),
+    ):
         if candidate and Path(candidate).exists():
             probe = subprocess.run([candidate, "-c", "import tensorflow, keras"], capture_output=True, text=True)
             if probe.returncode == 0:
                 return candidate, where
-            failures.append(f"{where}={candidate} cannot import tensorflow and keras: {C.strip_ansi(probe.stderr).strip()[-300:]}")
+            failures.append(
+                f"{where}={candidate} cannot import tensorflow and keras: {C.strip_ansi(probe.stderr).strip()[-300:]}"
+            )
         elif candidate:
             failures.append(f"{where}={candidate} does not exist")
     return None, "TensorFlow is not importable here, and no interpreter with it was given (--keras-python)" + (
-        "; " + "; ".join(failures) if failures else "")
+        "; " + "; ".join(failures) if failures else ""
+    )
 
 
 def run_keras_peer(python: str, args: list[str], cores: str | None = None) -> dict:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     cmd = [python, str(HERE / "keras_peer.py"), *args]
-    proc = subprocess.run(["taskset", "-c", cores, *cmd] if cores is not None else cmd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        ["taskset", "-c", cores, *cmd] if cores is not None else cmd, capture_output=True, text=True, env=env
+    )
     if proc.returncode != 0:
         return {"skipped": f"the Keras peer failed: {C.strip_ansi(proc.stderr)[-1500:]}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -153,8 +185,22 @@ def run_keras(python: str, data_dir: str, workload: C.Workload, order, n_train: 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "order.npy"
         np.save(path, order)
-        out = run_keras_peer(python, ["rate", "--data-dir", data_dir, "--batch", str(workload.batch_size),
-                                      "--order", str(path), "--n-train", str(n_train), "--repeats", str(repeats)])
+        out = run_keras_peer(
+            python,
+            [
+                "rate",
+                "--data-dir",
+                data_dir,
+                "--batch",
+                str(workload.batch_size),
+                "--order",
+                str(path),
+                "--n-train",
+                str(n_train),
+                "--repeats",
+                str(repeats),
+            ],
+        )
     for mode in out.get("modes", {}).values():
         mode["model_steps_per_s"] = C.summary(mode.pop("rates"))
     return out
@@ -173,13 +219,26 @@ def _pinned(cmd: list[str], cores: str | None) -> list[str]:
     return ["taskset", "-c", cores, *cmd] if cores is not None else cmd
 
 
-def _hpstudy_grid(data_dir: str, seeds: int, cores: str | None, workers: int | None, results: Path, cache: Path) -> dict:
+def _hpstudy_grid(
+    data_dir: str, seeds: int, cores: str | None, workers: int | None, results: Path, cache: Path
+) -> dict:
     """Wall seconds and runs of `hpstudy run` of the grid study into a fresh results folder."""
     import pandas as pd
 
     study = C.ROOT / "studies" / "naragundkar2024_grid.toml"
-    cmd = [sys.executable, "-m", "hpstudy.cli", "run", str(study), "--seeds", str(seeds),
-           "--results", str(results), "--data-dir", data_dir]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hpstudy.cli",
+        "run",
+        str(study),
+        "--seeds",
+        str(seeds),
+        "--results",
+        str(results),
+        "--data-dir",
+        data_dir,
+    ]
     if workers is not None:
         cmd += ["--workers", str(workers)]
     env = {**os.environ, "HPSTUDY_CACHE_DIR": str(cache)}
@@ -189,8 +248,12 @@ def _hpstudy_grid(data_dir: str, seeds: int, cores: str | None, workers: int | N
     if proc.returncode != 0:
         raise RuntimeError(f"hpstudy run failed:\n{C.strip_ansi(proc.stderr)[-3000:]}")
     runs = pd.concat([pd.read_parquet(p) for p in (results / "naragundkar2024_grid").glob("part-*.parquet")])
-    return {"wall_seconds": seconds, "runs": len(runs), "epochs_run_mean": float(runs["epochs_run"].mean()),
-            "hashes": dict(zip(runs["run_id"], runs["param_sha256"]))}
+    return {
+        "wall_seconds": seconds,
+        "runs": len(runs),
+        "epochs_run_mean": float(runs["epochs_run"].mean()),
+        "hashes": dict(zip(runs["run_id"], runs["param_sha256"])),
+    }
 
 
 def end_to_end(data_dir: str, keras_py: str | None, seeds: int, rounds: int = 2) -> dict:
@@ -209,13 +272,21 @@ def end_to_end(data_dir: str, keras_py: str | None, seeds: int, rounds: int = 2)
                 h = _hpstudy_grid(data_dir, seeds, cores, workers, Path(tmp) / f"r-{label}-{round_}", cache)
                 block["hpstudy"].append({k: v for k, v in h.items() if k != "hashes"})
                 block.setdefault("hashes", h["hashes"])
-                block["same_bits_every_round"] = block.get("same_bits_every_round", True) and h["hashes"] == block["hashes"]
-                print(f"end to end, {label}, round {round_ + 1}: hpstudy {h['wall_seconds']:.1f} s for {h['runs']} runs", flush=True)
+                block["same_bits_every_round"] = (
+                    block.get("same_bits_every_round", True) and h["hashes"] == block["hashes"]
+                )
+                print(
+                    f"end to end, {label}, round {round_ + 1}: hpstudy {h['wall_seconds']:.1f} s for {h['runs']} runs",
+                    flush=True,
+                )
                 if keras_py:
                     k = run_keras_peer(keras_py, ["grid", "--data-dir", data_dir], cores)
                     block["keras"].append({"measured": True, **k})
-                    print(f"end to end, {label}, round {round_ + 1}: Keras {k.get('seconds_all', float('nan')):.1f} s "
-                          "for the 8 configurations once", flush=True)
+                    print(
+                        f"end to end, {label}, round {round_ + 1}: Keras {k.get('seconds_all', float('nan')):.1f} s "
+                        "for the 8 configurations once",
+                        flush=True,
+                    )
             block.pop("hashes")
             hp = sorted(r["wall_seconds"] for r in block["hpstudy"])
             hp_runs = block["hpstudy"][0]["runs"]
@@ -226,13 +297,18 @@ def end_to_end(data_dir: str, keras_py: str | None, seeds: int, rounds: int = 2)
                 # ESTIMATE where TensorFlow is not available: the notes' measured Keras fit rate (batch 32) for
                 # every step the 8 configurations take at 5 epochs; labelled as such wherever it is printed.
                 steps = sum(4 * 5 * -(-C.N_TRAIN // b) for b in (32, 64))
-                block["keras_estimate"] = {"ESTIMATE": True, "steps": steps,
-                                           "basis": "notes' Keras fit rate 540-640 steps/s (batch 32), 5 epochs each"}
+                block["keras_estimate"] = {
+                    "ESTIMATE": True,
+                    "steps": steps,
+                    "basis": "notes' Keras fit rate 540-640 steps/s (batch 32), 5 epochs each",
+                }
                 block["keras_seconds_median"] = steps / (sum(NOTES_KERAS_RATE) / 2)
             block["hpstudy_seconds_median"] = hp[len(hp) // 2]
             block["hpstudy_seconds_per_run"] = block["hpstudy_seconds_median"] / hp_runs
             block["keras_seconds_per_run"] = block["keras_seconds_median"] / 8
-            block["per_run_ratio_hpstudy_over_keras"] = block["hpstudy_seconds_per_run"] / block["keras_seconds_per_run"]
+            block["per_run_ratio_hpstudy_over_keras"] = (
+                block["hpstudy_seconds_per_run"] / block["keras_seconds_per_run"]
+            )
             block["study_ratio_hpstudy_over_keras"] = block["hpstudy_seconds_median"] / block["keras_seconds_median"]
             out["settings"][label] = block
     return out
@@ -277,16 +353,25 @@ def pct(x: float, peak: float) -> str:
 
 def end_to_end_lines(e2e: dict) -> list[str]:
     """The end-to-end comparison as Markdown lines."""
-    lines = ["", f"## End to end: the grid study, {e2e['seeds']} seeds, against Keras running it once", "",
-             f"Same sitting, same cores, alternating hpstudy and Keras, {e2e['rounds']} round(s) (medians; hpstudy's "
-             "first round compiles, later rounds load the compiled programs):", ""]
-    lines += ["| cores | hpstudy, all runs | Keras, 8 configurations once | per run: hpstudy / Keras | whole study / Keras once |",
-              "|---|---:|---:|---:|---:|"]
+    lines = [
+        "",
+        f"## End to end: the grid study, {e2e['seeds']} seeds, against Keras running it once",
+        "",
+        f"Same sitting, same cores, alternating hpstudy and Keras, {e2e['rounds']} round(s) (medians; hpstudy's "
+        "first round compiles, later rounds load the compiled programs):",
+        "",
+    ]
+    lines += [
+        "| cores | hpstudy, all runs | Keras, 8 configurations once | per run: hpstudy / Keras | whole study / Keras once |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for label, b in e2e["settings"].items():
         estimate = " (ESTIMATE: no TensorFlow)" if "keras_estimate" in b else ""
-        lines.append(f"| {label} | {b['hpstudy_seconds_median']:.1f} s ({b['hpstudy'][0]['runs']} runs) | "
-                     f"{b['keras_seconds_median']:.1f} s{estimate} | {b['per_run_ratio_hpstudy_over_keras']:.2f} | "
-                     f"{b['study_ratio_hpstudy_over_keras']:.2f} |")
+        lines.append(
+            f"| {label} | {b['hpstudy_seconds_median']:.1f} s ({b['hpstudy'][0]['runs']} runs) | "
+            f"{b['keras_seconds_median']:.1f} s{estimate} | {b['per_run_ratio_hpstudy_over_keras']:.2f} | "
+            f"{b['study_ratio_hpstudy_over_keras']:.2f} |"
+        )
     return lines
 
 
@@ -305,7 +390,11 @@ def markdown(res: dict) -> str:
         "(the machine is shared: other processes were running; medians and the spread show it).",
         f"- Software: jax {res['environment']['packages'].get('jax')}, jaxlib {res['environment']['packages'].get('jaxlib')}"
         + (f", PyTorch {res['peers'].get('torch_version')}" if res["peers"].get("torch_version") else "")
-        + (f", TensorFlow {res['peers'].get('keras_tf_version')} / Keras {res['peers'].get('keras_version')} ({res['peers'].get('keras_python')})" if res["peers"].get("keras_version") else "")
+        + (
+            f", TensorFlow {res['peers'].get('keras_tf_version')} / Keras {res['peers'].get('keras_version')} ({res['peers'].get('keras_python')})"
+            if res["peers"].get("keras_version")
+            else ""
+        )
         + ".",
         f"- GPU: {m['gpu']}.",
         f"- Workload: 784-128-128-10 ReLU MLP, dropout 0.2, Adam lr 1e-3, softmax cross-entropy; one epoch of "
@@ -320,7 +409,11 @@ def markdown(res: dict) -> str:
     for batch, rows in res["table"].items():
         lines += [f"## Batch {batch}", ""]
         peers = [p for p in ("PyTorch", "Keras", "Keras jit") if any(r["impl"] == p for r in rows)]
-        head = "| implementation | runs | model-steps/s median (best-worst) | spread | samples/s | GFLOP/s | % of FP32 peak | " + " | ".join(f"x {p}" for p in peers) + " |"
+        head = (
+            "| implementation | runs | model-steps/s median (best-worst) | spread | samples/s | GFLOP/s | % of FP32 peak | "
+            + " | ".join(f"x {p}" for p in peers)
+            + " |"
+        )
         lines += [head, "|" + "---|" * (7 + len(peers))]
         for r in rows:
             ratios = " | ".join(f"{r['ratios'][p]:.2f}" if r["ratios"].get(p) else "-" for p in peers)
@@ -339,11 +432,17 @@ def markdown(res: dict) -> str:
     if eng.exists():
         e = json.loads(eng.read_text())
         lines += ["", "## Engine benchmark (`benchmarks/engine.py`)", ""]
-        for key, w in e.get("workloads", {}).items():
-            parts = [f"{n} runs: {C.fmt_rate(r['model_steps_per_s']['median'])} ({C.fmt_rate(r['model_steps_per_s']['best'])}-"
-                     f"{C.fmt_rate(r['model_steps_per_s']['worst'])})" for n, r in w["by_runs"].items()]
-            lines.append(f"- {w['workload']}, chunk width {w['chunk_width']}, compile {w['compile_seconds']:.1f} s: "
-                         + "; ".join(parts) + " model-steps/s (median (best-worst)).")
+        for w in e.get("workloads", {}).values():
+            parts = [
+                f"{n} runs: {C.fmt_rate(r['model_steps_per_s']['median'])} ({C.fmt_rate(r['model_steps_per_s']['best'])}-"
+                f"{C.fmt_rate(r['model_steps_per_s']['worst'])})"
+                for n, r in w["by_runs"].items()
+            ]
+            lines.append(
+                f"- {w['workload']}, chunk width {w['chunk_width']}, compile {w['compile_seconds']:.1f} s: "
+                + "; ".join(parts)
+                + " model-steps/s (median (best-worst))."
+            )
         pc = e.get("persistent_cache")
         if pc:
             lines.append(
@@ -353,15 +452,21 @@ def markdown(res: dict) -> str:
                 f"to the same parameter hashes: {'OK' if pc['ok'] else 'FAILED'}."
             )
         lines.append(f"- Measured {e.get('machine', {}).get('load_average')} load average at its start.")
-    lines += ["", "## How to reproduce", "", "```",
-              "python -m venv .venv && .venv/bin/pip install -e '.[test,bench]'   # bench: PyTorch (CPU)",
-              "export HPSTUDY_DATA_DIR=../shared/data/mnist                      # or --data-dir DIR",
-              ".venv/bin/python benchmarks/engine.py --cache-check   # -> benchmarks/engine.json",
-              ".venv/bin/python benchmarks/compare.py                # -> benchmarks/results.json, results.md",
-              ".venv/bin/python benchmarks/compare.py --end-to-end   # + the grid study end to end (several minutes)",
-              "# Keras needs TensorFlow: it is used from this interpreter if importable, else from",
-              "# --keras-python PY (or $HPSTUDY_KERAS_PYTHON).",
-              "```", ""]
+    lines += [
+        "",
+        "## How to reproduce",
+        "",
+        "```",
+        "python -m venv .venv && .venv/bin/pip install -e '.[test,bench]'   # bench: PyTorch (CPU)",
+        "export HPSTUDY_DATA_DIR=../shared/data/mnist                      # or --data-dir DIR",
+        ".venv/bin/python benchmarks/engine.py --cache-check   # -> benchmarks/engine.json",
+        ".venv/bin/python benchmarks/compare.py                # -> benchmarks/results.json, results.md",
+        ".venv/bin/python benchmarks/compare.py --end-to-end   # + the grid study end to end (several minutes)",
+        "# Keras needs TensorFlow: it is used from this interpreter if importable, else from",
+        "# --keras-python PY (or $HPSTUDY_KERAS_PYTHON).",
+        "```",
+        "",
+    ]
     lines += ["Raw numbers, every sample and the machine description: `benchmarks/results.json`.", ""]
     return "\n".join(lines)
 
@@ -373,16 +478,32 @@ def build_table(res: dict) -> dict:
         rows = []
         for n, r in block["hpstudy"]["by_runs"].items():
             s = r["model_steps_per_s"]
-            rows.append({"impl": f"hpstudy ({r['workers']} single-core workers, chunk width {r['chunk_width']})", "runs": int(n), "median": s["median"], "best": s["best"],
-                         "worst": s["worst"], "spread_pct": s["spread_pct"], "gflops": r["gflops_median"]})
+            rows.append(
+                {
+                    "impl": f"hpstudy ({r['workers']} single-core workers, chunk width {r['chunk_width']})",
+                    "runs": int(n),
+                    "median": s["median"],
+                    "best": s["best"],
+                    "worst": s["worst"],
+                    "spread_pct": s["spread_pct"],
+                    "gflops": r["gflops_median"],
+                }
+            )
         flop_step = wl.batch_size * wl.train_flop_per_sample()
         eval_flop = 10000 * wl.eval_flop_per_sample()
 
         def peer_row(name: str, summary: dict, steps: int) -> dict:
             seconds_med = steps / summary["median"]
-            gflops = (steps * flop_step + eval_flop) / seconds_med / 1e9
-            return {"impl": name, "runs": 1, "median": summary["median"], "best": summary["best"], "worst": summary["worst"],
-                    "spread_pct": summary["spread_pct"], "gflops": gflops}
+            gflops = (steps * flop_step + eval_flop) / seconds_med / 1e9  # noqa: B023 - called within this iteration
+            return {
+                "impl": name,
+                "runs": 1,
+                "median": summary["median"],
+                "best": summary["best"],
+                "worst": summary["worst"],
+                "spread_pct": summary["spread_pct"],
+                "gflops": gflops,
+            }
 
         t = block.get("torch", {})
         if "model_steps_per_s" in t:
@@ -400,14 +521,22 @@ def build_table(res: dict) -> dict:
                 rows.append(peer_row(name, k["modes"][mode]["model_steps_per_s"], k["steps"]))
         medians = {r["impl"]: r["median"] for r in rows}
         for r in rows:
-            r["ratios"] = {p: r["median"] / medians[p] for p in ("PyTorch", "Keras", "Keras jit") if p in medians and p != r["impl"]}
+            r["ratios"] = {
+                p: r["median"] / medians[p]
+                for p in ("PyTorch", "Keras", "Keras jit")
+                if p in medians and p != r["impl"]
+            }
         table[batch] = rows
     return table
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=os.environ.get("HPSTUDY_DATA_DIR"), help="MNIST folder (else $HPSTUDY_DATA_DIR, then the cache)")
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get("HPSTUDY_DATA_DIR"),
+        help="MNIST folder (else $HPSTUDY_DATA_DIR, then the cache)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--runs", default="1,8,40", help="hpstudy runs per measurement (default 1,8,40)")
     parser.add_argument("--batches", default="32,64")
@@ -418,8 +547,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--end-to-end", action="store_true", help="also time the whole grid study (minutes)")
     parser.add_argument("--e2e-seeds", type=int, default=10)
     parser.add_argument("--e2e-rounds", type=int, default=2, help="alternating rounds of the end-to-end comparison")
-    parser.add_argument("--end-to-end-only", action="store_true",
-                        help="only the end-to-end comparison, written to benchmarks/end_to_end.json")
+    parser.add_argument(
+        "--end-to-end-only",
+        action="store_true",
+        help="only the end-to-end comparison, written to benchmarks/end_to_end.json",
+    )
     parser.add_argument("--render", action="store_true", help="only re-write results.md from an existing results.json")
     parser.add_argument("--out", default=str(HERE / "results.json"))
     parser.add_argument("--md", default=str(HERE / "results.md"))
@@ -437,9 +569,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.end_to_end_only:
         keras_py, keras_where = keras_python(args.keras_python)
         print(f"Keras: {keras_py or keras_where}", flush=True)
-        res = {"when": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": C.machine(), "environment": C.env_summary(),
-               "keras_python": keras_py or keras_where, "notes": [],
-               "end_to_end": end_to_end(data_dir, keras_py, args.e2e_seeds, args.e2e_rounds)}
+        res = {
+            "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "machine": C.machine(),
+            "environment": C.env_summary(),
+            "keras_python": keras_py or keras_where,
+            "notes": [],
+            "end_to_end": end_to_end(data_dir, keras_py, args.e2e_seeds, args.e2e_rounds),
+        }
         res["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
         C.write_json(HERE / "end_to_end.json", res)
         print("\n".join(end_to_end_lines(res["end_to_end"])))
@@ -455,8 +592,15 @@ def main(argv: list[str] | None = None) -> int:
     keras_py, keras_where = (None, "--no-keras") if args.no_keras else keras_python(args.keras_python)
     res: dict = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "machine": mach, "environment": C.env_summary(), "quick": args.quick, "repeats": args.repeats,
-        "train_images": n_train, "load_average_start": mach["load_average"], "batches": {}, "peers": {}, "notes": [],
+        "machine": mach,
+        "environment": C.env_summary(),
+        "quick": args.quick,
+        "repeats": args.repeats,
+        "train_images": n_train,
+        "load_average_start": mach["load_average"],
+        "batches": {},
+        "peers": {},
+        "notes": [],
     }
     if keras_py is None:
         res["notes"].append(f"Keras skipped: {keras_where}.")
@@ -475,15 +619,25 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 res["peers"]["torch_version"] = block["torch"]["version"]
                 for th, r in block["torch"]["by_threads"].items():
-                    print(f"PyTorch b{batch}, {th} thread(s): {C.fmt_rate(r['model_steps_per_s']['median'])} model-steps/s", flush=True)
+                    print(
+                        f"PyTorch b{batch}, {th} thread(s): {C.fmt_rate(r['model_steps_per_s']['median'])} model-steps/s",
+                        flush=True,
+                    )
         if keras_py:
             block["keras"] = run_keras(keras_py, data_dir, wl, order, n_train if args.quick else 0, args.repeats)
             if "skipped" in block["keras"]:
                 res["notes"].append(f"Keras failed: {block['keras']['skipped']}")
             else:
-                res["peers"].update(keras_version=block["keras"]["keras"], keras_tf_version=block["keras"]["tensorflow"], keras_python=keras_py)
+                res["peers"].update(
+                    keras_version=block["keras"]["keras"],
+                    keras_tf_version=block["keras"]["tensorflow"],
+                    keras_python=keras_py,
+                )
                 for mode, m in block["keras"]["modes"].items():
-                    print(f"Keras ({mode}) b{batch}: {C.fmt_rate(m['model_steps_per_s']['median'])} model-steps/s", flush=True)
+                    print(
+                        f"Keras ({mode}) b{batch}: {C.fmt_rate(m['model_steps_per_s']['median'])} model-steps/s",
+                        flush=True,
+                    )
         res["batches"][str(batch)] = block
     res["notes"] += [
         "hpstudy with 1 run still computes a whole chunk (the width is chosen from shapes only, never from the "

@@ -38,11 +38,19 @@ TARGET_SMALL = 50000.0
 def bench_workload(workload: C.Workload, dataset, device, runs: list[int], repeats: int, workers: int | None) -> dict:
     """Compile time in this process, then model-steps/s through a pool of single-core worker processes."""
     program, compile_s = C.hpstudy_compile(workload, device)
-    out = {"workload": workload.name, "chunk_width": program.width, "compile_seconds": round(compile_s, 2), "by_runs": {}}
+    out = {
+        "workload": workload.name,
+        "chunk_width": program.width,
+        "compile_seconds": round(compile_s, 2),
+        "by_runs": {},
+    }
     n_train, n_val = int(device.x_train.shape[0]), int(device.x_val.shape[0])
     with C.hpstudy_pool(dataset, workers) as pool:
         out["workers"] = pool.workers
-        print(f"\n{workload.name}: chunk width {program.width}, compile {compile_s:.1f} s, {pool.workers} worker process(es)", flush=True)
+        print(
+            f"\n{workload.name}: chunk width {program.width}, compile {compile_s:.1f} s, {pool.workers} worker process(es)",
+            flush=True,
+        )
         C.hpstudy_pool_warmup(workload, pool)
         for n in runs:
             r = C.hpstudy_pool_rate(workload, pool, n, repeats, n_train, n_val)
@@ -97,7 +105,10 @@ def cache_check(data_dir: str | None) -> dict:
             start = time.perf_counter()
             proc = subprocess.run(
                 [sys.executable, "-c", CACHE_CHILD, tmp, data_dir or "", str(Path(__file__).resolve().parent)],
-                capture_output=True, text=True, env=env, cwd=C.ROOT,
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=C.ROOT,
             )
             if proc.returncode != 0:
                 raise RuntimeError(f"cache check ({label}) failed:\n{proc.stderr[-3000:]}")
@@ -106,7 +117,12 @@ def cache_check(data_dir: str | None) -> dict:
             runs.append(result)
         files = sum(1 for _ in Path(tmp).rglob("*") if _.is_file())
     cold, warm = runs
-    ok = warm["misses"] == 0 and warm["hits"] >= 3 and cold["hashes"] == warm["hashes"] and cold["test_loss"] == warm["test_loss"]
+    ok = (
+        warm["misses"] == 0
+        and warm["hits"] >= 3
+        and cold["hashes"] == warm["hashes"]
+        and cold["test_loss"] == warm["test_loss"]
+    )
     print(
         f"\npersistent cache: cold process compiled {cold['misses']} programs in {cold['compile_seconds']:.1f} s "
         f"({cold['misses']} misses); warm process: {warm['misses']} compiles (cache misses), {warm['hits']} cache hits, "
@@ -119,13 +135,21 @@ def cache_check(data_dir: str | None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=os.environ.get("HPSTUDY_DATA_DIR"), help="MNIST folder (else $HPSTUDY_DATA_DIR, then the cache)")
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get("HPSTUDY_DATA_DIR"),
+        help="MNIST folder (else $HPSTUDY_DATA_DIR, then the cache)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (default 3)")
     parser.add_argument("--runs", default="1,8,40", help="numbers of runs of the grid workload (default 1,8,40)")
-    parser.add_argument("--quick", action="store_true", help="train on the first 12,000 images only (a fifth of an epoch)")
+    parser.add_argument(
+        "--quick", action="store_true", help="train on the first 12,000 images only (a fifth of an epoch)"
+    )
     parser.add_argument("--no-small", action="store_true", help="skip the 784-30-10 small-network workload")
     parser.add_argument("--workers", type=int, help="training processes, one core each (default: one per usable core)")
-    parser.add_argument("--cache-check", action="store_true", help="also verify the persistent compilation cache in two fresh processes")
+    parser.add_argument(
+        "--cache-check", action="store_true", help="also verify the persistent compilation cache in two fresh processes"
+    )
     parser.add_argument("--out", default=str(OUT), help=f"JSON output (default {OUT.relative_to(C.ROOT)})")
     args = parser.parse_args(argv)
 
@@ -149,19 +173,24 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_small:
         width = engine.chunk_width(C.SMALL10.config())
         result["workloads"]["small_b10"] = bench_workload(
-            C.SMALL10, dataset, device, [2 * width, 8 * width], args.repeats, args.workers)
+            C.SMALL10, dataset, device, [2 * width, 8 * width], args.repeats, args.workers
+        )
     if args.cache_check:
         result["persistent_cache"] = cache_check(args.data_dir)
 
     g40 = result["workloads"]["grid_b32"]["by_runs"].get("40")
     if g40:
         med = g40["model_steps_per_s"]["median"]
-        print(f"\ngrid b32, 40 runs: {C.fmt_rate(med)} model-steps/s median (target >= {C.fmt_rate(TARGET_40)}: "
-              f"{'met' if med >= TARGET_40 else 'NOT met'}); {100 * g40['gflops_median'] / mach['fp32_peak_gflops']:.0f}% of FP32 peak")
+        print(
+            f"\ngrid b32, 40 runs: {C.fmt_rate(med)} model-steps/s median (target >= {C.fmt_rate(TARGET_40)}: "
+            f"{'met' if med >= TARGET_40 else 'NOT met'}); {100 * g40['gflops_median'] / mach['fp32_peak_gflops']:.0f}% of FP32 peak"
+        )
         result["target_40_runs"] = {"target": TARGET_40, "median": med, "met": med >= TARGET_40}
     if "small_b10" in result["workloads"]:
         best = max(r["model_steps_per_s"]["median"] for r in result["workloads"]["small_b10"]["by_runs"].values())
-        print(f"small 784-30-10 b10: {C.fmt_rate(best)} model-steps/s median (issue-4 target >= {C.fmt_rate(TARGET_SMALL)})")
+        print(
+            f"small 784-30-10 b10: {C.fmt_rate(best)} model-steps/s median (issue-4 target >= {C.fmt_rate(TARGET_SMALL)})"
+        )
         result["target_small"] = {"target": TARGET_SMALL, "median": best, "met": best >= TARGET_SMALL}
     result["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     C.write_json(Path(args.out), result)

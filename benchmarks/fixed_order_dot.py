@@ -70,8 +70,12 @@ def main() -> int:
     results, loads = {}, {}
     for mode in ("portable", "native"):
         loads[mode] = os.getloadavg()[0]
-        proc = subprocess.run([sys.executable, "-c", CHILD, mode, json.dumps(NETWORKS), str(args.repeats)],
-                              capture_output=True, text=True, env=env)
+        proc = subprocess.run(
+            [sys.executable, "-c", CHILD, mode, json.dumps(NETWORKS), str(args.repeats)],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         if proc.returncode != 0:
             raise SystemExit(f"{mode} failed:\n{proc.stderr[-3000:]}")
         results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -81,11 +85,17 @@ def main() -> int:
         tot = {"p": 0.0, "n": 0.0, "f": 0.0}
         for p, n in zip(results["portable"][name], results["native"][name]):
             label = f"L{p['layer']} {p['product']}"
-            tot["p"] += p["dot_us"]; tot["n"] += n["dot_us"]; tot["f"] += p["fixed_us"]
-            print(f"  {label:24} {p['dot_us']:12.1f} {n['dot_us']:10.1f} {p['fixed_us']:8.1f}   "
-                  f"{p['fixed_us'] / p['dot_us']:14.2f} {p['fixed_us'] / n['dot_us']:12.2f}")
-        print(f"  {'all products of a step':24} {tot['p']:12.1f} {tot['n']:10.1f} {tot['f']:8.1f}   "
-              f"{tot['f'] / tot['p']:14.2f} {tot['f'] / tot['n']:12.2f}")
+            tot["p"] += p["dot_us"]
+            tot["n"] += n["dot_us"]
+            tot["f"] += p["fixed_us"]
+            print(
+                f"  {label:24} {p['dot_us']:12.1f} {n['dot_us']:10.1f} {p['fixed_us']:8.1f}   "
+                f"{p['fixed_us'] / p['dot_us']:14.2f} {p['fixed_us'] / n['dot_us']:12.2f}"
+            )
+        print(
+            f"  {'all products of a step':24} {tot['p']:12.1f} {tot['n']:10.1f} {tot['f']:8.1f}   "
+            f"{tot['f'] / tot['p']:14.2f} {tot['f'] / tot['n']:12.2f}"
+        )
     C.write_json(OUT, {"machine": C.machine(), "repeats": args.repeats, "load_average_1min": loads, "results": results})
     print(f"written to {OUT}")
     return 0

@@ -64,8 +64,8 @@ def build(keras, lr: float, dropout: float, jit):
 
 
 def rate(args) -> dict:
-    import tensorflow as tf
     import keras
+    import tensorflow as tf
 
     xtr, ytr, xte, yte = load(args.data_dir)
     if args.n_train:
@@ -73,14 +73,28 @@ def rate(args) -> dict:
     order = np.load(args.order) if args.order else np.arange(len(xtr))
     x, y = xtr[order], ytr[order]
     steps = -(-len(x) // args.batch)
-    out = {"tensorflow": tf.__version__, "keras": keras.__version__, "threads": {
-        "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-        "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}, "steps": steps, "modes": {}}
+    out = {
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "threads": {
+            "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+        },
+        "steps": steps,
+        "modes": {},
+    }
     for label, jit in (("default", "auto"), ("jit_compile", True)):
         model = build(keras, 1e-3, 0.2, jit)
         start = time.perf_counter()
-        model.fit(x[: 20 * args.batch + 7], y[: 20 * args.batch + 7], batch_size=args.batch, epochs=1, shuffle=False,
-                  validation_data=(xte, yte), verbose=0)  # traces train/test functions, partial batch included
+        model.fit(
+            x[: 20 * args.batch + 7],
+            y[: 20 * args.batch + 7],
+            batch_size=args.batch,
+            epochs=1,
+            shuffle=False,
+            validation_data=(xte, yte),
+            verbose=0,
+        )  # traces train/test functions, partial batch included
         warm = time.perf_counter() - start
         seconds = []
         for _ in range(args.repeats):
@@ -92,8 +106,8 @@ def rate(args) -> dict:
 
 
 def grid(args) -> dict:
-    import tensorflow as tf
     import keras
+    import tensorflow as tf
 
     xtr, ytr, xte, yte = load(args.data_dir)
     configs = [(lr, b, d) for lr in (0.001, 0.01) for b in (32, 64) for d in (0.2, 0.3)]
@@ -104,16 +118,35 @@ def grid(args) -> dict:
         start = time.perf_counter()
         model = build(keras, lr, d, "auto")
         stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=0)
-        hist = model.fit(xtr, ytr, batch_size=b, epochs=5, shuffle=True, validation_data=(xte, yte),
-                         callbacks=[stop], verbose=0)
+        hist = model.fit(
+            xtr, ytr, batch_size=b, epochs=5, shuffle=True, validation_data=(xte, yte), callbacks=[stop], verbose=0
+        )
         seconds = time.perf_counter() - start
         loss, acc = model.evaluate(xte, yte, verbose=0)
-        rows.append({"learning_rate": lr, "batch_size": b, "dropout": d, "epochs_run": len(hist.history["loss"]),
-                     "fit_seconds": seconds, "test_accuracy": acc, "test_loss": loss})
-        print(f"keras lr={lr} batch={b} dropout={d}: {len(hist.history['loss'])} epochs in {seconds:.1f} s, "
-              f"test accuracy {acc:.4f}", file=sys.stderr, flush=True)
-    return {"tensorflow": tf.__version__, "keras": keras.__version__, "configs": rows,
-            "seconds_fit_total": sum(r["fit_seconds"] for r in rows), "seconds_all": time.perf_counter() - total_start}
+        rows.append(
+            {
+                "learning_rate": lr,
+                "batch_size": b,
+                "dropout": d,
+                "epochs_run": len(hist.history["loss"]),
+                "fit_seconds": seconds,
+                "test_accuracy": acc,
+                "test_loss": loss,
+            }
+        )
+        print(
+            f"keras lr={lr} batch={b} dropout={d}: {len(hist.history['loss'])} epochs in {seconds:.1f} s, "
+            f"test accuracy {acc:.4f}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return {
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "configs": rows,
+        "seconds_fit_total": sum(r["fit_seconds"] for r in rows),
+        "seconds_all": time.perf_counter() - total_start,
+    }
 
 
 def main() -> int:

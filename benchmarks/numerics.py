@@ -68,7 +68,9 @@ def main() -> int:
         for mode in MODES:
             proc = subprocess.run(
                 [sys.executable, "-c", CHILD, mode, str(args.runs), args.data_dir, str(Path(__file__).parent)],
-                capture_output=True, text=True, env=env,
+                capture_output=True,
+                text=True,
+                env=env,
             )
             if proc.returncode != 0:
                 raise SystemExit(f"{mode} failed:\n{proc.stderr[-3000:]}")
@@ -76,24 +78,39 @@ def main() -> int:
             for workload, r in result.items():
                 samples.setdefault(workload, {m: [] for m in MODES})[mode].append(r["model_steps_per_s"])
                 hashes.setdefault(workload, {m: set() for m in MODES})[mode].add(r["hash"])
-                print(f"round {round_ + 1} {mode:>8} {workload}: {r['model_steps_per_s']:8.0f} model-steps/s", flush=True)
+                print(
+                    f"round {round_ + 1} {mode:>8} {workload}: {r['model_steps_per_s']:8.0f} model-steps/s", flush=True
+                )
     summary = {}
     for workload, by_mode in samples.items():
         ratios = [p / n for p, n in zip(by_mode["portable"], by_mode["native"])]
         summary[workload] = {
             "portable_median": round(statistics.median(by_mode["portable"]), 1),
             "native_median": round(statistics.median(by_mode["native"]), 1),
-            "ratio_portable_over_native": {"median": round(statistics.median(ratios), 3),
-                                           "min": round(min(ratios), 3), "max": round(max(ratios), 3)},
+            "ratio_portable_over_native": {
+                "median": round(statistics.median(ratios), 3),
+                "min": round(min(ratios), 3),
+                "max": round(max(ratios), 3),
+            },
             "samples": by_mode,
             "same_bits_across_rounds": all(len(h) == 1 for h in hashes[workload].values()),
         }
         r = summary[workload]["ratio_portable_over_native"]
-        print(f"{workload}: portable {summary[workload]['portable_median']:.0f}, native "
-              f"{summary[workload]['native_median']:.0f} model-steps/s; portable/native {r['median']:.3f} "
-              f"(min {r['min']:.3f}, max {r['max']:.3f}, {args.rounds} rounds)")
-    C.write_json(OUT, {"machine": C.machine(), "rounds": args.rounds, "runs": args.runs, "workloads": summary,
-                       "load_average_end": os.getloadavg()[0]})
+        print(
+            f"{workload}: portable {summary[workload]['portable_median']:.0f}, native "
+            f"{summary[workload]['native_median']:.0f} model-steps/s; portable/native {r['median']:.3f} "
+            f"(min {r['min']:.3f}, max {r['max']:.3f}, {args.rounds} rounds)"
+        )
+    C.write_json(
+        OUT,
+        {
+            "machine": C.machine(),
+            "rounds": args.rounds,
+            "runs": args.runs,
+            "workloads": summary,
+            "load_average_end": os.getloadavg()[0],
+        },
+    )
     print(f"written to {OUT}")
     return 0
 

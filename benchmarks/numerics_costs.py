@@ -91,8 +91,18 @@ def main() -> int:
             flags, extra = VARIANTS[name]
             loads.append(os.getloadavg()[0])
             proc = subprocess.run(
-                [sys.executable, "-c", CHILD, json.dumps([list(flags), extra]), str(args.runs), args.data_dir,
-                 str(Path(__file__).parent)], capture_output=True, text=True, env=env,
+                [
+                    sys.executable,
+                    "-c",
+                    CHILD,
+                    json.dumps([list(flags), extra]),
+                    str(args.runs),
+                    args.data_dir,
+                    str(Path(__file__).parent),
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
             )
             if proc.returncode != 0:
                 raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
@@ -100,8 +110,11 @@ def main() -> int:
             for workload, r in result.items():
                 rates.setdefault(workload, {n: [] for n in names})[name].append(r["model_steps_per_s"])
                 hashes.setdefault(workload, {n: set() for n in names})[name].add(r["hash"])
-                print(f"round {round_ + 1} {name:>24} {workload[:24]:24}: {r['model_steps_per_s']:8.0f} model-steps/s "
-                      f"{r['hash'][:12]} (load {loads[-1]:.1f})", flush=True)
+                print(
+                    f"round {round_ + 1} {name:>24} {workload[:24]:24}: {r['model_steps_per_s']:8.0f} model-steps/s "
+                    f"{r['hash'][:12]} (load {loads[-1]:.1f})",
+                    flush=True,
+                )
     summary = {}
     for workload, by_name in rates.items():
         summary[workload] = {}
@@ -109,21 +122,35 @@ def main() -> int:
             ratios = [v / n for v, n in zip(by_name[name], by_name["native"])]
             summary[workload][name] = {
                 "median_rate": round(statistics.median(by_name[name]), 1),
-                "ratio_to_native": {"median": round(statistics.median(ratios), 3), "min": round(min(ratios), 3),
-                                    "max": round(max(ratios), 3)},
-                "samples": by_name[name], "hashes": sorted(hashes[workload][name]),
+                "ratio_to_native": {
+                    "median": round(statistics.median(ratios), 3),
+                    "min": round(min(ratios), 3),
+                    "max": round(max(ratios), 3),
+                },
+                "samples": by_name[name],
+                "hashes": sorted(hashes[workload][name]),
             }
     print(f"\n{'variant':>24} | " + " | ".join(w[:28] for w in summary))
     for name in names:
         cells = []
         for workload in summary:
             s = summary[workload][name]
-            cells.append(f"{s['ratio_to_native']['median']:.3f} ({s['ratio_to_native']['min']:.2f}-"
-                         f"{s['ratio_to_native']['max']:.2f}) {s['hashes'][0][:8]}")
+            cells.append(
+                f"{s['ratio_to_native']['median']:.3f} ({s['ratio_to_native']['min']:.2f}-"
+                f"{s['ratio_to_native']['max']:.2f}) {s['hashes'][0][:8]}"
+            )
         print(f"{name:>24} | " + " | ".join(f"{c:28}" for c in cells))
-    C.write_json(Path(args.out), {"machine": C.machine(), "rounds": args.rounds, "runs": args.runs,
-                                  "variants": {n: {"xla_flags": list(VARIANTS[n][0]), "env": VARIANTS[n][1]} for n in names},
-                                  "workloads": summary, "load_average_1min": {"min": min(loads), "max": max(loads)}})
+    C.write_json(
+        Path(args.out),
+        {
+            "machine": C.machine(),
+            "rounds": args.rounds,
+            "runs": args.runs,
+            "variants": {n: {"xla_flags": list(VARIANTS[n][0]), "env": VARIANTS[n][1]} for n in names},
+            "workloads": summary,
+            "load_average_1min": {"min": min(loads), "max": max(loads)},
+        },
+    )
     print(f"written to {args.out}")
     return 0
 

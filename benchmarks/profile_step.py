@@ -145,9 +145,17 @@ def main() -> int:
     for name, round_ in [(n, r) for r in range(args.rounds) for n in names]:
         flags, extra = VARIANTS[name]
         load = os.getloadavg()[0]
-        proc = subprocess.run([sys.executable, "-c", CHILD,
-                               json.dumps([list(flags), extra, args.train, args.data_dir, str(Path(__file__).parent)])],
-                              capture_output=True, text=True, env=env)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                CHILD,
+                json.dumps([list(flags), extra, args.train, args.data_dir, str(Path(__file__).parent)]),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         if proc.returncode != 0:
             raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
         result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -155,16 +163,23 @@ def main() -> int:
         out["variants"].setdefault(name, []).append(result)
         peak = result["peak_gflops_one_core"]
         for workload, r in result["workloads"].items():
-            print(f"\n== round {round_ + 1} {name} | {workload} | width {r['width']} (load {load:.1f}); one core's FP32 peak {peak:.1f} GFLOP/s")
-            print(f"  step: {r['us_per_step']:.1f} us ({r['us_per_model_step']:.1f} us per model-step), of which dots "
-                  f"{r['dot_us_per_step']:.1f} us at {r['dot_gflops'] or 0:.1f} GFLOP/s ({100 * (r['dot_gflops'] or 0) / peak:.0f}% of peak); "
-                  f"whole step {r['step_gflops'] or 0:.1f} GFLOP/s ({100 * (r['step_gflops'] or 0) / peak:.0f}%)")
+            print(
+                f"\n== round {round_ + 1} {name} | {workload} | width {r['width']} (load {load:.1f}); one core's FP32 peak {peak:.1f} GFLOP/s"
+            )
+            print(
+                f"  step: {r['us_per_step']:.1f} us ({r['us_per_model_step']:.1f} us per model-step), of which dots "
+                f"{r['dot_us_per_step']:.1f} us at {r['dot_gflops'] or 0:.1f} GFLOP/s ({100 * (r['dot_gflops'] or 0) / peak:.0f}% of peak); "
+                f"whole step {r['step_gflops'] or 0:.1f} GFLOP/s ({100 * (r['step_gflops'] or 0) / peak:.0f}%)"
+            )
             for op in [o for o in r["ops"] if o["calls_per_step"] >= 1][: args.top]:
                 extra_s = ""
                 if op.get("gflops"):
-                    what = f"{op['fused_dots']} fused dot(s)" if op.get("fused_dots") else f"dot {op['lhs']}x{op['rhs']}->{op['out']}"
-                    extra_s = (f"  {what}: {op['gflops']:.1f} GFLOP/s = "
-                               f"{100 * op['gflops'] / peak:.0f}% of peak")
+                    what = (
+                        f"{op['fused_dots']} fused dot(s)"
+                        if op.get("fused_dots")
+                        else f"dot {op['lhs']}x{op['rhs']}->{op['out']}"
+                    )
+                    extra_s = f"  {what}: {op['gflops']:.1f} GFLOP/s = {100 * op['gflops'] / peak:.0f}% of peak"
                 print(f"  {op['us_per_step']:8.2f} us  x{op['calls_per_step']:.0f}  {op['op'][:40]:40}{extra_s}")
     print("\nmedian over rounds, us per model-step in the step's ops (dots' share of the one-core FP32 peak):")
     summary = {}
@@ -174,10 +189,14 @@ def main() -> int:
             r = rs[len(rs) // 2]["workloads"][workload]
             native = sorted(x["workloads"][workload]["us_per_model_step"] for x in out["variants"].get("native", rs))
             summary.setdefault(workload, {})[name] = {
-                "us_per_model_step": round(r["us_per_model_step"], 1), "dot_gflops": round(r["dot_gflops"] or 0, 1),
-                "speed_vs_native": round(native[len(native) // 2] / r["us_per_model_step"], 3)}
-            print(f"  {workload[:30]:30} {name:>24}: {r['us_per_model_step']:7.1f} us, dots {r['dot_gflops'] or 0:5.1f} GFLOP/s; "
-                  f"speed vs native {summary[workload][name]['speed_vs_native']:.3f}")
+                "us_per_model_step": round(r["us_per_model_step"], 1),
+                "dot_gflops": round(r["dot_gflops"] or 0, 1),
+                "speed_vs_native": round(native[len(native) // 2] / r["us_per_model_step"], 3),
+            }
+            print(
+                f"  {workload[:30]:30} {name:>24}: {r['us_per_model_step']:7.1f} us, dots {r['dot_gflops'] or 0:5.1f} GFLOP/s; "
+                f"speed vs native {summary[workload][name]['speed_vs_native']:.3f}"
+            )
     out["summary"] = summary
     C.write_json(Path(args.out), out)
     print(f"written to {args.out}")

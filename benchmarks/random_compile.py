@@ -32,26 +32,46 @@ def run(study: Path, results: Path, data_dir: str | None) -> tuple[float, dict]:
     """Wall seconds of one `hpstudy run`, and its compile groups and compile seconds from the store."""
     from hpstudy import store
 
-    cmd = [sys.executable, "-m", "hpstudy.cli", "run", str(study), "--max-epochs", "1", "--seeds", "1",
-           "--workers", "1", "--results", str(results), "--no-download"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hpstudy.cli",
+        "run",
+        str(study),
+        "--max-epochs",
+        "1",
+        "--seeds",
+        "1",
+        "--workers",
+        "1",
+        "--results",
+        str(results),
+        "--no-download",
+    ]
     if data_dir:
         cmd += ["--data-dir", data_dir]
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "HPSTUDY_CACHE_DIR": "off"},
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "HPSTUDY_CACHE_DIR": "off"}, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - start
     (directory,) = [d for d in results.iterdir() if d.is_dir()]
     runs = store.read_runs(directory)
     per_group = runs.groupby("group_id")["compile_seconds"].first()
-    return wall, {"runs": len(runs), "compile_groups": len(per_group),
-                  "compile_seconds": round(float(per_group.sum()), 1), "wall_seconds": round(wall, 1)}
+    return wall, {
+        "runs": len(runs),
+        "compile_groups": len(per_group),
+        "compile_seconds": round(float(per_group.sum()), 1),
+        "wall_seconds": round(wall, 1),
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", help="folder holding the four MNIST .gz files (else $HPSTUDY_DATA_DIR)")
-    parser.add_argument("--buckets", action="append",
-                        help="width buckets, comma-separated; repeat to compare several sets (default: 512)")
+    parser.add_argument(
+        "--buckets",
+        action="append",
+        help="width buckets, comma-separated; repeat to compare several sets (default: 512)",
+    )
     args = parser.parse_args()
     bucket_sets = [[int(b) for b in text.split(",")] for text in (args.buckets or ["512"])]
     figures = {}
@@ -61,16 +81,25 @@ def main() -> int:
         for i, buckets in enumerate(bucket_sets):
             bucketed = tmp / f"set{i}" / "vallepalli2024_search.toml"
             bucketed.parent.mkdir()
-            bucketed.write_text(STUDY.read_text().replace('kind = "random"\n', f'kind = "random"\nwidth_buckets = {buckets}\n', 1))
+            bucketed.write_text(
+                STUDY.read_text().replace('kind = "random"\n', f'kind = "random"\nwidth_buckets = {buckets}\n', 1)
+            )
             cases.append((f"width_buckets = {buckets}", bucketed))
         for name, path in cases:
             _, figures[name] = run(path, tmp / name.replace(" ", "_").replace(",", ""), args.data_dir)
             f = figures[name]
-            print(f"{name}: {f['runs']} runs, {f['compile_groups']} compile groups, {f['compile_seconds']:.1f} s "
-                  f"compiling, {f['wall_seconds']:.1f} s wall", flush=True)
-    result = {"what": "hpstudy run vallepalli2024_search --max-epochs 1 --seeds 1 --workers 1, real MNIST, "
-              "compilation cache off: compile groups, compile seconds (summed over groups), wall seconds",
-              "cases": figures, "cpu_count": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2)}
+            print(
+                f"{name}: {f['runs']} runs, {f['compile_groups']} compile groups, {f['compile_seconds']:.1f} s "
+                f"compiling, {f['wall_seconds']:.1f} s wall",
+                flush=True,
+            )
+    result = {
+        "what": "hpstudy run vallepalli2024_search --max-epochs 1 --seeds 1 --workers 1, real MNIST, "
+        "compilation cache off: compile groups, compile seconds (summed over groups), wall seconds",
+        "cases": figures,
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
     C.write_json(ROOT / "benchmarks" / "random_compile.json", result, sort_keys=True)
     print("written to benchmarks/random_compile.json")
     return 0

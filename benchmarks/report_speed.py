@@ -81,7 +81,9 @@ def time_cli(study_path: Path, results: Path, out: Path) -> tuple[float, float]:
     start = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "hpstudy.cli", "report", str(study_path), "--results", str(results), "--out", str(out)],
-        check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
+        check=True,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
     )
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -104,10 +106,16 @@ def main() -> int:
             runs = build(path, seeds, tmp / "results")
             timings = [time_cli(path, tmp / "results", tmp / "reports") for _ in range(repeats)]
             seconds, cpu = min(t[0] for t in timings), min(t[1] for t in timings)
-            cases[name] = {"runs": runs, "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2),
-                           "all_seconds": [round(t[0], 2) for t in timings]}
-            print(f"{name}: {runs} runs, hpstudy report took {seconds:.2f} s ({cpu:.2f} s CPU; best of "
-                  f"{repeats}: {', '.join(f'{t[0]:.2f}' for t in timings)})")
+            cases[name] = {
+                "runs": runs,
+                "seconds": round(seconds, 2),
+                "cpu_seconds": round(cpu, 2),
+                "all_seconds": [round(t[0], 2) for t in timings],
+            }
+            print(
+                f"{name}: {runs} runs, hpstudy report took {seconds:.2f} s ({cpu:.2f} s CPU; best of "
+                f"{repeats}: {', '.join(f'{t[0]:.2f}' for t in timings)})"
+            )
     worst = max(c["seconds"] for c in cases.values())
     result = {
         "what": "wall-clock (and CPU) seconds of `hpstudy report` in a fresh process: start-up, imports, "

@@ -80,17 +80,28 @@ def child(args: argparse.Namespace) -> int:
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     loader = __import__("scaling").load  # by reference: Dask workers import it too (PYTHONPATH)
-    report = run_study(load_study(args.study), range(8), loader, args.results, progress=False,
-                       workers=args.workers, shard=parse_shard(args.shard) if args.shard else None,
-                       scheduler=args.scheduler)
+    report = run_study(
+        load_study(args.study),
+        range(8),
+        loader,
+        args.results,
+        progress=False,
+        workers=args.workers,
+        shard=parse_shard(args.shard) if args.shard else None,
+        scheduler=args.scheduler,
+    )
     print(report.computed)
     return 0
 
 
 def spawn(study: Path, results: Path, *extra: str) -> subprocess.Popen:
     """Start one child run."""
-    return subprocess.Popen([sys.executable, __file__, "--child", "--study", str(study), "--results", str(results),
-                             *extra], env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, __file__, "--child", "--study", str(study), "--results", str(results), *extra],
+        env=ENV,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def timed(*procs: subprocess.Popen) -> float:
@@ -113,16 +124,49 @@ def start_cluster(tmp: Path) -> tuple[list[subprocess.Popen], str]:
     """A scheduler and two one-thread pinned workers on 127.0.0.1; their processes and the address."""
     dask = str(Path(sys.executable).with_name("dask"))
     scheduler_file = tmp / "scheduler.json"
-    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                               "--scheduler-file", str(scheduler_file)], env=ENV, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    procs = [
+        subprocess.Popen(
+            [
+                dask,
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(scheduler_file),
+            ],
+            env=ENV,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
     while not scheduler_file.exists():
         time.sleep(0.2)
     for _ in range(2):
-        procs.append(subprocess.Popen([dask, "worker", "--scheduler-file", str(scheduler_file), "--nthreads", "1",
-                                       "--host", "127.0.0.1", "--no-dashboard", "--preload", "hpstudy.training.distributed"],
-                                      env=ENV, start_new_session=True,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [
+                    dask,
+                    "worker",
+                    "--scheduler-file",
+                    str(scheduler_file),
+                    "--nthreads",
+                    "1",
+                    "--host",
+                    "127.0.0.1",
+                    "--no-dashboard",
+                    "--preload",
+                    "hpstudy.training.distributed",
+                ],
+                env=ENV,
+                start_new_session=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
     import distributed
 
     with distributed.Client(scheduler_file=str(scheduler_file)) as client:
@@ -162,8 +206,16 @@ def main() -> int:
         name = "job array: 2 shards at once, then merge"
         start = time.perf_counter()
         timed(*(spawn(study, tmp / f"shard{i}", "--shard", f"{i}/2") for i in range(2)))
-        assert cli.main(["merge", str(tmp / "merged" / "bench_scaling"),
-                         *(str(tmp / f"shard{i}" / "bench_scaling") for i in range(2))]) == 0
+        assert (
+            cli.main(
+                [
+                    "merge",
+                    str(tmp / "merged" / "bench_scaling"),
+                    *(str(tmp / f"shard{i}" / "bench_scaling") for i in range(2)),
+                ]
+            )
+            == 0
+        )
         seconds[name] = time.perf_counter() - start
         stores[name] = tmp / "merged" / "bench_scaling"
         print(f"{name}: {seconds[name]:.1f} s", flush=True)
@@ -171,8 +223,10 @@ def main() -> int:
         same = {name: hashes(path) == reference for name, path in stores.items()}
     base = seconds["local, 1 worker"]
     for name in seconds:
-        print(f"  {name:<42} {seconds[name]:6.1f} s  speed-up {base / seconds[name]:.2f}x  "
-              f"same bits as 1 worker: {same[name]}")
+        print(
+            f"  {name:<42} {seconds[name]:6.1f} s  speed-up {base / seconds[name]:.2f}x  "
+            f"same bits as 1 worker: {same[name]}"
+        )
     result = {
         "what": "wall-clock seconds to train a 4 x 8 grid (784-128-128-10, batch 32, 3 epochs, 20,000 synthetic "
         "images), compiles included (cache off); speed-up over one local worker; same parameter hashes",

@@ -107,12 +107,18 @@ def measure(study_path: Path, studies: Path, results: Path, out: Path, runs: int
         "parts": len(store.live_parts(directory)),
         "bytes": sum(p.stat().st_size for p in store.live_parts(directory)),
         "scan_seconds": round(time_scan(directory, runs, repeats), 2),
-        "list_seconds": round(time_cli("list", "--studies", str(studies), "--results", str(results), repeats=repeats), 2),
-        "report_seconds": round(time_cli("report", str(study_path), "--results", str(results), "--out", str(out),
-                                         repeats=repeats), 2),
+        "list_seconds": round(
+            time_cli("list", "--studies", str(studies), "--results", str(results), repeats=repeats), 2
+        ),
+        "report_seconds": round(
+            time_cli("report", str(study_path), "--results", str(results), "--out", str(out), repeats=repeats), 2
+        ),
     }
-    print(f"  {figures['parts']} parts ({figures['bytes'] / 1e6:.1f} MB): scan {figures['scan_seconds']:.2f} s, "
-          f"hpstudy list {figures['list_seconds']:.2f} s, hpstudy report {figures['report_seconds']:.2f} s", flush=True)
+    print(
+        f"  {figures['parts']} parts ({figures['bytes'] / 1e6:.1f} MB): scan {figures['scan_seconds']:.2f} s, "
+        f"hpstudy list {figures['list_seconds']:.2f} s, hpstudy report {figures['report_seconds']:.2f} s",
+        flush=True,
+    )
     return figures
 
 
@@ -131,13 +137,19 @@ def main() -> int:
         study_path.write_text(STUDY.format(trials=args.trials, seeds=args.seeds))
         results = tmp / "results"
         runs, parts, seconds = build(study_path, args.seeds, results, args.runs_per_part)
-        print(f"synthesised {runs} runs ({args.trials} trials x {args.seeds} seeds) in {parts} parts in {seconds:.0f} s",
-              flush=True)
+        print(
+            f"synthesised {runs} runs ({args.trials} trials x {args.seeds} seeds) in {parts} parts in {seconds:.0f} s",
+            flush=True,
+        )
         print("as written by runs (one part per finished chunk):", flush=True)
         before = measure(study_path, studies, results, tmp / "reports", runs, args.repeats)
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "hpstudy.cli", "compact", str(store.study_dir(results, "bench_scale"))],
-                       check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "hpstudy.cli", "compact", str(store.study_dir(results, "bench_scale"))],
+            check=True,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
         compact_seconds = time.perf_counter() - start
         print(f"hpstudy compact: {compact_seconds:.1f} s", flush=True)
         print(f"after compaction ({storeops.RUNS_PER_PART} runs per part):", flush=True)

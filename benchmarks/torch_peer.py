@@ -85,8 +85,18 @@ def main() -> int:
         start = time.perf_counter()
         epoch(batches)
         seconds.append(time.perf_counter() - start)
-    print(json.dumps({"version": torch.__version__, "threads": torch.get_num_threads(), "adam": adam,
-                      "steps": len(batches), "seconds": seconds, "rates": [len(batches) / s for s in seconds]}))
+    print(
+        json.dumps(
+            {
+                "version": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "adam": adam,
+                "steps": len(batches),
+                "seconds": seconds,
+                "rates": [len(batches) / s for s in seconds],
+            }
+        )
+    )
     return 0
 
 

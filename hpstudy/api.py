@@ -16,8 +16,8 @@ from __future__ import annotations
 import difflib
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from hpstudy.errors import Interrupted, StudyError, TooBigError
 
@@ -35,8 +35,10 @@ def resolve_study_path(arg: str | os.PathLike, studies: str | os.PathLike = STUD
     if path.is_dir():  # a folder named like the study (its results, say) must not hide the study file
         if path.suffix != ".toml" and candidate.is_file():
             return candidate
-        raise StudyError(f"{path} is a folder, not a study file; give the study file's path (NAME.toml), or "
-                         f"the name of a file in {studies}/.")
+        raise StudyError(
+            f"{path} is a folder, not a study file; give the study file's path (NAME.toml), or "
+            f"the name of a file in {studies}/."
+        )
     if path.exists() or path.suffix == ".toml":
         return path
     if candidate.exists():
@@ -51,7 +53,8 @@ def resolve_study_path(arg: str | os.PathLike, studies: str | os.PathLike = STUD
 
 def load_study(name_or_path, studies: str | os.PathLike = STUDIES_DIR):
     """A validated Study from a path, or a name in ./studies/; a Study passes through unchanged."""
-    from hpstudy.study import Study, load_study as _load
+    from hpstudy.study import Study
+    from hpstudy.study import load_study as _load
 
     if isinstance(name_or_path, Study):
         return name_or_path
@@ -87,8 +90,10 @@ def _seeds(study, seeds) -> range:
     else:
         raise StudyError(f"seeds={seeds!r} (--seeds) is invalid; expected N, 'N', 'A:B' or a range.")
     if chosen.stop - 1 > MAX_SEED:
-        raise StudyError(f"--seeds {seeds if not isinstance(seeds, range) else chosen}: seed {chosen.stop - 1:,} is "
-                         f"too large; seeds are stored as 64-bit integers, at most {MAX_SEED:,}.")
+        raise StudyError(
+            f"--seeds {seeds if not isinstance(seeds, range) else chosen}: seed {chosen.stop - 1:,} is "
+            f"too large; seeds are stored as 64-bit integers, at most {MAX_SEED:,}."
+        )
     return chosen
 
 
@@ -128,7 +133,11 @@ def _shard(value):
 
     if value is None or isinstance(value, Shard):
         return value
-    if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+    if (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
         return parse_shard(f"{value[0]}/{value[1]}")
     if isinstance(value, str):
         return parse_shard(value)
@@ -157,7 +166,9 @@ def plan(study, seeds=None, results: str | os.PathLike = DEFAULT_RESULTS, worker
     columns = ["run_id", "seconds", "epochs_run", "hp.hidden", "hp.validation", "hp.dataset"]  # what the estimate needs
     stored = store.read_runs(directory, study.name, columns) if directory.is_dir() else None
     done = set() if stored is None else set(stored["run_id"])
-    todo = [spec for spec in study.runs(seeds) if spec.run_id not in done and (shard is None or shard.holds(spec.run_id))]
+    todo = [
+        spec for spec in study.runs(seeds) if spec.run_id not in done and (shard is None or shard.holds(spec.run_id))
+    ]
     estimate = budget.estimate([s.config for s in todo], workers or default_workers(), stored)
     return seeds, todo, estimate
 
@@ -215,17 +226,22 @@ def run(
     """
     from hpstudy import data as hdata
     from hpstudy import store
+    from hpstudy.runner import run_study
     from hpstudy.training.compilation import cache_base
     from hpstudy.training.parallel import default_workers, usable_cores
-    from hpstudy.runner import run_study
 
     log = log or (lambda text: print(text, file=sys.stderr))
     study = variant(study, dataset, max_epochs)
     results = folder_arg("results", results, DEFAULT_RESULTS)
     workers = _positive("workers", workers)
     shard = _shard(shard)
-    for name, value in (("download", download), ("yes", yes), ("wait", wait), ("allow_mixed", allow_mixed),
-                        ("progress", progress)):
+    for name, value in (
+        ("download", download),
+        ("yes", yes),
+        ("wait", wait),
+        ("allow_mixed", allow_mixed),
+        ("progress", progress),
+    ):
         _flag(name, value)
     if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
         raise StudyError(f"data_dir={data_dir!r} (--data-dir) is invalid; expected a folder.")
@@ -246,8 +262,10 @@ def run(
         if workers is None:
             workers = default_workers()
         elif workers > cores:
-            log(f"hpstudy: warning: --workers {workers} is more than the {cores} usable cores; using {cores} "
-                "(more processes than cores only compete for them; results are the same).")
+            log(
+                f"hpstudy: warning: --workers {workers} is more than the {cores} usable cores; using {cores} "
+                "(more processes than cores only compete for them; results are the same)."
+            )
             workers = cores
         where = f"{workers} worker(s)"
     directory = store.study_dir(results, study.name)
@@ -256,20 +274,35 @@ def run(
         seeds, todo, estimate = plan(study, seeds, results, workers, shard)
         in_shard = [s for s in study.runs(seeds) if shard is None or shard.holds(s.run_id)]
         if todo and estimate.needs_confirmation() and not yes:
-            what = (f"{study.name}: {estimate.describe()} with {where} "
-                    f"({'measured on this study' if estimate.measured else 'rate measured on the shipped studies'})")
+            what = (
+                f"{study.name}: {estimate.describe()} with {where} "
+                f"({'measured on this study' if estimate.measured else 'rate measured on the shipped studies'})"
+            )
             if confirm is None or not confirm(what):
-                raise TooBigError(f"{what}. That is above {budget_limits()}; pass --yes (yes=True) to start it, "
-                                  "or ask for fewer seeds or a smaller design.")
+                raise TooBigError(
+                    f"{what}. That is above {budget_limits()}; pass --yes (yes=True) to start it, "
+                    "or ask for fewer seeds or a smaller design."
+                )
         if todo and progress:
-            log(f"{study.name}: {estimate.describe()} with {where} to compute "
-                f"({len(in_shard) - len(todo)} already stored)")
+            log(
+                f"{study.name}: {estimate.describe()} with {where} to compute "
+                f"({len(in_shard) - len(todo)} already stored)"
+            )
         report = run_study(
-            study, seeds,
+            study,
+            seeds,
             lambda: hdata.load_dataset(study.meta.get("dataset", "mnist"), data_dir, validation, download=download),
-            results, progress=progress, workers=workers, numerics_mode=numerics_mode, allow_mixed=allow_mixed, wait=wait,
-            on_wait=lambda pid: log(f"hpstudy: waiting for pid {pid}, which is running this study into {directory} ..."),
-            shard=shard, scheduler=client,
+            results,
+            progress=progress,
+            workers=workers,
+            numerics_mode=numerics_mode,
+            allow_mixed=allow_mixed,
+            wait=wait,
+            on_wait=lambda pid: log(
+                f"hpstudy: waiting for pid {pid}, which is running this study into {directory} ..."
+            ),
+            shard=shard,
+            scheduler=client,
         )
     except KeyboardInterrupt:
         stored = store.validate(directory, study.name) if directory.is_dir() else 0
@@ -284,9 +317,15 @@ def run(
     runs = store.read_runs(report.directory, study.name)
     runs = runs[runs["run_id"].isin(wanted)].reset_index(drop=True)
     runs.attrs["run"] = {
-        "study": study.name, "trials": len(study.trials), "seeds": seeds, "total": report.total,
-        "already_stored": report.already_stored, "computed": report.computed, "seconds": report.seconds,
-        "directory": report.directory, "shard": None if shard is None else str(shard),
+        "study": study.name,
+        "trials": len(study.trials),
+        "seeds": seeds,
+        "total": report.total,
+        "already_stored": report.already_stored,
+        "computed": report.computed,
+        "seconds": report.seconds,
+        "directory": report.directory,
+        "shard": None if shard is None else str(shard),
     }
     return runs
 
@@ -319,8 +358,10 @@ def _seed_list(study, seeds) -> list[int] | None:
         return None
     chosen = _seeds(study, seeds)
     if _count(chosen) > budget.MAX_RUNS:
-        raise TooBigError(f"--seeds {seeds}: {_count(chosen):,} seeds; a store holds at most {budget.MAX_RUNS:,} runs "
-                          "per call of `hpstudy run`, so ask for the seeds that were run (or leave --seeds out for all).")
+        raise TooBigError(
+            f"--seeds {seeds}: {_count(chosen):,} seeds; a store holds at most {budget.MAX_RUNS:,} runs "
+            "per call of `hpstudy run`, so ask for the seeds that were run (or leave --seeds out for all)."
+        )
     return list(chosen)
 
 
@@ -355,8 +396,13 @@ def plots(study, results: str | os.PathLike = DEFAULT_RESULTS, seeds=None) -> di
     return out
 
 
-def report(study, results: str | os.PathLike = DEFAULT_RESULTS, out: str | os.PathLike = DEFAULT_OUT, seeds=None,
-           force: bool = False) -> Path:
+def report(
+    study,
+    results: str | os.PathLike = DEFAULT_RESULTS,
+    out: str | os.PathLike = DEFAULT_OUT,
+    seeds=None,
+    force: bool = False,
+) -> Path:
     """Write OUT/<study>/ (README, tables, figures) from the stored runs; the folder written. Files there
     that no report wrote are refused, or with force=True moved to a dated backup first."""
     from hpstudy.reporting.build import write_report

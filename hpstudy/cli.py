@@ -14,9 +14,10 @@ from hpstudy import api
 from hpstudy.api import STUDIES_DIR
 from hpstudy.errors import DataError, HpstudyError, OutputError, StoreError, StudyError
 
-
-DATASET_HELP = ("run the study's design on another dataset: mnist, fashion_mnist, tfds:NAME or npz:PATH "
-                "(stored as the study NAME.DATASET; the paper's numbers are not compared)")
+DATASET_HELP = (
+    "run the study's design on another dataset: mnist, fashion_mnist, tfds:NAME or npz:PATH "
+    "(stored as the study NAME.DATASET; the paper's numbers are not compared)"
+)
 
 
 def positive_int(text: str) -> int:
@@ -44,16 +45,30 @@ def ask(what: str) -> bool:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run every missing (trial, seed) of a study and store each finished chunk."""
     runs = api.run(
-        args.study, args.seeds, args.results, data_dir=args.data_dir, download=not args.no_download,
-        workers=args.workers, max_epochs=args.max_epochs, dataset=args.dataset, yes=args.yes, confirm=ask, wait=args.wait,
-        numerics_mode=args.numerics, allow_mixed=args.allow_mixed, shard=args.shard, scheduler=args.scheduler,
+        args.study,
+        args.seeds,
+        args.results,
+        data_dir=args.data_dir,
+        download=not args.no_download,
+        workers=args.workers,
+        max_epochs=args.max_epochs,
+        dataset=args.dataset,
+        yes=args.yes,
+        confirm=ask,
+        wait=args.wait,
+        numerics_mode=args.numerics,
+        allow_mixed=args.allow_mixed,
+        shard=args.shard,
+        scheduler=args.scheduler,
     )
     r = runs.attrs["run"]
-    print(f"{r['study']}: {r['trials']} trials x {len(r['seeds'])} seeds"
-          + (f", shard {r['shard']}: {r['total']} of them; " if r.get("shard") else f" = {r['total']} runs; ")
-          + f"{r['already_stored']} were already stored, {r['computed']} computed"
-          + (f" in {r['seconds']:.1f} s ({r['seconds'] / r['computed']:.2f} s per run)" if r["computed"] else "")
-          + f"; results in {r['directory']}")
+    print(
+        f"{r['study']}: {r['trials']} trials x {len(r['seeds'])} seeds"
+        + (f", shard {r['shard']}: {r['total']} of them; " if r.get("shard") else f" = {r['total']} runs; ")
+        + f"{r['already_stored']} were already stored, {r['computed']} computed"
+        + (f" in {r['seconds']:.1f} s ({r['seconds'] / r['computed']:.2f} s per run)" if r["computed"] else "")
+        + f"; results in {r['directory']}"
+    )
     summary = runs.groupby("trial_id")["test_accuracy"].agg(["count", "mean", "std"])
     summary.columns = ["runs", "mean test acc", "std"]
     print(summary.to_string(float_format=lambda v: f"{v:.4f}"))
@@ -70,8 +85,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     except OSError:  # a name too long for the file system, say
         is_folder = False
     if not is_folder:
-        raise StudyError(f"--studies {args.studies} is not a folder; pass the folder that holds the study files "
-                         f"(default: ./{STUDIES_DIR}).")
+        raise StudyError(
+            f"--studies {args.studies} is not a folder; pass the folder that holds the study files "
+            f"(default: ./{STUDIES_DIR})."
+        )
     results = api.folder_arg("results", args.results, api.DEFAULT_RESULTS)
     paths = sorted(Path(args.studies).glob("*.toml"))
     print(f"{'study':<34} {'design':<7} {'trials':>6} {'runs/seed':>9} {'stored':>7}")
@@ -97,8 +114,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     """A study's trials, runs per seed, stored runs and the estimated time of what is missing."""
     from hpstudy import budget, store
-    from hpstudy.training.parallel import default_workers
     from hpstudy.reporting.build import describe_seeds
+    from hpstudy.training.parallel import default_workers
 
     study = api.variant(args.study, args.dataset, args.max_epochs)
     seeds, todo, estimate = api.plan(study, args.seeds, args.results, args.workers)
@@ -108,20 +125,30 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"{study.name}: {meta.get('title', '')}".rstrip(": "))
     print(f"  file        {study.path}")
     print(f"  dataset     {meta.get('dataset', 'mnist')}, validation {study.validation}")
-    print(f"  design      {study.design_kind}, {len(study.trials)} trials = {len(study.trials)} runs per seed; "
-          f"default seeds {study.default_seeds}")
+    print(
+        f"  design      {study.design_kind}, {len(study.trials)} trials = {len(study.trials)} runs per seed; "
+        f"default seeds {study.default_seeds}"
+    )
     if stored is None or len(stored) == 0:
         print(f"  stored      none in {directory}")
     else:
         print(f"  stored      {len(stored)} runs in {directory} (seeds {describe_seeds(sorted(set(stored['seed'])))})")
-    print(f"  to run      seeds {describe_seeds(list(seeds))}: {len(todo)} of {len(study.trials) * len(seeds)} runs missing"
-          + (f", about {budget.duration(estimate.seconds)} with {args.workers or default_workers()} worker(s) "
-             f"({'rate measured on this study' if estimate.measured else 'rate measured on the shipped studies'})"
-             if todo else ""))
+    print(
+        f"  to run      seeds {describe_seeds(list(seeds))}: {len(todo)} of {len(study.trials) * len(seeds)} runs missing"
+        + (
+            f", about {budget.duration(estimate.seconds)} with {args.workers or default_workers()} worker(s) "
+            f"({'rate measured on this study' if estimate.measured else 'rate measured on the shipped studies'})"
+            if todo
+            else ""
+        )
+    )
     import pandas as pd
 
     table = pd.DataFrame(
-        [{k: ("x".join(map(str, v)) if isinstance(v, tuple) else v) for k, v in t.values.items()} for t in study.trials],
+        [
+            {k: ("x".join(map(str, v)) if isinstance(v, tuple) else v) for k, v in t.values.items()}
+            for t in study.trials
+        ],
         index=[t.trial_id if study.design_kind == "random" else i + 1 for i, t in enumerate(study.trials)],
     )
     print("  trials" + ("" if len(table.columns) else ": one, the base configuration"))
@@ -156,20 +183,34 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.lock is not None and not _is_file(args.lock):
         raise StudyError(f"--lock {args.lock} is not a file; pass a lock file (the repository's requirements.lock).")
     outcome = verify(
-        args.path, args.sample, args.data_dir, workers=args.workers or default_workers(), results=args.results,
-        lock_path=Path(args.lock) if args.lock else LOCK_FILE, add_predictions=args.add_predictions,
+        args.path,
+        args.sample,
+        args.data_dir,
+        workers=args.workers or default_workers(),
+        results=args.results,
+        lock_path=Path(args.lock) if args.lock else LOCK_FILE,
+        add_predictions=args.add_predictions,
     )
     for m in outcome.mismatches:
         print(f"MISMATCH run {m.run_id} {m.field}: stored {m.stored}, now {m.now}")
-    print(f"{outcome.matched} of {outcome.checked} runs match bit for bit"
-          + (f"; {len(outcome.environment)} environment differences (above)" if outcome.environment else "; environment as recorded"))
+    print(
+        f"{outcome.matched} of {outcome.checked} runs match bit for bit"
+        + (
+            f"; {len(outcome.environment)} environment differences (above)"
+            if outcome.environment
+            else "; environment as recorded"
+        )
+    )
     for added in outcome.added:
-        print(f"{added.directory}: test-set predictions added to {added.runs_added} runs in {len(added.parts_written)} "
-              f"parts; {added.already} runs had them; {len(added.left)} runs left without (not reproduced)")
+        print(
+            f"{added.directory}: test-set predictions added to {added.runs_added} runs in {len(added.parts_written)} "
+            f"parts; {added.already} runs had them; {len(added.left)} runs left without (not reproduced)"
+        )
     if not outcome.ok:
-        raise VerificationError(f"{outcome.checked - outcome.matched} of {outcome.checked} runs did not reproduce bit for bit.")
+        raise VerificationError(
+            f"{outcome.checked - outcome.matched} of {outcome.checked} runs did not reproduce bit for bit."
+        )
     return 0
-
 
 
 def cmd_new(args: argparse.Namespace) -> int:
@@ -195,8 +236,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from hpstudy.storeops import merge
 
     report = merge(args.out, args.stores, allow_mixed=args.allow_mixed)
-    print(f"{report.directory}: {report.runs} runs; {report.written} written, "
-          f"{report.duplicates} identical copies taken once")
+    print(
+        f"{report.directory}: {report.runs} runs; {report.written} written, "
+        f"{report.duplicates} identical copies taken once"
+    )
     return 0
 
 
@@ -220,35 +263,68 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run (or resume, or extend with seeds) a study")
     run.add_argument("study", help=study_help)
     run.add_argument("--seeds", help="N for seeds 0..N-1, or A:B for seeds A..B-1 (default: the study's)")
-    run.add_argument("--data-dir", help="folder holding the dataset's four .gz files (else $HPSTUDY_DATA_DIR, then the cache)")
+    run.add_argument(
+        "--data-dir", help="folder holding the dataset's four .gz files (else $HPSTUDY_DATA_DIR, then the cache)"
+    )
     run.add_argument("--results", default=api.DEFAULT_RESULTS, help=results_help)
     run.add_argument("--max-epochs", type=positive_int, help="smoke test: cap epochs (stored as a separate study)")
-    run.add_argument("--workers", type=positive_int, default=None,
-                     help="training processes, one core each (default and maximum: one per usable core); results do not depend on it")
+    run.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        help="training processes, one core each (default and maximum: one per usable core); results do not depend on it",
+    )
     run.add_argument("--dataset", help=DATASET_HELP)
     run.add_argument("--no-download", action="store_true", help="never download the dataset")
-    run.add_argument("--yes", action="store_true", help="start even a run estimated above 10,000 runs or 4 hours without asking")
-    run.add_argument("--wait", action="store_true", help="if another process is running this study, wait for it instead of stopping")
-    run.add_argument("--numerics", choices=("portable", "native"), default="portable",
-                     help="portable (default): the same bits on any x86-64 CPU with AVX2+FMA; native: faster, "
-                          "bits valid on the same kind of CPU only (recorded with each run)")
-    run.add_argument("--allow-mixed", action="store_true",
-                     help="store runs beside runs made in another numeric environment (refused by default)")
-    run.add_argument("--scheduler", metavar="ADDRESS",
-                     help="train on this Dask cluster (tcp://HOST:8786; needs hpstudy[dask]); the store stays here")
-    run.add_argument("--shard", metavar="I/N",
-                     help="only shard I of N (0 <= I < N), chosen by run identity: N array jobs, N stores, then `hpstudy merge`")
+    run.add_argument(
+        "--yes", action="store_true", help="start even a run estimated above 10,000 runs or 4 hours without asking"
+    )
+    run.add_argument(
+        "--wait", action="store_true", help="if another process is running this study, wait for it instead of stopping"
+    )
+    run.add_argument(
+        "--numerics",
+        choices=("portable", "native"),
+        default="portable",
+        help="portable (default): the same bits on any x86-64 CPU with AVX2+FMA; native: faster, "
+        "bits valid on the same kind of CPU only (recorded with each run)",
+    )
+    run.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="store runs beside runs made in another numeric environment (refused by default)",
+    )
+    run.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="train on this Dask cluster (tcp://HOST:8786; needs hpstudy[dask]); the store stays here",
+    )
+    run.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="only shard I of N (0 <= I < N), chosen by run identity: N array jobs, N stores, then `hpstudy merge`",
+    )
     run.set_defaults(func=cmd_run)
 
     ver = sub.add_parser("verify", help="train stored runs again and compare every stored value bit for bit")
     ver.add_argument("path", help="a study's store, a results folder, or a report folder")
     ver.add_argument("--sample", type=positive_int, help="verify K runs of each store (a fixed, deterministic choice)")
-    ver.add_argument("--data-dir", help="folder holding the four MNIST .gz files, or a runs' .npz file (else $HPSTUDY_DATA_DIR, then the cache)")
+    ver.add_argument(
+        "--data-dir",
+        help="folder holding the four MNIST .gz files, or a runs' .npz file (else $HPSTUDY_DATA_DIR, then the cache)",
+    )
     ver.add_argument("--results", help="results folder holding a report folder's runs (default: the report's ../_runs)")
-    ver.add_argument("--workers", type=positive_int, default=None, help="training processes (default: one per usable core)")
-    ver.add_argument("--lock", help="lock file to compare the installed packages with (default: the repository's requirements.lock)")
-    ver.add_argument("--add-predictions", action="store_true",
-                     help="add the test-set predictions of every run found equal in every stored value to its store")
+    ver.add_argument(
+        "--workers", type=positive_int, default=None, help="training processes (default: one per usable core)"
+    )
+    ver.add_argument(
+        "--lock", help="lock file to compare the installed packages with (default: the repository's requirements.lock)"
+    )
+    ver.add_argument(
+        "--add-predictions",
+        action="store_true",
+        help="add the test-set predictions of every run found equal in every stored value to its store",
+    )
     ver.set_defaults(func=cmd_verify)
 
     lst = sub.add_parser("list", help="list the studies and how many runs are stored")
@@ -268,8 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
     mrg = sub.add_parser("merge", help="combine stores (e.g. the shards of a job array) into one")
     mrg.add_argument("out", help="the store to merge into: RESULTS/<study> (created if needed)")
     mrg.add_argument("stores", nargs="+", help="stores to merge: each a RESULTS/<study> folder")
-    mrg.add_argument("--allow-mixed", action="store_true",
-                     help="merge runs made in different numeric environments side by side (refused by default)")
+    mrg.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="merge runs made in different numeric environments side by side (refused by default)",
+    )
     mrg.set_defaults(func=cmd_merge)
 
     cmp_ = sub.add_parser("compact", help="rewrite a store's many small parts into a few large ones (values unchanged)")
@@ -280,21 +359,31 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="write the report (README, tables, figures) of a study's stored runs")
     rep.add_argument("study", help=study_help)
     rep.add_argument("--results", default=api.DEFAULT_RESULTS, help=results_help)
-    rep.add_argument("--out", default=api.DEFAULT_OUT,
-                     help=f"reports folder; the report goes to OUT/<study>/ (default: ./{api.DEFAULT_OUT})")
+    rep.add_argument(
+        "--out",
+        default=api.DEFAULT_OUT,
+        help=f"reports folder; the report goes to OUT/<study>/ (default: ./{api.DEFAULT_OUT})",
+    )
     rep.add_argument("--seeds", help="only seeds 0..N-1 (N) or A..B-1 (A:B) (default: every stored seed)")
     rep.add_argument("--max-epochs", type=positive_int, help="report the smoke-test study of `run --max-epochs N`")
     rep.add_argument("--dataset", help=DATASET_HELP)
-    rep.add_argument("--force", action="store_true",
-                     help="move files in OUT/<study>/ that no report wrote (or that were edited) to a dated backup "
-                          "folder beside it, instead of refusing")
+    rep.add_argument(
+        "--force",
+        action="store_true",
+        help="move files in OUT/<study>/ that no report wrote (or that were edited) to a dated backup "
+        "folder beside it, instead of refusing",
+    )
     rep.set_defaults(func=cmd_report)
 
     new = sub.add_parser("new", help="write a commented template study file")
     new.add_argument("name", help="the study's name (letters, digits, '_', '-', '.')")
     new.add_argument("--file", help=f"where to write it (default: {STUDIES_DIR}/NAME.toml)")
-    new.add_argument("--flavour", default="keras", choices=("keras", "pytorch", "sklearn", "nielsen"),
-                     help="the library whose usual settings the template starts from (default: keras)")
+    new.add_argument(
+        "--flavour",
+        default="keras",
+        choices=("keras", "pytorch", "sklearn", "nielsen"),
+        help="the library whose usual settings the template starts from (default: keras)",
+    )
     new.set_defaults(func=cmd_new)
     return parser
 
@@ -309,8 +398,13 @@ def _join_dashed_values(argv: list[str]) -> list[str]:
     out: list[str] = []
     i = 0
     while i < len(argv):
-        if argv[i] in VALUE_OPTIONS and i + 1 < len(argv) and argv[i + 1][:1] == "-" and argv[i + 1][:2] != "--" \
-                and argv[i + 1] != "-h":
+        if (
+            argv[i] in VALUE_OPTIONS
+            and i + 1 < len(argv)
+            and argv[i + 1][:1] == "-"
+            and argv[i + 1][:2] != "--"
+            and argv[i + 1] != "-h"
+        ):
             out.append(f"{argv[i]}={argv[i + 1]}")
             i += 2
         else:

@@ -8,9 +8,24 @@ import json
 from typing import Any
 
 # The model's choices (hpstudy/training/model.py defines each; docs/studies.md documents them).
-ACTIVATIONS = ("relu", "sigmoid", "tanh", "elu", "selu", "gelu", "gelu_tanh", "softplus", "leaky_relu", "silu", "identity")
+ACTIVATIONS = (
+    "relu",
+    "sigmoid",
+    "tanh",
+    "elu",
+    "selu",
+    "gelu",
+    "gelu_tanh",
+    "softplus",
+    "leaky_relu",
+    "silu",
+    "identity",
+)
 INITS = (
-    "keras", "sklearn", "nielsen", "pytorch",
+    "keras",
+    "sklearn",
+    "nielsen",
+    "pytorch",
     *(f"{family}_{dist}" for family in ("glorot", "he", "lecun") for dist in ("uniform", "normal", "truncated_normal")),
     "orthogonal",
 )
@@ -134,7 +149,7 @@ class RunConfig:
         return json.dumps(self._fields(), sort_keys=True, separators=(",", ":"))
 
     @classmethod
-    def from_canonical(cls, text: str) -> "RunConfig":
+    def from_canonical(cls, text: str) -> RunConfig:
         """The configuration a `canonical()` text describes (its inverse; fields it lacks take their defaults)."""
         fields = json.loads(text)
         stop = fields.pop("early_stopping", None)
@@ -146,7 +161,7 @@ class RunConfig:
                 fields[name] = pairs(fields[name])
         return cls(**fields, early_stopping=EarlyStopping(**stop) if stop else None)
 
-    def static(self) -> "RunConfig":
+    def static(self) -> RunConfig:
         """The compile-group part: this config with traced hyperparameters zeroed; with padding, the hidden
         widths are the padded ones (the real widths are traced: which units are masked)."""
         if self.pad_hidden is not None:

@@ -136,7 +136,9 @@ def default_cache_dir(dataset: str = "mnist") -> Path:
 def _folder(path: Path, how: str) -> Path:
     """A data folder given by the user; DataError if it is a file."""
     if path.exists() and not path.is_dir():
-        raise DataError(f"{how} {path} is a file, not a folder: pass the folder that holds the dataset's four .gz files.")
+        raise DataError(
+            f"{how} {path} is a file, not a folder: pass the folder that holds the dataset's four .gz files."
+        )
     return path
 
 
@@ -145,7 +147,9 @@ def candidate_dirs(data_dir: str | os.PathLike | None, dataset: str = "mnist") -
     subfolder named after the dataset, so one folder can hold several), then the user cache."""
     dirs = []
     if data_dir is not None and not Path(data_dir).exists():  # an explicit option wins or fails, never falls back
-        raise DataError(f"--data-dir {data_dir} does not exist: pass the folder that holds the dataset's four .gz files.")
+        raise DataError(
+            f"--data-dir {data_dir} does not exist: pass the folder that holds the dataset's four .gz files."
+        )
     value, how = (data_dir, "--data-dir") if data_dir is not None else (os.environ.get(ENV_DATA_DIR), ENV_DATA_DIR)
     if value:
         folder = _folder(Path(value), how)
@@ -162,8 +166,10 @@ def sha256_file(path: Path) -> str:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     except OSError as exc:
-        raise DataError(f"{path} cannot be read ({exc.strerror}); make it readable, or pass --data-dir with "
-                        "a folder whose files you can read.") from exc
+        raise DataError(
+            f"{path} cannot be read ({exc.strerror}); make it readable, or pass --data-dir with "
+            "a folder whose files you can read."
+        ) from exc
     return digest.hexdigest()
 
 
@@ -182,14 +188,20 @@ def verify(path: Path, expected: str, label: str = "MNIST") -> None:
     if actual != expected:
         known = _known_as(actual)
         if known and known[0] != label:  # a whole folder of the other dataset: nothing is wrong with the file
-            fix = (f"it is the {known[0]} file {known[1]}: {path.parent} holds {known[0]}, not {label}. Keep it, and "
-                   f"pass --data-dir with a folder holding the {label} files instead")
+            fix = (
+                f"it is the {known[0]} file {known[1]}: {path.parent} holds {known[0]}, not {label}. Keep it, and "
+                f"pass --data-dir with a folder holding the {label} files instead"
+            )
         elif known:
-            fix = (f"it holds {label}'s {known[1]}: the files were renamed or swapped. Give each of the four files "
-                   "its canonical name")
+            fix = (
+                f"it holds {label}'s {known[1]}: the files were renamed or swapped. Give each of the four files "
+                "its canonical name"
+            )
         else:
-            fix = (f"the file is corrupt or not the canonical one. Delete it and let hpstudy download it again, or "
-                   f"replace it with the canonical {label} file")
+            fix = (
+                f"the file is corrupt or not the canonical one. Delete it and let hpstudy download it again, or "
+                f"replace it with the canonical {label} file"
+            )
         raise DataError(f"checksum mismatch for {path}: expected sha256 {expected}, got {actual}; {fix}.")
 
 
@@ -277,9 +289,7 @@ def load_idx(
     return split_validation(train, test, validation, source.fingerprint(), source.shape.image, source.shape.classes)
 
 
-def load_mnist(
-    data_dir: str | os.PathLike | None = None, validation: str = "test", download: bool = True
-) -> Dataset:
+def load_mnist(data_dir: str | os.PathLike | None = None, validation: str = "test", download: bool = True) -> Dataset:
     """Load verified MNIST and split it by the validation scheme ('test', 'holdout:N' or 'none')."""
     return load_idx("mnist", data_dir, validation, download)
 
@@ -298,7 +308,9 @@ def load_dataset(
 
         return load_npz(dataset, data_dir, validation)
     if dataset not in IDX_DATASETS:
-        raise DataError(f"dataset {dataset!r} is unknown; expected one of {', '.join(IDX_DATASETS)}, 'tfds:NAME' or 'npz:PATH'.")
+        raise DataError(
+            f"dataset {dataset!r} is unknown; expected one of {', '.join(IDX_DATASETS)}, 'tfds:NAME' or 'npz:PATH'."
+        )
     return load_idx(dataset, data_dir, validation, download)
 
 
@@ -315,7 +327,9 @@ def shape_of(dataset: str) -> DataShape:
         from hpstudy.tfds_source import tfds_shape
 
         return tfds_shape(dataset.removeprefix("tfds:"))
-    raise DataError(f"dataset {dataset!r} is unknown; expected one of {', '.join(IDX_DATASETS)}, 'tfds:NAME' or 'npz:PATH'.")
+    raise DataError(
+        f"dataset {dataset!r} is unknown; expected one of {', '.join(IDX_DATASETS)}, 'tfds:NAME' or 'npz:PATH'."
+    )
 
 
 def parse_validation(validation: str) -> int | None:
@@ -369,5 +383,6 @@ def synthetic(n_train: int = 512, n_test: int = 128, validation: str = "test", s
             images[np.ix_(rows, np.arange(k * block, k * block + block))] += 150
         return Split(images, labels)
 
-    return split_validation(make(n_train), make(n_test), validation, f"synthetic-{n_train}-{n_test}-{seed}",
-                            shape.image, shape.classes)
+    return split_validation(
+        make(n_train), make(n_test), validation, f"synthetic-{n_train}-{n_test}-{seed}", shape.image, shape.classes
+    )

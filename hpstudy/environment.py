@@ -15,12 +15,43 @@ from hpstudy.training import numerics
 
 PINNED = ("jax", "jaxlib", "flax", "optax", "numpy")
 # ISA extensions that change which kernels XLA:CPU picks, as /proc/cpuinfo names them.
-ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "amx_tile", "asimd", "sve")
+ISA_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_bf16",
+    "amx_tile",
+    "asimd",
+    "sve",
+)
 # NumPy's names of the same extensions (asked of the CPU itself, so right under emulation too).
-_NUMPY_ISA = {"SSE42": "sse4_2", "AVX": "avx", "AVX2": "avx2", "FMA3": "fma", "AVX512F": "avx512f",
-              "AVX512BW": "avx512bw", "AVX512VL": "avx512vl", "AVX512_BF16": "avx512_bf16", "ASIMD": "asimd", "SVE": "sve"}
+_NUMPY_ISA = {
+    "SSE42": "sse4_2",
+    "AVX": "avx",
+    "AVX2": "avx2",
+    "FMA3": "fma",
+    "AVX512F": "avx512f",
+    "AVX512BW": "avx512bw",
+    "AVX512VL": "avx512vl",
+    "AVX512_BF16": "avx512_bf16",
+    "ASIMD": "asimd",
+    "SVE": "sve",
+}
 # The fields of a fingerprint that decide a run's bits (with the packages); the rest describe the machine.
-NUMERIC_FIELDS = ("numerics", "isa_floor", "xla_flags", "numerics_env", "x64", "backend", "device_kind", "cores_per_run")
+NUMERIC_FIELDS = (
+    "numerics",
+    "isa_floor",
+    "xla_flags",
+    "numerics_env",
+    "x64",
+    "backend",
+    "device_kind",
+    "cores_per_run",
+)
 
 
 def _cpu_model() -> str:

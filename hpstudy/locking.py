@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from hpstudy.errors import LockedError, OutputError
 
@@ -46,7 +46,9 @@ def store_lock(directory: Path, wait: bool = False, on_wait: Callable[[str], Non
         directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise OutputError(f"cannot create the lock file in {directory}: {exc.strerror}. Nothing was run or written.") from exc
+        raise OutputError(
+            f"cannot create the lock file in {directory}: {exc.strerror}. Nothing was run or written."
+        ) from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

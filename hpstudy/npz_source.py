@@ -18,14 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
-from hpstudy.data import ENV_DATA_DIR, DataShape, Dataset, Split, split_validation
+from hpstudy.data import ENV_DATA_DIR, Dataset, DataShape, Split, split_validation
 from hpstudy.errors import DataError
 
 PREFIX = "npz:"
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 ID_PATTERN = re.compile(r"npz:([0-9a-f]{16}):([0-9]+(?:x[0-9]+)*):([0-9]+):([0-9]+):([0-9]+)")
-HOW_TO_SAVE = ("save them with numpy.savez(PATH, x_train=..., y_train=..., x_test=..., y_test=...): images as "
-               "integers 0-255 (N x H x W x C, or N x features), labels as integers 0 to K-1")
+HOW_TO_SAVE = (
+    "save them with numpy.savez(PATH, x_train=..., y_train=..., x_test=..., y_test=...): images as "
+    "integers 0-255 (N x H x W x C, or N x features), labels as integers 0 to K-1"
+)
 # Where this process last found the file of each content name (so that loading it needs no search).
 _FOUND: dict[str, Path] = {}
 
@@ -38,15 +40,19 @@ def is_id(dataset: str) -> bool:
 def _open(path: Path) -> dict[str, np.ndarray]:
     """The four arrays of a .npz file (read without unpickling); DataError naming what is wrong."""
     if not zipfile.is_zipfile(path):  # numpy would take any other file for a pickle and say so
-        raise DataError(f"{path}: not a readable .npz file (not a zip archive: truncated, or not written by "
-                        f"numpy.savez); {HOW_TO_SAVE}.")
+        raise DataError(
+            f"{path}: not a readable .npz file (not a zip archive: truncated, or not written by "
+            f"numpy.savez); {HOW_TO_SAVE}."
+        )
     try:
         with np.load(path, allow_pickle=False) as npz:
             names = list(npz.files)
             missing = [n for n in ARRAYS if n not in names]
             if missing:
-                raise DataError(f"{path} holds the arrays {names or 'none'}; hpstudy needs {', '.join(ARRAYS)} "
-                                f"(missing: {', '.join(missing)}): {HOW_TO_SAVE}.")
+                raise DataError(
+                    f"{path} holds the arrays {names or 'none'}; hpstudy needs {', '.join(ARRAYS)} "
+                    f"(missing: {', '.join(missing)}): {HOW_TO_SAVE}."
+                )
             return {n: npz[n] for n in ARRAYS}
     except DataError:
         raise
@@ -62,21 +68,26 @@ def _where(mask: np.ndarray) -> str:
 
 def _whole(path: Path, name: str, array: np.ndarray, what: str, low: int, high: int | None) -> np.ndarray:
     """An array of whole numbers in [low, high] as int64; DataError for NaN, fractions or values out of range."""
-    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
-            or array.dtype == np.bool_):
+    if not (
+        np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating) or array.dtype == np.bool_
+    ):
         raise DataError(f"{path}: {name} has type {array.dtype}; expected {what} ({HOW_TO_SAVE}).")
     if np.issubdtype(array.dtype, np.floating):
         bad = ~np.isfinite(array)
         if bad.any():
             kind = "NaN" if np.isnan(array).any() else "infinite values"
-            raise DataError(f"{path}: {name} holds {kind} ({int(bad.sum())} of {array.size}, the first at index "
-                            f"{_where(bad)}); expected {what}.")
+            raise DataError(
+                f"{path}: {name} holds {kind} ({int(bad.sum())} of {array.size}, the first at index "
+                f"{_where(bad)}); expected {what}."
+            )
         frac = array != np.round(array)
         if frac.any():
             first = np.unravel_index(int(np.argmax(frac)), array.shape)
-            raise DataError(f"{path}: {name} holds non-integer values ({array[first].item()!r} at index {_where(frac)}); "
-                            f"expected {what}" + (" (pixels in [0, 1]? multiply by 255 and round)." if name.startswith("x")
-                                                  else "."))
+            raise DataError(
+                f"{path}: {name} holds non-integer values ({array[first].item()!r} at index {_where(frac)}); "
+                f"expected {what}"
+                + (" (pixels in [0, 1]? multiply by 255 and round)." if name.startswith("x") else ".")
+            )
     if array.size:
         lo, hi = array.min(), array.max()
         if lo < low or (high is not None and hi > high):
@@ -90,27 +101,46 @@ def read(path: Path) -> tuple[Split, Split, DataShape, str]:
     x_train, y_train, x_test, y_test = (arrays[n] for n in ARRAYS)
     for name in ("x_train", "x_test"):
         if arrays[name].ndim < 2 or arrays[name].shape[0] == 0 or 0 in arrays[name].shape:
-            raise DataError(f"{path}: {name} has shape {arrays[name].shape}; expected one image per row "
-                            "(N x H x W x C or N x features, N >= 1).")
+            raise DataError(
+                f"{path}: {name} has shape {arrays[name].shape}; expected one image per row "
+                "(N x H x W x C or N x features, N >= 1)."
+            )
     if x_train.shape[1:] != x_test.shape[1:]:
-        raise DataError(f"{path}: x_train's images have shape {x_train.shape[1:]} but x_test's {x_test.shape[1:]}; "
-                        "the two sets must hold images of one shape.")
+        raise DataError(
+            f"{path}: x_train's images have shape {x_train.shape[1:]} but x_test's {x_test.shape[1:]}; "
+            "the two sets must hold images of one shape."
+        )
     for x, y in (("x_train", "y_train"), ("x_test", "y_test")):
         if arrays[y].ndim != 1 or arrays[y].shape[0] != arrays[x].shape[0]:
             hint = " (one-hot labels? pass y.argmax(axis=1))" if arrays[y].ndim == 2 else ""
-            raise DataError(f"{path}: {y} has shape {arrays[y].shape} for {arrays[x].shape[0]} images in {x}; expected "
-                            f"one integer label per image, shape ({arrays[x].shape[0]},){hint}.")
-    images = {n: _whole(path, n, arrays[n], "pixel values, integers from 0 to 255", 0, 255).astype(np.uint8)
-              for n in ("x_train", "x_test")}
+            raise DataError(
+                f"{path}: {y} has shape {arrays[y].shape} for {arrays[x].shape[0]} images in {x}; expected "
+                f"one integer label per image, shape ({arrays[x].shape[0]},){hint}."
+            )
+    images = {
+        n: _whole(path, n, arrays[n], "pixel values, integers from 0 to 255", 0, 255).astype(np.uint8)
+        for n in ("x_train", "x_test")
+    }
     train_labels = _whole(path, "y_train", y_train, "whole-number class labels 0 to K-1", 0, None)
     classes = int(train_labels.max()) + 1
     if classes < 2:
         raise DataError(f"{path}: y_train holds one class only; a classifier needs at least 2 (labels 0 to K-1).")
-    test_labels = _whole(path, "y_test", y_test, f"labels of the training set's classes, 0 to {classes - 1} (the "
-                         "largest training label + 1 is the number of classes)", 0, classes - 1)
+    test_labels = _whole(
+        path,
+        "y_test",
+        y_test,
+        f"labels of the training set's classes, 0 to {classes - 1} (the "
+        "largest training label + 1 is the number of classes)",
+        0,
+        classes - 1,
+    )
     digest = hashlib.sha256()
-    for name, array in (("x_train", images["x_train"]), ("y_train", train_labels), ("x_test", images["x_test"]),
-                        ("y_test", test_labels)):
+    for name, array in (
+        ("x_train", images["x_train"]),
+        ("y_train", train_labels),
+        ("x_test", images["x_test"]),
+        ("y_test", test_labels),
+    ):
         array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
         digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
         digest.update(array.tobytes())
@@ -130,8 +160,10 @@ def dataset_id(path: str | os.PathLike) -> str:
     """Read and check a .npz file; its content name (remembered with the path, for loading it later)."""
     path = Path(path).expanduser().resolve()
     if not path.is_file():
-        raise DataError(f"{path}: no such .npz file; {HOW_TO_SAVE}, and name it with dataset = \"npz:PATH\" "
-                        "(a path relative to the study file's folder, or on the command line to the current one).")
+        raise DataError(
+            f'{path}: no such .npz file; {HOW_TO_SAVE}, and name it with dataset = "npz:PATH" '
+            "(a path relative to the study file's folder, or on the command line to the current one)."
+        )
     _, _, shape, digest = read(path)
     name = content_id(shape, digest)
     _FOUND[name] = path
@@ -169,11 +201,15 @@ def load_npz(name: str, data_dir: str | os.PathLike | None = None, validation: s
         name = dataset_id(name.removeprefix(PREFIX))
     path = _FOUND.get(name) or _search(name, data_dir)
     if path is None:
-        raise DataError(f"dataset {name} (a .npz file named by its content) not found: no .npz file in --data-dir or "
-                        f"${ENV_DATA_DIR} holds these arrays. Pass --data-dir DIR (or set {ENV_DATA_DIR}=DIR) for the "
-                        "folder that holds it, or name the file in the study with dataset = \"npz:PATH\".")
+        raise DataError(
+            f"dataset {name} (a .npz file named by its content) not found: no .npz file in --data-dir or "
+            f"${ENV_DATA_DIR} holds these arrays. Pass --data-dir DIR (or set {ENV_DATA_DIR}=DIR) for the "
+            'folder that holds it, or name the file in the study with dataset = "npz:PATH".'
+        )
     train, test, shape, digest = read(path)
     if content_id(shape, digest) != name:
-        raise DataError(f"{path} changed: its runs are named {name}, but it now holds {content_id(shape, digest)}. "
-                        "Runs of the new content are other runs: load the study again to run them.")
+        raise DataError(
+            f"{path} changed: its runs are named {name}, but it now holds {content_id(shape, digest)}. "
+            "Runs of the new content are other runs: load the study again to run them."
+        )
     return split_validation(train, test, validation, f"{PREFIX}{digest}", shape.image, shape.classes)

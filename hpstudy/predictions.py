@@ -61,8 +61,9 @@ def with_predictions(table: pa.Table, found: dict[str, tuple[bytes, bytes]]) -> 
 def _lacking(table: pa.Table) -> list[str]:
     """The runs of a part without stored predictions."""
     ids = table.column("run_id").to_pylist()
-    present = [table.column(c).to_pylist() if c in table.column_names else [None] * len(ids)
-               for c in store.PREDICTION_COLUMNS]
+    present = [
+        table.column(c).to_pylist() if c in table.column_names else [None] * len(ids) for c in store.PREDICTION_COLUMNS
+    ]
     return [rid for rid, *values in zip(ids, *present) if any(v is None for v in values)]
 
 
@@ -74,8 +75,10 @@ def add_to_store(directory: Path, found: dict[str, tuple[bytes, bytes]]) -> Adde
     with locking.store_lock(directory), storeops._compaction_lock(directory):
         journal = store.read_journal(directory)
         if journal and (journal["add"] or journal["remove"]):
-            raise StoreError(f"{directory} has an unfinished compaction; run `hpstudy compact {directory}` first. "
-                             "Nothing was written.")
+            raise StoreError(
+                f"{directory} has an unfinished compaction; run `hpstudy compact {directory}` first. "
+                "Nothing was written."
+            )
         for part in store.live_parts(directory):
             table = pq.read_table(part)
             lacking = _lacking(table)

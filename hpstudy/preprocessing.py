@@ -52,8 +52,10 @@ def statistics(images: np.ndarray) -> InputStats:
     per_feature = [_mean_std(int(t), int(q), n) if n else (0.0, 1.0) for t, q in zip(total, squares)]
     overall = _mean_std(int(total.sum()), int(squares.sum()), n * features) if n else (0.0, 1.0)
     return InputStats(
-        np.array([m for m, _ in per_feature], np.float64), np.array([s for _, s in per_feature], np.float64),
-        np.float64(overall[0]), np.float64(overall[1]),
+        np.array([m for m, _ in per_feature], np.float64),
+        np.array([s for _, s in per_feature], np.float64),
+        np.float64(overall[0]),
+        np.float64(overall[1]),
     )
 
 
@@ -73,5 +75,7 @@ def apply(mode: str, images: jax.Array, stats: InputStats) -> jax.Array:
         return (x - stats.feature_mean) / stats.feature_std
     if mode == "standardise_global":
         return (x - stats.mean) / stats.std
-    raise ValueError(f"preprocessing={mode!r} is unknown; expected 'scale', 'scale_symmetric', 'standardise' or "
-                     "'standardise_global'.")
+    raise ValueError(
+        f"preprocessing={mode!r} is unknown; expected 'scale', 'scale_symmetric', 'standardise' or "
+        "'standardise_global'."
+    )

@@ -6,18 +6,18 @@ import dataclasses
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from tqdm import tqdm
 
 from hpstudy import locking, store, storeops
-from hpstudy.training import engine, numerics, parallel
-from hpstudy.training.compilation import enable_persistent_cache
 from hpstudy.data import Dataset
 from hpstudy.environment import differences, fingerprint
 from hpstudy.errors import StoreError
 from hpstudy.study import Study
+from hpstudy.training import engine, numerics, parallel
+from hpstudy.training.compilation import enable_persistent_cache
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +43,7 @@ def run_study(
     allow_mixed: bool = False,
     wait: bool = False,
     on_wait: Callable[[str], None] | None = None,
-    shard: "storeops.Shard | None" = None,
+    shard: storeops.Shard | None = None,
     scheduler=None,
 ) -> RunReport:
     """Compute and store every run of `study` over `seeds` that the store does not hold yet.
@@ -74,8 +74,9 @@ def run_study(
             todo = _missing(study, seeds, directory, shard)
             if not todo:
                 return RunReport(directory, specs_total, specs_total, 0, 0.0)
-            return _run_on_dask(study, todo, specs_total, load_data, directory, scheduler, progress, numerics_mode,
-                                allow_mixed)
+            return _run_on_dask(
+                study, todo, specs_total, load_data, directory, scheduler, progress, numerics_mode, allow_mixed
+            )
     in_process = prepare_training(workers, numerics_mode)
     env = fingerprint(numerics_mode)
     if not allow_mixed:
@@ -90,21 +91,28 @@ def run_study(
     return RunReport(directory, specs_total, specs_total - len(todo), len(todo), seconds)
 
 
-def _specs(study: Study, seeds: range, shard: "storeops.Shard | None") -> list:
+def _specs(study: Study, seeds: range, shard: storeops.Shard | None) -> list:
     """The runs of `study` over `seeds` (only those of `shard`, if one is given)."""
     specs = study.runs(seeds)
     return specs if shard is None else [spec for spec in specs if shard.holds(spec.run_id)]
 
 
-def _missing(study: Study, seeds: range, directory: Path, shard: "storeops.Shard | None" = None) -> list:
+def _missing(study: Study, seeds: range, directory: Path, shard: storeops.Shard | None = None) -> list:
     """The runs of `study` over `seeds` (and `shard`) that the store does not hold."""
     done = store.stored_ids(directory, study.name) if directory.is_dir() else set()
     return [spec for spec in _specs(study, seeds, shard) if spec.run_id not in done]
 
 
 def _train_and_store(
-    study: Study, todo: list, dataset: Dataset, directory: Path, env: dict, progress: bool, workers: int,
-    numerics_mode: str, in_process: bool,
+    study: Study,
+    todo: list,
+    dataset: Dataset,
+    directory: Path,
+    env: dict,
+    progress: bool,
+    workers: int,
+    numerics_mode: str,
+    in_process: bool,
 ) -> float:
     """Train `todo`, storing each finished chunk, then compact the store if it holds many parts; the
     seconds it took."""
@@ -124,8 +132,17 @@ def _train_and_store(
     return seconds
 
 
-def _run_on_dask(study: Study, todo, total: int, load_data, directory: Path, scheduler, progress: bool,
-                 numerics_mode: str, allow_mixed: bool) -> RunReport:
+def _run_on_dask(
+    study: Study,
+    todo,
+    total: int,
+    load_data,
+    directory: Path,
+    scheduler,
+    progress: bool,
+    numerics_mode: str,
+    allow_mixed: bool,
+) -> RunReport:
     """`run_study` on a Dask cluster: the workers train, this process stores (hpstudy/training/distributed.py). The
     store's environments are checked against each environment the workers report (unless allow_mixed)."""
     from hpstudy.training.distributed import execute_on_dask
@@ -138,7 +155,13 @@ def _run_on_dask(study: Study, todo, total: int, load_data, directory: Path, sch
             bar.update(len(records))
 
         recomputed = execute_on_dask(
-            todo, study, load_data, directory, scheduler, on_stored, numerics_mode,
+            todo,
+            study,
+            load_data,
+            directory,
+            scheduler,
+            on_stored,
+            numerics_mode,
             check_environment=None if allow_mixed else lambda env: check_mixing(directory, env),
         )
     seconds = time.perf_counter() - start
@@ -154,8 +177,10 @@ def _compact_if_many(directory: Path, parts_written: int) -> None:
         try:
             storeops.compact(directory)
         except StoreError as exc:  # the runs are stored either way; compacting can wait
-            print(f"hpstudy: warning: the store was not compacted ({exc}); run `hpstudy compact {directory}` "
-                  "later.", file=sys.stderr)
+            print(
+                f"hpstudy: warning: the store was not compacted ({exc}); run `hpstudy compact {directory}` later.",
+                file=sys.stderr,
+            )
 
 
 def prepare_training(workers: int, numerics_mode: str) -> bool:

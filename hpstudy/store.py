@@ -17,8 +17,8 @@ import re
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -32,17 +32,34 @@ from hpstudy.runs import HISTORY_FIELDS, RunResult
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,120}")
 # Columns every part must hold, with their Arrow type kinds; a part without them is not one of ours.
 REQUIRED_COLUMNS = {
-    "study": pa.types.is_string, "run_id": pa.types.is_string, "trial_id": pa.types.is_string,
-    "seed": pa.types.is_integer, "config": pa.types.is_string, "test_accuracy": pa.types.is_floating,
-    "test_loss": pa.types.is_floating, "param_sha256": pa.types.is_string,
+    "study": pa.types.is_string,
+    "run_id": pa.types.is_string,
+    "trial_id": pa.types.is_string,
+    "seed": pa.types.is_integer,
+    "config": pa.types.is_string,
+    "test_accuracy": pa.types.is_floating,
+    "test_loss": pa.types.is_floating,
+    "param_sha256": pa.types.is_string,
     "dataset_fingerprint": pa.types.is_string,
 }
 # What two copies of one run must agree on: everything a run's bits determine. Timings, chunk and
 # environment text may differ between two honest copies (another process, another day).
 RESULT_FIELDS = (
-    "study", "trial_id", "seed", "config", "param_sha256", "test_accuracy", "test_loss", "epochs_run",
-    "best_epoch", "final_train_loss", "final_train_accuracy", "final_val_loss", "final_val_accuracy",
-    "best_val_accuracy", "dataset_fingerprint",
+    "study",
+    "trial_id",
+    "seed",
+    "config",
+    "param_sha256",
+    "test_accuracy",
+    "test_loss",
+    "epochs_run",
+    "best_epoch",
+    "final_train_loss",
+    "final_train_accuracy",
+    "final_val_loss",
+    "final_val_accuracy",
+    "best_val_accuracy",
+    "dataset_fingerprint",
 )
 
 # Test-set predictions of a run (docs/design.md): the predicted class of every test image, one uint8 each,
@@ -54,7 +71,9 @@ PREDICTION_COLUMNS = ("test_predictions", "test_correct")
 def study_dir(results: str | os.PathLike, study: str) -> Path:
     """Where a study's runs are stored (a name that is not a plain folder name is refused)."""
     if not _SAFE_NAME.fullmatch(study):
-        raise StoreError(f"study name {study!r} cannot name a folder under {results}; use letters, digits, '_', '-' or '.'.")
+        raise StoreError(
+            f"study name {study!r} cannot name a folder under {results}; use letters, digits, '_', '-' or '.'."
+        )
     return Path(results) / study
 
 
@@ -84,7 +103,9 @@ def check_writable(directory: Path, what: str = "results") -> None:
         os.unlink(probe)
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(directory) else ""
-        raise OutputError(f"cannot write the {what} folder {directory}{where}: {_why(exc)}. Nothing was run or written.") from exc
+        raise OutputError(
+            f"cannot write the {what} folder {directory}{where}: {_why(exc)}. Nothing was run or written."
+        ) from exc
 
 
 def one_line(exc: BaseException) -> str:
@@ -246,10 +267,16 @@ def read_journal(directory: Path) -> dict | None:
         raise StoreError(f"the store {directory} cannot be read ({path}: {_why(exc)}).") from exc
     try:
         journal = json.loads(text)
-        return {"generation": int(journal["generation"]), "add": list(journal["add"]), "remove": list(journal["remove"])}
+        return {
+            "generation": int(journal["generation"]),
+            "add": list(journal["add"]),
+            "remove": list(journal["remove"]),
+        }
     except (ValueError, KeyError, TypeError) as exc:
-        raise StoreError(f"compaction journal {path} is not valid ({exc}); it is written atomically, so it "
-                         "was not written by hpstudy. Restore it or move the store aside.") from exc
+        raise StoreError(
+            f"compaction journal {path} is not valid ({exc}); it is written atomically, so it "
+            "was not written by hpstudy. Restore it or move the store aside."
+        ) from exc
 
 
 def _live_names(directory: Path, journal: dict | None) -> list[Path]:
@@ -311,13 +338,19 @@ def _check_part(part: Path, study: str | None, columns: list[str] | None) -> pd.
     """Read one part (all columns, or `columns`), checking its schema and that it belongs to `study`."""
     try:
         schema = pq.read_schema(part)
-        missing = [c for c, ok in REQUIRED_COLUMNS.items() if schema.get_field_index(c) < 0 or not ok(schema.field(c).type)]
+        missing = [
+            c for c, ok in REQUIRED_COLUMNS.items() if schema.get_field_index(c) < 0 or not ok(schema.field(c).type)
+        ]
         if missing:
             raise StoreError(
                 f"results part {part} is not an hpstudy part: it lacks (or mistypes) the columns "
                 f"{', '.join(missing)}. Move it out of {part.parent}; nothing else was read."
             )
-        wanted = None if columns is None else [c for c in dict.fromkeys([*columns, "study"]) if schema.get_field_index(c) >= 0]
+        wanted = (
+            None
+            if columns is None
+            else [c for c in dict.fromkeys([*columns, "study"]) if schema.get_field_index(c) >= 0]
+        )
         frame = pq.read_table(part, columns=wanted).to_pandas()
     except FileNotFoundError:
         raise  # removed by a compaction finishing meanwhile: read_runs lists the store again
@@ -385,7 +418,9 @@ def _read_all(parts: list[Path], study: str, columns: list[str] | None) -> pd.Da
         counts = [fragment.metadata.num_rows for fragment in fragments]
     except (pa.ArrowException, OSError):
         return None
-    if not set(REQUIRED_COLUMNS) <= set(table.column_names) or any(table.column(c).null_count for c in REQUIRED_COLUMNS):
+    if not set(REQUIRED_COLUMNS) <= set(table.column_names) or any(
+        table.column(c).null_count for c in REQUIRED_COLUMNS
+    ):
         return None
     if not all(ok(table.schema.field(c).type) for c, ok in REQUIRED_COLUMNS.items()):
         return None
@@ -464,8 +499,9 @@ def stored_environments(directory: Path) -> dict[str, int]:
         try:
             return pq.read_table(part, columns=["environment"]).column("environment").to_pylist()
         except KeyError as exc:
-            raise StoreError(f"results part {part} has no environment column ({exc}); move it aside to recompute "
-                             "its runs.") from exc
+            raise StoreError(
+                f"results part {part} has no environment column ({exc}); move it aside to recompute its runs."
+            ) from exc
 
     for column in read_parts(Path(directory), read):
         for text in column:

@@ -18,8 +18,8 @@ import fcntl
 import json
 import math
 import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -65,8 +65,10 @@ def parse_shard(text: str) -> Shard:
     except ValueError:
         shard = None
     if not sep or shard is None or shard.count < 1 or not 0 <= shard.index < shard.count:
-        raise StudyError(f"--shard {text!r} is invalid: expected I/N with integers 0 <= I < N, "
-                         "e.g. --shard 0/3, --shard 1/3 and --shard 2/3 for three array jobs.")
+        raise StudyError(
+            f"--shard {text!r} is invalid: expected I/N with integers 0 <= I < N, "
+            "e.g. --shard 0/3, --shard 1/3 and --shard 2/3 for three array jobs."
+        )
     return shard
 
 
@@ -96,8 +98,12 @@ def differing_fields(a: dict, b: dict) -> list[str]:
     """The fields in which two stored copies of a run differ (timings and environment record excepted; a
     copy made before test-set predictions were kept does not differ from one with them)."""
     names = sorted((set(a) | set(b)) - set(TIMING_COLUMNS))
-    return [n for n in names if not _same(a.get(n), b.get(n))
-            and not (n in store.PREDICTION_COLUMNS and (a.get(n) is None or b.get(n) is None))]
+    return [
+        n
+        for n in names
+        if not _same(a.get(n), b.get(n))
+        and not (n in store.PREDICTION_COLUMNS and (a.get(n) is None or b.get(n) is None))
+    ]
 
 
 def _lacks_predictions(row: dict) -> bool:
@@ -145,16 +151,19 @@ def unique_runs(parts: Sequence[tuple[Path, pa.Table]]) -> tuple[pa.Table | None
         keep.append(mask)
     if len(studies) > 1:
         listed = "; ".join(f"{name!r} in {path}" for name, path in sorted(studies.items()))
-        raise StoreError(f"the stores hold runs of different studies ({listed}); merge one study at a time. "
-                         "Nothing was written.")
+        raise StoreError(
+            f"the stores hold runs of different studies ({listed}); merge one study at a time. Nothing was written."
+        )
     tables = [table.filter(pa.array(mask)) for (_, table), mask in zip(parts, keep) if any(mask)]
     if not tables:
         return None, duplicates
     try:
         return pa.concat_tables(tables, promote_options="default"), duplicates
     except pa.ArrowInvalid as exc:
-        raise StoreError(f"parts of {sorted({str(p.parent) for p, _ in parts})} have incompatible columns "
-                         f"({exc}); they were written by different versions of hpstudy.") from exc
+        raise StoreError(
+            f"parts of {sorted({str(p.parent) for p, _ in parts})} have incompatible columns "
+            f"({exc}); they were written by different versions of hpstudy."
+        ) from exc
 
 
 def _sorted(table: pa.Table) -> pa.Table:
@@ -184,8 +193,10 @@ class MergeReport:
 def _check_store(path: Path) -> None:
     """A source store must be a folder of parts; say what to pass instead where it is not."""
     if not path.is_dir():
-        raise StoreError(f"store {path} does not exist or is not a folder; pass a study's results folder "
-                         "(RESULTS/<study>, the one holding part-*.parquet files).")
+        raise StoreError(
+            f"store {path} does not exist or is not a folder; pass a study's results folder "
+            "(RESULTS/<study>, the one holding part-*.parquet files)."
+        )
     if store.live_parts(path):
         return
     inner = sorted(p.name for p in path.iterdir() if p.is_dir() and store.live_parts(p))
@@ -209,8 +220,10 @@ def check_environments(parts: Sequence[tuple[Path, pa.Table]]) -> None:
             try:
                 diffs = differences(first[1], text)
             except (ValueError, TypeError, AttributeError) as exc:
-                raise StoreError(f"results part {path} holds an environment record that does not parse ({exc}); "
-                                 "it was not written by hpstudy. Move it aside. Nothing was written.") from exc
+                raise StoreError(
+                    f"results part {path} holds an environment record that does not parse ({exc}); "
+                    "it was not written by hpstudy. Move it aside. Nothing was written."
+                ) from exc
             if diffs:
                 named = "; ".join(f"{field}: {old!r} vs {new!r}" for field, old, new in diffs)
                 raise StoreError(
@@ -221,7 +234,9 @@ def check_environments(parts: Sequence[tuple[Path, pa.Table]]) -> None:
 
 
 def merge(
-    out: str | os.PathLike, sources: Sequence[str | os.PathLike], runs_per_part: int = RUNS_PER_PART,
+    out: str | os.PathLike,
+    sources: Sequence[str | os.PathLike],
+    runs_per_part: int = RUNS_PER_PART,
     allow_mixed: bool = False,
 ) -> MergeReport:
     """Combine the runs of `sources` into the store `out` (created if needed; its own runs count too).
@@ -357,10 +372,16 @@ def compact(
         with _compaction_lock(directory):
             return _compact(directory, runs_per_part, checkpoint)
     except OSError as exc:  # a read-only or unwritable store; what a failed write left is cleaned up (recover)
-        why = ("it cannot be written here (compacting rewrites its parts: run it as the store's owner, or on a "
-               "writable copy)" if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else store._why(exc))
-        raise OutputError(f"cannot compact {directory}: {why}. The store is unchanged (a compaction is undone or "
-                          "finished by the next one); its runs read as before.") from exc
+        why = (
+            "it cannot be written here (compacting rewrites its parts: run it as the store's owner, or on a "
+            "writable copy)"
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+            else store._why(exc)
+        )
+        raise OutputError(
+            f"cannot compact {directory}: {why}. The store is unchanged (a compaction is undone or "
+            "finished by the next one); its runs read as before."
+        ) from exc
 
 
 def _compact(directory: Path, runs_per_part: int, checkpoint: Callable[[str], None]) -> CompactReport:

@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 
 from hpstudy import config as C
-from hpstudy.training import optimizers, schedules
-from hpstudy.config import SEEDINGS, EarlyStopping, RunConfig
 from hpstudy import data as hdata
+from hpstudy.config import SEEDINGS, EarlyStopping, RunConfig
 from hpstudy.data import DataShape, parse_validation
 from hpstudy.errors import DataError, StudyError
 from hpstudy.runs import RunSpec
+from hpstudy.training import optimizers, schedules
 
 # What each implementation flavour implies unless the study says otherwise (see docs/studies.md and
 # ../shared/notes/implementations.md; tests/test_fidelity.py proves each against its library).
@@ -52,16 +52,55 @@ FLAVOUR_DEFAULTS: dict[str, dict[str, Any]] = {
     # rule (and the same arithmetic) as plain "sgd".
     "pytorch": {"init": "pytorch", "loss": "softmax_cross_entropy", "optimizer": "sgd"},
 }
-MODEL_KEYS = {"flavour", "hidden", "activation", "dropout", "init", "loss", "preprocessing",
-              "negative_slope", "input_dropout", "layer_dropout", "batch_norm", "label_smoothing"}
-TRAINING_KEYS = {"optimizer", "learning_rate", "momentum", "l2", "batch_size", "epochs", "early_stopping",
-                 "optimizer_args", "schedule", "schedule_args", "kernel_l2", "max_norm", "clip_grad_norm",
-                 "clip_grad_value"}
+MODEL_KEYS = {
+    "flavour",
+    "hidden",
+    "activation",
+    "dropout",
+    "init",
+    "loss",
+    "preprocessing",
+    "negative_slope",
+    "input_dropout",
+    "layer_dropout",
+    "batch_norm",
+    "label_smoothing",
+}
+TRAINING_KEYS = {
+    "optimizer",
+    "learning_rate",
+    "momentum",
+    "l2",
+    "batch_size",
+    "epochs",
+    "early_stopping",
+    "optimizer_args",
+    "schedule",
+    "schedule_args",
+    "kernel_l2",
+    "max_norm",
+    "clip_grad_norm",
+    "clip_grad_value",
+}
 TRAINING_KEYS = TRAINING_KEYS | {"drop_last"}  # how the epoch is cut into mini-batches (PyTorch's DataLoader)
 FACTOR_KEYS = (MODEL_KEYS | TRAINING_KEYS) - {"early_stopping"}
 FLAVOUR_KEYS = (FACTOR_KEYS - {"flavour"}) | {"early_stopping"}
-STUDY_KEYS = {"name", "title", "authors", "year", "citation", "doi", "url", "dataset", "validation", "seeds", "description",
-              "seeding", "smallest_effect", "compare_with"}
+STUDY_KEYS = {
+    "name",
+    "title",
+    "authors",
+    "year",
+    "citation",
+    "doi",
+    "url",
+    "dataset",
+    "validation",
+    "seeds",
+    "description",
+    "seeding",
+    "smallest_effect",
+    "compare_with",
+}
 DEFAULT_SMALLEST_EFFECT = 0.002  # 0.2 percentage points of accuracy: the smallest difference worth seeds
 STUDY_STRINGS = {"title", "citation", "doi", "url", "description", "compare_with"}  # compare_with: a study name
 TOP_KEYS = {"study", "model", "training", "flavours", "design", "assumptions", "published"}
@@ -76,8 +115,15 @@ SPACE_KEYS = {"type", "low", "high", "step", "log", "values"}
 SPACE_EXTRA = {"hidden_layers", "units"}  # depth, and the range every hidden layer's width is drawn from
 ES_KEYS = {"monitor", "min_delta", "patience", "restore_best_weights", "rule"}
 METRICS = {
-    "test_accuracy", "test_loss", "final_val_accuracy", "final_val_loss", "best_val_accuracy",
-    "final_train_accuracy", "final_train_loss", "seconds", "epochs_run",
+    "test_accuracy",
+    "test_loss",
+    "final_val_accuracy",
+    "final_val_loss",
+    "best_val_accuracy",
+    "final_train_accuracy",
+    "final_train_loss",
+    "seconds",
+    "epochs_run",
 }
 PUBLISHED_KEYS = METRICS | {"where", "source", "note", "best_over"}
 PUBLISHED_MAX = 1e6  # bounds losses, seconds and epochs: beyond it a value is a typo, and would print as one
@@ -93,8 +139,10 @@ MAX_TRIALS = 100_000
 # .npz file of the researcher's own arrays (named by its content: hpstudy/npz_source.py).
 NATIVE_DATASETS = ("mnist", "fashion_mnist")
 TFDS_PATTERN = re.compile(r"tfds:[a-z0-9_]+(/[A-Za-z0-9_.-]+)?(:[0-9]+\.[0-9]+\.[0-9]+)?")
-DATASETS_EXPECTED = ("'mnist', 'fashion_mnist', 'tfds:NAME' for a dataset prepared by tensorflow-datasets (e.g. "
-                     "'tfds:kmnist', 'tfds:cifar10:3.0.2'), or 'npz:PATH' for a .npz file of your own arrays")
+DATASETS_EXPECTED = (
+    "'mnist', 'fashion_mnist', 'tfds:NAME' for a dataset prepared by tensorflow-datasets (e.g. "
+    "'tfds:kmnist', 'tfds:cifar10:3.0.2'), or 'npz:PATH' for a .npz file of your own arrays"
+)
 # Published configurations are matched to trials with this tolerance (a paper's 0.01 is our 0.01).
 MATCH_REL_TOL = 1e-6
 
@@ -118,7 +166,9 @@ def same_value(a: Any, b: Any) -> bool:
     """Equal configuration values: numbers within MATCH_REL_TOL, lists and tuples element-wise."""
     if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
         return (
-            isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b)
+            isinstance(a, (list, tuple))
+            and isinstance(b, (list, tuple))
+            and len(a) == len(b)
             and all(same_value(x, y) for x, y in zip(a, b))
         )
     if isinstance(a, bool) or isinstance(b, bool):
@@ -196,22 +246,27 @@ class Study:
         """Every (trial, seed) run of the study for the given seed indices."""
         return [RunSpec(t.config, s, t.trial_id) for t in self.trials for s in seeds]
 
-    def with_max_epochs(self, max_epochs: int) -> "Study":
+    def with_max_epochs(self, max_epochs: int) -> Study:
         """A smoke-test copy whose runs train for at most max_epochs (its runs are different runs)."""
         trials = tuple(
             dataclasses.replace(t, config=dataclasses.replace(t.config, epochs=min(t.config.epochs, max_epochs)))
             for t in self.trials
         )
-        meta = {**self.meta, "name": f"{self.name}.max_epochs-{max_epochs}", "base_name": self.meta.get("base_name", self.name),
-                "variant_args": f"{self.meta.get('variant_args', '')} --max-epochs {max_epochs}"}  # how to make it
+        meta = {
+            **self.meta,
+            "name": f"{self.name}.max_epochs-{max_epochs}",
+            "base_name": self.meta.get("base_name", self.name),
+            "variant_args": f"{self.meta.get('variant_args', '')} --max-epochs {max_epochs}",
+        }  # how to make it
         return dataclasses.replace(self, trials=trials, meta=meta)
 
-    def with_dataset(self, dataset: str) -> "Study":
+    def with_dataset(self, dataset: str) -> Study:
         """This study's design on another dataset: its runs are other runs (the dataset is part of each
         run's identity), stored as the study NAME.DATASET, and the paper's numbers (which were measured on
         the study's own dataset) are dropped so that no report compares against them."""
-        if not isinstance(dataset, str) or not (dataset in NATIVE_DATASETS or TFDS_PATTERN.fullmatch(dataset)
-                                                or dataset.startswith("npz:")):
+        if not isinstance(dataset, str) or not (
+            dataset in NATIVE_DATASETS or TFDS_PATTERN.fullmatch(dataset) or dataset.startswith("npz:")
+        ):
             raise StudyError(f"--dataset {dataset!r} is invalid; expected {DATASETS_EXPECTED}.")
         if dataset.startswith("npz:"):  # a path from the current folder, named by its content
             from hpstudy.npz_source import dataset_id, is_id
@@ -222,10 +277,17 @@ class Study:
         shape = _known_shape(dataset)
         if shape is not None:
             _check_sizes(f"--dataset {dataset}", self.validation, shape, [t.config for t in self.trials])
-        trials = tuple(dataclasses.replace(t, config=dataclasses.replace(t.config, dataset=dataset)) for t in self.trials)
+        trials = tuple(
+            dataclasses.replace(t, config=dataclasses.replace(t.config, dataset=dataset)) for t in self.trials
+        )
         suffix = re.sub(r"[^A-Za-z0-9_.-]", "-", dataset)
-        meta = {**self.meta, "name": f"{self.name}.{suffix}", "dataset": dataset, "base_name": self.meta.get("base_name", self.name),
-                "variant_args": f"{self.meta.get('variant_args', '')} --dataset {dataset}"}  # how to make it
+        meta = {
+            **self.meta,
+            "name": f"{self.name}.{suffix}",
+            "dataset": dataset,
+            "base_name": self.meta.get("base_name", self.name),
+            "variant_args": f"{self.meta.get('variant_args', '')} --dataset {dataset}",
+        }  # how to make it
         return dataclasses.replace(self, trials=trials, meta=meta, published=())
 
 
@@ -273,13 +335,17 @@ def _check_sizes(where: str, validation: str, shape: DataShape, configs) -> None
     """Raise StudyError unless the holdout and every batch fit the dataset's training set."""
     holdout = parse_validation(validation) or 0
     if holdout >= shape.n_train:
-        raise StudyError(f"{where}: validation = {validation!r} holds out {holdout} of only {shape.n_train} training "
-                         f"images; expected 'holdout:N' with 0 < N < {shape.n_train}.")
+        raise StudyError(
+            f"{where}: validation = {validation!r} holds out {holdout} of only {shape.n_train} training "
+            f"images; expected 'holdout:N' with 0 < N < {shape.n_train}."
+        )
     fit = shape.n_train - holdout
     for config in configs:
         if config.batch_size > fit:
-            raise StudyError(f"{where}: batch_size = {config.batch_size} is larger than the {fit} training images; "
-                             f"expected an integer batch size in [1, {fit}].")
+            raise StudyError(
+                f"{where}: batch_size = {config.batch_size} is larger than the {fit} training images; "
+                f"expected an integer batch size in [1, {fit}]."
+            )
 
 
 class _Checker:
@@ -390,8 +456,11 @@ def _check_value(chk: _Checker, key: str, name: str, value: Any) -> Any:
             raise chk.fail(key, value, "a number > 0")
         return float(value)
     elif name == "batch_size":
-        expected = (f"an integer batch size in [1, {chk.n_train}] (the training set has {chk.n_train} images)"
-                    if chk.n_train else "an integer batch size >= 1")
+        expected = (
+            f"an integer batch size in [1, {chk.n_train}] (the training set has {chk.n_train} images)"
+            if chk.n_train
+            else "an integer batch size >= 1"
+        )
         chk.typed(key, value, int, expected)
         if not 1 <= value <= (chk.n_train or value):
             raise chk.fail(key, value, expected)
@@ -405,7 +474,9 @@ def _check_value(chk: _Checker, key: str, name: str, value: Any) -> Any:
 def _check_name(chk: _Checker, key: str, name: str, value: Any) -> str:
     """An optimizer or schedule name: one of hpstudy's, a library's ('keras:rmsprop') or Optax's ('optax:adamw')."""
     if name == "optimizer":
-        ok = isinstance(value, str) and (value in optimizers.LEGACY_OPTIMIZERS or _known(optimizers.optimizer_factory, value))
+        ok = isinstance(value, str) and (
+            value in optimizers.LEGACY_OPTIMIZERS or _known(optimizers.optimizer_factory, value)
+        )
         if not ok:
             raise chk.fail(key, value, f"an optimizer, one of {', '.join(optimizers.optimizer_names())}")
     else:
@@ -447,7 +518,9 @@ def _check_training(chk: _Checker, cfg: RunConfig, where: str) -> None:
         raise chk.fail(f"{where}optimizer_args", args, f"arguments that {cfg.optimizer!r} takes ({error})")
     error = schedules.schedule_error(cfg.schedule, dict(cfg.schedule_args), cfg.learning_rate)
     if error:
-        raise chk.fail(f"{where}schedule_args", dict(cfg.schedule_args), f"arguments that {cfg.schedule!r} takes ({error})")
+        raise chk.fail(
+            f"{where}schedule_args", dict(cfg.schedule_args), f"arguments that {cfg.schedule!r} takes ({error})"
+        )
     error = optimizers.build_error(cfg)
     if error:
         raise chk.fail(f"{where}optimizer", cfg.optimizer, f"an optimizer that builds with these settings ({error})")
@@ -496,14 +569,20 @@ def _resolve(chk: _Checker, base: dict, flavours: dict, values: dict, meta: dict
     if settings.get("optimizer") not in optimizers.LEGACY_OPTIMIZERS:
         # a library optimizer takes its momentum among its own arguments (optimizer_args.momentum)
         if "momentum" in given:
-            raise chk.fail(f"{where}momentum", given["momentum"],
-                           f"no 'momentum' key with optimizer {settings['optimizer']!r}; give it as optimizer_args.momentum")
+            raise chk.fail(
+                f"{where}momentum",
+                given["momentum"],
+                f"no 'momentum' key with optimizer {settings['optimizer']!r}; give it as optimizer_args.momentum",
+            )
         settings["momentum"] = 0.0
     stop = settings.pop("early_stopping", None)
     es = _early_stopping(chk, f"{where}early_stopping", stop) if stop is not None else None
     cfg = RunConfig(
-        dataset=meta.get("dataset", "mnist"), validation=meta.get("validation", "test"), early_stopping=es,
-        seeding=meta.get("seeding", "independent"), **settings
+        dataset=meta.get("dataset", "mnist"),
+        validation=meta.get("validation", "test"),
+        early_stopping=es,
+        seeding=meta.get("seeding", "independent"),
+        **settings,
     )
     if es is not None and es.monitor.startswith("val_") and cfg.validation == "none":
         raise chk.fail("study.validation", "none", f"a validation split, since early stopping monitors {es.monitor}")
@@ -520,23 +599,35 @@ BATCH_NORM_FLAVOURS = ("keras", "pytorch")
 def _check_model(chk: _Checker, cfg: RunConfig) -> None:
     """Checks that span model keys, on a trial's resolved configuration."""
     if cfg.activation == "leaky_relu" and cfg.negative_slope is None and cfg.flavour not in LEAKY_RELU_DEFAULTS:
-        raise chk.fail("model.negative_slope", None,
-                       f"a leaky_relu slope: flavour {cfg.flavour!r} has no default (keras: 0.3, pytorch: 0.01)")
+        raise chk.fail(
+            "model.negative_slope",
+            None,
+            f"a leaky_relu slope: flavour {cfg.flavour!r} has no default (keras: 0.3, pytorch: 0.01)",
+        )
     if cfg.layer_dropout is not None:
         if len(cfg.layer_dropout) != len(cfg.hidden):
-            raise chk.fail("model.layer_dropout", list(cfg.layer_dropout),
-                           f"one dropout rate per hidden layer ({len(cfg.hidden)}, hidden = {list(cfg.hidden)})")
+            raise chk.fail(
+                "model.layer_dropout",
+                list(cfg.layer_dropout),
+                f"one dropout rate per hidden layer ({len(cfg.hidden)}, hidden = {list(cfg.hidden)})",
+            )
         if cfg.dropout:
             raise chk.fail("model.dropout", cfg.dropout, "0 when layer_dropout gives each hidden layer its rate")
     if cfg.batch_norm != "none":
         if cfg.flavour not in BATCH_NORM_FLAVOURS:
-            raise chk.fail("model.batch_norm", cfg.batch_norm,
-                           f"'none' with flavour {cfg.flavour!r} (batch normalisation follows keras' or pytorch's conventions)")
+            raise chk.fail(
+                "model.batch_norm",
+                cfg.batch_norm,
+                f"'none' with flavour {cfg.flavour!r} (batch normalisation follows keras' or pytorch's conventions)",
+            )
         last = chk.n_train % cfg.batch_size
         if cfg.flavour == "pytorch" and (cfg.batch_size == 1 or (last == 1 and not cfg.drop_last)):
-            raise chk.fail("training.batch_size", cfg.batch_size,
-                           "a batch size that leaves no mini-batch of one example (PyTorch's BatchNorm1d refuses to "
-                           "train on one; its running variance divides by n - 1), or drop_last = true")
+            raise chk.fail(
+                "training.batch_size",
+                cfg.batch_size,
+                "a batch size that leaves no mini-batch of one example (PyTorch's BatchNorm1d refuses to "
+                "train on one; its running variance divides by n - 1), or drop_last = true",
+            )
 
 
 def _levels(chk: _Checker, key: str, name: str, levels: Any) -> list:
@@ -557,10 +648,12 @@ def _levels(chk: _Checker, key: str, name: str, levels: Any) -> list:
 
 def _trial_id(values: dict) -> str:
     """A readable id from the trial's design values, independent of the order they were listed in."""
+
     def fmt(v):
         if isinstance(v, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in v):  # keyword arguments
             return "{" + ";".join(f"{k}={fmt(x)}" for k, x in v) + "}"
         return "x".join(map(str, v)) if isinstance(v, tuple) else str(v)
+
     return ",".join(f"{k}={fmt(values[k])}" for k in sorted(values))
 
 
@@ -572,8 +665,11 @@ def _grid(chk: _Checker, factors: Any, where: str) -> list[dict]:
     levels = [_levels(chk, f"{where}.{n}", n, factors[n]) for n in names]
     size = math.prod(len(lv) for lv in levels)
     if size > MAX_TRIALS:
-        raise chk.fail(where, {n: f"{len(lv)} levels" for n, lv in zip(names, levels)},
-                       f"at most {MAX_TRIALS:,} trials (these levels cross to {size:,})")
+        raise chk.fail(
+            where,
+            {n: f"{len(lv)} levels" for n, lv in zip(names, levels)},
+            f"at most {MAX_TRIALS:,} trials (these levels cross to {size:,})",
+        )
     return [dict(zip(names, combo)) for combo in itertools.product(*levels)]
 
 
@@ -600,7 +696,11 @@ def sample_trial(space: dict, sampler_seed: int, index: int) -> dict:
         elif spec["type"] == "float":
             lo, hi = spec["low"], spec["high"]
             u = rng.random()
-            values[name] = float(math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))) if spec.get("log") else float(lo + u * (hi - lo))
+            values[name] = (
+                float(math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))))
+                if spec.get("log")
+                else float(lo + u * (hi - lo))
+            )
         else:
             values[name] = spec["values"][int(rng.integers(0, len(spec["values"])))]
     if "hidden_layers" in values:
@@ -647,7 +747,9 @@ def _space(chk: _Checker, space: Any) -> dict:
                 raise chk.fail(f"{key}.values", spec.get("values"), "a non-empty list of choices")
             extra = set(spec) - {"type", "values"}
             if extra:
-                raise chk.fail(f"{key}.{sorted(extra)[0]}", spec[sorted(extra)[0]], "only 'values' with type = 'choice'")
+                raise chk.fail(
+                    f"{key}.{sorted(extra)[0]}", spec[sorted(extra)[0]], "only 'values' with type = 'choice'"
+                )
         else:
             raise chk.fail(f"{key}.type", kind, "'int', 'float' or 'choice'")
         if kind != "choice" and "values" in spec:
@@ -669,9 +771,13 @@ def _space(chk: _Checker, space: Any) -> dict:
             for bound in ("low", "high"):
                 _check_value(chk, f"{key}.{bound}", name, spec[bound])
     if ("hidden_layers" in space) != ("units" in space):
-        raise chk.fail("design.space", sorted(space), "'hidden_layers' and 'units' together (depth and width per layer)")
+        raise chk.fail(
+            "design.space", sorted(space), "'hidden_layers' and 'units' together (depth and width per layer)"
+        )
     if "hidden" in space and "hidden_layers" in space:
-        raise chk.fail("design.space.hidden", space["hidden"], "either 'hidden' or 'hidden_layers' with 'units', not both")
+        raise chk.fail(
+            "design.space.hidden", space["hidden"], "either 'hidden' or 'hidden_layers' with 'units', not both"
+        )
     return space
 
 
@@ -707,29 +813,46 @@ def _width_buckets(chk: _Checker, design: dict) -> tuple[int, ...] | None:
     if "width_buckets" not in design:
         return None
     buckets = design["width_buckets"]
-    if (not isinstance(buckets, list) or not buckets or not all(isinstance(b, int) and not isinstance(b, bool)
-                                                                 and b >= 1 for b in buckets)
-            or buckets != sorted(set(buckets))):
-        raise chk.fail("design.width_buckets", buckets, "a non-empty list of increasing integer widths, e.g. [128, 256, 512]")
+    if (
+        not isinstance(buckets, list)
+        or not buckets
+        or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in buckets)
+        or buckets != sorted(set(buckets))
+    ):
+        raise chk.fail(
+            "design.width_buckets", buckets, "a non-empty list of increasing integer widths, e.g. [128, 256, 512]"
+        )
     return tuple(buckets)
 
 
 def _padded(chk: _Checker, cfg: RunConfig, buckets: tuple[int, ...], trial: str) -> RunConfig:
     """The trial's configuration with each hidden width padded up to the smallest bucket that holds it."""
     if cfg.activation not in PADDABLE_ACTIVATIONS:
-        raise chk.fail("design.width_buckets", list(buckets),
-                       f"no width buckets with activation {cfg.activation!r} (only {', '.join(PADDABLE_ACTIVATIONS)}: "
-                       "a masked unit must output 0)")
+        raise chk.fail(
+            "design.width_buckets",
+            list(buckets),
+            f"no width buckets with activation {cfg.activation!r} (only {', '.join(PADDABLE_ACTIVATIONS)}: "
+            "a masked unit must output 0)",
+        )
     if cfg.init not in PADDABLE_INITS:
-        raise chk.fail("design.width_buckets", list(buckets),
-                       f"no width buckets with init {cfg.init!r} (a padded run's initial draw must rescale to the real "
-                       "widths; a block of an orthogonal matrix is not orthogonal)")
+        raise chk.fail(
+            "design.width_buckets",
+            list(buckets),
+            f"no width buckets with init {cfg.init!r} (a padded run's initial draw must rescale to the real "
+            "widths; a block of an orthogonal matrix is not orthogonal)",
+        )
     if cfg.batch_norm != "none":
-        raise chk.fail("design.width_buckets", list(buckets),
-                       f"no width buckets with batch_norm {cfg.batch_norm!r} (a masked unit must stay zero)")
+        raise chk.fail(
+            "design.width_buckets",
+            list(buckets),
+            f"no width buckets with batch_norm {cfg.batch_norm!r} (a masked unit must stay zero)",
+        )
     if max(cfg.hidden) > buckets[-1]:
-        raise chk.fail("design.width_buckets", list(buckets),
-                       f"buckets up to at least {max(cfg.hidden)} ({trial} has hidden widths {list(cfg.hidden)})")
+        raise chk.fail(
+            "design.width_buckets",
+            list(buckets),
+            f"buckets up to at least {max(cfg.hidden)} ({trial} has hidden widths {list(cfg.hidden)})",
+        )
     return dataclasses.replace(cfg, pad_hidden=tuple(next(b for b in buckets if b >= w) for w in cfg.hidden))
 
 
@@ -760,7 +883,9 @@ def _design(chk: _Checker, design: Any) -> tuple[str, list[tuple[str | None, dic
                 raise chk.fail(where, block, "a non-empty table of swept factors")
             for name in block:
                 if isinstance(crossed_factors, dict) and name in crossed_factors:
-                    raise chk.fail(f"{where}.{name}", block[name], "a factor that is not also crossed in design.factors")
+                    raise chk.fail(
+                        f"{where}.{name}", block[name], "a factor that is not also crossed in design.factors"
+                    )
             for values in _grid(chk, block, where):
                 for extra in crossed:
                     v = {**extra, **values}
@@ -779,7 +904,8 @@ def _meta(chk: _Checker, meta: Any) -> dict:
     name = meta.get("name")
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise chk.fail(
-            "study.name", name,
+            "study.name",
+            name,
             "a name of at most 100 letters, digits, '_', '-' or '.', starting with a letter or digit "
             "(it names the study's folders)",
         )
@@ -792,8 +918,9 @@ def _meta(chk: _Checker, meta: Any) -> dict:
     if "year" in meta:
         chk.typed("study.year", meta["year"], int, "an integer year")
     dataset = meta.get("dataset", "mnist")
-    if not isinstance(dataset, str) or not (dataset in NATIVE_DATASETS or TFDS_PATTERN.fullmatch(dataset)
-                                            or dataset.startswith("npz:")):
+    if not isinstance(dataset, str) or not (
+        dataset in NATIVE_DATASETS or TFDS_PATTERN.fullmatch(dataset) or dataset.startswith("npz:")
+    ):
         raise chk.fail("study.dataset", dataset, DATASETS_EXPECTED)
     if dataset.startswith("npz:"):
         meta["dataset"] = dataset = _npz(chk, dataset)
@@ -812,8 +939,11 @@ def _meta(chk: _Checker, meta: Any) -> dict:
     if "smallest_effect" in meta:
         effect = meta["smallest_effect"]
         if isinstance(effect, bool) or not isinstance(effect, (int, float)) or not (0 < effect < math.inf):
-            raise chk.fail("study.smallest_effect", effect,
-                           "a number > 0 in the objective's units (accuracies as fractions: 0.002 is 0.2 pp)")
+            raise chk.fail(
+                "study.smallest_effect",
+                effect,
+                "a number > 0 in the objective's units (accuracies as fractions: 0.002 is 0.2 pp)",
+            )
     if "seeds" in meta:
         chk.typed("study.seeds", meta["seeds"], int, "an integer number of seeds >= 1")
         if meta["seeds"] < 1:
@@ -866,10 +996,13 @@ def _published(chk: _Checker, published: Any, trials: list[Trial], kind: str) ->
             if not (p[k] >= 0 and math.isfinite(p[k])):
                 raise chk.fail(f"{where_key}.{k}", p[k], "a number >= 0")
             if k.endswith("accuracy") and p[k] > 100:  # a report reads 1 < value <= 100 as a percentage
-                raise chk.fail(f"{where_key}.{k}", p[k], "an accuracy as a fraction (0.9716) or a percentage (97.16), "
-                               "at most 100")
+                raise chk.fail(
+                    f"{where_key}.{k}", p[k], "an accuracy as a fraction (0.9716) or a percentage (97.16), at most 100"
+                )
             if p[k] > PUBLISHED_MAX:
-                raise chk.fail(f"{where_key}.{k}", p[k], f"a number of at most {PUBLISHED_MAX:,.0f} (no paper prints more)")
+                raise chk.fail(
+                    f"{where_key}.{k}", p[k], f"a number of at most {PUBLISHED_MAX:,.0f} (no paper prints more)"
+                )
         for k in ("source", "note"):
             if k in p:
                 chk.typed(f"{where_key}.{k}", p[k], str, "a string")
@@ -879,7 +1012,9 @@ def _published(chk: _Checker, published: Any, trials: list[Trial], kind: str) ->
                 raise chk.fail(f"{where_key}.best_over", best_over, "a non-empty list of design factors")
             for f in best_over:
                 if f not in factors:
-                    raise chk.fail(f"{where_key}.best_over", best_over, f"factors of the design ({', '.join(sorted(factors))})")
+                    raise chk.fail(
+                        f"{where_key}.best_over", best_over, f"factors of the design ({', '.join(sorted(factors))})"
+                    )
         # A paper's configuration must name one of the design's trials, or it is a typo; a random
         # search reports the configuration its own search found, which ours need not sample.
         if kind != "random" and not any(matches(t, p["where"]) for t in trials):
@@ -893,7 +1028,8 @@ def _published(chk: _Checker, published: Any, trials: list[Trial], kind: str) ->
             shared = sorted(set(values) & {k for k in q if k in METRICS})
             if same_where and shared and q.get("best_over") == p.get("best_over"):
                 raise chk.fail(
-                    where_key, p["where"],
+                    where_key,
+                    p["where"],
                     f"one entry per configuration and metric; published[{j}] already gives {shared[0]} for it",
                 )
     return tuple(published)
@@ -920,7 +1056,8 @@ def load_study(path: str | Path) -> Study:
     flavours_doc = doc.get("flavours", {})
     chk.keys(flavours_doc, set(FLAVOUR_DEFAULTS), "flavours")
     flavours = {
-        flav: _settings_table(chk, table, FLAVOUR_KEYS, f"flavours.{flav}", hint) for flav, table in flavours_doc.items()
+        flav: _settings_table(chk, table, FLAVOUR_KEYS, f"flavours.{flav}", hint)
+        for flav, table in flavours_doc.items()
     }
     design = doc.get("design", {"kind": "grid", "factors": {}})
     kind, designed = _design(chk, design)
@@ -945,7 +1082,9 @@ def load_study(path: str | Path) -> Study:
         seen: dict[RunConfig, str] = {}
         for t in trials:
             if t.config in seen:
-                raise chk.fail("design", t.trial_id, f"trials with distinct configurations (it equals {seen[t.config]})")
+                raise chk.fail(
+                    "design", t.trial_id, f"trials with distinct configurations (it equals {seen[t.config]})"
+                )
             seen[t.config] = t.trial_id
     assumptions = _assumptions(chk, doc.get("assumptions", []))
     published = _published(chk, doc.get("published", []), trials, kind)
@@ -957,7 +1096,9 @@ def load_study(path: str | Path) -> Study:
         assumptions=assumptions,
         published=published,
         design_kind=kind,
-        design={k: v for k, v in design.items() if k in ("kind", "objective", "trials", "sampler_seed", "width_buckets")},
+        design={
+            k: v for k, v in design.items() if k in ("kind", "objective", "trials", "sampler_seed", "width_buckets")
+        },
     )
 
 
@@ -973,5 +1114,7 @@ def parse_seeds(text: str | None, default: int) -> range:
     except ValueError:
         a, b = 0, -1
     if not (0 <= a < b):
-        raise StudyError(f"--seeds {text!r} is invalid; expected N (seeds 0..N-1, N >= 1) or A:B (seeds A..B-1, 0 <= A < B).")
+        raise StudyError(
+            f"--seeds {text!r} is invalid; expected N (seeds 0..N-1, N >= 1) or A:B (seeds A..B-1, 0 <= A < B)."
+        )
     return range(a, b)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from hpstudy.errors import OutputError, StudyError
 
-TEMPLATE = '''\
+TEMPLATE = """\
 # {name}: describe the study you re-run here (which paper, which table).
 # Every key is documented in docs/studies.md. Check this file with `hpstudy show {name}`.
 
@@ -31,7 +31,7 @@ why = "Replace with what the paper says, or why these values were chosen."
 # where = {{ {where} }}
 # test_accuracy = 0.978
 # source = "Table 2"
-'''
+"""
 
 
 ACTIVATIONS_LINE = "relu, sigmoid, tanh, elu, selu, gelu, gelu_tanh, softplus, leaky_relu, silu, identity"
@@ -65,7 +65,9 @@ epochs = 5
 monitor = "val_loss"
 patience = 0
 
-""" + DESIGN + """learning_rate = [0.001, 0.01]
+"""
+        + DESIGN
+        + """learning_rate = [0.001, 0.01]
 batch_size = [32, 64]
 dropout = [0.0, 0.2]
 
@@ -92,7 +94,9 @@ batch_size = 64
 epochs = 10
 drop_last = false               # DataLoader(drop_last=...): true leaves out each epoch's last, partial batch
 
-""" + DESIGN + """learning_rate = [0.01, 0.1]
+"""
+        + DESIGN
+        + """learning_rate = [0.01, 0.1]
 batch_size = [32, 64]
 dropout = [0.0, 0.2]
 
@@ -115,7 +119,9 @@ learning_rate = 0.001           # learning_rate_init (learning_rate='constant')
 batch_size = 200                # batch_size='auto' is min(200, n_samples)
 epochs = 200                    # max_iter
 
-""" + DESIGN + """learning_rate = [0.001, 0.01]
+"""
+        + DESIGN
+        + """learning_rate = [0.001, 0.01]
 batch_size = [100, 200]
 l2 = [0.0001, 0.001]
 
@@ -137,7 +143,9 @@ learning_rate = 3.0             # eta
 batch_size = 10                 # mini_batch_size
 epochs = 30
 
-""" + DESIGN + """learning_rate = [0.5, 3.0]
+"""
+        + DESIGN
+        + """learning_rate = [0.5, 3.0]
 batch_size = [10, 20]
 hidden = [[30], [100]]
 

@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from hpstudy.data import DataShape, Dataset, Split, split_validation
+from hpstudy.data import Dataset, DataShape, Split, split_validation
 from hpstudy.errors import DataError
 
 ENV_TFDS_DATA_DIR = "TFDS_DATA_DIR"
@@ -45,8 +45,10 @@ def _read_split(source, name: str, split: str, shape: DataShape) -> Split:
             f"metadata says {'x'.join(map(str, shape.image))} uint8 images, as hpstudy needs (pixel values 0-255)."
         )
     if labels.min() < 0 or labels.max() >= shape.classes:
-        raise DataError(f"tfds:{name} split '{split}' has labels from {labels.min()} to {labels.max()}; its metadata "
-                        f"says {shape.classes} classes, 0 to {shape.classes - 1}.")
+        raise DataError(
+            f"tfds:{name} split '{split}' has labels from {labels.min()} to {labels.max()}; its metadata "
+            f"says {shape.classes} classes, 0 to {shape.classes - 1}."
+        )
     # uint8 labels where they fit, as before other shapes were read: the fingerprint hashes these bytes
     return Split(images.reshape(n, shape.inputs), labels.astype(np.uint8 if shape.classes <= 256 else np.int32))
 
@@ -56,15 +58,15 @@ def _builder(name: str, data_dir: str | None):
     try:
         import tensorflow_datasets as tfds
     except ImportError as exc:
-        raise DataError(
-            f"dataset 'tfds:{name}' needs tensorflow-datasets: pip install -e '.[tfds]' ({exc})."
-        ) from exc
+        raise DataError(f"dataset 'tfds:{name}' needs tensorflow-datasets: pip install -e '.[tfds]' ({exc}).") from exc
     where = data_dir or "~/tensorflow_datasets"
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as exc:  # noqa: BLE001 - tfds raises several kinds for an unknown or unreadable name
-        raise DataError(f"tfds:{name} is not a dataset tensorflow-datasets knows or finds in {where} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}). "
-                        f"{_prepare_hint(name)}.") from exc
+        raise DataError(
+            f"tfds:{name} is not a dataset tensorflow-datasets knows or finds in {where} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}). "
+            f"{_prepare_hint(name)}."
+        ) from exc
     if not builder.is_prepared():
         raise DataError(f"tfds:{name} is not prepared in {where}. {_prepare_hint(name)}.")
     return builder
@@ -75,7 +77,7 @@ def tfds_shape(name: str) -> DataShape:
     return _shape(name, os.environ.get(ENV_TFDS_DATA_DIR) or None)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _shape(name: str, data_dir: str | None) -> DataShape:
     """`tfds_shape` of the dataset in one data folder (read once per process)."""
     builder = _builder(name, data_dir)
@@ -89,10 +91,16 @@ def _shape(name: str, data_dir: str | None) -> DataShape:
     image = tuple(features["image"].shape)
     classes = getattr(features["label"], "num_classes", None)
     if not image or any(d is None for d in image) or not classes:
-        raise DataError(f"tfds:{name} has images of shape {image} and labels of {classes} classes; hpstudy needs "
-                        "images of one fixed shape and a ClassLabel label with its number of classes.")
-    return DataShape(tuple(int(d) for d in image), int(classes), int(info.splits["train"].num_examples),
-                     int(info.splits["test"].num_examples))
+        raise DataError(
+            f"tfds:{name} has images of shape {image} and labels of {classes} classes; hpstudy needs "
+            "images of one fixed shape and a ClassLabel label with its number of classes."
+        )
+    return DataShape(
+        tuple(int(d) for d in image),
+        int(classes),
+        int(info.splits["train"].num_examples),
+        int(info.splits["test"].num_examples),
+    )
 
 
 def load_tfds(name: str, validation: str = "test") -> Dataset:
@@ -105,7 +113,9 @@ def load_tfds(name: str, validation: str = "test") -> Dataset:
     try:
         sources = tfds.data_source(name, data_dir=data_dir, download=False)
     except Exception as exc:  # noqa: BLE001 - e.g. prepared as TFRecord, which needs TensorFlow to read
-        raise DataError(f"tfds:{name} in {where} cannot be read without TensorFlow ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}). {_prepare_hint(name)}.") from exc
+        raise DataError(
+            f"tfds:{name} in {where} cannot be read without TensorFlow ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}). {_prepare_hint(name)}."
+        ) from exc
     missing = [s for s in ("train", "test") if s not in sources]
     if missing:
         raise DataError(f"tfds:{name} has splits {sorted(sources)}; hpstudy needs 'train' and 'test'.")

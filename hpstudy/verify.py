@@ -29,9 +29,20 @@ from hpstudy.runs import HISTORY_FIELDS, RunSpec
 
 # Every stored value that training determines. Timing and the environment record are not results.
 COMPARED = (
-    "run_id", "param_sha256", "epochs_run", "best_epoch", *HISTORY_FIELDS,
-    "final_train_loss", "final_train_accuracy", "final_val_loss", "final_val_accuracy", "best_val_accuracy",
-    "test_loss", "test_accuracy", "chunk_width", "group_id",
+    "run_id",
+    "param_sha256",
+    "epochs_run",
+    "best_epoch",
+    *HISTORY_FIELDS,
+    "final_train_loss",
+    "final_train_accuracy",
+    "final_val_loss",
+    "final_val_accuracy",
+    "best_val_accuracy",
+    "test_loss",
+    "test_accuracy",
+    "chunk_width",
+    "group_id",
 )
 LOCK_FILE = Path(__file__).resolve().parent.parent / "requirements.lock"
 
@@ -122,8 +133,10 @@ def read_lock(path: Path = LOCK_FILE) -> dict[str, str]:
         if match:
             versions[_normal(match.group(1))] = match.group(3)
     if not versions:
-        raise StudyError(f"--lock {path} is not a lock file: no line of the form name==version in it; pass the "
-                         "repository's requirements.lock (or a pip-compile / uv lock file).")
+        raise StudyError(
+            f"--lock {path} is not a lock file: no line of the form name==version in it; pass the "
+            "repository's requirements.lock (or a pip-compile / uv lock file)."
+        )
     return versions
 
 
@@ -259,7 +272,9 @@ def verify(
         raise StoreError(f"{path} holds no runs to verify.")
     modes = {json.loads(t).get("numerics") or "native" for t in runs["environment"]}
     if len(modes) > 1:
-        raise StoreError(f"{path} holds runs of several numerics modes ({', '.join(sorted(modes))}); verify each store apart.")
+        raise StoreError(
+            f"{path} holds runs of several numerics modes ({', '.join(sorted(modes))}); verify each store apart."
+        )
     mode = modes.pop()
     in_process = prepare_training(workers, mode)  # before anything starts JAX in this process
     fingerprint(mode)
@@ -268,7 +283,9 @@ def verify(
     for fp_recorded, group in runs.groupby("dataset_fingerprint"):
         here = {d.fingerprint for d in datasets.values()}
         if fp_recorded not in here:
-            outcome.environment.append(f"dataset fingerprint: recorded {fp_recorded} ({len(group)} runs), here {', '.join(sorted(here))}")
+            outcome.environment.append(
+                f"dataset fingerprint: recorded {fp_recorded} ({len(group)} runs), here {', '.join(sorted(here))}"
+            )
     for line in outcome.environment:
         print(f"environment differs: {line}", file=sys.stderr)
     # keyed by what the run is, not by its stored id: a changed identity rule shows as a run_id mismatch
@@ -288,8 +305,12 @@ def verify(
                     row = rows[(result.spec.config.canonical(), result.spec.seed)]
                     now = store.to_record(result, row["study"], row["study_sha256"], dataset.fingerprint, {})
                     found = compare(row, now)
-                    if (not found and row["dataset_fingerprint"] == dataset.fingerprint and result.test_predictions
-                            and consistent(result.test_correct, len(result.test_predictions), row["test_accuracy"])):
+                    if (
+                        not found
+                        and row["dataset_fingerprint"] == dataset.fingerprint
+                        and result.test_predictions
+                        and consistent(result.test_correct, len(result.test_predictions), row["test_accuracy"])
+                    ):
                         reproduced[row["run_id"]] = (result.test_predictions, result.test_correct)
                     outcome.checked += 1
                     outcome.matched += not found

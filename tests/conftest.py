@@ -43,8 +43,8 @@ kind = "grid"
 [design.factors]
 {factors}
 """
-FACTORS = 'learning_rate = [0.001, 0.01]\nbatch_size = [64]\ndropout = [0.0, 0.2]'
-FACTORS_PERMUTED = 'dropout = [0.2, 0.0]\nbatch_size = [64]\nlearning_rate = [0.01, 0.001]'
+FACTORS = "learning_rate = [0.001, 0.01]\nbatch_size = [64]\ndropout = [0.0, 0.2]"
+FACTORS_PERMUTED = "dropout = [0.2, 0.0]\nbatch_size = [64]\nlearning_rate = [0.01, 0.001]"
 
 
 def synthetic_dataset():

@@ -37,6 +37,11 @@ else:
     load = lambda: hdata.load_mnist(None, study.meta.get("validation", "test"), download=False)  # noqa: E731
 report = run_study(study, range(study.default_seeds), load, results, progress=False, numerics_mode=mode)
 runs = store.read_runs(report.directory)
-out = {row["run_id"]: {f: (list(map(float, row[f])) if hasattr(row[f], "__len__") and not isinstance(row[f], str) else row[f])
-                       for f in COMPARED} for _, row in runs.iterrows()}
+out = {
+    row["run_id"]: {
+        f: (list(map(float, row[f])) if hasattr(row[f], "__len__") and not isinstance(row[f], str) else row[f])
+        for f in COMPARED
+    }
+    for _, row in runs.iterrows()
+}
 print(json.dumps({"features": sorted(k for k, v in numerics.cpu_features().items() if v), "runs": out}, default=str))

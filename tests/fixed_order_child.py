@@ -42,8 +42,12 @@ out = {
 # A 784-64-10 ReLU MLP, cross-entropy, SGD: 5 steps as a lax.scan of the step.
 X = rng.random((5, 32, 784), dtype=np.float32)
 Y = rng.integers(0, 10, (5, 32))
-params = {"w1": rng.standard_normal((784, 64), dtype=np.float32) * 0.05, "b1": np.zeros(64, np.float32),
-          "w2": rng.standard_normal((64, 10), dtype=np.float32) * 0.1, "b2": np.zeros(10, np.float32)}
+params = {
+    "w1": rng.standard_normal((784, 64), dtype=np.float32) * 0.05,
+    "b1": np.zeros(64, np.float32),
+    "w2": rng.standard_normal((64, 10), dtype=np.float32) * 0.1,
+    "b2": np.zeros(10, np.float32),
+}
 
 
 def loss(p, x, y):

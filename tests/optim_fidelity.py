@@ -57,9 +57,17 @@ def config(flavour: str, optimizer: str, learning_rate: float, args: dict | None
         if name in fields:
             fields[name] = pairs(fields[name])
     return RunConfig(
-        flavour=flavour if flavour != "pytorch" else "keras", hidden=HIDDEN, activation="relu", dropout=0.0, init=init,
-        loss="softmax_cross_entropy", optimizer=optimizer, optimizer_args=pairs(args or {}),
-        learning_rate=learning_rate, batch_size=BATCH, **fields,
+        flavour=flavour if flavour != "pytorch" else "keras",
+        hidden=HIDDEN,
+        activation="relu",
+        dropout=0.0,
+        init=init,
+        loss="softmax_cross_entropy",
+        optimizer=optimizer,
+        optimizer_args=pairs(args or {}),
+        learning_rate=learning_rate,
+        batch_size=BATCH,
+        **fields,
     )
 
 
@@ -69,7 +77,9 @@ def layers_of(params) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(np.asarray(params[n]["kernel"], np.float64), np.asarray(params[n]["bias"], np.float64)) for n in names]
 
 
-def run_hpstudy(cfg: RunConfig, epochs: int = EPOCHS, x64: bool = True, initial: list | None = None) -> tuple[list, list[list]]:
+def run_hpstudy(
+    cfg: RunConfig, epochs: int = EPOCHS, x64: bool = True, initial: list | None = None
+) -> tuple[list, list[list]]:
     """hpstudy's initial layers and its layers after each epoch, trained by train_step on `batches()`;
     from hpstudy's own initialisation, or from `initial` layers when given."""
     with jax.enable_x64(x64):
@@ -78,8 +88,10 @@ def run_hpstudy(cfg: RunConfig, epochs: int = EPOCHS, x64: bool = True, initial:
         state = init_run(cfg, jnp.asarray(INIT_KEY), hp)
         params, opt_state = state.params, state.opt_state
         if initial is not None:
-            params = {f"Dense_{i}": {"kernel": jnp.asarray(w, dtype), "bias": jnp.asarray(b, dtype)}
-                      for i, (w, b) in enumerate(initial)}
+            params = {
+                f"Dense_{i}": {"kernel": jnp.asarray(w, dtype), "bias": jnp.asarray(b, dtype)}
+                for i, (w, b) in enumerate(initial)
+            }
             opt_state = optimizer_for(cfg, hp.learning_rate).init(params)
         initial = layers_of(params)
         step = jax.jit(functools.partial(train_step, cfg))
@@ -94,8 +106,13 @@ def run_hpstudy(cfg: RunConfig, epochs: int = EPOCHS, x64: bool = True, initial:
                 x[:k], y[:k] = images, labels
                 mask = (np.arange(BATCH) < k).astype(np.float32)
                 params, opt_state, _, _ = step(
-                    params, opt_state, preprocess(jnp.asarray(x)), jnp.asarray(y), jnp.asarray(mask),
-                    jnp.asarray(0.0, dtype), key,
+                    params,
+                    opt_state,
+                    preprocess(jnp.asarray(x)),
+                    jnp.asarray(y),
+                    jnp.asarray(mask),
+                    jnp.asarray(0.0, dtype),
+                    key,
                 )
             after.append(layers_of(params))
     return initial, after
@@ -117,7 +134,10 @@ def uniform_layers(seed: int = 7) -> list[tuple[np.ndarray, np.ndarray]]:
     from NumPy's legacy RandomState (its stream is fixed across NumPy releases)."""
     rng = np.random.RandomState(seed)
     sizes = (784, *HIDDEN, 10)
-    return [(rng.uniform(-0.3, 0.3, (a, b)) / np.sqrt(a / 16), rng.uniform(-0.1, 0.1, b)) for a, b in zip(sizes[:-1], sizes[1:])]
+    return [
+        (rng.uniform(-0.3, 0.3, (a, b)) / np.sqrt(a / 16), rng.uniform(-0.1, 0.1, b))
+        for a, b in zip(sizes[:-1], sizes[1:])
+    ]
 
 
 # Golden files keep, after every epoch, the parameters at these positions only (a few KB per case; a wrong

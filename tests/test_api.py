@@ -60,7 +60,11 @@ def test_run_results_summarize_plots_report(write_study, tmp_path, monkeypatch):
     assert folder == tmp_path / "out" / "small" and (folder / "README.md").is_file()
     from hpstudy.reporting import build  # importing the report side leaves the package's `report` function alone
 
-    assert build.write_report and callable(hpstudy.report) and hpstudy.report(study, results=results, out=tmp_path / "out2").is_dir()
+    assert (
+        build.write_report
+        and callable(hpstudy.report)
+        and hpstudy.report(study, results=results, out=tmp_path / "out2").is_dir()
+    )
 
 
 def test_cli_run_is_the_api(monkeypatch, capsys):
@@ -69,8 +73,16 @@ def test_cli_run_is_the_api(monkeypatch, capsys):
     def fake_run(study, seeds, results, **kwargs):
         seen.update(study=study, seeds=seeds, results=results, **kwargs)
         frame = pd.DataFrame({"trial_id": ["t"], "test_accuracy": [0.9]})
-        frame.attrs["run"] = {"study": "s", "trials": 1, "seeds": range(1), "total": 1, "already_stored": 1,
-                              "computed": 0, "seconds": 0.0, "directory": Path("results/s")}
+        frame.attrs["run"] = {
+            "study": "s",
+            "trials": 1,
+            "seeds": range(1),
+            "total": 1,
+            "already_stored": 1,
+            "computed": 0,
+            "seconds": 0.0,
+            "directory": Path("results/s"),
+        }
         return frame
 
     monkeypatch.setattr(api, "run", fake_run)

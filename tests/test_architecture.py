@@ -21,7 +21,7 @@ def module_imports(path: Path, lazy: bool = True) -> set[str]:
     inside functions too (a lazy import only hides a circle: it still runs)."""
     out: set[str] = set()
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    for node in (ast.walk(tree) if lazy else tree.body):
+    for node in ast.walk(tree) if lazy else tree.body:
         if isinstance(node, ast.Import):
             out |= {a.name.split(".", 1)[1] for a in node.names if a.name.startswith("hpstudy.")}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -71,7 +71,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str]:
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         path.pop()
@@ -91,15 +91,29 @@ def test_find_cycle_detects_a_circle():
 
 def test_module_imports_reads_every_import_form(tmp_path):
     f = tmp_path / "m.py"
-    f.write_text("import os\nimport hpstudy.reporting.stats\nfrom hpstudy import store\nfrom hpstudy.reporting import tables\n"
-                 "from hpstudy.reporting.analysis import Analysis\ndef f():\n    from hpstudy.reporting import build\n")
-    assert module_imports(f) == {"reporting.stats", "store", "reporting.tables", "reporting.analysis", "reporting.build"}
+    f.write_text(
+        "import os\nimport hpstudy.reporting.stats\nfrom hpstudy import store\nfrom hpstudy.reporting import tables\n"
+        "from hpstudy.reporting.analysis import Analysis\ndef f():\n    from hpstudy.reporting import build\n"
+    )
+    assert module_imports(f) == {
+        "reporting.stats",
+        "store",
+        "reporting.tables",
+        "reporting.analysis",
+        "reporting.build",
+    }
     assert module_imports(f, lazy=False) == {"reporting.stats", "store", "reporting.tables", "reporting.analysis"}
 
 
 def test_package_has_no_module_level_import_circle():
     graph = import_graph(lazy=False)
-    assert {"reporting.analysis", "reporting.build", "reporting.tables", "reporting.figures", "reporting.readme"} <= set(graph)
+    assert {
+        "reporting.analysis",
+        "reporting.build",
+        "reporting.tables",
+        "reporting.figures",
+        "reporting.readme",
+    } <= set(graph)
     assert find_cycle(graph) == [], f"import circle: {' -> '.join(find_cycle(graph))}"
 
 
@@ -109,8 +123,10 @@ REPORT_SIDE = {m for m in import_graph() if m == "reporting" or m.startswith("re
 def test_report_side_is_one_package_and_report_is_the_api_function():
     """The report side lives in hpstudy/reporting/; no top-level module of that name shadows hpstudy.report."""
     assert {"reporting.stats", "reporting.analysis", "reporting.outputs", "reporting.synthetic"} <= REPORT_SIDE
-    assert not any((PACKAGE / f"{m}.py").exists() for m in ("report", "stats", "analysis_model", "tables", "figures",
-                                                             "readme", "outputs", "synthetic"))
+    assert not any(
+        (PACKAGE / f"{m}.py").exists()
+        for m in ("report", "stats", "analysis_model", "tables", "figures", "readme", "outputs", "synthetic")
+    )
     code = "import hpstudy, hpstudy.reporting.build, inspect\nprint(inspect.isfunction(hpstudy.report))\n"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
@@ -134,4 +150,3 @@ def test_report_modules_import_the_analysis_not_the_builder():
     for name in ("reporting.tables", "reporting.figures", "reporting.readme"):
         assert "reporting.analysis" in graph[name] and "reporting.build" not in graph[name], name
     assert "reporting.build" not in graph["reporting.analysis"]
-

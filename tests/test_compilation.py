@@ -75,7 +75,9 @@ def test_second_process_loads_programs_from_the_persistent_cache_with_the_same_b
     env = {**os.environ, "PYTHONPATH": str(Path.cwd())}
     runs = []
     for _ in range(2):
-        proc = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path)], capture_output=True, text=True, env=env, check=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", CHILD, str(tmp_path)], capture_output=True, text=True, env=env, check=True
+        )
         runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     first, second = runs
     assert second["hits"] >= 3  # init, epoch and finalize programs came from the cache

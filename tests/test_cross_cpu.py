@@ -54,8 +54,10 @@ def qemu() -> str:
     for candidate in (os.environ.get("HPSTUDY_QEMU"), shutil.which("qemu-x86_64-static"), shutil.which("qemu-x86_64")):
         if candidate and Path(candidate).is_file():
             return candidate
-    pytest.skip("qemu-user-static not found: `apt-get install qemu-user-static`, or `apt-get download "
-                "qemu-user-static && dpkg -x qemu-user-static_*.deb DIR` and set HPSTUDY_QEMU=DIR/usr/bin/qemu-x86_64-static")
+    pytest.skip(
+        "qemu-user-static not found: `apt-get install qemu-user-static`, or `apt-get download "
+        "qemu-user-static && dpkg -x qemu-user-static_*.deb DIR` and set HPSTUDY_QEMU=DIR/usr/bin/qemu-x86_64-static"
+    )
 
 
 def train(tmp: Path, mode: str, study: Path, data: str, emulate: bool) -> dict:
@@ -89,8 +91,10 @@ def small_study(tmp_path: Path) -> Path:
 def test_portable_numerics_same_bits_on_emulated_avx2_cpu(tmp_path, small_study):
     """Portable mode (the default): this CPU and an emulated AVX2-only CPU store identical values."""
     qemu()
-    assert_same_runs(train(tmp_path, "portable", small_study, "synthetic", False),
-                     train(tmp_path, "portable", small_study, "synthetic", True))
+    assert_same_runs(
+        train(tmp_path, "portable", small_study, "synthetic", False),
+        train(tmp_path, "portable", small_study, "synthetic", True),
+    )
 
 
 def test_native_numerics_differ_across_cpus(tmp_path, small_study):
@@ -111,9 +115,13 @@ def test_portable_numerics_real_mnist_epoch(tmp_path, mnist_dir, monkeypatch):
     """One real-MNIST epoch of the grid network (batch 64, dropout, Keras' Adam): same bits emulated."""
     monkeypatch.setenv("HPSTUDY_DATA_DIR", str(mnist_dir))
     study = tmp_path / "mnist_epoch.toml"
-    study.write_text(SMALL.replace("seeds = 2", "seeds = 1").replace("epochs = 4", "epochs = 1")
-                     .replace('["adam_keras", "sgd"]', '["adam_keras"]').replace("batch_size = [32]", "batch_size = [64]"))
+    study.write_text(
+        SMALL.replace("seeds = 2", "seeds = 1")
+        .replace("epochs = 4", "epochs = 1")
+        .replace('["adam_keras", "sgd"]', '["adam_keras"]')
+        .replace("batch_size = [32]", "batch_size = [64]")
+    )
     qemu()
-    assert_same_runs(train(tmp_path, "portable", study, "mnist", False),
-                     train(tmp_path, "portable", study, "mnist", True))
-
+    assert_same_runs(
+        train(tmp_path, "portable", study, "mnist", False), train(tmp_path, "portable", study, "mnist", True)
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 import functools
 import gzip
 import http.server
@@ -117,8 +116,21 @@ def test_cli_missing_data_exits_nonzero_and_writes_nothing(isolated, capsys):
     empty = isolated / "empty"
     empty.mkdir()
     results = isolated / "results"
-    code = cli.main(["run", "studies/naragundkar2024_grid.toml", "--seeds", "1", "--max-epochs", "1",
-                     "--data-dir", str(empty), "--no-download", "--results", str(results)])
+    code = cli.main(
+        [
+            "run",
+            "studies/naragundkar2024_grid.toml",
+            "--seeds",
+            "1",
+            "--max-epochs",
+            "1",
+            "--data-dir",
+            str(empty),
+            "--no-download",
+            "--results",
+            str(results),
+        ]
+    )
     assert code == DataError.exit_code != 0
     assert "not found" in capsys.readouterr().err
     assert not results.exists()

@@ -48,8 +48,11 @@ def small_fashion(tmp_path, monkeypatch) -> Path:
     for name, array in arrays.items():
         (folder / name).write_bytes(_idx(array))
         sums[name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
-    small = dataclasses.replace(hdata.IDX_DATASETS["fashion_mnist"], files=sums,
-                                shape=dataclasses.replace(hdata.MNIST_SHAPE, n_train=500, n_test=200))
+    small = dataclasses.replace(
+        hdata.IDX_DATASETS["fashion_mnist"],
+        files=sums,
+        shape=dataclasses.replace(hdata.MNIST_SHAPE, n_train=500, n_test=200),
+    )
     monkeypatch.setitem(hdata.IDX_DATASETS, "fashion_mnist", small)
     return folder
 
@@ -63,8 +66,14 @@ def test_fashion_mnist_checksums_are_the_published_ones():
 
 def test_mnist_fingerprint_is_unchanged_and_fashion_s_names_itself():
     mnist = hdata.IDX_DATASETS["mnist"].fingerprint()
-    stored = pq.read_table(sorted((ROOT / "reports/_runs/naragundkar2024_grid").glob("part-*.parquet"))[0],
-                           columns=["dataset_fingerprint"]).column(0)[0].as_py()
+    stored = (
+        pq.read_table(
+            sorted((ROOT / "reports/_runs/naragundkar2024_grid").glob("part-*.parquet"))[0],
+            columns=["dataset_fingerprint"],
+        )
+        .column(0)[0]
+        .as_py()
+    )
     assert mnist == stored  # runs stored before other datasets existed still match
     assert hdata.IDX_DATASETS["fashion_mnist"].fingerprint().startswith("fashion_mnist:")
 
@@ -74,7 +83,12 @@ def test_tiny_study_on_fashion_mnist_end_to_end(write_study, small_fashion, tmp_
     results, out = tmp_path / "results", tmp_path / "reports"
     data_dir = small_fashion.parent  # the folder with a fashion_mnist/ subfolder
     args = ["--dataset", "fashion_mnist", "--results", str(results)]
-    assert cli.main(["run", str(path), "--seeds", "1", "--workers", "1", "--no-download", "--data-dir", str(data_dir), *args]) == 0
+    assert (
+        cli.main(
+            ["run", str(path), "--seeds", "1", "--workers", "1", "--no-download", "--data-dir", str(data_dir), *args]
+        )
+        == 0
+    )
     assert cli.main(["report", str(path), "--out", str(out), *args]) == 0
     runs = store.read_runs(results / "small.fashion_mnist")
     assert len(runs) == 4 and set(runs["dataset_fingerprint"]) == {hdata.IDX_DATASETS["fashion_mnist"].fingerprint()}
@@ -101,7 +115,10 @@ def test_mnist_files_where_fashion_mnist_is_expected_are_named(mnist_dir, tmp_pa
 
 def test_unknown_dataset_names_are_study_errors(write_study):
     path = write_study(**{'validation = "test"': 'validation = "test"\ndataset = "cifar10"'})
-    with pytest.raises(StudyError, match="study.dataset = 'cifar10' is invalid; expected 'mnist', 'fashion_mnist', 'tfds:NAME' .*'npz:PATH'"):
+    with pytest.raises(
+        StudyError,
+        match="study.dataset = 'cifar10' is invalid; expected 'mnist', 'fashion_mnist', 'tfds:NAME' .*'npz:PATH'",
+    ):
         load_study(path)
     with pytest.raises(StudyError, match="--dataset 'fashion'"):
         api.variant(write_study(), dataset="fashion")
@@ -112,7 +129,9 @@ def test_unknown_dataset_names_are_study_errors(write_study):
 
 def _tiny_tfds(data_dir: Path) -> None:
     """Prepare a small 28x28 10-class dataset with tensorflow-datasets (ArrayRecord, no TensorFlow)."""
-    tfds = pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets is not installed (pip install -e '.[tfds]')")
+    tfds = pytest.importorskip(
+        "tensorflow_datasets", reason="tensorflow-datasets is not installed (pip install -e '.[tfds]')"
+    )
     source = synthetic_dataset()
 
     class TinyDigits(tfds.core.GeneratorBasedBuilder):
@@ -122,9 +141,15 @@ def _tiny_tfds(data_dir: Path) -> None:
 
         def _info(self):
             # Tensor, not Image: encoding PNG images while preparing needs TensorFlow, which hpstudy does not.
-            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-                "image": tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8),
-                "label": tfds.features.ClassLabel(num_classes=10)}))
+            return tfds.core.DatasetInfo(
+                builder=self,
+                features=tfds.features.FeaturesDict(
+                    {
+                        "image": tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8),
+                        "label": tfds.features.ClassLabel(num_classes=10),
+                    }
+                ),
+            )
 
         def _split_generators(self, dl_manager):
             return {"train": self._generate_examples(source.train), "test": self._generate_examples(source.test)}
@@ -161,7 +186,9 @@ def test_tfds_dataset_not_prepared_says_how_to_prepare(write_study, tmp_path, mo
     code = cli.main(["run", str(path), "--seeds", "1", "--results", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert code == DataError.exit_code == 3
-    assert "tfds:fashion_mnist is not prepared in" in err and "tfds build fashion_mnist --file_format=array_record" in err
+    assert (
+        "tfds:fashion_mnist is not prepared in" in err and "tfds build fashion_mnist --file_format=array_record" in err
+    )
     assert "TFDS_DATA_DIR" in err and "Traceback" not in err
     assert not (tmp_path / "r").exists() or not list((tmp_path / "r").rglob("part-*"))
 
@@ -170,16 +197,27 @@ def test_verify_retrains_fashion_mnist_runs_bit_for_bit(write_study, small_fashi
     from hpstudy.verify import verify
 
     results = tmp_path / "results"
-    api.run(write_study(), 1, results, dataset="fashion_mnist", data_dir=small_fashion, download=False,
-            workers=1, progress=False)
-    outcome = verify(results / "small.fashion_mnist", data_dir=str(small_fashion), workers=1, lock_path=None,
-                     progress=False)
+    api.run(
+        write_study(),
+        1,
+        results,
+        dataset="fashion_mnist",
+        data_dir=small_fashion,
+        download=False,
+        workers=1,
+        progress=False,
+    )
+    outcome = verify(
+        results / "small.fashion_mnist", data_dir=str(small_fashion), workers=1, lock_path=None, progress=False
+    )
     assert outcome.checked == 4 and outcome.matched == 4 and not outcome.mismatches
 
 
 def _tiny_colour(data_dir: Path) -> None:
     """Prepare an 8x8x3 dataset of 5 classes (60 training, 20 test images) with tensorflow-datasets."""
-    tfds = pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets is not installed (pip install -e '.[tfds]')")
+    tfds = pytest.importorskip(
+        "tensorflow_datasets", reason="tensorflow-datasets is not installed (pip install -e '.[tfds]')"
+    )
     rng = np.random.default_rng(0)
 
     class TinyColour(tfds.core.GeneratorBasedBuilder):
@@ -188,9 +226,15 @@ def _tiny_colour(data_dir: Path) -> None:
         VERSION = tfds.core.Version("1.0.0")
 
         def _info(self):
-            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-                "image": tfds.features.Tensor(shape=(8, 8, 3), dtype=np.uint8),
-                "label": tfds.features.ClassLabel(num_classes=5)}))
+            return tfds.core.DatasetInfo(
+                builder=self,
+                features=tfds.features.FeaturesDict(
+                    {
+                        "image": tfds.features.Tensor(shape=(8, 8, 3), dtype=np.uint8),
+                        "label": tfds.features.ClassLabel(num_classes=5),
+                    }
+                ),
+            )
 
         def _split_generators(self, dl_manager):
             return {"train": self._generate_examples(60), "test": self._generate_examples(20)}
@@ -213,10 +257,14 @@ def test_tfds_dataset_of_another_shape_and_class_count(write_study, tmp_path, mo
     loaded = hdata.load_dataset("tfds:tiny_colour")
     assert loaded.train.images.shape == (60, 192) and sorted(set(loaded.test.labels)) == [0, 1, 2, 3, 4]
     dataset = 'validation = "test"\ndataset = "tfds:tiny_colour"'
-    with pytest.raises(StudyError, match=r"batch_size\[0\] = 64 is invalid; expected an integer batch size in \[1, 60\]"):
+    with pytest.raises(
+        StudyError, match=r"batch_size\[0\] = 64 is invalid; expected an integer batch size in \[1, 60\]"
+    ):
         load_study(write_study(**{'validation = "test"': dataset}))
-    path = write_study("learning_rate = [0.01]\nbatch_size = [10]\ndropout = [0.0]",
-                       **{'validation = "test"': dataset, "hidden = [32, 32]": "hidden = [8]"})
+    path = write_study(
+        "learning_rate = [0.01]\nbatch_size = [10]\ndropout = [0.0]",
+        **{'validation = "test"': dataset, "hidden = [32, 32]": "hidden = [8]"},
+    )
     runs = api.run(path, 1, tmp_path / "r", workers=1, progress=False)
     assert len(runs) == 1 and runs["dataset_fingerprint"].str.startswith("tfds:tiny_colour/1.0.0:").all()
     assert 0 <= runs["test_accuracy"][0] <= 1 and runs["epochs_run"][0] >= 1

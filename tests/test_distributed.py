@@ -19,9 +19,9 @@ distributed = pytest.importorskip("distributed")
 
 from hpstudy import data as hdata  # noqa: E402
 from hpstudy import store  # noqa: E402
-from hpstudy.training import parallel
 from hpstudy.runner import run_study  # noqa: E402
 from hpstudy.study import load_study  # noqa: E402
+from hpstudy.training import parallel  # noqa: E402
 from tests.conftest import run_hashes  # noqa: E402
 
 # the same dataset as tests/conftest.synthetic_dataset, importable by the workers
@@ -30,8 +30,10 @@ LOAD = functools.partial(hdata.synthetic, n_train=500, n_test=200)
 
 # Runs a command with every core allowed (this test process is pinned to one), without forking this
 # multithreaded process to do it (no preexec_fn).
-UNPINNED = ("import os, sys\nif hasattr(os, 'sched_setaffinity'): os.sched_setaffinity(0, range(os.cpu_count()))\n"
-            "os.execv(sys.argv[1], sys.argv[1:])")
+UNPINNED = (
+    "import os, sys\nif hasattr(os, 'sched_setaffinity'): os.sched_setaffinity(0, range(os.cpu_count()))\n"
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
 
 
 class Cluster:
@@ -42,11 +44,36 @@ class Cluster:
         dask = str(Path(sys.executable).with_name("dask"))
         scheduler_file = tmp / "scheduler.json"
         env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-        self.procs.append(self._start([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                                       "--scheduler-file", str(scheduler_file)], env, "scheduler"))
-        worker = [dask, "worker", "--scheduler-file", str(scheduler_file), "--host", "127.0.0.1", "--nthreads", "1",
-                  *([] if nanny else ["--no-nanny"]), "--no-dashboard",
-                  *(["--preload", "hpstudy.training.distributed"] if preload else [])]
+        self.procs.append(
+            self._start(
+                [
+                    dask,
+                    "scheduler",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--no-dashboard",
+                    "--scheduler-file",
+                    str(scheduler_file),
+                ],
+                env,
+                "scheduler",
+            )
+        )
+        worker = [
+            dask,
+            "worker",
+            "--scheduler-file",
+            str(scheduler_file),
+            "--host",
+            "127.0.0.1",
+            "--nthreads",
+            "1",
+            *([] if nanny else ["--no-nanny"]),
+            "--no-dashboard",
+            *(["--preload", "hpstudy.training.distributed"] if preload else []),
+        ]
         self.workers = [self._start(worker, env, f"worker{i}") for i in range(workers)]
         self.procs += self.workers
         deadline = time.monotonic() + 60
@@ -61,8 +88,13 @@ class Cluster:
 
     def _start(self, cmd, env, name) -> subprocess.Popen:
         log = open(self.tmp / f"{name}.log", "w")
-        return subprocess.Popen([sys.executable, "-c", UNPINNED, *cmd], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-c", UNPINNED, *cmd],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def logs(self) -> str:
         return "\n".join(p.read_text()[-2000:] for p in sorted(self.tmp.glob("*.log")))
@@ -100,7 +132,9 @@ def test_cluster_gives_the_bits_of_one_local_worker(write_study, tmp_path):
         assert dict(zip(runs["run_id"], runs["param_sha256"])) == local
         # every worker ran one thread on one core, loaded the dataset at most once, and trained its parts
         assert set(cluster.client.run(lambda: len(os.sched_getaffinity(0))).values()) == {1}
-        loads = cluster.client.run(lambda: __import__("hpstudy.training.distributed").training.distributed.DATA_LOADS[0])
+        loads = cluster.client.run(
+            lambda: __import__("hpstudy.training.distributed").training.distributed.DATA_LOADS[0]
+        )
         assert len(parallel.plan_parts(study.runs(range(3)), 2, 1)) == 4  # more tasks than workers ...
         assert all(n <= 1 for n in loads.values()) and sum(loads.values()) >= 1  # ... yet one load per worker
         # resumable as a local run: nothing left to do, nothing written
@@ -122,7 +156,7 @@ def test_workers_under_a_nanny_are_pinned_and_give_the_same_bits(write_study, tm
         report = run_study(study, range(2), LOAD, tmp_path / "dask", progress=False, scheduler=cluster.client)
         runs = store.read_runs(report.directory)
         assert dict(zip(runs["run_id"], runs["param_sha256"])) == local
-        (address, pid), = cluster.client.run(os.getpid).items()
+        ((address, pid),) = cluster.client.run(os.getpid).items()
         assert pid != cluster.workers[0].pid  # the worker is the nanny's child, not the process we started
         assert cluster.client.run(lambda: len(os.sched_getaffinity(0))) == {address: 1}
         os.kill(pid, signal.SIGKILL)  # the nanny starts a new worker process; the plugin pins it before our tasks
@@ -135,7 +169,9 @@ def test_workers_under_a_nanny_are_pinned_and_give_the_same_bits(write_study, tm
         assert set(cluster.client.run(lambda: len(os.sched_getaffinity(0))).values()) == {1}
         runs = store.read_runs(report.directory)
         assert dict(zip(runs["run_id"], runs["param_sha256"])) == {
-            **local, **run_hashes(path, range(2, 3), tmp_path / "local3")}
+            **local,
+            **run_hashes(path, range(2, 3), tmp_path / "local3"),
+        }
     finally:
         cluster.close()
 
@@ -183,8 +219,20 @@ def test_command_line_scheduler_option_on_real_mnist(write_study, tmp_path, mnis
     path = write_study(**{"hidden = [32, 32]": "hidden = [16]"})
     cluster = Cluster(_mkdir(tmp_path / "cluster"))
     try:
-        args = ["run", str(path), "--max-epochs", "1", "--seeds", "1", "--data-dir", str(mnist_dir),
-                "--results", str(tmp_path / "r"), "--scheduler", cluster.client.scheduler.address]
+        args = [
+            "run",
+            str(path),
+            "--max-epochs",
+            "1",
+            "--seeds",
+            "1",
+            "--data-dir",
+            str(mnist_dir),
+            "--results",
+            str(tmp_path / "r"),
+            "--scheduler",
+            cluster.client.scheduler.address,
+        ]
         assert cli.main(args) == 0
         out, err = capsys.readouterr()
         assert "4 computed" in out
@@ -200,8 +248,8 @@ def test_command_line_scheduler_option_on_real_mnist(write_study, tmp_path, mnis
 def test_a_worker_with_more_than_one_thread_is_refused():
     from types import SimpleNamespace
 
-    from hpstudy.training.distributed import _check_worker
     from hpstudy.errors import EngineError
+    from hpstudy.training.distributed import _check_worker
 
     with pytest.raises(EngineError, match="runs 2 threads; .* --nthreads 1"):
         _check_worker(SimpleNamespace(address="tcp://127.0.0.1:1", state=SimpleNamespace(nthreads=2)))
@@ -209,8 +257,8 @@ def test_a_worker_with_more_than_one_thread_is_refused():
 
 
 def test_an_unreachable_scheduler_is_a_clear_error():
-    from hpstudy.training.distributed import connect
     from hpstudy.errors import EngineError
+    from hpstudy.training.distributed import connect
 
     with pytest.raises(EngineError, match=r"cannot reach the Dask scheduler at 'tcp://127.0.0.1:9' .*dask scheduler"):
         connect("tcp://127.0.0.1:9", timeout="2s")
@@ -220,7 +268,9 @@ def test_slurm_job_script_pins_one_core_and_one_thread():
     pytest.importorskip("dask_jobqueue")
     from hpstudy.training.distributed import slurm_cluster
 
-    with slurm_cluster(queue="normal", account="lab", scheduler_options={"host": "127.0.0.1", "dashboard_address": ":0"}) as cluster:
+    with slurm_cluster(
+        queue="normal", account="lab", scheduler_options={"host": "127.0.0.1", "dashboard_address": ":0"}
+    ) as cluster:
         script = cluster.job_script()
     assert "#SBATCH --cpus-per-task=1" in script
     assert "--nthreads 1" in script and "--nworkers" not in script  # one process of one thread per job

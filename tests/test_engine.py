@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hpstudy.training import engine
 from hpstudy.config import EarlyStopping, RunConfig
+from hpstudy.training import engine
 
 
 def keras_reference(values, patience, min_delta):
@@ -38,8 +38,18 @@ def sklearn_reference(values, n_iter_no_change, tol):
 
 def engine_stop_epoch(es: EarlyStopping, values):
     """Drive engine.early_stopping_update over a sequence of monitored values."""
-    state = engine.RunState(None, None, None, jnp.array(jnp.inf, jnp.float32), jnp.array(0), jnp.array(False),
-                            jnp.array(0), jnp.array(-1), None, None)
+    state = engine.RunState(
+        None,
+        None,
+        None,
+        jnp.array(jnp.inf, jnp.float32),
+        jnp.array(0),
+        jnp.array(False),
+        jnp.array(0),
+        jnp.array(-1),
+        None,
+        None,
+    )
     for epoch, v in enumerate(values):
         metrics = engine.EpochMetrics(jnp.float32(v), jnp.float32(0), jnp.float32(v), jnp.float32(0))
         _, best, wait, stop = engine.early_stopping_update(es, state, metrics, jnp.int32(epoch))
@@ -88,8 +98,11 @@ def test_epoch_batches_cover_every_example_once_with_partial_last_batch():
 
 def test_chunk_width_depends_only_on_static_shapes():
     base = RunConfig(hidden=(128, 128), batch_size=32)
-    widths = {engine.chunk_width(dataclasses.replace(base, learning_rate=lr, dropout=d))
-              for lr in (1e-4, 1e-2, 1.0) for d in (0.0, 0.3)}
+    widths = {
+        engine.chunk_width(dataclasses.replace(base, learning_rate=lr, dropout=d))
+        for lr in (1e-4, 1e-2, 1.0)
+        for d in (0.0, 0.3)
+    }
     assert len(widths) == 1
     for hidden in ((30,), (128, 128), (512, 512, 512, 512, 512)):
         for batch in (10, 32, 200):
@@ -102,9 +115,14 @@ def test_chunk_width_is_a_function_of_the_device_kind_and_the_cpu_rule_is_unchan
     this CPU process uses the CPU rule; the GPU rule gives wider chunks, never narrower."""
     grid = RunConfig(hidden=(128, 128), batch_size=32)
     small = RunConfig(hidden=(30,), batch_size=10)
-    cases = {grid: (2, 256), small: (4, 256), dataclasses.replace(grid, batch_size=64): (1, 128),
-             dataclasses.replace(grid, batch_size=128): (1, 64), RunConfig(hidden=(32, 32), batch_size=64): (4, 256),
-             RunConfig(hidden=(512,) * 5, batch_size=128): (1, 8)}
+    cases = {
+        grid: (2, 256),
+        small: (4, 256),
+        dataclasses.replace(grid, batch_size=64): (1, 128),
+        dataclasses.replace(grid, batch_size=128): (1, 64),
+        RunConfig(hidden=(32, 32), batch_size=64): (4, 256),
+        RunConfig(hidden=(512,) * 5, batch_size=128): (1, 8),
+    }
     for config, (cpu, gpu) in cases.items():
         assert engine.chunk_width(config) == engine.chunk_width(config, "cpu") == cpu
         assert engine.device_chunk_width(config) == cpu  # JAX runs on the CPU here
@@ -115,9 +133,9 @@ def test_chunk_width_is_a_function_of_the_device_kind_and_the_cpu_rule_is_unchan
 def test_a_failing_worker_raises_a_clear_error_in_the_parent():
     """A run that fails inside a worker process surfaces in the parent as an EngineError that carries the
     worker's own message, instead of hanging or being lost."""
-    from hpstudy.training import parallel
     from hpstudy.errors import EngineError
     from hpstudy.runs import RunSpec
+    from hpstudy.training import parallel
     from tests.conftest import synthetic_dataset
 
     bad = RunSpec(RunConfig(hidden=(8,), batch_size=64, epochs=1, optimizer="no_such_optimizer"), 0)
@@ -126,8 +144,8 @@ def test_a_failing_worker_raises_a_clear_error_in_the_parent():
 
 
 def test_work_is_split_into_parts_of_whole_chunks_largest_first():
-    from hpstudy.training import parallel
     from hpstudy.runs import RunSpec
+    from hpstudy.training import parallel
 
     big = RunConfig(hidden=(32, 32), batch_size=64, epochs=3)
     small = RunConfig(hidden=(32, 32), batch_size=64, epochs=1)

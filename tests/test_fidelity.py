@@ -36,9 +36,9 @@ import pytest
 
 from hpstudy import data as hdata
 from hpstudy.config import RunConfig
+from hpstudy.study import FLAVOUR_DEFAULTS
 from hpstudy.training.engine import Hyper, init_run, model_of, root_key, train_step
 from hpstudy.training.model import float_dtype, preprocess
-from hpstudy.study import FLAVOUR_DEFAULTS
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 HIDDEN = (24, 16)  # two hidden layers, so back-propagation through a hidden layer is exercised
@@ -73,17 +73,20 @@ def flavour_config(flavour: str, activation: str, learning_rate: float, **overri
     settings = {k: v for k, v in FLAVOUR_DEFAULTS[flavour].items() if k != "early_stopping"}
     settings.update(override)
     return RunConfig(
-        flavour=flavour, hidden=HIDDEN, activation=activation, dropout=0.0, learning_rate=learning_rate,
-        batch_size=BATCH, **settings,
+        flavour=flavour,
+        hidden=HIDDEN,
+        activation=activation,
+        dropout=0.0,
+        learning_rate=learning_rate,
+        batch_size=BATCH,
+        **settings,
     )
 
 
 def layers_of(params) -> list[tuple[np.ndarray, np.ndarray]]:
     """[(kernel (fan_in, fan_out), bias)] per Dense layer in order, as float64 NumPy arrays."""
     names = sorted(params, key=lambda name: int(name.split("_")[-1]))
-    return [
-        (np.asarray(params[n]["kernel"], np.float64), np.asarray(params[n]["bias"], np.float64)) for n in names
-    ]
+    return [(np.asarray(params[n]["kernel"], np.float64), np.asarray(params[n]["bias"], np.float64)) for n in names]
 
 
 def run_hpstudy(config: RunConfig, precision: str) -> tuple[list, list]:
@@ -106,8 +109,13 @@ def run_hpstudy(config: RunConfig, precision: str) -> tuple[list, list]:
             x[:k], y[:k] = images, labels
             mask = (np.arange(BATCH) < k).astype(np.float32)  # padded like the engine's last batch
             params, opt_state, _, _ = step(
-                params, opt_state, preprocess(jnp.asarray(x)), jnp.asarray(y), jnp.asarray(mask),
-                jnp.asarray(0.0, dtype), key,
+                params,
+                opt_state,
+                preprocess(jnp.asarray(x)),
+                jnp.asarray(y),
+                jnp.asarray(mask),
+                jnp.asarray(0.0, dtype),
+                key,
             )
         final = layers_of(params)
     return initial, final
@@ -194,8 +202,9 @@ def test_sklearn_flavour_matches_mlpclassifier(activation, precision):
     assert (clf.alpha, clf.momentum, clf.nesterovs_momentum, clf.learning_rate) == (1e-4, 0.9, True, "constant")
     assert (config.l2, config.momentum, config.optimizer) == (1e-4, 0.9, "sgd_nesterov")
     assert clf.out_activation_ == "softmax" and clf.loss == "log_loss"
-    assert_matches_reference(f"sklearn {activation}", initial, ours, reference,
-                             lambda start: run_sklearn(start, activation)[0], precision)
+    assert_matches_reference(
+        f"sklearn {activation}", initial, ours, reference, lambda start: run_sklearn(start, activation)[0], precision
+    )
 
 
 @pytest.mark.parametrize(
@@ -265,7 +274,7 @@ class NielsenNetwork:
         delta = (activations[-1] - y) * _sigmoid_prime(zs[-1])  # quadratic cost's derivative
         nabla_b[-1] = delta
         nabla_w[-1] = np.dot(delta, activations[-2].transpose())
-        for l in range(2, len(self.weights) + 1):
+        for l in range(2, len(self.weights) + 1):  # noqa: E741 - network.py's own name
             delta = np.dot(self.weights[-l + 1].transpose(), delta) * self.act_prime(zs[-l])
             nabla_b[-l] = delta
             nabla_w[-l] = np.dot(delta, activations[-l - 1].transpose())
@@ -292,8 +301,9 @@ def test_nielsen_flavour_matches_network_py(activation, precision):
     assert (config.init, config.loss, config.optimizer, config.l2) == ("nielsen", "sigmoid_quadratic", "sgd", 0.0)
     initial, ours = run_hpstudy(config, precision)
     reference = run_nielsen(initial, activation, lr)
-    assert_matches_reference(f"nielsen {activation}", initial, ours, reference,
-                             lambda start: run_nielsen(start, activation, lr), precision)
+    assert_matches_reference(
+        f"nielsen {activation}", initial, ours, reference, lambda start: run_nielsen(start, activation, lr), precision
+    )
 
 
 def test_nielsen_reference_detects_a_mean_versus_sum_mistake():
@@ -313,7 +323,9 @@ KERAS_LR = {"adam_keras": 2.0**-10, "sgd": 0.125}
 
 def run_keras(initial: list, activation: str, optimizer: str) -> list:
     """TensorFlow Keras in float64 from `initial`, one train_on_batch call per mini-batch."""
-    tf = pytest.importorskip("tensorflow", reason="TensorFlow is not installed: the Keras fidelity test needs the real Keras")
+    tf = pytest.importorskip(
+        "tensorflow", reason="TensorFlow is not installed: the Keras fidelity test needs the real Keras"
+    )
     keras = tf.keras
     previous = keras.backend.floatx()
     keras.backend.set_floatx("float64")
@@ -345,13 +357,21 @@ def run_keras(initial: list, activation: str, optimizer: str) -> list:
 @pytest.mark.parametrize("optimizer", tuple(KERAS_LR))
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_keras_flavour_matches_tensorflow_keras(activation, optimizer, precision):
-    pytest.importorskip("tensorflow", reason="TensorFlow is not installed: the Keras fidelity test needs the real Keras")
+    pytest.importorskip(
+        "tensorflow", reason="TensorFlow is not installed: the Keras fidelity test needs the real Keras"
+    )
     config = flavour_config("keras", activation, KERAS_LR[optimizer], optimizer=optimizer)
     assert (config.init, config.loss) == ("keras", "softmax_cross_entropy")
     initial, ours = run_hpstudy(config, precision)
     reference = run_keras(initial, activation, optimizer)
-    assert_matches_reference(f"keras {optimizer} {activation}", initial, ours, reference,
-                             lambda start: run_keras(start, activation, optimizer), precision)
+    assert_matches_reference(
+        f"keras {optimizer} {activation}",
+        initial,
+        ours,
+        reference,
+        lambda start: run_keras(start, activation, optimizer),
+        precision,
+    )
     if optimizer == "adam_keras" and precision == "float64":
         # Optax's Adam (epsilon added to the bias-corrected second moment) is visibly different.
         _, optax_adam = run_hpstudy(dataclasses.replace(config, optimizer="adam"), precision)

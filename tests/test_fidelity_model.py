@@ -27,17 +27,27 @@ import pytest
 from scipy import stats
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
-keras = pytest.importorskip("keras", reason="Keras 3 is not installed (pip install keras): these tests need the real Keras")
+keras = pytest.importorskip(
+    "keras", reason="Keras 3 is not installed (pip install keras): these tests need the real Keras"
+)
 if keras.backend.backend() != "jax":
     pytest.skip("Keras runs on another backend here; these tests need KERAS_BACKEND=jax", allow_module_level=True)
 
-from hpstudy.training import model as hmodel  # noqa: E402
+from test_fidelity import (  # noqa: E402
+    BATCH,
+    HIDDEN,
+    INIT_KEY,
+    TOLERANCE,
+    batches,
+    float_inputs,
+    layers_of,
+    relative_difference,
+)
+
 from hpstudy import preprocessing  # noqa: E402
 from hpstudy.config import RunConfig  # noqa: E402
+from hpstudy.training import model as hmodel  # noqa: E402
 from hpstudy.training.engine import MLP, Hyper, evaluate, init_run, model_of, train_step  # noqa: E402
-from test_fidelity import (  # noqa: E402
-    BATCH, HIDDEN, INIT_KEY, TOLERANCE, batches, float_inputs, layers_of, relative_difference,
-)
 
 LR = 0.125  # exactly representable, plain SGD (Keras' SGD(momentum=0))
 TOL = TOLERANCE["float64"]
@@ -46,8 +56,16 @@ DROPOUT_ROOT = np.array([7, 11], np.uint32)
 
 def keras_config(activation: str = "relu", **override) -> RunConfig:
     """A keras-flavour configuration of the test network, trained with plain SGD."""
-    settings = dict(flavour="keras", hidden=HIDDEN, activation=activation, init="keras", loss="softmax_cross_entropy",
-                    optimizer="sgd", learning_rate=LR, batch_size=BATCH)
+    settings = dict(
+        flavour="keras",
+        hidden=HIDDEN,
+        activation=activation,
+        init="keras",
+        loss="softmax_cross_entropy",
+        optimizer="sgd",
+        learning_rate=LR,
+        batch_size=BATCH,
+    )
     return RunConfig(**{**settings, **override})
 
 
@@ -116,8 +134,11 @@ def bn_layers(params) -> list:
 def keras_activation(name: str, negative_slope: float | None):
     """The Keras layer a hidden activation is in a Keras model."""
     if name == "leaky_relu":  # the layer (slope 0.3) unless a slope is given
-        return keras.layers.LeakyReLU() if negative_slope is None else keras.layers.Activation(
-            functools.partial(keras.activations.leaky_relu, negative_slope=negative_slope))
+        return (
+            keras.layers.LeakyReLU()
+            if negative_slope is None
+            else keras.layers.Activation(functools.partial(keras.activations.leaky_relu, negative_slope=negative_slope))
+        )
     if name == "gelu_tanh":
         return keras.layers.Activation(functools.partial(keras.activations.gelu, approximate=True))
     return keras.layers.Activation({"silu": "swish", "identity": "linear"}.get(name, name))
@@ -171,8 +192,15 @@ def keras_dropout_keys(config: RunConfig, params, n_steps: int, rate: float):
         keras_random.jax_draw_seed = original
 
 
-def run_keras(config: RunConfig, initial: list, stream: list, loss=None, output_activation=None, rate: float = 0.0,
-              hpstudy_params=None) -> Trained:
+def run_keras(
+    config: RunConfig,
+    initial: list,
+    stream: list,
+    loss=None,
+    output_activation=None,
+    rate: float = 0.0,
+    hpstudy_params=None,
+) -> Trained:
     """The same network in Keras 3 (float64), one train_on_batch per mini-batch; `loss` makes the Keras loss
     (inside the float64 setting: a Keras loss computes in the dtype policy of its construction)."""
     with keras_float64():
@@ -195,7 +223,7 @@ def run_keras(config: RunConfig, initial: list, stream: list, loss=None, output_
         dropping = bool(config.input_dropout or rate or any(config.layer_dropout or ()))
         loss = (loss or functools.partial(keras.losses.SparseCategoricalCrossentropy, from_logits=True))()
         model.compile(optimizer=keras.optimizers.SGD(learning_rate=LR), loss=loss, run_eagerly=dropping)
-        dense, norms = initial[: len(config.hidden) + 1], initial[len(config.hidden) + 1:]
+        dense, norms = initial[: len(config.hidden) + 1], initial[len(config.hidden) + 1 :]
         weights = []
         for i, (w, b) in enumerate(dense):
             weights += [w, b]
@@ -244,8 +272,19 @@ def initial_params(config: RunConfig):
 
 # --- activations ------------------------------------------------------------------------------------------
 
-KERAS_ACTIVATIONS = ("relu", "sigmoid", "tanh", "elu", "selu", "gelu", "gelu_tanh", "softplus", "leaky_relu", "silu",
-                     "identity")
+KERAS_ACTIVATIONS = (
+    "relu",
+    "sigmoid",
+    "tanh",
+    "elu",
+    "selu",
+    "gelu",
+    "gelu_tanh",
+    "softplus",
+    "leaky_relu",
+    "silu",
+    "identity",
+)
 
 
 @pytest.mark.parametrize("activation", KERAS_ACTIVATIONS)
@@ -300,11 +339,16 @@ def test_keras_mean_squared_error(loss, output_activation):
     """mse: MeanSquaredError on a linear output layer; softmax_mse: on Dense(10, activation='softmax')."""
     config = keras_config("elu", loss=loss)
     ours = run_hpstudy(config, batches())
-    ref = run_keras(config, ours.initial, batches(), loss=keras.losses.MeanSquaredError,
-                    output_activation=output_activation)
+    ref = run_keras(
+        config, ours.initial, batches(), loss=keras.losses.MeanSquaredError, output_activation=output_activation
+    )
     assert compare(ours, ref, f"keras {loss}") < TOL
-    np.testing.assert_allclose(ours.outputs - ours.outputs.mean(-1, keepdims=True),
-                               ref.outputs - ref.outputs.mean(-1, keepdims=True), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        ours.outputs - ours.outputs.mean(-1, keepdims=True),
+        ref.outputs - ref.outputs.mean(-1, keepdims=True),
+        rtol=0,
+        atol=1e-9,
+    )
 
 
 # --- dropout ----------------------------------------------------------------------------------------------
@@ -312,11 +356,15 @@ def test_keras_mean_squared_error(loss, output_activation):
 FULL = batches()[:-1]  # full batches only: a mask drawn for 9 rows is not the first 9 rows of one for 16
 
 
-@pytest.mark.parametrize("override, rate", [
-    ({}, 0.25),
-    ({"input_dropout": 0.2}, 0.0),
-    ({"input_dropout": 0.1, "layer_dropout": (0.3, 0.0)}, 0.0),
-], ids=["hidden", "input", "input-and-per-layer"])
+@pytest.mark.parametrize(
+    "override, rate",
+    [
+        ({}, 0.25),
+        ({"input_dropout": 0.2}, 0.0),
+        ({"input_dropout": 0.1, "layer_dropout": (0.3, 0.0)}, 0.0),
+    ],
+    ids=["hidden", "input", "input-and-per-layer"],
+)
 def test_keras_dropout_placement_and_masks(override, rate):
     config = keras_config("relu", **override)
     params = initial_params(config)
@@ -382,8 +430,9 @@ def hpstudy_kernel(scheme: str, seed: int, shape=(FAN_IN, FAN_OUT)) -> np.ndarra
 def test_keras_initialisers_draw_the_same_distribution(scheme):
     ours = np.concatenate([hpstudy_kernel(scheme, s).ravel() for s in range(4)])
     kind = type(keras.initializers.get(KERAS_INITIALIZERS[scheme]))
-    theirs = np.concatenate([np.asarray(kind(seed=100 + s)((FAN_IN, FAN_OUT), dtype="float32"), np.float64).ravel()
-                             for s in range(4)])
+    theirs = np.concatenate(
+        [np.asarray(kind(seed=100 + s)((FAN_IN, FAN_OUT), dtype="float32"), np.float64).ravel() for s in range(4)]
+    )
     assert abs(ours.std() / theirs.std() - 1) < 0.02
     assert abs(np.abs(ours).max() / np.abs(theirs).max() - 1) < 0.05
     assert stats.ks_2samp(ours, theirs).pvalue > 1e-3

@@ -16,13 +16,26 @@ os.environ.setdefault("KERAS_BACKEND", "jax")  # before keras is first imported
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from optim_fidelity import (  # noqa: E402
+    EPOCHS,
+    HIDDEN,
+    TOLERANCE,
+    batches,
+    config,
+    float_inputs,
+    relative_difference,
+    run_hpstudy,
+    trajectory_difference,
+)
 
-from optim_fidelity import EPOCHS, HIDDEN, TOLERANCE, batches, config, float_inputs, relative_difference, run_hpstudy, trajectory_difference  # noqa: E402
-
-keras = pytest.importorskip("keras", reason="keras is not installed: these tests train the real Keras (pip install keras)")
+keras = pytest.importorskip(
+    "keras", reason="keras is not installed: these tests train the real Keras (pip install keras)"
+)
 if keras.backend.backend() != "jax":
-    pytest.skip(f"Keras runs on the {keras.backend.backend()} backend here; these tests need KERAS_BACKEND=jax",
-                allow_module_level=True)
+    pytest.skip(
+        f"Keras runs on the {keras.backend.backend()} backend here; these tests need KERAS_BACKEND=jax",
+        allow_module_level=True,
+    )
 
 LR = 2.0**-7  # exactly representable, so Keras' learning-rate variable holds the same number
 
@@ -64,18 +77,32 @@ def check(cfg, optimizer, tolerance=TOLERANCE, **layer_args) -> tuple[list, list
     return initial, reference
 
 
-O = keras.optimizers
+O = keras.optimizers  # noqa: E741 - short, as the table below reads
 OPTIMIZERS = {  # id: (hpstudy optimizer, its arguments, learning rate, the Keras optimizer)
     "sgd": ("keras:sgd", {}, LR * 16, lambda: O.SGD(LR * 16)),
     "sgd-momentum": ("keras:sgd", {"momentum": 0.9}, LR, lambda: O.SGD(LR, momentum=0.9)),
-    "sgd-nesterov": ("keras:sgd", {"momentum": 0.8, "nesterov": True}, LR, lambda: O.SGD(LR, momentum=0.8, nesterov=True)),
+    "sgd-nesterov": (
+        "keras:sgd",
+        {"momentum": 0.8, "nesterov": True},
+        LR,
+        lambda: O.SGD(LR, momentum=0.8, nesterov=True),
+    ),
     "rmsprop": ("keras:rmsprop", {}, LR / 8, lambda: O.RMSprop(LR / 8)),
-    "rmsprop-momentum-centered": ("keras:rmsprop", {"momentum": 0.5, "centered": True, "rho": 0.8}, LR / 8,
-                                  lambda: O.RMSprop(LR / 8, rho=0.8, momentum=0.5, centered=True)),
+    "rmsprop-momentum-centered": (
+        "keras:rmsprop",
+        {"momentum": 0.5, "centered": True, "rho": 0.8},
+        LR / 8,
+        lambda: O.RMSprop(LR / 8, rho=0.8, momentum=0.5, centered=True),
+    ),
     "adagrad": ("keras:adagrad", {}, LR, lambda: O.Adagrad(LR)),
     "adadelta": ("keras:adadelta", {}, 1.0, lambda: O.Adadelta(1.0)),
     "adam": ("keras:adam", {}, LR / 8, lambda: O.Adam(LR / 8)),
-    "adam-amsgrad": ("keras:adam", {"amsgrad": True, "beta_2": 0.99}, LR / 8, lambda: O.Adam(LR / 8, beta_2=0.99, amsgrad=True)),
+    "adam-amsgrad": (
+        "keras:adam",
+        {"amsgrad": True, "beta_2": 0.99},
+        LR / 8,
+        lambda: O.Adam(LR / 8, beta_2=0.99, amsgrad=True),
+    ),
     "adamw": ("keras:adamw", {}, LR / 8, lambda: O.AdamW(LR / 8)),
     "adamax": ("keras:adamax", {}, LR / 8, lambda: O.Adamax(LR / 8)),
     "nadam": ("keras:nadam", {}, LR / 8, lambda: O.Nadam(LR / 8)),
@@ -83,7 +110,12 @@ OPTIMIZERS = {  # id: (hpstudy optimizer, its arguments, learning rate, the Kera
     "sgd-weight-decay": ("keras:sgd", {"weight_decay": 0.5}, LR * 16, lambda: O.SGD(LR * 16, weight_decay=0.5)),
     "rmsprop-clipnorm": ("keras:rmsprop", {"clipnorm": 0.05}, LR / 8, lambda: O.RMSprop(LR / 8, clipnorm=0.05)),
     "sgd-clipnorm": ("keras:sgd", {"clipnorm": 0.05}, LR * 16, lambda: O.SGD(LR * 16, clipnorm=0.05)),
-    "sgd-global-clipnorm": ("keras:sgd", {"global_clipnorm": 0.1}, LR * 16, lambda: O.SGD(LR * 16, global_clipnorm=0.1)),
+    "sgd-global-clipnorm": (
+        "keras:sgd",
+        {"global_clipnorm": 0.1},
+        LR * 16,
+        lambda: O.SGD(LR * 16, global_clipnorm=0.1),
+    ),
     "sgd-clipvalue": ("keras:sgd", {"clipvalue": 0.002}, LR * 16, lambda: O.SGD(LR * 16, clipvalue=0.002)),
 }
 
@@ -100,8 +132,16 @@ def test_defaults_are_keras_defaults():
 
     from hpstudy.flavours import keras as ours
 
-    classes = {"sgd": O.SGD, "rmsprop": O.RMSprop, "adagrad": O.Adagrad, "adadelta": O.Adadelta, "adam": O.Adam,
-               "adamw": O.AdamW, "adamax": O.Adamax, "nadam": O.Nadam}
+    classes = {
+        "sgd": O.SGD,
+        "rmsprop": O.RMSprop,
+        "adagrad": O.Adagrad,
+        "adadelta": O.Adadelta,
+        "adam": O.Adam,
+        "adamw": O.AdamW,
+        "adamax": O.Adamax,
+        "nadam": O.Nadam,
+    }
     assert set(classes) == set(ours.OPTIMIZERS)
     for short, cls in classes.items():
         theirs = inspect.signature(cls).parameters
@@ -133,19 +173,37 @@ def test_a_wrong_variant_is_caught(case):
 
 S = keras.optimizers.schedules
 SCHEDULES = {  # id: (hpstudy schedule, its arguments, the Keras schedule from the initial rate)
-    "exponential": ("keras:exponential_decay", {"decay_steps": 3, "decay_rate": 0.5},
-                    lambda lr: S.ExponentialDecay(lr, decay_steps=3, decay_rate=0.5)),
-    "exponential-staircase": ("keras:exponential_decay", {"decay_steps": 5, "decay_rate": 0.3, "staircase": True},
-                              lambda lr: S.ExponentialDecay(lr, decay_steps=5, decay_rate=0.3, staircase=True)),
-    "inverse-time": ("keras:inverse_time_decay", {"decay_steps": 2, "decay_rate": 0.7},
-                     lambda lr: S.InverseTimeDecay(lr, decay_steps=2, decay_rate=0.7)),
-    "polynomial-linear": ("keras:polynomial_decay", {"decay_steps": 9, "end_learning_rate": 0.001},
-                          lambda lr: S.PolynomialDecay(lr, decay_steps=9, end_learning_rate=0.001)),
-    "piecewise": ("keras:piecewise_constant_decay", {"boundaries": [3, 7], "values": [LR * 16, LR * 4, LR]},
-                  lambda lr: S.PiecewiseConstantDecay([3, 7], [LR * 16, LR * 4, LR])),
+    "exponential": (
+        "keras:exponential_decay",
+        {"decay_steps": 3, "decay_rate": 0.5},
+        lambda lr: S.ExponentialDecay(lr, decay_steps=3, decay_rate=0.5),
+    ),
+    "exponential-staircase": (
+        "keras:exponential_decay",
+        {"decay_steps": 5, "decay_rate": 0.3, "staircase": True},
+        lambda lr: S.ExponentialDecay(lr, decay_steps=5, decay_rate=0.3, staircase=True),
+    ),
+    "inverse-time": (
+        "keras:inverse_time_decay",
+        {"decay_steps": 2, "decay_rate": 0.7},
+        lambda lr: S.InverseTimeDecay(lr, decay_steps=2, decay_rate=0.7),
+    ),
+    "polynomial-linear": (
+        "keras:polynomial_decay",
+        {"decay_steps": 9, "end_learning_rate": 0.001},
+        lambda lr: S.PolynomialDecay(lr, decay_steps=9, end_learning_rate=0.001),
+    ),
+    "piecewise": (
+        "keras:piecewise_constant_decay",
+        {"boundaries": [3, 7], "values": [LR * 16, LR * 4, LR]},
+        lambda lr: S.PiecewiseConstantDecay([3, 7], [LR * 16, LR * 4, LR]),
+    ),
     "cosine": ("keras:cosine_decay", {"decay_steps": 10, "alpha": 0.1}, lambda lr: S.CosineDecay(lr, 10, alpha=0.1)),
-    "cosine-warmup": ("keras:cosine_decay", {"decay_steps": 6, "warmup_target": LR * 32, "warmup_steps": 4},
-                      lambda lr: S.CosineDecay(lr, 6, warmup_target=LR * 32, warmup_steps=4)),
+    "cosine-warmup": (
+        "keras:cosine_decay",
+        {"decay_steps": 6, "warmup_target": LR * 32, "warmup_steps": 4},
+        lambda lr: S.CosineDecay(lr, 6, warmup_target=LR * 32, warmup_steps=4),
+    ),
 }
 
 
@@ -159,11 +217,16 @@ def test_keras_schedule_matches_keras(case):
     # in float32 even under floatx float64 (checked: its values carry float32 rounding, about 1e-8
     # relative), so the float64 comparison of the cosine cases is bounded by float32 rounding instead.
     tolerance = 1e-6 if name == "keras:cosine_decay" else TOLERANCE
-    check(config("keras", "keras:sgd", lr, {"momentum": 0.5}, schedule=name, schedule_args=args),
-          lambda: O.SGD(schedule(lr), momentum=0.5), tolerance)
+    check(
+        config("keras", "keras:sgd", lr, {"momentum": 0.5}, schedule=name, schedule_args=args),
+        lambda: O.SGD(schedule(lr), momentum=0.5),
+        tolerance,
+    )
     if case == "exponential":
-        check(config("keras", "keras:adamw", lr / 64, {"weight_decay": 0.5}, schedule=name, schedule_args=args),
-              lambda: O.AdamW(schedule(lr / 64), weight_decay=0.5))
+        check(
+            config("keras", "keras:adamw", lr / 64, {"weight_decay": 0.5}, schedule=name, schedule_args=args),
+            lambda: O.AdamW(schedule(lr / 64), weight_decay=0.5),
+        )
 
 
 def test_kernel_l2_is_keras_kernel_regularizer():

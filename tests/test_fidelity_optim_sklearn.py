@@ -12,8 +12,18 @@ import warnings
 
 import numpy as np
 import pytest
-
-from optim_fidelity import BATCH, EPOCHS, HIDDEN, TOLERANCE, config, examples, float_inputs, relative_difference, run_hpstudy, uniform_layers
+from optim_fidelity import (
+    BATCH,
+    EPOCHS,
+    HIDDEN,
+    TOLERANCE,
+    config,
+    examples,
+    float_inputs,
+    relative_difference,
+    run_hpstudy,
+    uniform_layers,
+)
 
 pytest.importorskip("sklearn", reason="scikit-learn is not installed (the test extra)")
 
@@ -26,8 +36,17 @@ def run_sklearn(solver: str, lr: float, **params) -> list:
 
     images, labels = examples()
     x = float_inputs(images)
-    clf = MLPClassifier(hidden_layer_sizes=HIDDEN, activation="relu", solver=solver, learning_rate_init=lr,
-                        batch_size=BATCH, shuffle=False, n_iter_no_change=10_000, random_state=0, **params)
+    clf = MLPClassifier(
+        hidden_layer_sizes=HIDDEN,
+        activation="relu",
+        solver=solver,
+        learning_rate_init=lr,
+        batch_size=BATCH,
+        shuffle=False,
+        n_iter_no_change=10_000,
+        random_state=0,
+        **params,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.partial_fit(x[:BATCH], labels[:BATCH], classes=np.arange(10))  # builds the network only
@@ -44,13 +63,31 @@ def run_sklearn(solver: str, lr: float, **params) -> list:
 
 CASES = {  # id: (sklearn solver and parameters, hpstudy optimizer, args, schedule and its args, learning rate)
     "sgd-defaults": (("sgd", {}), "sklearn:sgd", {}, None, {}, 0.05),
-    "sgd-momentum-not-nesterov": (("sgd", {"momentum": 0.5, "nesterovs_momentum": False}), "sklearn:sgd",
-                                  {"momentum": 0.5, "nesterovs_momentum": False}, None, {}, 0.05),
-    "sgd-invscaling": (("sgd", {"learning_rate": "invscaling", "power_t": 0.25}), "sklearn:sgd", {},
-                       "sklearn:invscaling", {"power_t": 0.25}, 0.2),
+    "sgd-momentum-not-nesterov": (
+        ("sgd", {"momentum": 0.5, "nesterovs_momentum": False}),
+        "sklearn:sgd",
+        {"momentum": 0.5, "nesterovs_momentum": False},
+        None,
+        {},
+        0.05,
+    ),
+    "sgd-invscaling": (
+        ("sgd", {"learning_rate": "invscaling", "power_t": 0.25}),
+        "sklearn:sgd",
+        {},
+        "sklearn:invscaling",
+        {"power_t": 0.25},
+        0.2,
+    ),
     "adam": (("adam", {}), "sklearn:adam", {}, None, {}, 0.002),
-    "adam-betas": (("adam", {"beta_1": 0.8, "beta_2": 0.99, "epsilon": 1e-6}), "sklearn:adam",
-                   {"beta_1": 0.8, "beta_2": 0.99, "epsilon": 1e-6}, None, {}, 0.002),
+    "adam-betas": (
+        ("adam", {"beta_1": 0.8, "beta_2": 0.99, "epsilon": 1e-6}),
+        "sklearn:adam",
+        {"beta_1": 0.8, "beta_2": 0.99, "epsilon": 1e-6},
+        None,
+        {},
+        0.002,
+    ),
 }
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from optim_fidelity import TOLERANCE, config, run_hpstudy, sample, uniform_layers
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -32,8 +31,13 @@ def hpstudy_rows(case: dict, **override) -> np.ndarray:
     """hpstudy's sampled parameters after each epoch for a case's settings (with overrides)."""
     settings = {k: case[k] for k in ("clip_grad_norm", "clip_grad_value", "schedule", "schedule_args") if k in case}
     settings.update(override)
-    cfg = config("pytorch", override.pop("optimizer", case["optimizer"]), case["lr"],
-                 override.pop("args", case.get("args", {})), **{k: v for k, v in settings.items() if k not in ("optimizer", "args")})
+    cfg = config(
+        "pytorch",
+        override.pop("optimizer", case["optimizer"]),
+        case["lr"],
+        override.pop("args", case.get("args", {})),
+        **{k: v for k, v in settings.items() if k not in ("optimizer", "args")},
+    )
     _, after = run_hpstudy(cfg, initial=uniform_layers())
     return np.stack([sample(layers) for layers in after])
 
@@ -54,13 +58,24 @@ def test_torch_case_matches_golden(case):
 
 
 WRONG = {  # id: (case, hpstudy override that is not torch's rule)
-    "rmsprop-epsilon-inside-the-root": ("rmsprop", {"optimizer": "optax:rmsprop", "args": {"decay": 0.99, "eps": 1e-8}}),
-    "adagrad-optax": ("adagrad", {"optimizer": "optax:adagrad", "args": {"initial_accumulator_value": 0.0, "eps": 1e-10}}),
+    "rmsprop-epsilon-inside-the-root": (
+        "rmsprop",
+        {"optimizer": "optax:rmsprop", "args": {"decay": 0.99, "eps": 1e-8}},
+    ),
+    "adagrad-optax": (
+        "adagrad",
+        {"optimizer": "optax:adagrad", "args": {"initial_accumulator_value": 0.0, "eps": 1e-10}},
+    ),
     "amsgrad-optax": ("adam-amsgrad-weight-decay", {"optimizer": "optax:amsgrad", "args": {"b1": 0.8, "b2": 0.99}}),
-    "adam-l2-taken-as-decoupled": ("adam-amsgrad-weight-decay", {"optimizer": "torch:adamw",
-                                                                  "args": {"amsgrad": True, "weight_decay": 0.1, "betas": [0.8, 0.99]}}),
+    "adam-l2-taken-as-decoupled": (
+        "adam-amsgrad-weight-decay",
+        {"optimizer": "torch:adamw", "args": {"amsgrad": True, "weight_decay": 0.1, "betas": [0.8, 0.99]}},
+    ),
     "dampening-ignored": ("sgd-momentum-dampening", {"args": {"momentum": 0.9}}),
-    "schedule-per-step-instead-of-per-epoch": ("step-lr", {"schedule_args": {"step_size": 1, "gamma": 0.5, "interval": "step"}}),
+    "schedule-per-step-instead-of-per-epoch": (
+        "step-lr",
+        {"schedule_args": {"step_size": 1, "gamma": 0.5, "interval": "step"}},
+    ),
 }
 
 
@@ -77,8 +92,11 @@ def test_clip_grad_norm_differs_from_optax_clip_by_global_norm():
     case = CASES["clip-grad-norm"]
     theirs = golden("clip-grad-norm")
     assert relative(hpstudy_rows(case), theirs) < TOLERANCE
-    optax_clip = hpstudy_rows({**case, "optimizer": "keras:sgd"}, clip_grad_norm=None,
-                              args={"momentum": 0.9, "global_clipnorm": case["clip_grad_norm"]})
+    optax_clip = hpstudy_rows(
+        {**case, "optimizer": "keras:sgd"},
+        clip_grad_norm=None,
+        args={"momentum": 0.9, "global_clipnorm": case["clip_grad_norm"]},
+    )
     print(f"clip_by_global_norm: {relative(optax_clip, theirs):.3e}")
     assert relative(optax_clip, theirs) > 10 * TOLERANCE
     assert relative(hpstudy_rows(case, clip_grad_norm=None), theirs) > 1e3 * TOLERANCE

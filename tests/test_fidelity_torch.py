@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from hpstudy.training import model as hmodel
 from hpstudy.config import RunConfig
-from hpstudy.training.engine import epoch_batches, model_of, train_step
 from hpstudy.flavours import pytorch as torch_flavour
+from hpstudy.training import model as hmodel
+from hpstudy.training.engine import epoch_batches, model_of, train_step
 from hpstudy.training.optimizers import make_optimizer
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -44,9 +44,17 @@ def arrays() -> dict:
 def config_of(case: dict, **override) -> RunConfig:
     """The pytorch-flavour configuration of a golden case."""
     settings = dict(
-        flavour="pytorch", hidden=tuple(META["hidden"]), activation=case["activation"], init="pytorch",
-        loss=case["loss"], optimizer="sgd", learning_rate=META["lr"], batch_size=META["batch"],
-        label_smoothing=case["label_smoothing"], batch_norm=case["batch_norm"], dropout=case["dropout"],
+        flavour="pytorch",
+        hidden=tuple(META["hidden"]),
+        activation=case["activation"],
+        init="pytorch",
+        loss=case["loss"],
+        optimizer="sgd",
+        learning_rate=META["lr"],
+        batch_size=META["batch"],
+        label_smoothing=case["label_smoothing"],
+        batch_norm=case["batch_norm"],
+        dropout=case["dropout"],
         input_dropout=case["input_dropout"],
         layer_dropout=tuple(case["layer_dropout"]) if case["layer_dropout"] else None,
     )
@@ -58,7 +66,7 @@ def tree(prefix: str) -> dict:
     out: dict = {}
     for key, value in arrays().items():
         if key.startswith(prefix + "/"):
-            layer, name = key[len(prefix) + 1:].split("/")
+            layer, name = key[len(prefix) + 1 :].split("/")
             out.setdefault(layer, {})[name] = value
     return out
 
@@ -102,19 +110,30 @@ def train_golden(case: dict, **override) -> tuple[dict, dict | None, np.ndarray]
         params = jax.tree.map(jnp.asarray, tree(f"{name}/initial"))
         stats_ = None
         if config.batch_norm != "none":
-            stats_ = {layer: {"mean": jnp.zeros_like(p["scale"]), "var": jnp.ones_like(p["scale"])}
-                      for layer, p in params.items() if layer.startswith("BatchNorm")}
+            stats_ = {
+                layer: {"mean": jnp.zeros_like(p["scale"]), "var": jnp.ones_like(p["scale"])}
+                for layer, p in params.items()
+                if layer.startswith("BatchNorm")
+            }
         opt_state = make_optimizer(config.optimizer, config.momentum, jnp.asarray(config.learning_rate)).init(params)
         step = jax.jit(functools.partial(train_step, config))
         for s, start in enumerate(range(0, len(y_all), batch)):
             rows = min(batch, len(y_all) - start)
             x = np.zeros((batch, META["n_in"]))
             y = np.zeros(batch, np.int32)
-            x[:rows], y[:rows] = x_all[start:start + rows], y_all[start:start + rows]
+            x[:rows], y[:rows] = x_all[start : start + rows], y_all[start : start + rows]
             mask = (np.arange(batch) < rows).astype(np.float64)
-            out = step(params, opt_state, jnp.asarray(x), jnp.asarray(y), jnp.asarray(mask), jnp.asarray(config.dropout),
-                       jax.random.key_data(jax.random.key(s)), masks=step_masks(case, config, s, rows),
-                       batch_stats=stats_)
+            out = step(
+                params,
+                opt_state,
+                jnp.asarray(x),
+                jnp.asarray(y),
+                jnp.asarray(mask),
+                jnp.asarray(config.dropout),
+                jax.random.key_data(jax.random.key(s)),
+                masks=step_masks(case, config, s, rows),
+                batch_stats=stats_,
+            )
             params, opt_state = out[0], out[1]
             stats_ = out[4] if stats_ is not None else None
         variables = {"params": params} | ({"batch_stats": stats_} if stats_ is not None else {})
@@ -145,13 +164,17 @@ def test_pytorch_flavour_takes_torchs_steps(name):
     assert rel < TOL
 
 
-@pytest.mark.parametrize("name, wrong", [
-    ("act-softplus-threshold", {"flavour": "keras"}),  # log(1 + exp(x)) without nn.Softplus's threshold
-    ("act-leaky_relu", {"negative_slope": 0.3}),  # Keras' LeakyReLU slope
-    ("act-gelu", {"activation": "gelu_tanh"}),  # jax.nn.gelu's default approximation
-    ("bn-before", {"flavour": "keras"}),  # Keras' momentum, epsilon and biased running variance
-    ("loss-label-smoothing", {"label_smoothing": 0.0}),
-], ids=["softplus-threshold", "leaky-slope", "gelu-approximate", "batchnorm-conventions", "label-smoothing"])
+@pytest.mark.parametrize(
+    "name, wrong",
+    [
+        ("act-softplus-threshold", {"flavour": "keras"}),  # log(1 + exp(x)) without nn.Softplus's threshold
+        ("act-leaky_relu", {"negative_slope": 0.3}),  # Keras' LeakyReLU slope
+        ("act-gelu", {"activation": "gelu_tanh"}),  # jax.nn.gelu's default approximation
+        ("bn-before", {"flavour": "keras"}),  # Keras' momentum, epsilon and biased running variance
+        ("loss-label-smoothing", {"label_smoothing": 0.0}),
+    ],
+    ids=["softplus-threshold", "leaky-slope", "gelu-approximate", "batchnorm-conventions", "label-smoothing"],
+)
 def test_golden_files_detect_the_other_librarys_semantics(name, wrong):
     """Each library difference moves the parameters by far more than the tolerance."""
     case = CASES[name]

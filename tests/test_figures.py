@@ -46,12 +46,16 @@ def test_svg_ids_do_not_depend_on_float_noise(tmp_path):
 
 
 def test_stable_svg_ids_renumber_in_order_and_keep_references():
-    text = ('<clipPath id="p0123456789"/><path id="m9876543210"/><use xlink:href="#m9876543210"/>'
-            '<g clip-path="url(#p0123456789)"/><clipPath id="pabcdefabcd"/><g id="patch_1"/><text>p0000000000a</text>')
+    text = (
+        '<clipPath id="p0123456789"/><path id="m9876543210"/><use xlink:href="#m9876543210"/>'
+        '<g clip-path="url(#p0123456789)"/><clipPath id="pabcdefabcd"/><g id="patch_1"/><text>p0000000000a</text>'
+    )
     out = figures.stable_svg_ids(text)
-    assert out == ('<clipPath id="p0000000001"/><path id="m0000000001"/><use xlink:href="#m0000000001"/>'
-                   '<g clip-path="url(#p0000000001)"/><clipPath id="p0000000002"/><g id="patch_1"/>'
-                   '<text>p0000000000a</text>')
+    assert out == (
+        '<clipPath id="p0000000001"/><path id="m0000000001"/><use xlink:href="#m0000000001"/>'
+        '<g clip-path="url(#p0000000001)"/><clipPath id="p0000000002"/><g id="patch_1"/>'
+        "<text>p0000000000a</text>"
+    )
     assert figures.stable_svg_ids(out) == out
 
 
@@ -109,8 +113,9 @@ def test_large_search_report_caps_the_strip_plot_and_rasterizes_dense_panels(tmp
     assert len(shown) == figures.MAX_STRIP_ROWS
     means = [r.cells[a.primary.column].summary.mean * a.primary.better for r in shown]
     assert means == sorted(means, reverse=True)
-    assert min(means) >= max(r.cells[a.primary.column].summary.mean * a.primary.better
-                             for r in a.rows if r not in shown)
+    assert min(means) >= max(
+        r.cells[a.primary.column].summary.mean * a.primary.better for r in a.rows if r not in shown
+    )
     captions = dict((stem, caption) for stem, caption, _ in figures.plan(a))
     assert f"the {figures.MAX_STRIP_ROWS} best of the 300 configurations" in captions["seeds"]
     with mpl.rc_context(figures.STYLE):

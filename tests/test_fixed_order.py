@@ -31,11 +31,15 @@ SETTINGS = {
 
 
 def hashes(flags: str, extra: dict) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("XLA_FLAGS", "TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL", "FIXED_ORDER_ALL_CORES")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("XLA_FLAGS", "TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL", "FIXED_ORDER_ALL_CORES")
+    }
     env.update(extra, XLA_FLAGS=flags)
-    proc = subprocess.run([sys.executable, str(CHILD), fixed_order.__file__], capture_output=True, text=True,
-                          env=env, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, str(CHILD), fixed_order.__file__], capture_output=True, text=True, env=env, timeout=900
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -62,6 +66,7 @@ def test_fixed_order_matches_its_documented_order():
     w = rng.standard_normal((40, 3), dtype=np.float32)
     b = fixed_order.BLOCK
     partial = []
+
     def fma(a, c, d):
         return (a.astype(np.float64) * c + d).astype(np.float32)
 

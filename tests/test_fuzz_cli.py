@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from hpstudy import cli, store
-from hpstudy.reporting import figures
 from hpstudy import data as hdata
 from hpstudy.errors import DataError
+from hpstudy.reporting import figures
 from hpstudy.reporting.build import synthetic_records
 from hpstudy.study import load_study
 from tests.conftest import FACTORS, SMALL_STUDY
@@ -32,11 +32,62 @@ SEED = int(os.environ.get("HPSTUDY_FUZZ_SEED", 20261206))
 # The exit codes docs/errors.md documents (its table), and 0; argparse's usage errors exit 2 as well.
 DOC_CODES = {int(c) for c in re.findall(r"^\| (\d+) \| `", (ROOT / "docs" / "errors.md").read_text(), re.M)} | {0}
 
-VALUES = ["0", "1", "2", "-1", "-3", "3:2", "2:5", "1:", ":", "a", "", " ", "1.5", "nan", "1e300", "99999999999",
-          "0:18446744073709551616", "-1/3", "3/3", "0/2", "1/0", "a/b", "x" * 300, "ü∂\u202e", "--", "\x7f",
-          "/nonexistent", "~no_such_user/x", "../..", ".", "notaurl"]
-TOKENS = ['"x"', "-1", "0", "1", "1e300", "-1e300", "nan", "inf", "[]", "[0]", "[100000000]", "{}", '""', "true",
-          "10000000000000000000000000000000", '"../.."', '"a/b"', "[1, \"a\"]", "0.5", "{ a = 1 }", '"tfds:x"']
+VALUES = [
+    "0",
+    "1",
+    "2",
+    "-1",
+    "-3",
+    "3:2",
+    "2:5",
+    "1:",
+    ":",
+    "a",
+    "",
+    " ",
+    "1.5",
+    "nan",
+    "1e300",
+    "99999999999",
+    "0:18446744073709551616",
+    "-1/3",
+    "3/3",
+    "0/2",
+    "1/0",
+    "a/b",
+    "x" * 300,
+    "ü∂\u202e",
+    "--",
+    "\x7f",
+    "/nonexistent",
+    "~no_such_user/x",
+    "../..",
+    ".",
+    "notaurl",
+]
+TOKENS = [
+    '"x"',
+    "-1",
+    "0",
+    "1",
+    "1e300",
+    "-1e300",
+    "nan",
+    "inf",
+    "[]",
+    "[0]",
+    "[100000000]",
+    "{}",
+    '""',
+    "true",
+    "10000000000000000000000000000000",
+    '"../.."',
+    '"a/b"',
+    '[1, "a"]',
+    "0.5",
+    "{ a = 1 }",
+    '"tfds:x"',
+]
 
 
 def _mutate_study(rng: random.Random) -> str:
@@ -56,8 +107,19 @@ def _mutate_study(rng: random.Random) -> str:
         elif edit < 0.9:
             lines[i] = lines[i][: rng.randrange(len(lines[i]) + 1)]
         else:
-            lines.insert(i, rng.choice(["[published]", "[[published]]\ntest_accuracy = 9716", "[study", "\x00", "=",
-                                        "[design.space]\nlearning_rate = { type = \"float\", low = 1, high = 0 }"]))
+            lines.insert(
+                i,
+                rng.choice(
+                    [
+                        "[published]",
+                        "[[published]]\ntest_accuracy = 9716",
+                        "[study",
+                        "\x00",
+                        "=",
+                        '[design.space]\nlearning_rate = { type = "float", low = 1, high = 0 }',
+                    ]
+                ),
+            )
         if not lines:
             break
     return "\n".join(lines) + "\n"
@@ -66,8 +128,21 @@ def _mutate_study(rng: random.Random) -> str:
 def _options(rng: random.Random, command: str, paths: dict[str, Path]) -> list[str]:
     """Random options for a subcommand: mostly its own, sometimes another's, values from VALUES or paths."""
     own = {
-        "run": ["--seeds", "--workers", "--max-epochs", "--dataset", "--shard", "--results", "--data-dir", "--numerics",
-                "--scheduler", "--yes", "--no-download", "--allow-mixed", "--wait"],
+        "run": [
+            "--seeds",
+            "--workers",
+            "--max-epochs",
+            "--dataset",
+            "--shard",
+            "--results",
+            "--data-dir",
+            "--numerics",
+            "--scheduler",
+            "--yes",
+            "--no-download",
+            "--allow-mixed",
+            "--wait",
+        ],
         "show": ["--seeds", "--workers", "--max-epochs", "--dataset", "--results"],
         "report": ["--seeds", "--max-epochs", "--dataset", "--results", "--out"],
         "list": ["--studies", "--results"],
@@ -107,25 +182,46 @@ def generate(rng: random.Random, case: int, paths: dict[str, Path]) -> list[str]
     if command == "list":
         return [command, "--studies", str(paths["studies"]), *_options(rng, command, paths)]
     if command == "verify":
-        return [command, str(rng.choice([paths["store"], paths["results"], paths["scratch"], "/nonexistent"])),
-                *_options(rng, command, paths)]
+        return [
+            command,
+            str(rng.choice([paths["store"], paths["results"], paths["scratch"], "/nonexistent"])),
+            *_options(rng, command, paths),
+        ]
     if command == "merge":
-        sources = [str(rng.choice([paths["store"], paths["scratch"], paths["results"], "/nonexistent"]))
-                   for _ in range(rng.randint(0, 2))]
-        return [command, str(paths["scratch"] / "merged" / rng.choice(["small", "other", ""])), *sources,
-                *_options(rng, command, paths)]
+        sources = [
+            str(rng.choice([paths["store"], paths["scratch"], paths["results"], "/nonexistent"]))
+            for _ in range(rng.randint(0, 2))
+        ]
+        return [
+            command,
+            str(paths["scratch"] / "merged" / rng.choice(["small", "other", ""])),
+            *sources,
+            *_options(rng, command, paths),
+        ]
     if command == "compact":
-        return [command, str(rng.choice([paths["store"], paths["scratch"], "/nonexistent"])), *_options(rng, command, paths)]
-    return [command, rng.choice(["mine", "", "..", "a/b", "x" * 200, "-1"]), "--file",
-            str(paths["scratch"] / rng.choice(["new.toml", "sub/new.toml", ""])), *_options(rng, command, paths)]
+        return [
+            command,
+            str(rng.choice([paths["store"], paths["scratch"], "/nonexistent"])),
+            *_options(rng, command, paths),
+        ]
+    return [
+        command,
+        rng.choice(["mine", "", "..", "a/b", "x" * 200, "-1"]),
+        "--file",
+        str(paths["scratch"] / rng.choice(["new.toml", "sub/new.toml", ""])),
+        *_options(rng, command, paths),
+    ]
 
 
 def _stored(paths: dict[str, Path]) -> dict[str, str]:
     """SHA-256 of every file in the results folder and of every study file (lock files are not stored data;
     a report written into the studies folder by `--out` is the user's choice, not a change to a study)."""
     files = [p for p in sorted(paths["results"].rglob("*")) if p.name not in (".lock", ".compaction.lock")]
-    return {p.as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in [*files, *sorted(paths["studies"].glob("*.toml"))] if p.is_file()}
+    return {
+        p.as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in [*files, *sorted(paths["studies"].glob("*.toml"))]
+        if p.is_file()
+    }
 
 
 def _no_data(*args, **kwargs):
@@ -133,8 +229,12 @@ def _no_data(*args, **kwargs):
 
 
 def test_generated_inputs_never_crash_and_never_change_stored_runs(tmp_path, monkeypatch, capsys):
-    paths = {"studies": tmp_path / "studies", "results": tmp_path / "results", "scratch": tmp_path / "scratch",
-             "missing": tmp_path / "missing"}
+    paths = {
+        "studies": tmp_path / "studies",
+        "results": tmp_path / "results",
+        "scratch": tmp_path / "scratch",
+        "missing": tmp_path / "missing",
+    }
     for folder in ("studies", "scratch"):
         paths[folder].mkdir()
     (paths["studies"] / "small.toml").write_text(SMALL_STUDY.format(factors=FACTORS))

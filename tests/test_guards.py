@@ -49,8 +49,10 @@ def test_huge_seed_count_is_refused_at_once(tmp_path, capsys):
 
 def test_grid_of_a_million_trials_is_refused_at_once(write_study, tmp_path):
     levels = ", ".join(str(0.001 * k) for k in range(1, 101))
-    path = write_study(f"learning_rate = [{levels}]\nbatch_size = [{', '.join(str(b) for b in range(1, 101))}]\n"
-                       f"dropout = [{', '.join(str(d / 1000) for d in range(100))}]")
+    path = write_study(
+        f"learning_rate = [{levels}]\nbatch_size = [{', '.join(str(b) for b in range(1, 101))}]\n"
+        f"dropout = [{', '.join(str(d / 1000) for d in range(100))}]"
+    )
     start = time.perf_counter()
     with pytest.raises(StudyError, match=r"at most 100,000 trials \(these levels cross to 1,000,000\)"):
         load_study(path)
@@ -59,11 +61,16 @@ def test_grid_of_a_million_trials_is_refused_at_once(write_study, tmp_path):
 
 def test_random_design_of_1e8_trials_is_refused_at_once(tmp_path):
     path = tmp_path / "r.toml"
-    path.write_text('[study]\nname = "r"\n[design]\nkind = "random"\ntrials = 100000000\n'
-                    '[design.space]\nlearning_rate = { type = "float", low = 0.001, high = 0.1, log = true }\n')
+    path.write_text(
+        '[study]\nname = "r"\n[design]\nkind = "random"\ntrials = 100000000\n'
+        '[design.space]\nlearning_rate = { type = "float", low = 0.001, high = 0.1, log = true }\n'
+    )
     start = time.perf_counter()
-    with pytest.raises(StudyError, match="design.trials = 100000000 is invalid; expected an integer number of trials >= 1 "
-                                         r"\(and at most 100,000\)"):
+    with pytest.raises(
+        StudyError,
+        match="design.trials = 100000000 is invalid; expected an integer number of trials >= 1 "
+        r"\(and at most 100,000\)",
+    ):
         load_study(path)
     assert time.perf_counter() - start < 5
 
@@ -137,10 +144,13 @@ def test_data_dir_that_is_a_file_says_so(tmp_path, capsys, write_study):
 
 
 def test_duplicate_published_entries_are_rejected(write_study):
-    entry = '\n[[published]]\nwhere = {{ learning_rate = 0.01, dropout = 0.2 }}\ntest_accuracy = {}\n'
+    entry = "\n[[published]]\nwhere = {{ learning_rate = 0.01, dropout = 0.2 }}\ntest_accuracy = {}\n"
     path = write_study()
     path.write_text(path.read_text() + entry.format(0.97) + entry.format(0.96))
-    with pytest.raises(StudyError, match=r"published\[1\].*one entry per configuration and metric; published\[0\] already gives test_accuracy"):
+    with pytest.raises(
+        StudyError,
+        match=r"published\[1\].*one entry per configuration and metric; published\[0\] already gives test_accuracy",
+    ):
         load_study(path)
     path.write_text(path.read_text().replace("test_accuracy = 0.96", "test_loss = 0.1"))
     load_study(path)  # another metric of the same configuration is fine
@@ -149,7 +159,9 @@ def test_duplicate_published_entries_are_rejected(write_study):
 def test_space_typo_prefers_the_fewest_edits(tmp_path):
     assert closest("lgo", {"type", "low", "high", "step", "log", "values"}) == "log"
     path = tmp_path / "s.toml"
-    path.write_text('[study]\nname = "s"\n[design]\nkind = "random"\ntrials = 2\n'
-                    '[design.space]\nlearning_rate = { type = "float", low = 0.001, high = 0.1, lgo = true }\n')
+    path.write_text(
+        '[study]\nname = "s"\n[design]\nkind = "random"\ntrials = 2\n'
+        '[design.space]\nlearning_rate = { type = "float", low = 0.001, high = 0.1, lgo = true }\n'
+    )
     with pytest.raises(StudyError, match="Did you mean 'log'\\?"):
         load_study(path)

@@ -41,8 +41,13 @@ def compile_table(tex: str, folder: Path, cls: str) -> str:
     (folder / "table.tex").write_text(tex, encoding="utf-8")
     label = tex.split(r"\label{", 1)[1].split("}", 1)[0]
     (folder / "doc.tex").write_text(DOCUMENT.format(cls=cls, table="table.tex", label=label), encoding="utf-8")
-    proc = subprocess.run([PDFLATEX, "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=folder,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [PDFLATEX, "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     log = (folder / "doc.log").read_text(encoding="utf-8", errors="replace")
     assert proc.returncode == 0, f"pdflatex failed in {folder}:\n{proc.stdout[-3000:]}"
     return log
@@ -84,8 +89,13 @@ def test_every_shipped_table_compiles_and_is_current(path, tmp_path):
 @needs_tex
 def test_an_overfull_table_is_caught(tmp_path):
     """The check can fail: a tabular wider than the page, set without the report's scaling, is reported."""
-    wide = ("\\begin{table*}\\caption{x}\\label{tab:x}\\begin{tabular}{" + "r" * 30 + "}\n"
-            + " & ".join(["123456.789"] * 30) + " \\\\\n\\end{tabular}\\end{table*}\n")
+    wide = (
+        "\\begin{table*}\\caption{x}\\label{tab:x}\\begin{tabular}{"
+        + "r" * 30
+        + "}\n"
+        + " & ".join(["123456.789"] * 30)
+        + " \\\\\n\\end{tabular}\\end{table*}\n"
+    )
     log = compile_table(wide, tmp_path, "twocolumn")
     with pytest.raises(AssertionError, match="Overfull"):
         assert_clean(log, "wide")

@@ -5,7 +5,6 @@ synthetic runs, some with chosen values, so it checks the method, not an impleme
 from __future__ import annotations
 
 import io
-import math
 import re
 from pathlib import Path
 
@@ -111,10 +110,16 @@ source = "text: best learning rate (tie)"
 
 
 def test_2_intervals_stay_within_the_possible_range(tmp_path):
-    bimodal = {"learning_rate=0.1": {"test_accuracy": [0.831, 0.682, 0.570], "final_val_accuracy": [0.831, 0.682, 0.570],
-                                     "best_val_accuracy": [0.831, 0.682, 0.570], "test_loss": [0.05, 0.6, 1.9],
-                                     "final_val_loss": [0.05, 0.6, 1.9]},
-               "learning_rate=0.01": {"test_accuracy": [0.999, 0.97, 0.995], "best_val_accuracy": [0.999, 0.97, 0.995]}}
+    bimodal = {
+        "learning_rate=0.1": {
+            "test_accuracy": [0.831, 0.682, 0.570],
+            "final_val_accuracy": [0.831, 0.682, 0.570],
+            "best_val_accuracy": [0.831, 0.682, 0.570],
+            "test_loss": [0.05, 0.6, 1.9],
+            "final_val_loss": [0.05, 0.6, 1.9],
+        },
+        "learning_rate=0.01": {"test_accuracy": [0.999, 0.97, 0.995], "best_val_accuracy": [0.999, 0.97, 0.995]},
+    }
     _, _, out = _report(tmp_path, _lr_study(tmp_path), values=bimodal)
     table = _csv(out)
     for column in table.columns:
@@ -180,8 +185,10 @@ def test_5_training_time_is_reported_as_measured_without_per_run_intervals(tmp_p
 
 def test_6_add_seeds_starts_from_a_smallest_effect_not_the_observed_difference(tmp_path):
     # the two best configurations differ by 0.02 pp: the old advice asked for seeds to resolve exactly that
-    close = {"learning_rate=0.001": {"test_accuracy": [0.9801, 0.9790, 0.9812]},
-             "learning_rate=0.01": {"test_accuracy": [0.9799, 0.9788, 0.9810]}}
+    close = {
+        "learning_rate=0.001": {"test_accuracy": [0.9801, 0.9790, 0.9812]},
+        "learning_rate=0.01": {"test_accuracy": [0.9799, 0.9788, 0.9810]},
+    }
     _, _, out = _report(tmp_path, _lr_study(tmp_path), values=close)
     line = next(x for x in (out / "README.md").read_text().splitlines() if x.startswith("Add seeds?"))
     assert "0.2 pp" in line and "smallest effect of interest" in line
@@ -223,8 +230,10 @@ def test_7_independent_runs_are_compared_unpaired_with_a_pooled_variance_at_smal
 
 
 def test_7_bold_marks_only_significant_differences(tmp_path):
-    same = {t: {"test_accuracy": [0.975, 0.976, 0.977]} for t in
-            ("learning_rate=0.001", "learning_rate=0.01", "learning_rate=0.1")}
+    same = {
+        t: {"test_accuracy": [0.975, 0.976, 0.977]}
+        for t in ("learning_rate=0.001", "learning_rate=0.01", "learning_rate=0.1")
+    }
     same["learning_rate=0.001"] = {"test_accuracy": [0.9751, 0.9761, 0.9771]}
     _, _, out = _report(tmp_path, _lr_study(tmp_path), values=same)
     assert "**" not in (out / "table.md").read_text() and r"\textbf" not in (out / "table.tex").read_text()

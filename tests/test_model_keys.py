@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 
 from hpstudy.config import RunConfig
-from hpstudy.training.engine import Hyper, finalize, init_run
 from hpstudy.errors import StudyError
 from hpstudy.study import load_study
+from hpstudy.training.engine import Hyper, finalize, init_run
 from tests.conftest import run_hashes
 
 # A pytorch-flavour study exercising every stateful model feature at once: batch statistics carried
 # through the chunked training, input and per-layer dropout, drop_last batching, restore_best_weights.
 MODEL_EXTRAS = {
     'flavour = "keras"': 'flavour = "pytorch"\nbatch_norm = "before_activation"\ninput_dropout = 0.1\n'
-                         'layer_dropout = [0.2, 0.0]',
+    "layer_dropout = [0.2, 0.0]",
     'activation = "relu"': 'activation = "gelu"',
     'optimizer = "adam_keras"': 'optimizer = "sgd"\ndrop_last = true',
     "patience = 0": "patience = 1\nrestore_best_weights = true",
@@ -37,7 +37,7 @@ def test_batch_norm_and_dropout_runs_keep_their_bits_alone_or_in_a_crowd(write_s
     crowd = run_hashes(crowd_path, range(2), tmp_path / "crowd")  # 6 runs: a chunk of 4, then lanes refilled
     alone_path = model_study(write_study, "learning_rate = [0.05]", "alone.toml")
     alone = run_hashes(alone_path, range(1, 2), tmp_path / "alone")  # one run padded to a chunk of 4
-    (run_id, digest), = alone.items()
+    ((run_id, digest),) = alone.items()
     assert len(crowd) == 6 and crowd[run_id] == digest
 
 
@@ -48,36 +48,88 @@ def test_final_parameters_carry_the_running_statistics():
     assert set(state.batch_stats["BatchNorm_0"]) == {"mean", "var"}
     params, _, _ = finalize(config, state, None, val_is_test=True)
     assert params["batch_stats"] is state.batch_stats
-    plain = init_run(RunConfig(hidden=(8,)), jnp.asarray(np.array([0, 1], np.uint32)),
-                     Hyper(jnp.asarray(0.1), jnp.asarray(0.0)))
+    plain = init_run(
+        RunConfig(hidden=(8,)), jnp.asarray(np.array([0, 1], np.uint32)), Hyper(jnp.asarray(0.1), jnp.asarray(0.0))
+    )
     assert plain.batch_stats is None and "BatchNorm_0" not in plain.params
 
 
-@pytest.mark.parametrize("label, old, new, key, expected", [
-    ("layer-dropout-length", 'activation = "relu"', 'activation = "relu"\nlayer_dropout = [0.1]',
-     "model.layer_dropout", "one dropout rate per hidden layer"),
-    ("layer-dropout-and-dropout", 'activation = "relu"', 'activation = "relu"\nlayer_dropout = [0.1, 0.1]\ndropout = 0.2',
-     "model.dropout", "0 when layer_dropout"),
-    ("layer-dropout-rate", 'activation = "relu"', 'activation = "relu"\nlayer_dropout = [0.1, 1.5]',
-     "model.layer_dropout", "[0, 1)"),
-    ("leaky-without-slope", 'flavour = "keras"\nhidden = [32, 32]\nactivation = "relu"',
-     'flavour = "sklearn"\nhidden = [32, 32]\nactivation = "leaky_relu"',
-     "model.negative_slope", "no default"),
-    ("batch-norm-nielsen", 'flavour = "keras"', 'flavour = "nielsen"\nbatch_norm = "before_activation"',
-     "model.batch_norm", "keras' or pytorch's"),
-    ("batch-norm-place", 'activation = "relu"', 'activation = "relu"\nbatch_norm = "yes"', "model.batch_norm",
-     "before_activation"),
-    ("label-smoothing", 'activation = "relu"', 'activation = "relu"\nlabel_smoothing = 1.5', "model.label_smoothing",
-     "[0, 1]"),
-    ("negative-slope", 'activation = "relu"', 'activation = "relu"\nnegative_slope = -1', "model.negative_slope",
-     ">= 0"),
-    ("drop-last", 'optimizer = "adam_keras"', 'optimizer = "adam_keras"\ndrop_last = "yes"', "training.drop_last",
-     "true or false"),
-    ("init", 'activation = "relu"', 'activation = "relu"\ninit = "xavier"', "model.init", "glorot_uniform"),
-    ("torch-batch-of-one", 'validation = "test"\nseeds = 2\n\n[model]\nflavour = "keras"',
-     'validation = "holdout:9999"\nseeds = 2\n\n[model]\nflavour = "pytorch"\nbatch_norm = "after_activation"',
-     "training.batch_size", "one example"),
-])
+@pytest.mark.parametrize(
+    "label, old, new, key, expected",
+    [
+        (
+            "layer-dropout-length",
+            'activation = "relu"',
+            'activation = "relu"\nlayer_dropout = [0.1]',
+            "model.layer_dropout",
+            "one dropout rate per hidden layer",
+        ),
+        (
+            "layer-dropout-and-dropout",
+            'activation = "relu"',
+            'activation = "relu"\nlayer_dropout = [0.1, 0.1]\ndropout = 0.2',
+            "model.dropout",
+            "0 when layer_dropout",
+        ),
+        (
+            "layer-dropout-rate",
+            'activation = "relu"',
+            'activation = "relu"\nlayer_dropout = [0.1, 1.5]',
+            "model.layer_dropout",
+            "[0, 1)",
+        ),
+        (
+            "leaky-without-slope",
+            'flavour = "keras"\nhidden = [32, 32]\nactivation = "relu"',
+            'flavour = "sklearn"\nhidden = [32, 32]\nactivation = "leaky_relu"',
+            "model.negative_slope",
+            "no default",
+        ),
+        (
+            "batch-norm-nielsen",
+            'flavour = "keras"',
+            'flavour = "nielsen"\nbatch_norm = "before_activation"',
+            "model.batch_norm",
+            "keras' or pytorch's",
+        ),
+        (
+            "batch-norm-place",
+            'activation = "relu"',
+            'activation = "relu"\nbatch_norm = "yes"',
+            "model.batch_norm",
+            "before_activation",
+        ),
+        (
+            "label-smoothing",
+            'activation = "relu"',
+            'activation = "relu"\nlabel_smoothing = 1.5',
+            "model.label_smoothing",
+            "[0, 1]",
+        ),
+        (
+            "negative-slope",
+            'activation = "relu"',
+            'activation = "relu"\nnegative_slope = -1',
+            "model.negative_slope",
+            ">= 0",
+        ),
+        (
+            "drop-last",
+            'optimizer = "adam_keras"',
+            'optimizer = "adam_keras"\ndrop_last = "yes"',
+            "training.drop_last",
+            "true or false",
+        ),
+        ("init", 'activation = "relu"', 'activation = "relu"\ninit = "xavier"', "model.init", "glorot_uniform"),
+        (
+            "torch-batch-of-one",
+            'validation = "test"\nseeds = 2\n\n[model]\nflavour = "keras"',
+            'validation = "holdout:9999"\nseeds = 2\n\n[model]\nflavour = "pytorch"\nbatch_norm = "after_activation"',
+            "training.batch_size",
+            "one example",
+        ),
+    ],
+)
 def test_bad_model_keys_name_file_key_value_and_expectation(write_study, label, old, new, key, expected):
     # the pytorch case trains 60000 - 9999 = 50001 images at batch 10: its last batch has one example
     path = write_study("batch_size = [10]" if label == "torch-batch-of-one" else "learning_rate = [0.01]", **{old: new})
@@ -88,10 +140,13 @@ def test_bad_model_keys_name_file_key_value_and_expectation(write_study, label, 
 
 
 def test_torch_batch_norm_with_drop_last_accepts_a_remainder_of_one(write_study):
-    path = write_study("batch_size = [10]", **{
-        'validation = "test"\nseeds = 2\n\n[model]\nflavour = "keras"':
-            'validation = "holdout:9999"\nseeds = 2\n\n[model]\nflavour = "pytorch"\nbatch_norm = "after_activation"',
-        'optimizer = "adam_keras"': 'optimizer = "sgd"\ndrop_last = true'})
+    path = write_study(
+        "batch_size = [10]",
+        **{
+            'validation = "test"\nseeds = 2\n\n[model]\nflavour = "keras"': 'validation = "holdout:9999"\nseeds = 2\n\n[model]\nflavour = "pytorch"\nbatch_norm = "after_activation"',
+            'optimizer = "adam_keras"': 'optimizer = "sgd"\ndrop_last = true',
+        },
+    )
     assert load_study(path).trials[0].config.drop_last is True
 
 

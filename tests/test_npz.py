@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from hpstudy import cli, npz_source, store
-from hpstudy.reporting import analysis as analysis_model
-from hpstudy.training import engine
 from hpstudy import data as hdata
 from hpstudy.config import RunConfig
 from hpstudy.errors import DataError, StudyError
+from hpstudy.reporting import analysis as analysis_model
 from hpstudy.study import load_study
+from hpstudy.training import engine
 
 IMAGE, CLASSES, N_TRAIN, N_TEST = (32, 32, 3), 100, 5000, 1000
 
@@ -93,7 +93,10 @@ def test_a_study_of_another_shape_runs_reports_and_verifies(colour_npz, tmp_path
     # the network is sized by the data: 3072 inputs, 100 outputs; standardised inputs learn (chance is 1%)
     config = study.trials[1].config
     state = engine.init_run(config, jnp.zeros(2, jnp.uint32), engine.Hyper(jnp.float32(0.01), jnp.float32(0.0)))
-    assert state.params["Dense_0"]["kernel"].shape == (3072, 32) and state.params["Dense_1"]["kernel"].shape == (32, 100)
+    assert state.params["Dense_0"]["kernel"].shape == (3072, 32) and state.params["Dense_1"]["kernel"].shape == (
+        32,
+        100,
+    )
     learned = runs[runs["trial_id"] == "preprocessing=standardise"]["test_accuracy"]
     assert len(learned) == 2 and (learned > 0.5).all(), runs["test_accuracy"].tolist()
     assert engine.chunk_width(RunConfig(dataset=name, hidden=(32,), batch_size=100)) == 1
@@ -150,7 +153,9 @@ def test_holdout_is_checked_against_the_file_s_training_set(colour_npz, tmp_path
     with pytest.raises(StudyError, match=r"study.validation = 'holdout:5000' is invalid; expected .* 0 < N < 5000"):
         load_study(write(tmp_path, str(colour_npz), validation="holdout:5000"))
     study = load_study(write(tmp_path, str(colour_npz), validation="holdout:500"))
-    assert study.data_shape.fit_images(study.validation) == 4500 and study.data_shape.eval_images(study.validation) == 500
+    assert (
+        study.data_shape.fit_images(study.validation) == 4500 and study.data_shape.eval_images(study.validation) == 500
+    )
 
 
 def _bad(arrays: dict, **change) -> dict:
@@ -163,23 +168,35 @@ def _bad(arrays: dict, **change) -> dict:
     return out
 
 
-SMALL = {"x_train": np.zeros((6, 4, 4), np.uint8), "y_train": np.array([0, 1, 2, 0, 1, 2]),
-         "x_test": np.zeros((3, 4, 4), np.uint8), "y_test": np.array([0, 1, 2])}
+SMALL = {
+    "x_train": np.zeros((6, 4, 4), np.uint8),
+    "y_train": np.array([0, 1, 2, 0, 1, 2]),
+    "x_test": np.zeros((3, 4, 4), np.uint8),
+    "y_test": np.array([0, 1, 2]),
+}
 BAD_FILES = {
     "wrong array names": (_bad(SMALL, x_train=None, X_train=SMALL["x_train"]), r"missing: x_train"),
-    "image shapes that disagree": (_bad(SMALL, x_test=np.zeros((3, 4, 5), np.uint8)),
-                                   r"x_train's images have shape \(4, 4\) but x_test's \(4, 5\)"),
+    "image shapes that disagree": (
+        _bad(SMALL, x_test=np.zeros((3, 4, 5), np.uint8)),
+        r"x_train's images have shape \(4, 4\) but x_test's \(4, 5\)",
+    ),
     "labels of another length": (_bad(SMALL, y_train=np.array([0, 1, 2])), r"y_train has shape \(3,\) for 6 images"),
     "one-hot labels": (_bad(SMALL, y_test=np.eye(3)), r"one-hot labels\? pass y.argmax\(axis=1\)"),
-    "a test label out of range": (_bad(SMALL, y_test=np.array([0, 1, 3])), r"y_test holds values from 0 to 3; expected "
-                                  r"labels of the training set's classes, 0 to 2"),
+    "a test label out of range": (
+        _bad(SMALL, y_test=np.array([0, 1, 3])),
+        r"y_test holds values from 0 to 3; expected "
+        r"labels of the training set's classes, 0 to 2",
+    ),
     "negative labels": (_bad(SMALL, y_train=np.array([0, 1, -1, 0, 1, 2])), r"y_train holds values from -1 to 2"),
     "non-integer labels": (_bad(SMALL, y_train=np.array([0, 1, 2.5, 0, 1, 2])), r"y_train holds non-integer values"),
     "NaN labels": (_bad(SMALL, y_test=np.array([0, np.nan, 2])), r"y_test holds NaN \(1 of 3"),
     "NaN pixels": (_bad(SMALL, x_train=np.full((6, 4, 4), np.nan)), r"x_train holds NaN \(96 of 96"),
     "pixels in [0, 1]": (_bad(SMALL, x_train=np.full((6, 4, 4), 0.5)), r"multiply by 255 and round"),
-    "pixels above 255": (_bad(SMALL, x_test=np.full((3, 4, 4), 256)), r"x_test holds values from 256 to 256; expected "
-                         r"pixel values, integers from 0 to 255"),
+    "pixels above 255": (
+        _bad(SMALL, x_test=np.full((3, 4, 4), 256)),
+        r"x_test holds values from 256 to 256; expected "
+        r"pixel values, integers from 0 to 255",
+    ),
     "one class": (_bad(SMALL, y_train=np.zeros(6, int), y_test=np.zeros(3, int)), r"one class only"),
     "text labels": (_bad(SMALL, y_train=np.array(list("abcabc"))), r"y_train has type <U1"),
 }

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import FACTORS, run_hashes, synthetic_dataset
+
 from hpstudy import store
-from hpstudy.training import numerics
 from hpstudy.environment import differences, fingerprint, numeric_identity
 from hpstudy.errors import EngineError, StoreError
 from hpstudy.runner import run_study
 from hpstudy.study import load_study
+from hpstudy.training import numerics
 
 
 def test_this_process_trains_under_portable_settings():
@@ -71,7 +71,9 @@ def test_store_of_another_numeric_environment_is_refused(tmp_path, write_study):
         run_study(study, range(2), synthetic_dataset, tmp_path, progress=False, numerics_mode="native")
     after = sorted(p.read_bytes() for p in store.study_dir(tmp_path, study.name).glob("part-*.parquet"))
     assert after == before, "a refused run must not touch the store"
-    report = run_study(study, range(2), synthetic_dataset, tmp_path, progress=False, numerics_mode="native", allow_mixed=True)
+    report = run_study(
+        study, range(2), synthetic_dataset, tmp_path, progress=False, numerics_mode="native", allow_mixed=True
+    )
     assert report.computed == len(study.trials)
     envs = store.stored_environments(report.directory)
     assert sorted(__import__("json").loads(e)["numerics"] for e in envs) == ["native", "portable"]
@@ -97,9 +99,11 @@ def test_two_single_worker_processes_claim_different_cores(tmp_path):
     if not numerics.CAN_PIN or os.cpu_count() < 2:
         pytest.skip("needs affinity control and two cores")
     # each child may use every core (this test process is pinned to one), and shares no lock folder with others
-    child = ("import os, sys, time\nos.sched_setaffinity(0, range(os.cpu_count()))\n"
-             "from hpstudy.training import numerics\nassert numerics.pin_one_core()\n"
-             "print(sorted(os.sched_getaffinity(0))[0], flush=True)\ntime.sleep(float(sys.argv[1]))\n")
+    child = (
+        "import os, sys, time\nos.sched_setaffinity(0, range(os.cpu_count()))\n"
+        "from hpstudy.training import numerics\nassert numerics.pin_one_core()\n"
+        "print(sorted(os.sched_getaffinity(0))[0], flush=True)\ntime.sleep(float(sys.argv[1]))\n"
+    )
     env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     first = subprocess.Popen([sys.executable, "-c", child, "60"], stdout=subprocess.PIPE, text=True, env=env)
     try:

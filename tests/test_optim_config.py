@@ -18,10 +18,10 @@ import pytest
 
 from hpstudy import data as hdata
 from hpstudy.config import RunConfig, pairs
-from hpstudy.training.engine import Hyper, device_data, init_run, train_epoch
 from hpstudy.errors import StudyError
-from hpstudy.training.optimizers import is_plain, make_optimizer, optimizer_for
 from hpstudy.study import load_study
+from hpstudy.training.engine import Hyper, device_data, init_run, train_epoch
+from hpstudy.training.optimizers import is_plain, make_optimizer, optimizer_for
 
 BASE = """
 [study]
@@ -51,8 +51,11 @@ def error(tmp_path, training: str = "", factors: str = "") -> str:
 
 
 def test_library_optimizers_and_their_arguments_are_factors(tmp_path):
-    s = study(tmp_path, 'optimizer = "keras:rmsprop"',
-              'optimizer_args = [{ rho = 0.9 }, { rho = 0.8, centered = true }]\nlearning_rate = [0.001, 0.01]')
+    s = study(
+        tmp_path,
+        'optimizer = "keras:rmsprop"',
+        "optimizer_args = [{ rho = 0.9 }, { rho = 0.8, centered = true }]\nlearning_rate = [0.001, 0.01]",
+    )
     assert len(s.trials) == 4
     assert {t.config.optimizer_args for t in s.trials} == {(("rho", 0.9),), (("centered", True), ("rho", 0.8))}
     assert "learning_rate=0.01,optimizer_args={centered=True;rho=0.8}" in {t.trial_id for t in s.trials}
@@ -60,25 +63,54 @@ def test_library_optimizers_and_their_arguments_are_factors(tmp_path):
     assert len({t.config.group_id() for t in s.trials}) == 2
 
 
-@pytest.mark.parametrize("training,factors,expected", [
-    ('optimizer = "keras:rmsprob"', "", "training.optimizer = 'keras:rmsprob' is invalid; expected an optimizer, one of"),
-    ('optimizer = "optax:not_an_optimizer"', "", "expected an optimizer, one of"),
-    ('optimizer = "keras:rmsprop"\noptimizer_args = { rhoo = 0.9 }', "",
-     "takes no argument 'rhoo'; did you mean 'rho'?; its arguments are: centered, clipnorm"),
-    ('optimizer = "keras:sgd"\noptimizer_args = { clipnorm = 1.0, clipvalue = 0.5 }', "", "takes only one of clipnorm"),
-    ('optimizer = "keras:sgd"\nmomentum = 0.9', "", "give it as optimizer_args.momentum"),
-    ('optimizer = "adam"\noptimizer_args = { eps = 1e-7 }', "", "takes no optimizer_args"),
-    ('optimizer = "optax:adamw"\noptimizer_args = { b1 = "high" }', "", "an optimizer that builds with these settings"),
-    ('schedule = "torch:step_lr"', "", "needs the argument(s) step_size"),
-    ('schedule = "keras:piecewise_constant_decay"\nschedule_args = { boundaries = [10], values = [0.1, 0.01] }', "",
-     "values[0] = 0.1 must equal learning_rate = 0.001"),
-    ('schedule = "torch:step_lr"\nschedule_args = { step_size = 1, interval = "batch" }', "", "interval is 'epoch'"),
-    ('schedule = "optax:cosine_decay"', "", "a learning-rate schedule, one of"),
-    ('schedule = "optax:join_schedules"', "", "a learning-rate schedule, one of"),
-    ("max_norm = 0", "", "training.max_norm = 0 is invalid; expected a number > 0"),
-    ("", "clip_grad_norm = [1.0, -1.0]", "design.factors.clip_grad_norm[1] = -1.0 is invalid; expected a number > 0"),
-    ('optimizer = "optax:sgd"\noptimizer_args = { momentum = [0.9, "x"] }', "", "a list of numbers"),
-])
+@pytest.mark.parametrize(
+    "training,factors,expected",
+    [
+        (
+            'optimizer = "keras:rmsprob"',
+            "",
+            "training.optimizer = 'keras:rmsprob' is invalid; expected an optimizer, one of",
+        ),
+        ('optimizer = "optax:not_an_optimizer"', "", "expected an optimizer, one of"),
+        (
+            'optimizer = "keras:rmsprop"\noptimizer_args = { rhoo = 0.9 }',
+            "",
+            "takes no argument 'rhoo'; did you mean 'rho'?; its arguments are: centered, clipnorm",
+        ),
+        (
+            'optimizer = "keras:sgd"\noptimizer_args = { clipnorm = 1.0, clipvalue = 0.5 }',
+            "",
+            "takes only one of clipnorm",
+        ),
+        ('optimizer = "keras:sgd"\nmomentum = 0.9', "", "give it as optimizer_args.momentum"),
+        ('optimizer = "adam"\noptimizer_args = { eps = 1e-7 }', "", "takes no optimizer_args"),
+        (
+            'optimizer = "optax:adamw"\noptimizer_args = { b1 = "high" }',
+            "",
+            "an optimizer that builds with these settings",
+        ),
+        ('schedule = "torch:step_lr"', "", "needs the argument(s) step_size"),
+        (
+            'schedule = "keras:piecewise_constant_decay"\nschedule_args = { boundaries = [10], values = [0.1, 0.01] }',
+            "",
+            "values[0] = 0.1 must equal learning_rate = 0.001",
+        ),
+        (
+            'schedule = "torch:step_lr"\nschedule_args = { step_size = 1, interval = "batch" }',
+            "",
+            "interval is 'epoch'",
+        ),
+        ('schedule = "optax:cosine_decay"', "", "a learning-rate schedule, one of"),
+        ('schedule = "optax:join_schedules"', "", "a learning-rate schedule, one of"),
+        ("max_norm = 0", "", "training.max_norm = 0 is invalid; expected a number > 0"),
+        (
+            "",
+            "clip_grad_norm = [1.0, -1.0]",
+            "design.factors.clip_grad_norm[1] = -1.0 is invalid; expected a number > 0",
+        ),
+        ('optimizer = "optax:sgd"\noptimizer_args = { momentum = [0.9, "x"] }', "", "a list of numbers"),
+    ],
+)
 def test_bad_settings_are_named_clearly(tmp_path, training, factors, expected):
     message = error(tmp_path, training, factors or "learning_rate = [0.001]")
     assert str(tmp_path / "t.toml") in message
@@ -115,8 +147,13 @@ def test_optax_by_name_is_optax():
     theirs = _steps(optax.adamw(0.01, b1=0.8, weight_decay=0.1), params, grads)
     np.testing.assert_array_equal(ours["w"], theirs["w"])
     # an Optax schedule's value multiplies the learning rate
-    cfg = dataclasses.replace(cfg, optimizer="optax:sgd", optimizer_args=(), schedule="optax:exponential_decay",
-                              schedule_args=pairs({"init_value": 1.0, "transition_steps": 2, "decay_rate": 0.5}))
+    cfg = dataclasses.replace(
+        cfg,
+        optimizer="optax:sgd",
+        optimizer_args=(),
+        schedule="optax:exponential_decay",
+        schedule_args=pairs({"init_value": 1.0, "transition_steps": 2, "decay_rate": 0.5}),
+    )
     ours = _steps(optimizer_for(cfg, 0.01), params, grads)
     sched = optax.exponential_decay(1.0, transition_steps=2, decay_rate=0.5)
     theirs = _steps(optax.sgd(lambda count: 0.01 * sched(count)), params, grads)

@@ -14,11 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from hpstudy import store
-from hpstudy.training import engine
 from hpstudy.config import RunConfig, run_id
 from hpstudy.errors import StudyError
 from hpstudy.runner import run_study
 from hpstudy.study import load_study
+from hpstudy.training import engine
 from tests.conftest import synthetic_dataset
 
 RANDOM = """
@@ -48,8 +48,13 @@ units = {{ type = "int", low = 8, high = 40, step = 8 }}
 """
 
 
-def write(tmp_path: Path, name: str = "padded.toml", trials: int = 6, buckets: str = "width_buckets = [16, 48]",
-          activation: str = "relu") -> Path:
+def write(
+    tmp_path: Path,
+    name: str = "padded.toml",
+    trials: int = 6,
+    buckets: str = "width_buckets = [16, 48]",
+    activation: str = "relu",
+) -> Path:
     path = tmp_path / name
     path.write_text(RANDOM.format(trials=trials, buckets=buckets, activation=activation))
     return path
@@ -105,8 +110,15 @@ def test_padded_run_bits_do_not_depend_on_batch_mates_and_the_bucket_is_recorded
 
 @pytest.mark.parametrize("activation,init", [("relu", "keras"), ("tanh", "sklearn")])
 def test_masked_units_start_and_stay_zero_and_the_real_ones_have_real_fan_bounds(activation, init):
-    config = RunConfig(hidden=(12, 20), pad_hidden=(32, 32), activation=activation, init=init, batch_size=64,
-                       epochs=2, learning_rate=0.01)
+    config = RunConfig(
+        hidden=(12, 20),
+        pad_hidden=(32, 32),
+        activation=activation,
+        init=init,
+        batch_size=64,
+        epochs=2,
+        learning_rate=0.01,
+    )
     static = config.static()
     data = engine.device_data(synthetic_dataset())
     hp = engine.Hyper(jnp.asarray(0.01), jnp.asarray(0.0), jnp.asarray(config.hidden, jnp.int32))
@@ -132,7 +144,11 @@ def test_bad_buckets_are_clear_errors(tmp_path):
         load_study(write(tmp_path, activation="sigmoid"))
     with pytest.raises(StudyError, match="increasing integer widths"):
         load_study(write(tmp_path, buckets="width_buckets = [48, 16]"))
-    grid = Path("studies/naragundkar2024_grid.toml").read_text().replace('kind = "grid"', 'kind = "grid"\nwidth_buckets = [256]')
+    grid = (
+        Path("studies/naragundkar2024_grid.toml")
+        .read_text()
+        .replace('kind = "grid"', 'kind = "grid"\nwidth_buckets = [256]')
+    )
     (tmp_path / "grid.toml").write_text(grid)
     with pytest.raises(StudyError, match="no 'width_buckets' in a 'grid' design"):
         load_study(tmp_path / "grid.toml")

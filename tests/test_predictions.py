@@ -14,17 +14,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from hpstudy import store
-from hpstudy.training import engine
 from hpstudy import verify as V
 from hpstudy.predictions import consistent
-from hpstudy.study import load_study
 from hpstudy.reporting.testset_stats import unpack_correct
+from hpstudy.study import load_study
+from hpstudy.training import engine
 from tests.conftest import run_hashes, synthetic_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 # One epoch at a small learning rate leaves the synthetic runs short of 100%: some predictions are wrong.
 HARD = {"epochs = 3": "epochs = 1"}
-FACTORS_HARD = 'learning_rate = [0.0003, 0.001]\nbatch_size = [64]\ndropout = [0.0, 0.2]'
+FACTORS_HARD = "learning_rate = [0.0003, 0.001]\nbatch_size = [64]\ndropout = [0.0, 0.2]"
 
 
 def synthetic_for(runs):
@@ -71,8 +71,12 @@ def predictions_by_width(width: int, specs) -> dict:
     """{run_id: (param hash, predictions)} of `specs` trained in chunks of `width` in this process."""
     device = engine.device_data(synthetic_dataset())
     out = {}
-    engine.execute(specs, lambda _: device, lambda rs: out.update({r.spec.run_id: (r.param_sha256, r.test_predictions) for r in rs}),
-                   width_rule=lambda config: width)
+    engine.execute(
+        specs,
+        lambda _: device,
+        lambda rs: out.update({r.spec.run_id: (r.param_sha256, r.test_predictions) for r in rs}),
+        width_rule=lambda config: width,
+    )
     return out
 
 
@@ -199,6 +203,7 @@ def test_shipped_backfilled_runs_have_predictions_consistent_with_their_accuracy
 def test_backfill_changed_no_stored_value_of_the_shipped_runs(name):
     """The store holds the same part files as before predictions were added, and every column they held
     then is unchanged, value for value; the two prediction columns are the only ones added."""
+
     def git(*args) -> subprocess.CompletedProcess:
         return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, check=False)
 

@@ -7,12 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hpstudy import preprocessing
-from hpstudy.training import engine
 from hpstudy import data as hdata
+from hpstudy import preprocessing
 from hpstudy.config import PREPROCESSINGS, RunConfig, run_id
 from hpstudy.errors import StudyError
 from hpstudy.study import load_study
+from hpstudy.training import engine
 
 
 def images(n: int = 300, features: int = 50, seed: int = 0) -> np.ndarray:
@@ -60,7 +60,11 @@ def test_each_mode_gives_the_inputs_it_promises(mode):
 
 def test_unknown_mode_is_an_error():
     with pytest.raises(ValueError, match="preprocessing='minmax' is unknown"):
-        preprocessing.apply("minmax", jnp.zeros((1, 2), jnp.uint8), preprocessing.on_device(preprocessing.statistics(np.zeros((1, 2), np.uint8))))
+        preprocessing.apply(
+            "minmax",
+            jnp.zeros((1, 2), jnp.uint8),
+            preprocessing.on_device(preprocessing.statistics(np.zeros((1, 2), np.uint8))),
+        )
 
 
 def test_the_default_keeps_run_identities_and_other_modes_are_other_runs():
@@ -82,12 +86,17 @@ def test_statistics_come_from_the_images_trained_on():
 
 
 def test_study_key_and_factor(write_study):
-    study = load_study(write_study(**{'activation = "relu"': 'activation = "relu"\npreprocessing = "standardise_global"'}))
+    study = load_study(
+        write_study(**{'activation = "relu"': 'activation = "relu"\npreprocessing = "standardise_global"'})
+    )
     assert {t.config.preprocessing for t in study.trials} == {"standardise_global"}
     grid = load_study(write_study('preprocessing = ["scale", "scale_symmetric"]'))
     assert [t.trial_id for t in grid.trials] == ["preprocessing=scale", "preprocessing=scale_symmetric"]
-    with pytest.raises(StudyError, match="model.preprocessing = 'normalise' is invalid; expected an input preprocessing, "
-                                         "one of scale, scale_symmetric, standardise, standardise_global"):
+    with pytest.raises(
+        StudyError,
+        match="model.preprocessing = 'normalise' is invalid; expected an input preprocessing, "
+        "one of scale, scale_symmetric, standardise, standardise_global",
+    ):
         load_study(write_study(**{'activation = "relu"': 'activation = "relu"\npreprocessing = "normalise"'}))
 
 
@@ -96,8 +105,10 @@ def test_the_modes_no_other_test_trains_give_other_bits_and_the_same_bits_twice(
     from hpstudy.runs import RunSpec
 
     data = engine.device_data(hdata.synthetic(n_train=200, n_test=50))
-    specs = [RunSpec(RunConfig(hidden=(8,), batch_size=50, epochs=1, preprocessing=mode), 0, mode)
-             for mode in ("scale_symmetric", "standardise_global")]
+    specs = [
+        RunSpec(RunConfig(hidden=(8,), batch_size=50, epochs=1, preprocessing=mode), 0, mode)
+        for mode in ("scale_symmetric", "standardise_global")
+    ]
 
     def hashes() -> dict[str, str]:
         out: list = []

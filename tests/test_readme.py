@@ -20,7 +20,7 @@ SHORTEN = ["--seeds", "1", "--max-epochs", "1"]
 def readme_command(heading: str) -> str:
     """The first ```bash block after the README line starting with `heading`."""
     text = (ROOT / "README.md").read_text()
-    after = text[text.index(heading):]
+    after = text[text.index(heading) :]
     return re.search(r"```bash\n(.*?)\n```", after, re.S).group(1).strip()
 
 
@@ -50,12 +50,15 @@ def test_main_command_in_a_clean_clone_leaves_git_status_clean(tmp_path, mnist_d
     for argv in steps:
         done = subprocess.run([*argv, *SHORTEN], cwd=clone, env=env, capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, done.stderr[-2000:]
-    status = subprocess.run(["git", "status", "--porcelain", "--ignored=no"], cwd=clone, capture_output=True,
-                            text=True, check=True).stdout
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--ignored=no"], cwd=clone, capture_output=True, text=True, check=True
+    ).stdout
     assert status == ""
     name = "naragundkar2024_grid.max_epochs-1"
     assert (clone / "results" / "_reports" / name / "README.md").is_file()
     assert len(list((clone / "results" / name).glob("part-*.parquet"))) >= 1
     # the install steps' own outputs are ignored by git too
-    ignored = subprocess.run(["git", "check-ignore", ".venv/", "hpstudy.egg-info/"], cwd=clone, capture_output=True, text=True)
+    ignored = subprocess.run(
+        ["git", "check-ignore", ".venv/", "hpstudy.egg-info/"], cwd=clone, capture_output=True, text=True
+    )
     assert ignored.stdout.split() == [".venv/", "hpstudy.egg-info/"]

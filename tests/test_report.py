@@ -157,7 +157,6 @@ def test_report_is_byte_identical(reports, design):
         assert first[name] == second[name], f"{design}: {name} differs between two reports of the same runs"
 
 
-
 def test_report_is_byte_identical_across_processes(reports, tmp_path):
     """A fresh process (another hash seed) writing over an existing report gives the same bytes."""
     r = reports["grid"]
@@ -165,8 +164,21 @@ def test_report_is_byte_identical_across_processes(reports, tmp_path):
     shutil.copytree(r["first"], target)
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     subprocess.run(
-        [sys.executable, "-m", "hpstudy.cli", "report", str(GRID), "--results", str(r["results"]), "--out", str(tmp_path)],
-        check=True, env=env, cwd=ROOT, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "hpstudy.cli",
+            "report",
+            str(GRID),
+            "--results",
+            str(r["results"]),
+            "--out",
+            str(tmp_path),
+        ],
+        check=True,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
     )
     assert _files(target) == _files(r["first"])
 
@@ -199,8 +211,14 @@ def _csv(report: Path) -> pd.DataFrame:
     return pd.read_csv(io.StringIO((report / "table.csv").read_text()))
 
 
-SCALE = {"test_accuracy": "logit", "best_val_accuracy": "logit", "final_val_accuracy": "logit",
-         "test_loss": "log", "final_val_loss": "log", "epochs_run": "linear"}
+SCALE = {
+    "test_accuracy": "logit",
+    "best_val_accuracy": "logit",
+    "final_val_accuracy": "logit",
+    "test_loss": "log",
+    "final_val_loss": "log",
+    "epochs_run": "linear",
+}
 
 
 @pytest.mark.parametrize("design", ["grid", "sweeps", "random"])
@@ -275,8 +293,9 @@ def test_verdicts_match_place_published_and_count_each_number_once(reports):
         for metric, scale in (("test_accuracy", "logit"), ("test_loss", "log")):
             values = runs[runs["trial_id"] == trial.trial_id][metric].to_numpy()
             margin = study.smallest_effect if metric == "test_accuracy" else None
-            placement = stats.place_published(p[metric], values, scale=scale, margin=margin,
-                                              rounded=stats.rounding_interval(p[metric]))
+            placement = stats.place_published(
+                p[metric], values, scale=scale, margin=margin, rounded=stats.rounding_interval(p[metric])
+            )
             verdict = next(v for v in a.verdicts if v.metric == metric and v.source == p["source"])
             _same_placement(verdict.placement, placement)
             states.append(verdict.placement.state)
@@ -284,9 +303,14 @@ def test_verdicts_match_place_published_and_count_each_number_once(reports):
             assert any(x.startswith("final val.") for x in verdict.also)
     assert not any(v.metric.startswith("final_val") for v in a.verdicts)
     total = len(states)
-    assert f"**{states.count('reproduced')} of {total}** distinct published accuracies and losses are reproduced" in readme
-    assert (readme.count("**reproduced**") + readme.count("**outside**")
-            + readme.count("**consistent, but the seeds cannot tell**")) == total
+    assert (
+        f"**{states.count('reproduced')} of {total}** distinct published accuracies and losses are reproduced" in readme
+    )
+    assert (
+        readme.count("**reproduced**")
+        + readme.count("**outside**")
+        + readme.count("**consistent, but the seeds cannot tell**")
+    ) == total
 
 
 def _same_placement(got, expected):
@@ -309,14 +333,30 @@ def test_sweeps_published_matching_percent_and_best_of_several(reports):
     v = by_source["best over the sweep"]
     relu = [t.trial_id for t in study.trials if t.values["flavour"] == "keras" and t.values["activation"] == "relu"]
     pivot = runs[runs["trial_id"].isin(relu)].pivot(index="seed", columns="trial_id", values="best_val_accuracy")
-    _same_placement(v.placement, stats.place_published(0.9696, pivot.max(axis=1).to_numpy(), scale="logit",
-                                                     margin=study.smallest_effect, rounded=stats.rounding_interval(0.9696)))
+    _same_placement(
+        v.placement,
+        stats.place_published(
+            0.9696,
+            pivot.max(axis=1).to_numpy(),
+            scale="logit",
+            margin=study.smallest_effect,
+            rounded=stats.rounding_interval(0.9696),
+        ),
+    )
     # best_over: the paper's maximum over learning rates against our per-seed maximum over them
     v = by_source["text, best over the learning rates"]
     sig = [t.trial_id for t in study.trials if t.values["flavour"] == "keras" and t.values["activation"] == "sigmoid"]
     pivot = runs[runs["trial_id"].isin(sig)].pivot(index="seed", columns="trial_id", values="best_val_accuracy")
-    _same_placement(v.placement, stats.place_published(0.9692, pivot.max(axis=1).to_numpy(), scale="logit",
-                                                     margin=study.smallest_effect, rounded=stats.rounding_interval(0.9692)))
+    _same_placement(
+        v.placement,
+        stats.place_published(
+            0.9692,
+            pivot.max(axis=1).to_numpy(),
+            scale="logit",
+            margin=study.smallest_effect,
+            rounded=stats.rounding_interval(0.9692),
+        ),
+    )
     assert "best over learning rate" in v.against and "our best per seed: " in v.note
     # rows are listed flavour by flavour, activation by activation, learning rate ascending
     md_rows = (r["first"] / "table.md").read_text().splitlines()[2:]
@@ -350,8 +390,12 @@ def test_random_search_published_against_the_trial_the_study_file_selects(report
     chosen = runs.groupby("trial_id")["best_val_accuracy"].mean().idxmax()
     assert v.trial_id == chosen and chosen in v.against
     values = runs[runs["trial_id"] == chosen]["best_val_accuracy"].to_numpy()
-    _same_placement(v.placement, stats.place_published(0.982, values, scale="logit", margin=study.smallest_effect,
-                                                       rounded=stats.rounding_interval(0.982)))
+    _same_placement(
+        v.placement,
+        stats.place_published(
+            0.982, values, scale="logit", margin=study.smallest_effect, rounded=stats.rounding_interval(0.982)
+        ),
+    )
     assert "biased upwards" in v.against and v.against_label.startswith(f"the search's best trial, {chosen}")
 
 
@@ -376,8 +420,9 @@ def test_no_stored_runs_is_a_clear_error_and_writes_nothing(tmp_path, capsys):
 
 def test_seeds_not_stored_is_a_clear_error(reports, tmp_path, capsys):
     out = tmp_path / "reports"
-    code = cli.main(["report", str(GRID), "--results", str(reports["grid"]["results"]), "--out", str(out),
-                     "--seeds", "10:12"])
+    code = cli.main(
+        ["report", str(GRID), "--results", str(reports["grid"]["results"]), "--out", str(out), "--seeds", "10:12"]
+    )
     assert code == 4 and "--seeds 10:12" in capsys.readouterr().err
     assert not out.exists()
 

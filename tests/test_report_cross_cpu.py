@@ -35,8 +35,18 @@ def test_report_bytes_are_the_same_on_an_emulated_avx2_cpu(tmp_path):
     env = {**os.environ, "MPLBACKEND": "Agg"}
     for name in STUDIES:
         for side, prefix in (("native", []), ("emulated", [emulator, "-cpu", EMULATED_CPU])):
-            command = [*prefix, sys.executable, "-m", "hpstudy.cli", "report", str(ROOT / "studies" / name),
-                       "--results", str(results), "--out", str(tmp_path / side)]
+            command = [
+                *prefix,
+                sys.executable,
+                "-m",
+                "hpstudy.cli",
+                "report",
+                str(ROOT / "studies" / name),
+                "--results",
+                str(results),
+                "--out",
+                str(tmp_path / side),
+            ]
             proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1500)
             assert proc.returncode == 0, proc.stderr[-3000:]
     native, emulated = _files(tmp_path / "native"), _files(tmp_path / "emulated")

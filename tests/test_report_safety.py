@@ -16,8 +16,8 @@ import pytest
 
 from hpstudy import cli, store
 from hpstudy.errors import OutputError
-from hpstudy.reporting.outputs import MANIFEST, safe_relative
 from hpstudy.reporting.build import write_report
+from hpstudy.reporting.outputs import MANIFEST, safe_relative
 from hpstudy.reporting.synthetic import synthetic_records
 from hpstudy.study import load_study
 
@@ -67,10 +67,22 @@ def report(results: Path, out: Path, capsys, *extra: str) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
-@pytest.mark.parametrize("entry, ok", [
-    ("README.md", True), ("figures/a.png", True), ("../x", False), ("/etc/passwd", False), ("a/../b", False),
-    ("./a", False), ("a//b", False), ("", False), ("a\\..\\b", False), (3, False), ("a/", False),
-])
+@pytest.mark.parametrize(
+    "entry, ok",
+    [
+        ("README.md", True),
+        ("figures/a.png", True),
+        ("../x", False),
+        ("/etc/passwd", False),
+        ("a/../b", False),
+        ("./a", False),
+        ("a//b", False),
+        ("", False),
+        ("a\\..\\b", False),
+        (3, False),
+        ("a/", False),
+    ],
+)
 def test_manifest_entries_must_be_plain_relative_paths(entry, ok):
     assert (safe_relative(entry) is not None) == ok
 
@@ -99,7 +111,9 @@ def test_manifest_listing_files_outside_the_report_deletes_nothing(results, tmp_
     assert "../other/keep.txt" not in json.loads((target / MANIFEST).read_text())
 
 
-@pytest.mark.parametrize("mine", [["README.md"], ["table.csv", "table.md", "table.tex"], ["figures/by_learning_rate.png"]])
+@pytest.mark.parametrize(
+    "mine", [["README.md"], ["table.csv", "table.md", "table.tex"], ["figures/by_learning_rate.png"]]
+)
 def test_users_own_files_in_the_report_folder_are_refused(results, tmp_path, capsys, mine):
     out = tmp_path / "out"
     for rel in mine:

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 from hpstudy import store
-from hpstudy.training.engine import RunSpec, chunk_width
 from hpstudy.study import load_study
+from hpstudy.training.engine import RunSpec, chunk_width
 from tests.conftest import FACTORS_PERMUTED, run_hashes
 
 
@@ -48,15 +48,15 @@ def test_run_alone_in_padded_chunk_equals_run_among_full_chunks(write_study, tmp
     crowd = run_hashes(crowd_path, range(6), tmp_path / "crowd")  # 24 runs: six full chunks of 4
     alone_path = write_study("learning_rate = [0.01]\nbatch_size = [64]\ndropout = [0.2]", name="alone.toml")
     alone = run_hashes(alone_path, range(3, 4), tmp_path / "alone")  # one run padded to a chunk of 4
-    (run_id, digest), = alone.items()
+    ((run_id, digest),) = alone.items()
     assert crowd[run_id] == digest
 
 
 def test_worker_processes_give_the_bits_of_one_process(write_study, tmp_path):
     """Two single-core worker processes (`hpstudy run --workers 2`) train each run to the same bits as this
     process, pinned to one core, does; which worker trained which chunk does not matter."""
-    from hpstudy.training import parallel
     from hpstudy.runner import run_study
+    from hpstudy.training import parallel
     from tests.conftest import synthetic_dataset
 
     assert parallel.pinned(), "the test process trains on one core, as every hpstudy training process does"

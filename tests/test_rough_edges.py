@@ -18,9 +18,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from hpstudy import api, cli, storeops, store
+from hpstudy import api, cli, store, storeops
 from hpstudy import data as hdata
-from hpstudy.errors import (DataError, EngineError, OutputError, StoreError, StudyError, TooBigError)
+from hpstudy.errors import DataError, EngineError, OutputError, StoreError, StudyError, TooBigError
 from hpstudy.reporting.build import synthetic_records, write_report
 from hpstudy.study import load_study
 
@@ -31,8 +31,11 @@ NAME = "naragundkar2024_grid"
 
 def snapshot(folder: Path) -> dict[str, str]:
     """SHA-256 of every file under `folder`, hidden ones too (a lock file is not stored data)."""
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink() and p.name != ".lock"}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.is_symlink() and p.name != ".lock"
+    }
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str]:
@@ -135,8 +138,12 @@ KILLED_WRITER = textwrap.dedent(
 
 def test_a_temporary_left_by_kill_9_is_removed_by_the_next_writer(tmp_path, capsys):
     directory = grid_store(tmp_path / "r")
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(directory)], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(directory)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.stdout.readline().strip() == "writing"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -219,15 +226,20 @@ def test_a_folder_named_like_a_study_does_not_hide_its_file(tmp_path, monkeypatc
     assert code == 2 and "other is a folder, not a study file" in err and "NAME.toml" in err
 
 
-@pytest.mark.parametrize("metric, value, expected", [
-    ("test_accuracy", "9716", "an accuracy as a fraction (0.9716) or a percentage (97.16), at most 100"),
-    ("best_val_accuracy", "100.5", "at most 100"),
-    ("test_loss", "1e300", "a number of at most 1,000,000"),
-    ("seconds", "1e12", "a number of at most 1,000,000"),
-])
+@pytest.mark.parametrize(
+    "metric, value, expected",
+    [
+        ("test_accuracy", "9716", "an accuracy as a fraction (0.9716) or a percentage (97.16), at most 100"),
+        ("best_val_accuracy", "100.5", "at most 100"),
+        ("test_loss", "1e300", "a number of at most 1,000,000"),
+        ("seconds", "1e12", "a number of at most 1,000,000"),
+    ],
+)
 def test_impossible_published_values_are_refused(write_study, tmp_path, capsys, metric, value, expected):
     path = write_study()
-    path.write_text(path.read_text() + f"\n[[published]]\nwhere = {{ learning_rate = 0.01, dropout = 0.2 }}\n{metric} = {value}\n")
+    path.write_text(
+        path.read_text() + f"\n[[published]]\nwhere = {{ learning_rate = 0.01, dropout = 0.2 }}\n{metric} = {value}\n"
+    )
     code, err = run_cli(["show", path], capsys)
     assert code == StudyError.exit_code and f"published[0].{metric} = " in err and expected in err
 
@@ -235,22 +247,44 @@ def test_impossible_published_values_are_refused(write_study, tmp_path, capsys, 
 @pytest.mark.parametrize("value", ["0.9716", "97.16", "100", "0"])
 def test_possible_published_accuracies_are_accepted(write_study, value):
     path = write_study()
-    path.write_text(path.read_text() + f"\n[[published]]\nwhere = {{ learning_rate = 0.01, dropout = 0.2 }}\n"
-                    f"test_accuracy = {value}\ntest_loss = 2.5\nseconds = 3600\n")
+    path.write_text(
+        path.read_text() + f"\n[[published]]\nwhere = {{ learning_rate = 0.01, dropout = 0.2 }}\n"
+        f"test_accuracy = {value}\ntest_loss = 2.5\nseconds = 3600\n"
+    )
     assert load_study(path).published[0]["test_accuracy"] == float(value)
 
 
 def test_report_of_a_missing_smoke_test_suggests_the_command_that_makes_it(tmp_path, capsys):
-    code, err = run_cli(["report", GRID, "--max-epochs", "3", "--dataset", "fashion_mnist", "--results", tmp_path / "r",
-                         "--out", tmp_path / "out"], capsys)
+    code, err = run_cli(
+        [
+            "report",
+            GRID,
+            "--max-epochs",
+            "3",
+            "--dataset",
+            "fashion_mnist",
+            "--results",
+            tmp_path / "r",
+            "--out",
+            tmp_path / "out",
+        ],
+        capsys,
+    )
     assert code == 4
     assert f"(hpstudy run {NAME} --dataset fashion_mnist --max-epochs 3 --results {tmp_path / 'r'})" in err
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("seeds, code", [("0:18446744073709551616", 2), ("18446744073709551616", 2),
-                                         ("9223372036854775807:9223372036854775809", 2),
-                                         ("5:9223372036854775808", TooBigError.exit_code), ("1" * 5000, 2)])
+@pytest.mark.parametrize(
+    "seeds, code",
+    [
+        ("0:18446744073709551616", 2),
+        ("18446744073709551616", 2),
+        ("9223372036854775807:9223372036854775809", 2),
+        ("5:9223372036854775808", TooBigError.exit_code),
+        ("1" * 5000, 2),
+    ],
+)
 def test_overflowing_seeds_are_one_line(tmp_path, capsys, seeds, code):
     got, err = run_cli(["run", GRID, "--seeds", seeds, "--results", tmp_path / "r"], capsys)
     assert got == code and "seed" in err
@@ -334,11 +368,25 @@ def test_mnist_given_for_fashion_mnist_is_not_called_corrupt(write_study, tmp_pa
         (folder / name).write_bytes(content)
     study = write_study()
     before = snapshot(tmp_path)
-    code, err = run_cli(["run", study, "--dataset", "fashion_mnist", "--data-dir", folder, "--no-download",
-                         "--results", tmp_path / "r"], capsys)
+    code, err = run_cli(
+        [
+            "run",
+            study,
+            "--dataset",
+            "fashion_mnist",
+            "--data-dir",
+            folder,
+            "--no-download",
+            "--results",
+            tmp_path / "r",
+        ],
+        capsys,
+    )
     assert code == DataError.exit_code
-    assert f"{folder} holds MNIST, not Fashion-MNIST. Keep it, and pass --data-dir with a folder holding the " \
-           "Fashion-MNIST files instead" in err
+    assert (
+        f"{folder} holds MNIST, not Fashion-MNIST. Keep it, and pass --data-dir with a folder holding the "
+        "Fashion-MNIST files instead" in err
+    )
     assert "Delete" not in err and "corrupt" not in err
     assert {k: v for k, v in snapshot(tmp_path).items() if not k.startswith("r/")} == before
 
@@ -347,8 +395,10 @@ def test_swapped_label_files_are_named_as_swapped(tmp_path, monkeypatch):
     folder = tmp_path / "mnist_files"
     contents = _fake_known_files(monkeypatch, folder)
     for name, content in contents.items():
-        swapped = {"train-labels-idx1-ubyte.gz": "t10k-labels-idx1-ubyte.gz",
-                   "t10k-labels-idx1-ubyte.gz": "train-labels-idx1-ubyte.gz"}.get(name, name)
+        swapped = {
+            "train-labels-idx1-ubyte.gz": "t10k-labels-idx1-ubyte.gz",
+            "t10k-labels-idx1-ubyte.gz": "train-labels-idx1-ubyte.gz",
+        }.get(name, name)
         (folder / swapped).write_bytes(content)
     with pytest.raises(DataError) as caught:
         hdata.load_dataset("mnist", folder, download=False)
@@ -369,18 +419,28 @@ def test_an_unreadable_data_file_is_one_line(write_study, tmp_path, monkeypatch,
         return real(file, *args, **kwargs)
 
     monkeypatch.setattr(hdata, "open", unreadable, raising=False)  # as chmod 000 does (root reads anyway)
-    code, err = run_cli(["run", write_study(), "--data-dir", folder, "--no-download", "--results", tmp_path / "r"], capsys)
+    code, err = run_cli(
+        ["run", write_study(), "--data-dir", folder, "--no-download", "--results", tmp_path / "r"], capsys
+    )
     assert code == DataError.exit_code and "cannot be read (Permission denied)" in err
 
 
 # ---- the Python API names its parameters ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kwargs, named", [
-    ({"workers": "2"}, "workers='2'"), ({"workers": 0}, "workers=0"), ({"shard": [0, 2]}, "shard=[0, 2]"),
-    ({"shard": (2, 2)}, "--shard '2/2'"), ({"results": ""}, "results=''"), ({"yes": "no"}, "yes='no'"),
-    ({"seeds": 2.5}, "seeds=2.5"), ({"data_dir": 3}, "data_dir=3"),
-])
+@pytest.mark.parametrize(
+    "kwargs, named",
+    [
+        ({"workers": "2"}, "workers='2'"),
+        ({"workers": 0}, "workers=0"),
+        ({"shard": [0, 2]}, "shard=[0, 2]"),
+        ({"shard": (2, 2)}, "--shard '2/2'"),
+        ({"results": ""}, "results=''"),
+        ({"yes": "no"}, "yes='no'"),
+        ({"seeds": 2.5}, "seeds=2.5"),
+        ({"data_dir": 3}, "data_dir=3"),
+    ],
+)
 def test_api_run_validates_its_arguments(write_study, tmp_path, monkeypatch, kwargs, named):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(StudyError) as caught:
@@ -409,8 +469,10 @@ def test_an_unforeseen_os_error_is_one_line(monkeypatch, tmp_path, capsys):
     assert code == OutputError.exit_code and "the path is too long for the file system" in err
 
 
-@pytest.mark.parametrize("argv", [["list", "--studies", "x" * 300], ["new", "mine", "--file", "x" * 300],
-                                  ["verify", ".", "--lock", "x" * 300]])
+@pytest.mark.parametrize(
+    "argv",
+    [["list", "--studies", "x" * 300], ["new", "mine", "--file", "x" * 300], ["verify", ".", "--lock", "x" * 300]],
+)
 def test_names_too_long_for_the_file_system(argv, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     code, err = run_cli(argv, capsys)

@@ -71,8 +71,10 @@ def test_unsafe_study_names_are_refused_and_nothing_is_written(write_study, tmp_
     path = write_study(**{'name = "small"': f"name = {name!r}".replace("'", '"')})
     (tmp_path / "README.md").write_text("mine")
     before = snapshot(tmp_path)
-    for argv in (["run", str(path), "--results", str(tmp_path / "results")],
-                 ["report", str(path), "--results", str(tmp_path / "results"), "--out", str(tmp_path / "out")]):
+    for argv in (
+        ["run", str(path), "--results", str(tmp_path / "results")],
+        ["report", str(path), "--results", str(tmp_path / "results"), "--out", str(tmp_path / "out")],
+    ):
         code, err = run_cli(argv, capsys)
         assert code == StudyError.exit_code == 2
         assert "study.name" in err and "starting with a letter or digit" in err and "Traceback" not in err
@@ -106,8 +108,9 @@ def test_results_folder_that_is_a_file_fails_before_any_data_or_training(write_s
     blocker = tmp_path / "results"
     blocker.write_text("not a folder")
     # --data-dir points at nothing: had the data been loaded first, this would be a DataError (exit 3).
-    code, err = run_cli(["run", str(path), "--results", str(blocker), "--data-dir", str(tmp_path / "none"),
-                         "--no-download"], capsys)
+    code, err = run_cli(
+        ["run", str(path), "--results", str(blocker), "--data-dir", str(tmp_path / "none"), "--no-download"], capsys
+    )
     assert code == OutputError.exit_code == 7
     assert "a file is in the way" in err and str(blocker) in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
@@ -128,13 +131,16 @@ def test_unwritable_results_folder_fails_before_training(write_study, tmp_path, 
     assert code == OutputError.exit_code and "permission denied" in err
 
 
-def test_disk_full_while_storing_is_one_line_and_leaves_no_partial_part(write_study, tmp_path, monkeypatch, synthetic, capsys):
+def test_disk_full_while_storing_is_one_line_and_leaves_no_partial_part(
+    write_study, tmp_path, monkeypatch, synthetic, capsys
+):
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(store.pq, "write_table", full)
-    code, err = run_cli(["run", str(write_study()), "--seeds", "1", "--workers", "1",
-                         "--results", str(tmp_path / "results")], capsys)
+    code, err = run_cli(
+        ["run", str(write_study()), "--seeds", "1", "--workers", "1", "--results", str(tmp_path / "results")], capsys
+    )
     assert code == OutputError.exit_code and "no space left" in err and "run the same command again" in err
     assert "Traceback" not in err
     directory = tmp_path / "results" / "small"
@@ -240,8 +246,12 @@ HOLD = textwrap.dedent(
 
 
 def _holder(directory: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(directory)], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(directory)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.stdout.readline().strip() == "locked"
     return proc
 
@@ -250,8 +260,10 @@ def test_second_run_is_refused_naming_the_holder(write_study, tmp_path, syntheti
     directory = tmp_path / "results" / "small"
     proc = _holder(directory)
     try:
-        code, err = run_cli(["run", str(write_study()), "--seeds", "1", "--workers", "1",
-                             "--results", str(tmp_path / "results")], capsys)
+        code, err = run_cli(
+            ["run", str(write_study()), "--seeds", "1", "--workers", "1", "--results", str(tmp_path / "results")],
+            capsys,
+        )
         assert code == LockedError.exit_code == 8
         assert f"pid {proc.pid}" in err and "--wait" in err
         assert not list(directory.glob("part-*.parquet"))
@@ -267,8 +279,15 @@ def test_waiting_run_starts_when_the_holder_is_killed(write_study, tmp_path):
     outcome: dict = {}
 
     def second():
-        outcome["report"] = run_study(load_study(write_study()), range(1), synthetic_dataset, tmp_path / "results",
-                                      progress=False, wait=True, on_wait=waited.append)
+        outcome["report"] = run_study(
+            load_study(write_study()),
+            range(1),
+            synthetic_dataset,
+            tmp_path / "results",
+            progress=False,
+            wait=True,
+            on_wait=waited.append,
+        )
 
     thread = threading.Thread(target=second)
     thread.start()
@@ -310,9 +329,14 @@ def test_ctrl_c_says_what_is_stored_and_how_to_resume(write_study, tmp_path, wor
     path = write_study()
     results = tmp_path / "results"
     directory = results / "small"
-    proc = subprocess.Popen([sys.executable, "-c", INTERRUPTED_RUN, str(path), str(results), workers],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED_RUN, str(path), str(results), workers],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     while not list(directory.glob("part-*.parquet")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)

@@ -12,9 +12,9 @@ import pytest
 
 from hpstudy import store
 from hpstudy.config import RunConfig, key_digest, run_digest, run_id
-from hpstudy.training.engine import Hyper, init_run, root_key
 from hpstudy.errors import StudyError
 from hpstudy.study import load_study
+from hpstudy.training.engine import Hyper, init_run, root_key
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,8 +32,7 @@ def _same_tree(a, b) -> bool:
 
 def _two_lr_trials(write_study, seeding: str | None):
     extra = f'seeds = 2\nseeding = "{seeding}"' if seeding else "seeds = 2"
-    path = write_study("learning_rate = [0.001, 0.01]\nbatch_size = [64]\ndropout = [0.2]",
-                       **{"seeds = 2": extra})
+    path = write_study("learning_rate = [0.001, 0.01]\nbatch_size = [64]\ndropout = [0.2]", **{"seeds = 2": extra})
     study = load_study(path)
     assert len(study.trials) == 2
     a, b = (t.config for t in study.trials)
@@ -87,10 +86,15 @@ def test_a_common_seeding_study_trains_and_stores_its_own_runs(write_study, tmp_
     """The engine trains common-seeded runs like any others (keys are its only difference), reproducibly."""
     from tests.conftest import run_hashes
 
-    path = write_study("learning_rate = [0.001, 0.01]\nbatch_size = [64]\ndropout = [0.2]",
-                       **{"seeds = 2": 'seeds = 2\nseeding = "common"'})
+    path = write_study(
+        "learning_rate = [0.001, 0.01]\nbatch_size = [64]\ndropout = [0.2]",
+        **{"seeds = 2": 'seeds = 2\nseeding = "common"'},
+    )
     first = run_hashes(path, range(2), tmp_path / "a")
     assert len(first) == 4 and first == run_hashes(path, range(2), tmp_path / "b")
-    independent = run_hashes(write_study("learning_rate = [0.001, 0.01]\nbatch_size = [64]\ndropout = [0.2]",
-                                         name="ind.toml"), range(2), tmp_path / "c")
+    independent = run_hashes(
+        write_study("learning_rate = [0.001, 0.01]\nbatch_size = [64]\ndropout = [0.2]", name="ind.toml"),
+        range(2),
+        tmp_path / "c",
+    )
     assert not set(first) & set(independent) and not set(first.values()) & set(independent.values())

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from hpstudy import budget
-from hpstudy.training import engine, parallel
 from hpstudy import data as hdata
 from hpstudy.config import RunConfig
 from hpstudy.errors import DataError
 from hpstudy.runs import RunSpec
+from hpstudy.training import engine, parallel
 
 PACKAGE = Path(__file__).resolve().parent.parent / "hpstudy"
 # MNIST's inputs (784), training-set size (60,000) and test-set size (10,000), as Python would spell them.
@@ -45,7 +45,13 @@ def test_the_grep_finds_what_it_looks_for():
 
 def test_shapes_of_each_kind_of_dataset():
     mnist = hdata.shape_of("mnist")
-    assert (mnist.image, mnist.inputs, mnist.classes, mnist.n_train, mnist.n_test) == ((28, 28, 1), 784, 10, 60000, 10000)
+    assert (mnist.image, mnist.inputs, mnist.classes, mnist.n_train, mnist.n_test) == (
+        (28, 28, 1),
+        784,
+        10,
+        60000,
+        10000,
+    )
     assert hdata.shape_of("fashion_mnist") == mnist
     colour = hdata.shape_of(COLOUR)
     assert (colour.inputs, colour.classes, colour.n_train, colour.n_test) == (3072, 100, 5000, 1000)

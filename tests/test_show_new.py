@@ -26,7 +26,10 @@ def test_show_lists_trials_stored_runs_and_estimate(tmp_path, capsys):
     runs = store.read_runs(store.study_dir(tmp_path, study.name))
     todo = [s.config for s in study.runs(range(2, 4))]
     seconds = sum(budget.work(c) for c in todo) / (budget.measured_rate(runs) * 2)
-    assert f"seeds 0-3: 16 of 32 runs missing, about {budget.duration(seconds)} with 2 worker(s) (rate measured on this study)" in out
+    assert (
+        f"seeds 0-3: 16 of 32 runs missing, about {budget.duration(seconds)} with 2 worker(s) (rate measured on this study)"
+        in out
+    )
     for t in study.trials:  # one line per trial, with its learning rate, batch size and dropout
         assert any(all(str(t.values[k]) in line for k in ("batch_size", "dropout")) for line in out.splitlines())
     assert len([line for line in out.splitlines() if line.startswith("    ") and line.split()[0].isdigit()]) == 8
@@ -37,7 +40,12 @@ def test_show_random_design_names_its_trials(capsys, monkeypatch):
     assert cli.main(["show", "vallepalli2024_search", "--results", "/nonexistent/results"]) == 0
     out = capsys.readouterr().out
     n = len(load_study(ROOT / "studies" / "vallepalli2024_search.toml").trials)  # the study file's budget
-    assert f"random, {n} trials" in out and "trial-000" in out and f"trial-{n - 1:03d}" in out and "stored      none" in out
+    assert (
+        f"random, {n} trials" in out
+        and "trial-000" in out
+        and f"trial-{n - 1:03d}" in out
+        and "stored      none" in out
+    )
 
 
 def test_new_writes_a_template_that_validates_and_never_overwrites(tmp_path, capsys, monkeypatch):

@@ -71,8 +71,9 @@ def test_bootstrap_ci_deterministic_and_matches_scipy():
     assert x.size >= MIN_BOOTSTRAP_N
     ci = bootstrap_ci(x, n_resamples=2000, seed=3)
     assert ci == bootstrap_ci(x, n_resamples=2000, seed=3)
-    ref = stats.bootstrap((x,), np.mean, n_resamples=2000, method="BCa",
-                          rng=np.random.default_rng(3)).confidence_interval
+    ref = stats.bootstrap(
+        (x,), np.mean, n_resamples=2000, method="BCa", rng=np.random.default_rng(3)
+    ).confidence_interval
     assert ci == pytest.approx((ref.low, ref.high))
     assert ci[0] < x.mean() < ci[1]
     assert x.min() <= ci[0] and ci[1] <= x.max()

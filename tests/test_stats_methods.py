@@ -90,7 +90,8 @@ def test_small_n_uses_exact_rank_p_and_a_pooled_variance():
     chance, good = [0.1135] * 3, [0.97, 0.96, 0.98]
     assert stats.mann_whitney_p(chance, good) == pytest.approx(0.1)
     assert stats.mann_whitney_p([1, 2, 2], [2, 3, 4]) == pytest.approx(
-        sstats.mannwhitneyu([1, 2, 2], [2, 3, 4], method=sstats.PermutationMethod(n_resamples=np.inf)).pvalue)
+        sstats.mannwhitneyu([1, 2, 2], [2, 3, 4], method=sstats.PermutationMethod(n_resamples=np.inf)).pvalue
+    )
     groups = [chance, good, [0.5, 0.9, 0.2], [0.96, 0.97, 0.975]]
     var, df = stats.pooled_variance(groups)
     assert df == 8 and var == pytest.approx(np.mean([np.var(g, ddof=1) for g in groups]))
@@ -139,7 +140,7 @@ def test_paired_comparison_under_common_random_numbers_matches_scipy():
     r = stats.compare(a, b, paired=True)
     assert r.t_pvalue == pytest.approx(sstats.ttest_rel(a, b).pvalue)
     assert r.rank_pvalue == pytest.approx(sstats.wilcoxon(a, b).pvalue)
-    assert r.rank_min_p == pytest.approx(2 / 2 ** 6)
+    assert r.rank_min_p == pytest.approx(2 / 2**6)
     assert stats.rank_min_p(3, 0, True) == pytest.approx(0.25) and stats.rank_min_p(3, 3, False) == pytest.approx(0.1)
 
 
@@ -154,8 +155,9 @@ def test_probability_of_improvement_interval_is_deterministic_and_covers_the_est
 def test_seeds_for_an_effect_follow_the_sd_interval():
     adv = stats.seeds_for_effect(0.002, 0.0015, 18)
     lo, hi = stats.sd_interval(0.0015, 18)
-    assert (lo, hi) == pytest.approx((0.0015 * math.sqrt(18 / sstats.chi2.ppf(0.975, 18)),
-                                      0.0015 * math.sqrt(18 / sstats.chi2.ppf(0.025, 18))))
+    assert (lo, hi) == pytest.approx(
+        (0.0015 * math.sqrt(18 / sstats.chi2.ppf(0.975, 18)), 0.0015 * math.sqrt(18 / sstats.chi2.ppf(0.025, 18)))
+    )
     assert adv.n == stats.seeds_needed(0.002, 0.0015, paired=False)
     assert adv.n_low == stats.seeds_needed(0.002, lo, paired=False) <= adv.n <= adv.n_high
     assert adv.n_high == stats.seeds_needed(0.002, hi, paired=False)
@@ -201,11 +203,23 @@ def _factorial_cells():
 def test_factorial_effects_equal_twice_the_effect_coded_regression_coefficients():
     cells, rows = _factorial_cells()
     effects = stats.factorial_effects(cells, ["lr", "batch", "dropout"])
-    assert [e.term for e in effects] == [("lr",), ("batch",), ("dropout",), ("lr", "batch"), ("lr", "dropout"),
-                                         ("batch", "dropout"), ("lr", "batch", "dropout")]
+    assert [e.term for e in effects] == [
+        ("lr",),
+        ("batch",),
+        ("dropout",),
+        ("lr", "batch"),
+        ("lr", "dropout"),
+        ("batch", "dropout"),
+        ("lr", "batch", "dropout"),
+    ]
     # full model with +-1 codes: the cell-means model, so its coefficients are exact least squares
-    x = np.array([[1.0] + [math.prod(2 * c[j] - 1 for j in term) for term in
-                           [(0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2)]] for c, _ in rows])
+    x = np.array(
+        [
+            [1.0]
+            + [math.prod(2 * c[j] - 1 for j in term) for term in [(0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2)]]
+            for c, _ in rows
+        ]
+    )
     y = np.array([v for _, v in rows])
     beta, *_ = np.linalg.lstsq(x, y, rcond=None)
     resid = y - x @ beta
@@ -256,6 +270,8 @@ def test_probability_of_improvement_interval_equals_the_brute_force_pairwise_cou
     a, b = np.round(rng.normal(0.97, 0.002, 12), 4), np.round(rng.normal(0.97, 0.002, 15), 4)  # with ties
     draw = np.random.default_rng(0)
     xs, ys = a[draw.integers(0, a.size, (2000, a.size))], b[draw.integers(0, b.size, (2000, b.size))]
-    wins = (xs[:, :, None] > ys[:, None, :]).sum(axis=(1, 2)) + 0.5 * (xs[:, :, None] == ys[:, None, :]).sum(axis=(1, 2))
+    wins = (xs[:, :, None] > ys[:, None, :]).sum(axis=(1, 2)) + 0.5 * (xs[:, :, None] == ys[:, None, :]).sum(
+        axis=(1, 2)
+    )
     expected = np.quantile(wins / (a.size * b.size), [(1 - 0.95) / 2, 1 - (1 - 0.95) / 2])
     assert stats.prob_improvement_ci(a, b) == pytest.approx(tuple(expected), abs=1e-12)

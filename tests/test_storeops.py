@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from hpstudy import cli, store, storeops
-from hpstudy.reporting.analysis import COLUMNS
 from hpstudy.errors import StoreError, StudyError
+from hpstudy.reporting.analysis import COLUMNS
 from hpstudy.reporting.build import synthetic_records
 from hpstudy.runner import run_study
 from hpstudy.study import load_study
@@ -74,8 +74,9 @@ def test_three_shards_merged_equal_one_unsharded_run(write_study, tmp_path, caps
     whole = run_study(study, seeds, synthetic_dataset, tmp_path / "whole", progress=False)
     shard_dirs = []
     for i in range(3):
-        report = run_study(study, seeds, synthetic_dataset, tmp_path / f"shard{i}", progress=False,
-                           shard=storeops.Shard(i, 3))
+        report = run_study(
+            study, seeds, synthetic_dataset, tmp_path / f"shard{i}", progress=False, shard=storeops.Shard(i, 3)
+        )
         assert 0 < report.computed < 12
         shard_dirs.append(report.directory)
     assert sum(len(store.stored_ids(d)) for d in shard_dirs) == 12
@@ -85,7 +86,9 @@ def test_three_shards_merged_equal_one_unsharded_run(write_study, tmp_path, caps
     merged = canonical(store.read_runs(out)).drop(columns=VALUE_COLUMNS_EXCLUDED)
     unsharded = canonical(store.read_runs(whole.directory)).drop(columns=VALUE_COLUMNS_EXCLUDED)
     assert len(merged) == 12
-    assert dict(zip(merged["run_id"], merged["param_sha256"])) == dict(zip(unsharded["run_id"], unsharded["param_sha256"]))
+    assert dict(zip(merged["run_id"], merged["param_sha256"])) == dict(
+        zip(unsharded["run_id"], unsharded["param_sha256"])
+    )
     pd.testing.assert_frame_equal(merged, unsharded)
     # merging again adds nothing; the shards' stores themselves are untouched
     assert cli.main(["merge", str(out), *map(str, shard_dirs)]) == 0
@@ -275,8 +278,9 @@ KILLED_COMPACTION = textwrap.dedent(
 def test_sigkill_mid_compaction_loses_nothing(tmp_path, step):
     directory = tmp_path / "s" / G
     runs = synthetic_store(directory)
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_COMPACTION, str(directory), step],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_COMPACTION, str(directory), step], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout.readline().strip() == step  # the compaction has reached the step
     finally:

@@ -98,7 +98,10 @@ def edit(text: str, old: str, new: str) -> str:
 def test_every_study_is_shipped():
     names = {p.stem for p in SHIPPED}
     assert {
-        "naragundkar2024_grid", "naragundkar2024_grid_holdout", "fabrizio2021_lr", "fabrizio2021_batch",
+        "naragundkar2024_grid",
+        "naragundkar2024_grid_holdout",
+        "fabrizio2021_lr",
+        "fabrizio2021_batch",
         "vallepalli2024_search",
     } <= names
 
@@ -124,7 +127,13 @@ def test_grid_study_is_the_paper_grid():
     assert len(study.trials) == 8 and len(study.published) == 8
     for t in study.trials:
         c = t.config
-        assert (c.hidden, c.activation, c.optimizer, c.epochs, c.validation) == ((128, 128), "relu", "adam_keras", 5, "test")
+        assert (c.hidden, c.activation, c.optimizer, c.epochs, c.validation) == (
+            (128, 128),
+            "relu",
+            "adam_keras",
+            5,
+            "test",
+        )
         assert c.early_stopping.monitor == "val_loss" and c.early_stopping.patience == 0
         assert not c.early_stopping.restore_best_weights
         (row,) = study.published_for(t)
@@ -171,7 +180,9 @@ def test_random_search_study():
 
 
 def test_published_for_matches_float_tolerantly(tmp_path):
-    study = load_study(write(tmp_path, edit(VALID, "where = { learning_rate = 0.001,", "where = { learning_rate = 0.0010000001,")))
+    study = load_study(
+        write(tmp_path, edit(VALID, "where = { learning_rate = 0.001,", "where = { learning_rate = 0.0010000001,"))
+    )
     matched = [t.trial_id for t in study.trials if study.published_for(t)]
     assert matched == ["batch_size=32,learning_rate=0.001"]
 
@@ -180,42 +191,196 @@ def test_published_for_matches_float_tolerantly(tmp_path):
 
 BAD = [
     # (id, old, new, key path, value text, expectation text)
-    ("unknown-key", 'activation = "relu"', 'activaton = "relu"', "model.activaton", "'relu'", "Did you mean 'activation'"),
-    ("bad-seeding", "seeds = 2\n", 'seeds = 2\nseeding = "shared"\n', "study.seeding", "'shared'", "'independent', 'common'"),
-    ("bad-smallest-effect", "seeds = 2\n", "seeds = 2\nsmallest_effect = 0\n", "study.smallest_effect", "0", "a number > 0"),
-    ("key-in-wrong-table", "epochs = 2\n", "epochs = 2\nhidden = [8]\n", "training.hidden", "[8]", "belongs in [model]"),
+    (
+        "unknown-key",
+        'activation = "relu"',
+        'activaton = "relu"',
+        "model.activaton",
+        "'relu'",
+        "Did you mean 'activation'",
+    ),
+    (
+        "bad-seeding",
+        "seeds = 2\n",
+        'seeds = 2\nseeding = "shared"\n',
+        "study.seeding",
+        "'shared'",
+        "'independent', 'common'",
+    ),
+    (
+        "bad-smallest-effect",
+        "seeds = 2\n",
+        "seeds = 2\nsmallest_effect = 0\n",
+        "study.smallest_effect",
+        "0",
+        "a number > 0",
+    ),
+    (
+        "key-in-wrong-table",
+        "epochs = 2\n",
+        "epochs = 2\nhidden = [8]\n",
+        "training.hidden",
+        "[8]",
+        "belongs in [model]",
+    ),
     ("unknown-top-table", "[design]\n", "[desing]\nx = 1\n\n[design]\n", "desing", "{'x': 1}", "Did you mean 'design'"),
-    ("unknown-factor", "batch_size = [32, 64]", "batchsize = [32, 64]", "design.factors.batchsize", "[32, 64]", "Did you mean 'batch_size'"),
+    (
+        "unknown-factor",
+        "batch_size = [32, 64]",
+        "batchsize = [32, 64]",
+        "design.factors.batchsize",
+        "[32, 64]",
+        "Did you mean 'batch_size'",
+    ),
     ("wrong-type-epochs", "epochs = 2", 'epochs = "2"', "training.epochs", "'2'", "integer"),
-    ("wrong-type-lr", "learning_rate = 0.001\n", 'learning_rate = "fast"\n', "training.learning_rate", "'fast'", "number > 0"),
+    (
+        "wrong-type-lr",
+        "learning_rate = 0.001\n",
+        'learning_rate = "fast"\n',
+        "training.learning_rate",
+        "'fast'",
+        "number > 0",
+    ),
     ("bool-is-not-a-number", "epochs = 2", "epochs = true", "training.epochs", "True", "integer"),
-    ("wrong-type-batch", "batch_size = 32\n", "batch_size = 32.0\n", "training.batch_size", "32.0", "integer batch size"),
+    (
+        "wrong-type-batch",
+        "batch_size = 32\n",
+        "batch_size = 32.0\n",
+        "training.batch_size",
+        "32.0",
+        "integer batch size",
+    ),
     ("empty-grid", "batch_size = [32, 64]", "batch_size = []", "design.factors.batch_size", "[]", "empty grid"),
-    ("repeated-level", "batch_size = [32, 64]", "batch_size = [32, 32]", "design.factors.batch_size[1]", "32", "distinct"),
-    ("lr-zero", "learning_rate = [0.001, 0.01]", "learning_rate = [0.001, 0.0]", "design.factors.learning_rate[1]", "0.0", "learning rate > 0"),
-    ("lr-negative", "learning_rate = 0.001\n", "learning_rate = -0.1\n", "training.learning_rate", "-0.1", "learning rate > 0"),
+    (
+        "repeated-level",
+        "batch_size = [32, 64]",
+        "batch_size = [32, 32]",
+        "design.factors.batch_size[1]",
+        "32",
+        "distinct",
+    ),
+    (
+        "lr-zero",
+        "learning_rate = [0.001, 0.01]",
+        "learning_rate = [0.001, 0.0]",
+        "design.factors.learning_rate[1]",
+        "0.0",
+        "learning rate > 0",
+    ),
+    (
+        "lr-negative",
+        "learning_rate = 0.001\n",
+        "learning_rate = -0.1\n",
+        "training.learning_rate",
+        "-0.1",
+        "learning rate > 0",
+    ),
     ("batch-zero", "batch_size = [32, 64]", "batch_size = [0, 64]", "design.factors.batch_size[0]", "0", "[1, 60000]"),
-    ("batch-too-large", "batch_size = [32, 64]", "batch_size = [32, 60001]", "design.factors.batch_size[1]", "60001", "training set has 60000"),
-    ("batch-larger-than-holdout-train", 'validation = "test"', 'validation = "holdout:20000"', "design.factors.batch_size", "", "40000"),
+    (
+        "batch-too-large",
+        "batch_size = [32, 64]",
+        "batch_size = [32, 60001]",
+        "design.factors.batch_size[1]",
+        "60001",
+        "training set has 60000",
+    ),
+    (
+        "batch-larger-than-holdout-train",
+        'validation = "test"',
+        'validation = "holdout:20000"',
+        "design.factors.batch_size",
+        "",
+        "40000",
+    ),
     ("dropout-one", "dropout = 0.1", "dropout = 1.0", "model.dropout", "1.0", "[0, 1)"),
     ("dropout-negative", "dropout = 0.1", "dropout = -0.1", "model.dropout", "-0.1", "[0, 1)"),
     ("units-zero", "hidden = [16, 16]", "hidden = [16, 0]", "model.hidden", "[16, 0]", "units >= 1"),
     ("layers-zero", "hidden = [16, 16]", "hidden = []", "model.hidden", "[]", "layers >= 1"),
-    ("unknown-flavour", 'flavour = "keras"', 'flavour = "caffe"', "model.flavour", "'caffe'", "keras, sklearn, nielsen, pytorch"),
-    ("unknown-optimizer", 'optimizer = "adam_keras"', 'optimizer = "rmsprop"', "training.optimizer", "'rmsprop'", "adam_keras"),
-    ("unknown-activation", 'activation = "relu"', 'activation = "swish"', "model.activation", "'swish'", "relu, sigmoid, tanh"),
-    ("unknown-flavour-table", "[design]\n", "[flavours.caffe]\noptimizer = \"sgd\"\n\n[design]\n", "flavours.caffe", "", "keras"),
-    ("es-monitor", 'monitor = "val_loss"', 'monitor = "val_los"', "training.early_stopping.monitor", "'val_los'", "val_loss"),
+    (
+        "unknown-flavour",
+        'flavour = "keras"',
+        'flavour = "caffe"',
+        "model.flavour",
+        "'caffe'",
+        "keras, sklearn, nielsen, pytorch",
+    ),
+    (
+        "unknown-optimizer",
+        'optimizer = "adam_keras"',
+        'optimizer = "rmsprop"',
+        "training.optimizer",
+        "'rmsprop'",
+        "adam_keras",
+    ),
+    (
+        "unknown-activation",
+        'activation = "relu"',
+        'activation = "swish"',
+        "model.activation",
+        "'swish'",
+        "relu, sigmoid, tanh",
+    ),
+    (
+        "unknown-flavour-table",
+        "[design]\n",
+        '[flavours.caffe]\noptimizer = "sgd"\n\n[design]\n',
+        "flavours.caffe",
+        "",
+        "keras",
+    ),
+    (
+        "es-monitor",
+        'monitor = "val_loss"',
+        'monitor = "val_los"',
+        "training.early_stopping.monitor",
+        "'val_los'",
+        "val_loss",
+    ),
     ("es-patience", "patience = 0", "patience = -1", "training.early_stopping.patience", "-1", ">= 0"),
-    ("es-unknown-key", "patience = 0", "patients = 0", "training.early_stopping.patients", "0", "Did you mean 'patience'"),
+    (
+        "es-unknown-key",
+        "patience = 0",
+        "patients = 0",
+        "training.early_stopping.patients",
+        "0",
+        "Did you mean 'patience'",
+    ),
     ("design-kind", 'kind = "grid"', 'kind = "bayes"', "design.kind", "'bayes'", "'grid', 'sweeps' or 'random'"),
-    ("grid-with-trials", 'kind = "grid"', 'kind = "grid"\ntrials = 3', "design.trials", "3", "no 'trials' in a 'grid' design"),
+    (
+        "grid-with-trials",
+        'kind = "grid"',
+        'kind = "grid"\ntrials = 3',
+        "design.trials",
+        "3",
+        "no 'trials' in a 'grid' design",
+    ),
     ("validation", 'validation = "test"', 'validation = "holdout:0"', "study.validation", "'holdout:0'", "holdout:N"),
     ("seeds", "seeds = 2", "seeds = 0", "study.seeds", "0", ">= 1"),
     ("name", 'name = "valid"', 'name = "no spaces"', "study.name", "'no spaces'", "letters, digits"),
-    ("published-unknown-metric", "test_accuracy = 0.97", "test_acc = 0.97", "published[0].test_acc", "0.97", "Did you mean 'test_accuracy'"),
-    ("published-no-trial", "where = { learning_rate = 0.001,", "where = { learning_rate = 0.002,", "published[0].where", "0.002", "matches at least one trial"),
-    ("published-not-number", "test_accuracy = 0.97", 'test_accuracy = "97%"', "published[0].test_accuracy", "'97%'", "a number"),
+    (
+        "published-unknown-metric",
+        "test_accuracy = 0.97",
+        "test_acc = 0.97",
+        "published[0].test_acc",
+        "0.97",
+        "Did you mean 'test_accuracy'",
+    ),
+    (
+        "published-no-trial",
+        "where = { learning_rate = 0.001,",
+        "where = { learning_rate = 0.002,",
+        "published[0].where",
+        "0.002",
+        "matches at least one trial",
+    ),
+    (
+        "published-not-number",
+        "test_accuracy = 0.97",
+        'test_accuracy = "97%"',
+        "published[0].test_accuracy",
+        "'97%'",
+        "a number",
+    ),
     ("assumption-without-why", 'why = "not stated"', "", "assumptions[0].why", "None", "non-empty string"),
 ]
 
@@ -242,16 +407,72 @@ def test_bad_study_file_names_file_key_value_and_expectation(tmp_path, case):
 
 
 RANDOM_BAD = [
-    ("layers-zero", 'hidden_layers = { type = "int", low = 2,', 'hidden_layers = { type = "int", low = 0,', "design.space.hidden_layers.low", "0", "layers >= 1"),
-    ("units-zero", 'units = { type = "int", low = 32,', 'units = { type = "int", low = 0,', "design.space.units.low", "0", "units >= 1"),
-    ("lr-zero", "low = 1e-4, high = 1e-2, log = true", "low = 0.0, high = 1e-2, log = false", "design.space.learning_rate.low", "0.0", "learning rate > 0"),
-    ("log-of-zero", "low = 1e-4, high = 1e-2, log = true", "low = 0.0, high = 1e-2, log = true", "design.space.learning_rate.low", "0.0", "> 0 for log-uniform"),
-    ("batch-choice", "values = [32, 64, 128]", "values = [32, 64, 0]", "design.space.batch_size.values[2]", "0", "batch size"),
-    ("dropout-range", 'dropout = { type = "float", low = 0.0, high = 0.5 }', 'dropout = { type = "float", low = 0.0, high = 1.0 }', "design.space.dropout.high", "1.0", "[0, 1)"),
+    (
+        "layers-zero",
+        'hidden_layers = { type = "int", low = 2,',
+        'hidden_layers = { type = "int", low = 0,',
+        "design.space.hidden_layers.low",
+        "0",
+        "layers >= 1",
+    ),
+    (
+        "units-zero",
+        'units = { type = "int", low = 32,',
+        'units = { type = "int", low = 0,',
+        "design.space.units.low",
+        "0",
+        "units >= 1",
+    ),
+    (
+        "lr-zero",
+        "low = 1e-4, high = 1e-2, log = true",
+        "low = 0.0, high = 1e-2, log = false",
+        "design.space.learning_rate.low",
+        "0.0",
+        "learning rate > 0",
+    ),
+    (
+        "log-of-zero",
+        "low = 1e-4, high = 1e-2, log = true",
+        "low = 0.0, high = 1e-2, log = true",
+        "design.space.learning_rate.low",
+        "0.0",
+        "> 0 for log-uniform",
+    ),
+    (
+        "batch-choice",
+        "values = [32, 64, 128]",
+        "values = [32, 64, 0]",
+        "design.space.batch_size.values[2]",
+        "0",
+        "batch size",
+    ),
+    (
+        "dropout-range",
+        'dropout = { type = "float", low = 0.0, high = 0.5 }',
+        'dropout = { type = "float", low = 0.0, high = 1.0 }',
+        "design.space.dropout.high",
+        "1.0",
+        "[0, 1)",
+    ),
     ("int-step", "step = 32", "step = 0", "design.space.units.step", "0", "step >= 1"),
-    ("space-type", 'batch_size = { type = "choice"', 'batch_size = { type = "choise"', "design.space.batch_size.type", "'choise'", "'int', 'float' or 'choice'"),
+    (
+        "space-type",
+        'batch_size = { type = "choice"',
+        'batch_size = { type = "choise"',
+        "design.space.batch_size.type",
+        "'choise'",
+        "'int', 'float' or 'choice'",
+    ),
     ("space-unknown", "dropout = {", "droput = {", "design.space.droput", "", "Did you mean 'dropout'"),
-    ("units-without-layers", 'hidden_layers = { type = "int", low = 2, high = 5 }\n', "", "design.space", "", "'hidden_layers' and 'units' together"),
+    (
+        "units-without-layers",
+        'hidden_layers = { type = "int", low = 2, high = 5 }\n',
+        "",
+        "design.space",
+        "",
+        "'hidden_layers' and 'units' together",
+    ),
     ("trials-zero", "trials = 4", "trials = 0", "design.trials", "0", ">= 1"),
     ("trials-type", "trials = 4", 'trials = "4"', "design.trials", "'4'", "integer"),
 ]
@@ -292,7 +513,9 @@ def test_cli_process_exit_code_is_2_for_a_bad_study(tmp_path):
     results = tmp_path / "results"
     proc = subprocess.run(
         [sys.executable, "-m", "hpstudy.cli", "run", str(path), "--results", str(results), "--no-download"],
-        capture_output=True, text=True, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert proc.returncode == 2
     assert "design.factors.batch_size[1]" in proc.stderr and "-64" in proc.stderr
@@ -327,7 +550,10 @@ def test_random_trial_is_a_pure_function_of_sampler_seed_and_index(tmp_path):
 
 
 def test_sweeps_hold_the_other_factors_fixed(tmp_path):
-    text = edit(VALID, '[design]\nkind = "grid"\n\n[design.factors]\nlearning_rate = [0.001, 0.01]\nbatch_size = [32, 64]\n', """[design]
+    text = edit(
+        VALID,
+        '[design]\nkind = "grid"\n\n[design.factors]\nlearning_rate = [0.001, 0.01]\nbatch_size = [32, 64]\n',
+        """[design]
 kind = "sweeps"
 
 [design.factors]
@@ -338,7 +564,8 @@ learning_rate = [0.001, 0.01, 0.1]
 
 [[design.sweeps]]
 batch_size = [32, 64]
-""")
+""",
+    )
     study = load_study(write(tmp_path, text))
     # 2 activations x (3 learning rates at batch 32 + 2 batch sizes at lr 0.001), the crossing point once
     assert len(study.trials) == 2 * (3 + 2 - 1)
@@ -353,16 +580,26 @@ batch_size = [32, 64]
 
 
 def test_flavour_tables_override_flavour_defaults(tmp_path):
-    text = edit(VALID, "[design]\n", '[flavours.sklearn]\nl2 = 0.0\n\n[flavours.nielsen]\noptimizer = "sgd_momentum"\nmomentum = 0.5\n\n[design]\n')
+    text = edit(
+        VALID,
+        "[design]\n",
+        '[flavours.sklearn]\nl2 = 0.0\n\n[flavours.nielsen]\noptimizer = "sgd_momentum"\nmomentum = 0.5\n\n[design]\n',
+    )
     text = edit(text, "batch_size = [32, 64]", 'flavour = ["keras", "sklearn", "nielsen"]')
-    text = edit(text, "where = { learning_rate = 0.001, batch_size = 32 }", 'where = { learning_rate = 0.001, flavour = "keras" }')
+    text = edit(
+        text,
+        "where = { learning_rate = 0.001, batch_size = 32 }",
+        'where = { learning_rate = 0.001, flavour = "keras" }',
+    )
     study = load_study(write(tmp_path, text))
     by = {(t.values["flavour"], t.values["learning_rate"]): t.config for t in study.trials}
     # precedence: flavour defaults < [model]/[training] < [flavours.<name>] < the trial's design values
     assert by["sklearn", 0.01].l2 == 0.0  # flavour table over the flavour default (1e-4)
     assert by["sklearn", 0.01].momentum == 0.9 and by["sklearn", 0.01].init == "sklearn"  # flavour defaults
     assert by["sklearn", 0.01].optimizer == "adam_keras"  # [training] over the flavour default
-    assert by["nielsen", 0.01].optimizer == "sgd_momentum" and by["nielsen", 0.01].momentum == 0.5  # flavour table over [training]
+    assert (
+        by["nielsen", 0.01].optimizer == "sgd_momentum" and by["nielsen", 0.01].momentum == 0.5
+    )  # flavour table over [training]
     assert by["nielsen", 0.01].learning_rate == 0.01  # design value over everything
     assert by["keras", 0.01].optimizer == "adam_keras" and by["keras", 0.01].init == "keras"
     # the base early-stopping table applies to every flavour (it replaces scikit-learn's own rule)
@@ -401,8 +638,19 @@ def test_list_shows_the_valid_studies_and_flags_an_invalid_one(tmp_path, capsys)
 def test_grid_study_smoke_run_on_real_mnist(mnist_dir, tmp_path, capsys):
     """The grid study end to end through the CLI, one seed, one epoch (about a minute on two cores)."""
     study_path = ROOT / "studies" / "naragundkar2024_grid.toml"
-    args = ["run", str(study_path), "--seeds", "1", "--max-epochs", "1", "--data-dir", str(mnist_dir),
-            "--results", str(tmp_path), "--no-download"]
+    args = [
+        "run",
+        str(study_path),
+        "--seeds",
+        "1",
+        "--max-epochs",
+        "1",
+        "--data-dir",
+        str(mnist_dir),
+        "--results",
+        str(tmp_path),
+        "--no-download",
+    ]
     assert cli.main(args) == 0
     from hpstudy import store
 

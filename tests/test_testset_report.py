@@ -75,8 +75,10 @@ def test_runs_with_predictions_get_two_level_intervals_in_the_written_report(tmp
 def test_interval_printed_is_the_bootstrap_of_the_stored_bits(tmp_path):
     readme = report(tmp_path, range(10))
     runs = store.read_runs(tmp_path / "results" / "toy_lr")
-    by_trial = {t: np.stack([testset_stats.unpack_correct(b, N_IMAGES) for b in g.sort_values("seed")["test_correct"]])
-                for t, g in runs.groupby("trial_id")}
+    by_trial = {
+        t: np.stack([testset_stats.unpack_correct(b, N_IMAGES) for b in g.sort_values("seed")["test_correct"]])
+        for t, g in runs.groupby("trial_id")
+    }
     row = next(line for line in subsection(readme) if line.startswith("| lr"))
     first, second = [c.strip() for c in row.strip("|").split("|")][:2]
     label = {"lr 0.001": "learning_rate=0.001", "lr 0.01": "learning_rate=0.01", "lr 0.1": "learning_rate=0.1"}

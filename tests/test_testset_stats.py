@@ -74,14 +74,22 @@ def test_image_level_matches_scipy_paired_bootstrap_and_normal_approximation():
     difficulty = rng.beta(8, 1, 4000)
     a, b = correct_runs(rng, 1, 4000, 0, difficulty), correct_runs(rng, 1, 4000, 0, difficulty * 0.99)
     ours = T.paired_bootstrap(a, b, replicates=4000)
-    theirs = scipy.stats.bootstrap((a[0].astype(float), b[0].astype(float)), lambda x, y, axis=-1: x.mean(axis) - y.mean(axis),
-                                   paired=True, n_resamples=4000, method="percentile", random_state=0).confidence_interval
+    theirs = scipy.stats.bootstrap(
+        (a[0].astype(float), b[0].astype(float)),
+        lambda x, y, axis=-1: x.mean(axis) - y.mean(axis),
+        paired=True,
+        n_resamples=4000,
+        method="percentile",
+        random_state=0,
+    ).confidence_interval
     d = a[0].astype(float) - b[0].astype(float)
     half = 1.959964 * d.std(ddof=1) / np.sqrt(len(d))
     width = ours.high - ours.low
     assert width == pytest.approx(theirs.high - theirs.low, rel=0.08)
     assert width == pytest.approx(2 * half, rel=0.08)
-    assert ours.low == pytest.approx(theirs.low, abs=0.1 * width) and ours.high == pytest.approx(theirs.high, abs=0.1 * width)
+    assert ours.low == pytest.approx(theirs.low, abs=0.1 * width) and ours.high == pytest.approx(
+        theirs.high, abs=0.1 * width
+    )
 
 
 def test_seeds_only_interval_is_the_two_sample_bootstrap():
@@ -91,8 +99,13 @@ def test_seeds_only_interval_is_the_two_sample_bootstrap():
     b = correct_runs(rng, 12, 2000, 0, difficulty * 0.995)
     seeds = T.paired_bootstrap(a, b, replicates=3000, images=False)
     # seeds only: a two-sample percentile bootstrap of the runs' accuracies, which scipy gives independently
-    theirs = scipy.stats.bootstrap((a.mean(1), b.mean(1)), lambda x, y, axis=-1: x.mean(axis) - y.mean(axis),
-                                   n_resamples=3000, method="percentile", random_state=0).confidence_interval
+    theirs = scipy.stats.bootstrap(
+        (a.mean(1), b.mean(1)),
+        lambda x, y, axis=-1: x.mean(axis) - y.mean(axis),
+        n_resamples=3000,
+        method="percentile",
+        random_state=0,
+    ).confidence_interval
     assert seeds.high - seeds.low == pytest.approx(theirs.high - theirs.low, rel=0.1)
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import run_hashes, synthetic_dataset
+
 from hpstudy import cli, store
 from hpstudy import verify as V
 
-FACTORS_ONE = 'learning_rate = [0.01]\nbatch_size = [64]\ndropout = [0.2]'
+FACTORS_ONE = "learning_rate = [0.01]\nbatch_size = [64]\ndropout = [0.2]"
 
 
 def synthetic_for(runs):
@@ -115,8 +115,13 @@ def test_changed_flag_is_named_and_fails(stored):
     """A user flag that changes XLA's numerics (fast math) in a fresh process: named, and the bits differ."""
     # (not a flag portable mode sets itself: that one would be replaced by the mode's value)
     env = {**os.environ, "XLA_FLAGS": "--xla_cpu_enable_fast_math=true", "HPSTUDY_CACHE_DIR": "off"}
-    proc = subprocess.run([sys.executable, "-c", CHANGED_FLAG_CHILD, str(stored), str(Path(__file__).parent)],
-                          capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHANGED_FLAG_CHILD, str(stored), str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 6, proc.stdout + proc.stderr[-3000:]
     assert "xla_flags: recorded" in proc.stdout and "--xla_cpu_enable_fast_math=true" in proc.stdout
     assert "param_sha256" in proc.stdout

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 # --- defaults ---------------------------------------------------------------------------------------------
-
 import jax
 import jax.numpy as jnp
 
@@ -57,8 +56,6 @@ def normalise(x, mean, var, scale, bias):
 
 from typing import NamedTuple  # noqa: E402 - this section's own imports
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 from hpstudy.training.optimizers import keras_adam, sklearn_sgd  # noqa: E402
@@ -203,67 +200,128 @@ def keras_nadam_rule(learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
     return optax.GradientTransformation(init, update)
 
 
-def sgd(learning_rate, momentum=0.0, nesterov=False, weight_decay=None, clipnorm=None, clipvalue=None,
-        global_clipnorm=None):
+def sgd(
+    learning_rate, momentum=0.0, nesterov=False, weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None
+):
     """keras.optimizers.SGD: m = momentum * m - lr * g; w += m (Nesterov: w += momentum * m - lr * g)."""
     rule = sklearn_sgd(learning_rate, momentum, nesterov) if momentum else optax.sgd(learning_rate)
     return keras_chain(rule, learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm)
 
 
-def rmsprop(learning_rate, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False, weight_decay=None, clipnorm=None,
-            clipvalue=None, global_clipnorm=None):
+def rmsprop(
+    learning_rate,
+    rho=0.9,
+    momentum=0.0,
+    epsilon=1e-7,
+    centered=False,
+    weight_decay=None,
+    clipnorm=None,
+    clipvalue=None,
+    global_clipnorm=None,
+):
     """keras.optimizers.RMSprop: v = rho * v + (1 - rho) * g^2; w -= lr * g / sqrt(v + epsilon) (epsilon
     inside the root; centered: v - mean(g)^2 + epsilon), through a momentum buffer when momentum > 0."""
-    rule = optax.rmsprop(learning_rate, decay=rho, eps=epsilon, eps_in_sqrt=True, centered=centered,
-                         momentum=momentum or None)
+    rule = optax.rmsprop(
+        learning_rate, decay=rho, eps=epsilon, eps_in_sqrt=True, centered=centered, momentum=momentum or None
+    )
     return keras_chain(rule, learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm)
 
 
-def adagrad(learning_rate, initial_accumulator_value=0.1, epsilon=1e-7, weight_decay=None, clipnorm=None,
-            clipvalue=None, global_clipnorm=None):
+def adagrad(
+    learning_rate,
+    initial_accumulator_value=0.1,
+    epsilon=1e-7,
+    weight_decay=None,
+    clipnorm=None,
+    clipvalue=None,
+    global_clipnorm=None,
+):
     """keras.optimizers.Adagrad: a += g^2 (from 0.1); w -= lr * g / sqrt(a + epsilon)."""
     rule = optax.adagrad(learning_rate, initial_accumulator_value=initial_accumulator_value, eps=epsilon)
     return keras_chain(rule, learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm)
 
 
-def adadelta(learning_rate, rho=0.95, epsilon=1e-7, weight_decay=None, clipnorm=None, clipvalue=None,
-             global_clipnorm=None):
+def adadelta(
+    learning_rate, rho=0.95, epsilon=1e-7, weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None
+):
     """keras.optimizers.Adadelta: Zeiler's rule with rms(x) = sqrt(x + epsilon), scaled by lr."""
     rule = optax.adadelta(learning_rate, rho=rho, eps=epsilon)
     return keras_chain(rule, learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm)
 
 
-def adam(learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, weight_decay=None, clipnorm=None,
-         clipvalue=None, global_clipnorm=None):
+def adam(
+    learning_rate,
+    beta_1=0.9,
+    beta_2=0.999,
+    epsilon=1e-7,
+    amsgrad=False,
+    weight_decay=None,
+    clipnorm=None,
+    clipvalue=None,
+    global_clipnorm=None,
+):
     """keras.optimizers.Adam (epsilon outside the bias correction), optionally AMSGrad."""
     rule = keras_adam_rule(learning_rate, beta_1, beta_2, epsilon, amsgrad)
     return keras_chain(rule, learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm)
 
 
-def adamw(learning_rate, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, clipnorm=None,
-          clipvalue=None, global_clipnorm=None):
+def adamw(
+    learning_rate,
+    weight_decay=0.004,
+    beta_1=0.9,
+    beta_2=0.999,
+    epsilon=1e-7,
+    amsgrad=False,
+    clipnorm=None,
+    clipvalue=None,
+    global_clipnorm=None,
+):
     """keras.optimizers.AdamW: Keras' Adam with decoupled weight decay (default 0.004)."""
     rule = keras_adam_rule(learning_rate, beta_1, beta_2, epsilon, amsgrad)
     return keras_chain(rule, learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm)
 
 
-def adamax(learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=None, clipnorm=None, clipvalue=None,
-           global_clipnorm=None):
+def adamax(
+    learning_rate,
+    beta_1=0.9,
+    beta_2=0.999,
+    epsilon=1e-7,
+    weight_decay=None,
+    clipnorm=None,
+    clipvalue=None,
+    global_clipnorm=None,
+):
     """keras.optimizers.Adamax."""
     rule = keras_adamax_rule(learning_rate, beta_1, beta_2, epsilon)
     return keras_chain(rule, learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm)
 
 
-def nadam(learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=None, clipnorm=None, clipvalue=None,
-          global_clipnorm=None):
+def nadam(
+    learning_rate,
+    beta_1=0.9,
+    beta_2=0.999,
+    epsilon=1e-7,
+    weight_decay=None,
+    clipnorm=None,
+    clipvalue=None,
+    global_clipnorm=None,
+):
     """keras.optimizers.Nadam."""
     rule = keras_nadam_rule(learning_rate, beta_1, beta_2, epsilon)
     return keras_chain(rule, learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm)
 
 
 # The optimizers a study names as "keras:<name>"; their keyword arguments are Keras' own.
-OPTIMIZERS = {"sgd": sgd, "rmsprop": rmsprop, "adagrad": adagrad, "adadelta": adadelta, "adam": adam, "adamw": adamw,
-              "adamax": adamax, "nadam": nadam}
+OPTIMIZERS = {
+    "sgd": sgd,
+    "rmsprop": rmsprop,
+    "adagrad": adagrad,
+    "adadelta": adadelta,
+    "adam": adam,
+    "adamw": adamw,
+    "adamax": adamax,
+    "nadam": nadam,
+}
 # Keras refuses more than one of these in one optimizer.
 EXCLUSIVE_ARGS = ("clipnorm", "clipvalue", "global_clipnorm")
 
@@ -355,6 +413,10 @@ def cosine_decay(decay_steps, alpha=0.0, warmup_target=None, warmup_steps=0):
     return schedule
 
 
-SCHEDULES = {"exponential_decay": exponential_decay, "inverse_time_decay": inverse_time_decay,
-             "polynomial_decay": polynomial_decay, "piecewise_constant_decay": piecewise_constant_decay,
-             "cosine_decay": cosine_decay}
+SCHEDULES = {
+    "exponential_decay": exponential_decay,
+    "inverse_time_decay": inverse_time_decay,
+    "polynomial_decay": polynomial_decay,
+    "piecewise_constant_decay": piecewise_constant_decay,
+    "cosine_decay": cosine_decay,
+}

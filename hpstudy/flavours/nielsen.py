@@ -12,4 +12,3 @@ INIT_STDDEV = 1.0
 
 
 # --- optimizers, schedules and regularisation -------------------------------------------------------------
-

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 # --- defaults ---------------------------------------------------------------------------------------------
-
 import jax
 import jax.numpy as jnp
 
@@ -70,8 +69,6 @@ def normalise(x, mean, var, scale, bias):
 
 from typing import NamedTuple  # noqa: E402 - this section's own imports
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 
@@ -107,7 +104,9 @@ def sgd(learning_rate, momentum=0, dampening=0, weight_decay=0, nesterov=False):
     """torch.optim.SGD: buf = momentum * buf + (1 - dampening) * g (g on the first step); w -= lr * buf
     (Nesterov: w -= lr * (g + momentum * buf))."""
     if momentum and dampening:
-        rule = optax.chain(_dampened_momentum(momentum, dampening, nesterov), optax.scale_by_learning_rate(learning_rate))
+        rule = optax.chain(
+            _dampened_momentum(momentum, dampening, nesterov), optax.scale_by_learning_rate(learning_rate)
+        )
     else:  # Optax's trace starts from zeros: its first buffer is g, as torch's clone
         rule = optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov)
     return _with_l2(weight_decay, rule)
@@ -159,8 +158,11 @@ def adamw(learning_rate, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgra
     """torch.optim.AdamW: w *= 1 - lr * weight_decay, then Adam's step (Optax's adamw)."""
     b1, b2 = betas
     if amsgrad:
-        return optax.chain(_torch_amsgrad(b1, b2, eps), optax.add_decayed_weights(weight_decay),
-                           optax.scale_by_learning_rate(learning_rate))
+        return optax.chain(
+            _torch_amsgrad(b1, b2, eps),
+            optax.add_decayed_weights(weight_decay),
+            optax.scale_by_learning_rate(learning_rate),
+        )
     return optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
 
 
@@ -168,7 +170,9 @@ def rmsprop(learning_rate, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, cen
     """torch.optim.RMSprop: v = alpha * v + (1 - alpha) * g^2; w -= lr * g / (sqrt(v) + eps) (epsilon outside
     the root; centered: sqrt(v - mean(g)^2)), through buf = momentum * buf + g / (...) when momentum > 0."""
     scale = (optax.scale_by_stddev if centered else optax.scale_by_rms)(decay=alpha, eps=eps, eps_in_sqrt=False)
-    parts = [scale] + ([optax.trace(decay=momentum)] if momentum else []) + [optax.scale_by_learning_rate(learning_rate)]
+    parts = (
+        [scale] + ([optax.trace(decay=momentum)] if momentum else []) + [optax.scale_by_learning_rate(learning_rate)]
+    )
     return _with_l2(weight_decay, optax.chain(*parts))
 
 
@@ -184,8 +188,9 @@ def adagrad(learning_rate, lr_decay=0, weight_decay=0, initial_accumulator_value
     adagrad adds epsilon inside the root.)"""
 
     def init(params):
-        return TorchAdagradState(jnp.zeros([], jnp.int32),
-                                 jax.tree.map(lambda p: jnp.full_like(p, initial_accumulator_value), params))
+        return TorchAdagradState(
+            jnp.zeros([], jnp.int32), jax.tree.map(lambda p: jnp.full_like(p, initial_accumulator_value), params)
+        )
 
     def update(grads, state, params=None):
         del params
@@ -269,5 +274,10 @@ def linear_lr(start_factor=1.0 / 3, end_factor=1.0, total_iters=5, interval="epo
     return schedule
 
 
-SCHEDULES = {"step_lr": step_lr, "multistep_lr": multistep_lr, "exponential_lr": exponential_lr,
-             "cosine_annealing_lr": cosine_annealing_lr, "linear_lr": linear_lr}
+SCHEDULES = {
+    "step_lr": step_lr,
+    "multistep_lr": multistep_lr,
+    "exponential_lr": exponential_lr,
+    "cosine_annealing_lr": cosine_annealing_lr,
+    "linear_lr": linear_lr,
+}

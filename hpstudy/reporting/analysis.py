@@ -11,15 +11,16 @@ import hashlib
 import math
 import os
 from collections import Counter
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from hpstudy import store
-from hpstudy.reporting import stats
 from hpstudy.config import run_id
 from hpstudy.errors import StoreError
+from hpstudy.reporting import stats
 from hpstudy.study import Study, Trial, matches, same_value
 
 CONFIDENCE = 0.95
@@ -95,9 +96,19 @@ def metric_of(column: str) -> Metric:
 
 # The columns a report reads (hp.* and config are not needed: the study file's trials give the design).
 COLUMNS = (
-    "study_sha256", "trial_id", "run_id", "seed", *store.HISTORY_FIELDS, "epochs_run",
-    *(m.column for m in METRICS if m.column != "epochs_run"), "seconds", "chunk_width", "group_id", "compile_seconds",
-    "dataset_fingerprint", "environment",
+    "study_sha256",
+    "trial_id",
+    "run_id",
+    "seed",
+    *store.HISTORY_FIELDS,
+    "epochs_run",
+    *(m.column for m in METRICS if m.column != "epochs_run"),
+    "seconds",
+    "chunk_width",
+    "group_id",
+    "compile_seconds",
+    "dataset_fingerprint",
+    "environment",
 )
 
 
@@ -118,8 +129,9 @@ def _run_ids(trial: Trial, seeds: Sequence[int]) -> list[str]:
     return [fast(s) for s in seeds]
 
 
-def load_runs(study: Study, results: str | os.PathLike, seeds: Sequence[int] | None = None,
-              checked: bool = False) -> pd.DataFrame:
+def load_runs(
+    study: Study, results: str | os.PathLike, seeds: Sequence[int] | None = None, checked: bool = False
+) -> pd.DataFrame:
     """The stored runs of `study` whose configuration the study file still describes, sorted.
 
     Only runs whose run id is (trial configuration, seed) of the current study file are kept, so runs
@@ -133,7 +145,9 @@ def load_runs(study: Study, results: str | os.PathLike, seeds: Sequence[int] | N
         runs = store.read_runs(directory, study.name, list(COLUMNS))  # empty when none; a link loop says so
     else:
         runs = store.read_columns(directory, list(COLUMNS))
-    how = f"hpstudy run {study.meta.get('base_name', study.name)}{study.meta.get('variant_args', '')} --results {results}"
+    how = (
+        f"hpstudy run {study.meta.get('base_name', study.name)}{study.meta.get('variant_args', '')} --results {results}"
+    )
     if len(runs) == 0:
         raise StoreError(
             f"no stored runs for study '{study.name}' in {directory}: run the study first ({how}), "
@@ -260,7 +274,7 @@ class Analysis:
     simple_effects: tuple = ()  # SimpleEffect per significant two-factor interaction, factor and level
     selection: tuple = ()  # SplitEstimate: the best chosen on one half of the seeds, estimated on the other
     best_sets: tuple = ()  # BestSet per group: Hsu's MCB, the configurations that may be the best
-    contrast: "StudyContrast | None" = None  # each configuration against the same one of another study
+    contrast: StudyContrast | None = None  # each configuration against the same one of another study
     dropped: tuple[str, ...] = ()  # metrics left out because they repeat others (validation = test)
     pooled: dict | None = None  # group -> (variance, df) pooled over its configurations, for few seeds
 
@@ -319,8 +333,11 @@ def trial_label(trial: Trial, factors: Sequence[str] | None = None, sep: str = "
     """Short label of a trial from its design values ('lr 0.001, batch 32')."""
     short = {"learning_rate": "lr", "batch_size": "batch", "hidden": "hidden"}
     keys = factors if factors is not None else list(trial.values)
-    parts = [format_value(k, trial.values[k]) if k == "flavour" else f"{short.get(k, k)} {format_value(k, trial.values[k])}"
-             for k in keys if k in trial.values]
+    parts = [
+        format_value(k, trial.values[k]) if k == "flavour" else f"{short.get(k, k)} {format_value(k, trial.values[k])}"
+        for k in keys
+        if k in trial.values
+    ]
     return sep.join(parts) if parts else trial.trial_id
 
 
@@ -355,8 +372,11 @@ def _margin(study: Study, metric: Metric) -> float | None:
 
 
 # The implementations a flavour stands for, as the text of an assumption names them.
-_FLAVOUR_NAMES = {"nielsen": ("nielsen", "network.py"), "sklearn": ("scikit-learn", "sklearn", "mlpclassifier"),
-                  "keras": ("keras",)}
+_FLAVOUR_NAMES = {
+    "nielsen": ("nielsen", "network.py"),
+    "sklearn": ("scikit-learn", "sklearn", "mlpclassifier"),
+    "keras": ("keras",),
+}
 
 
 def _qualifying(study: Study, trials: Sequence[Trial]) -> tuple[str, ...]:
@@ -394,8 +414,10 @@ def _columns_by_trial(runs: pd.DataFrame) -> dict[str, dict[str, list]]:
     pandas group per metric costs more than the statistics once there are thousands of configurations)."""
     wanted = [c for c in (*_PER_RUN, *(m.column for m in METRICS)) if c in runs.columns]
     columns = {c: runs[c].tolist() for c in wanted}
-    return {tid: {c: [v[i] for i in idx] for c, v in columns.items()}
-            for tid, idx in runs.groupby("trial_id", sort=False).indices.items()}
+    return {
+        tid: {c: [v[i] for i in idx] for c, v in columns.items()}
+        for tid, idx in runs.groupby("trial_id", sort=False).indices.items()
+    }
 
 
 def _values(group: dict[str, list], column: str) -> dict[int, float]:
@@ -423,8 +445,10 @@ def _ties(group: Sequence[Trial], by_id: dict, objective: Metric, selected: dict
         tied = [t for t in group if by_id[t.trial_id].cells[objective.column].values.get(seed) == best]
         if len(tied) > 1:
             names = " = ".join(trial_label(t) for t in tied)
-            out.append(f"seed {seed}: {names} ({_value_text(objective, best)}), {trial_label(chosen)} taken "
-                       "(the rule: the first in the design's order)")
+            out.append(
+                f"seed {seed}: {names} ({_value_text(objective, best)}), {trial_label(chosen)} taken "
+                "(the rule: the first in the design's order)"
+            )
     return tuple(out)
 
 
@@ -449,12 +473,17 @@ def _argmax_note(study: Study, selected: dict[int, Trial], factors: Sequence[str
         if study.design_kind == "random":
             text = f"{trial.trial_id} ({trial_label(trial)})"
         else:
-            text = ", ".join(f"{FACTOR_LABELS.get(f, f)} {format_value(f, trial.values.get(f, getattr(trial.config, f, None)))}"
-                             for f in factors)
+            text = ", ".join(
+                f"{FACTOR_LABELS.get(f, f)} {format_value(f, trial.values.get(f, getattr(trial.config, f, None)))}"
+                for f in factors
+            )
         if text not in counts:
             order.append(text)
         counts[text] += 1
-    parts = [f"{t} ({counts[t]} seed{'s' if counts[t] > 1 else ''})" for t in sorted(order, key=lambda t: (-counts[t], order.index(t)))]
+    parts = [
+        f"{t} ({counts[t]} seed{'s' if counts[t] > 1 else ''})"
+        for t in sorted(order, key=lambda t: (-counts[t], order.index(t)))
+    ]
     return f"our best per seed: {', '.join(parts)}" if parts else ""
 
 
@@ -485,13 +514,17 @@ def _verdicts(study: Study, rows: Sequence[Row], objective: Metric) -> list[Verd
         if random_search:
             group = list(study.trials)
             chosen = _selected_by_mean(group, by_id, objective)
-            against = (f"search's outcome: the trial with the best mean {objective.label} over seeds"
-                       + (f" ({chosen.trial_id})" if chosen else "")
-                       + ", selected on these same runs, so its mean is biased upwards")
+            against = (
+                f"search's outcome: the trial with the best mean {objective.label} over seeds"
+                + (f" ({chosen.trial_id})" if chosen else "")
+                + ", selected on these same runs, so its mean is biased upwards"
+            )
         elif best_over:
             group = matching_trials(study, {k: v for k, v in where.items() if k not in best_over})
-            against = (f"best over {', '.join(FACTOR_LABELS.get(f, f) for f in best_over)} per seed "
-                       f"({len(group)} configurations)")
+            against = (
+                f"best over {', '.join(FACTOR_LABELS.get(f, f) for f in best_over)} per seed "
+                f"({len(group)} configurations)"
+            )
         elif len(exact) > 1:
             group, against = exact, f"best of {len(exact)} configurations per seed"
         else:
@@ -512,8 +545,11 @@ def _verdicts(study: Study, rows: Sequence[Row], objective: Metric) -> list[Verd
             if not exact and study.design_kind == "random":
                 notes.append("the published configuration is not among the sampled trials")
             if not group:
-                out.append(Verdict(source, where_text, key, value, "no stored configuration matches", 0, None,
-                                   "; ".join(notes)))
+                out.append(
+                    Verdict(
+                        source, where_text, key, value, "no stored configuration matches", 0, None, "; ".join(notes)
+                    )
+                )
                 continue
             trial_id, against_label, ties = "", "", ()
             if random_search:
@@ -546,22 +582,41 @@ def _verdicts(study: Study, rows: Sequence[Row], objective: Metric) -> list[Verd
                 k = seen[same_key]
                 out[k] = dataclasses.replace(out[k], also=out[k].also + (label,))
                 continue
-            placement = (stats.place_published(value, list(vals.values()), CONFIDENCE, metric.interval_scale,
-                                               _margin(study, metric), rounded) if vals else None)
+            placement = (
+                stats.place_published(
+                    value, list(vals.values()), CONFIDENCE, metric.interval_scale, _margin(study, metric), rounded
+                )
+                if vals
+                else None
+            )
             if vals:
                 seen[same_key] = len(out)
             used = [by_id[trial_id].trial] if trial_id else list(group)
-            out.append(Verdict(source, where_text, key, value, against, len(vals), placement,
-                               "; ".join(n for n in notes if n), trial_id,
-                               trials=(trial_id,) if trial_id else tuple(t.trial_id for t in group),
-                               against_label=against_label, qualified_by=_qualifying(study, used), ties=ties))
+            out.append(
+                Verdict(
+                    source,
+                    where_text,
+                    key,
+                    value,
+                    against,
+                    len(vals),
+                    placement,
+                    "; ".join(n for n in notes if n),
+                    trial_id,
+                    trials=(trial_id,) if trial_id else tuple(t.trial_id for t in group),
+                    against_label=against_label,
+                    qualified_by=_qualifying(study, used),
+                    ties=ties,
+                )
+            )
     return _holm_verdicts(out)
 
 
 def is_counted(v: Verdict) -> bool:
     """Whether a verdict is one of the distinct published accuracies and losses placed against 2+ seeds."""
-    return (v.placement is not None and metric_of(v.metric).kind in ("acc", "loss")
-            and v.placement.state != "too few seeds")
+    return (
+        v.placement is not None and metric_of(v.metric).kind in ("acc", "loss") and v.placement.state != "too few seeds"
+    )
 
 
 def counted(verdicts: Sequence[Verdict]) -> list[Verdict]:
@@ -595,8 +650,9 @@ def _epoch_sensitivity(study: Study, runs: pd.DataFrame, v: Verdict) -> tuple[st
     longest = max(len(h) for h in histories)
     padded = [carried_forward(h, longest) for h in histories]
     if running_best:
-        padded = [[max((x for x in h[: e + 1] if math.isfinite(x)), default=math.nan) for e in range(longest)]
-                  for h in padded]
+        padded = [
+            [max((x for x in h[: e + 1] if math.isfinite(x)), default=math.nan) for e in range(longest)] for h in padded
+        ]
     metric = metric_of(v.metric)
     out = []
     for e in range(longest):
@@ -604,8 +660,9 @@ def _epoch_sensitivity(study: Study, runs: pd.DataFrame, v: Verdict) -> tuple[st
         if len(values) < 2:
             out.append("too few seeds")
             continue
-        p = stats.place_published(v.published, values, CONFIDENCE, metric.interval_scale, _margin(study, metric),
-                                  v.placement.rounded)
+        p = stats.place_published(
+            v.published, values, CONFIDENCE, metric.interval_scale, _margin(study, metric), v.placement.rounded
+        )
         out.append(p.state)
     return tuple(out)
 
@@ -622,8 +679,12 @@ def _holm_verdicts(verdicts: list[Verdict]) -> list[Verdict]:
         v = out[i]
         p = v.placement
         if p.state == "outside" and not (h < ALPHA) and not p.all_equal:
-            p = dataclasses.replace(p, state="consistent", inside=True,
-                                    verdict=f"consistent after Holm's correction ({p.verdict} at one value's 95%)")
+            p = dataclasses.replace(
+                p,
+                state="consistent",
+                inside=True,
+                verdict=f"consistent after Holm's correction ({p.verdict} at one value's 95%)",
+            )
         out[i] = dataclasses.replace(v, placement=p, holm_p=float(h))
     return out
 
@@ -686,8 +747,9 @@ def _categorical(study: Study, factors: Sequence[str]) -> list[str]:
     return [f for f in factors if all(isinstance(t.values.get(f, ""), str) for t in study.trials)]
 
 
-def _best_vs_rest(study: Study, rows: Sequence[Row], primary: Metric, factors: Sequence[str],
-                  paired: bool, pools: dict | None = None) -> tuple[tuple[Comparison, ...], frozenset]:
+def _best_vs_rest(
+    study: Study, rows: Sequence[Row], primary: Metric, factors: Sequence[str], paired: bool, pools: dict | None = None
+) -> tuple[tuple[Comparison, ...], frozenset]:
     """Within each combination of categorical factors: its best configuration against each other one.
 
     Also returns the best configurations whose every comparison is significant after Holm's correction
@@ -713,14 +775,16 @@ def _best_vs_rest(study: Study, rows: Sequence[Row], primary: Metric, factors: S
         families.append((best.trial.trial_id, start, len(pairs)))
     comps = _family(pairs)
     significant = frozenset(
-        tid for tid, start, stop in families
+        tid
+        for tid, start, stop in families
         if stop > start and all(c.holm_p < ALPHA and primary.better * c.result.mean_diff > 0 for c in comps[start:stop])
     )
     return comps, significant
 
 
-def _factor_effects(study: Study, rows: Sequence[Row], primary: Metric, factors: Sequence[str],
-                    paired: bool, pools: dict | None = None) -> tuple[tuple[Comparison, ...], str]:
+def _factor_effects(
+    study: Study, rows: Sequence[Row], primary: Metric, factors: Sequence[str], paired: bool, pools: dict | None = None
+) -> tuple[tuple[Comparison, ...], str]:
     """Grid designs: pairs of configurations that differ in one factor only, a - b with a the later level.
 
     Numeric factors compare adjacent levels (0.001 with 0.01, 0.01 with 0.1); categorical ones every pair.
@@ -744,14 +808,20 @@ def _factor_effects(study: Study, rows: Sequence[Row], primary: Metric, factors:
                 partner = by_key.get(tuple((g, _key(other.get(g))) for g in factors))
                 if partner is None:
                     continue
-                res = _compare(partner.cells[primary.column], r.cells[primary.column], paired,
-                               _pool_for(pools, _categorical(study, factors), partner, r))
+                res = _compare(
+                    partner.cells[primary.column],
+                    r.cells[primary.column],
+                    paired,
+                    _pool_for(pools, _categorical(study, factors), partner, r),
+                )
                 if res is not None:
                     pairs.append((partner.trial.trial_id, r.trial.trial_id, res))
     if len(pairs) > MAX_FACTOR_COMPARISONS:
-        return (), (f"The {len(pairs)} one-factor comparisons are more than the {MAX_FACTOR_COMPARISONS} a README "
-                    "shows, so none is shown or tested; the best-against-the-others family above covers the main "
-                    "question, and table.csv holds each configuration's numbers to compare any pair.")
+        return (), (
+            f"The {len(pairs)} one-factor comparisons are more than the {MAX_FACTOR_COMPARISONS} a README "
+            "shows, so none is shown or tested; the best-against-the-others family above covers the main "
+            "question, and table.csv holds each configuration's numbers to compare any pair."
+        )
     return _family(pairs), ""
 
 
@@ -788,7 +858,7 @@ def _add_seeds(study: Study, rows: Sequence[Row], primary: Metric, paired: bool)
     a, b = ranked[0], ranked[1]
     ca, cb = a.cells[primary.column], b.cells[primary.column]
     df = ca.n + cb.n - 2
-    sd = math.sqrt(((ca.n - 1) * ca.summary.std ** 2 + (cb.n - 1) * cb.summary.std ** 2) / df)
+    sd = math.sqrt(((ca.n - 1) * ca.summary.std**2 + (cb.n - 1) * cb.summary.std**2) / df)
     effect = study.smallest_effect
     wanted = effect
     floor_note = ""
@@ -797,15 +867,19 @@ def _add_seeds(study: Study, rows: Sequence[Row], primary: Metric, paired: bool)
         floor = stats.binomial_se(ca.summary.mean, images)
         if effect < floor:
             effect = floor
-            floor_note = (f" The study's smallest effect of interest, {_fmt_diff(primary, wanted)}, is below the binomial "
-                          f"standard error of an accuracy measured on {images:,} images ({_fmt_diff(primary, floor)}): "
-                          "a smaller difference is not resolved by that set, so the advice uses the latter.")
-    test = ("paired t-test (common random numbers)" if paired else "two-sample t-test")
-    head = (f"Add seeds? To tell apart two configurations whose {primary.label} differs by "
-            f"{_fmt_diff(primary, effect)} (the study's smallest effect of interest, `smallest_effect`), with "
-            f"{int(POWER * 100)}% power at alpha {ALPHA} in a two-sided {test}, using the seeds' sd pooled over the two "
-            f"best configurations ({trial_label(a.trial)} and {trial_label(b.trial)}): sd {_fmt_diff(primary, sd)} "
-            f"from {df} degrees of freedom")
+            floor_note = (
+                f" The study's smallest effect of interest, {_fmt_diff(primary, wanted)}, is below the binomial "
+                f"standard error of an accuracy measured on {images:,} images ({_fmt_diff(primary, floor)}): "
+                "a smaller difference is not resolved by that set, so the advice uses the latter."
+            )
+    test = "paired t-test (common random numbers)" if paired else "two-sample t-test"
+    head = (
+        f"Add seeds? To tell apart two configurations whose {primary.label} differs by "
+        f"{_fmt_diff(primary, effect)} (the study's smallest effect of interest, `smallest_effect`), with "
+        f"{int(POWER * 100)}% power at alpha {ALPHA} in a two-sided {test}, using the seeds' sd pooled over the two "
+        f"best configurations ({trial_label(a.trial)} and {trial_label(b.trial)}): sd {_fmt_diff(primary, sd)} "
+        f"from {df} degrees of freedom"
+    )
     if sd == 0:
         return head + ": no spread between seeds; 2 seeds per configuration suffice." + floor_note
     advice = stats.seeds_for_effect(effect, sd, df, POWER, ALPHA, paired=False, confidence=CONFIDENCE)
@@ -815,13 +889,17 @@ def _add_seeds(study: Study, rows: Sequence[Row], primary: Metric, paired: bool)
 
     have = min(ca.n, cb.n)
     eq, eq_low, eq_high = stats.seeds_for_equivalence(effect, sd, df, ALPHA, CONFIDENCE)
-    equivalence = (f" To call a published value reproduced (the mean's 90% interval within ±{_fmt_diff(primary, effect)} "
-                   f"of it, were it equal to the mean), about {n_text(eq)} seeds per configuration (from {n_text(eq_low)} "
-                   f"to {n_text(eq_high)} over the sd's interval); a published value farther than that from the mean is "
-                   "never reproduced, whatever the seeds.")
-    return (head + f" (95% CI {_fmt_diff(primary, advice.sd_low)} to {_fmt_diff(primary, advice.sd_high)}), "
-            f"{n_text(advice.n)} seeds per configuration are needed (from {n_text(advice.n_low)} to "
-            f"{n_text(advice.n_high)} over the sd's interval); {have} are stored." + equivalence + floor_note)
+    equivalence = (
+        f" To call a published value reproduced (the mean's 90% interval within ±{_fmt_diff(primary, effect)} "
+        f"of it, were it equal to the mean), about {n_text(eq)} seeds per configuration (from {n_text(eq_low)} "
+        f"to {n_text(eq_high)} over the sd's interval); a published value farther than that from the mean is "
+        "never reproduced, whatever the seeds."
+    )
+    return (
+        head + f" (95% CI {_fmt_diff(primary, advice.sd_low)} to {_fmt_diff(primary, advice.sd_high)}), "
+        f"{n_text(advice.n)} seeds per configuration are needed (from {n_text(advice.n_low)} to "
+        f"{n_text(advice.n_high)} over the sd's interval); {have} are stored." + equivalence + floor_note
+    )
 
 
 def _fmt_diff(metric: Metric, value: float) -> str:
@@ -841,10 +919,15 @@ def _timing(study: Study, rows: Sequence[Row], groups: dict[str, dict[str, list]
         if not secs:
             continue
         steps = math.ceil(train / r.trial.config.batch_size)
-        rates = [steps * int(e) / float(x) for e, x in zip(g["epochs_run"], g["seconds"])
-                 if x is not None and math.isfinite(float(x)) and float(x) > 0]
+        rates = [
+            steps * int(e) / float(x)
+            for e, x in zip(g["epochs_run"], g["seconds"])
+            if x is not None and math.isfinite(float(x)) and float(x) > 0
+        ]
         widths = Counter(int(w) for w in g["chunk_width"])
-        out.append(Timing(r.trial.trial_id, len(g["seconds"]), widths.most_common(1)[0][0], _median(secs), _median(rates)))
+        out.append(
+            Timing(r.trial.trial_id, len(g["seconds"]), widths.most_common(1)[0][0], _median(secs), _median(rates))
+        )
     return tuple(out)
 
 
@@ -886,8 +969,9 @@ def _on_test_scale(effect: stats.Effect, tested: stats.Effect, holm_p: float) ->
     return dataclasses.replace(effect, t_pvalue=tested.t_pvalue, holm_p=float(holm_p))
 
 
-def _two_level_factorial(study: Study, rows: Sequence[Row], primary: Metric, factors: Sequence[str]
-                         ) -> tuple[tuple[stats.Effect, ...], tuple[str, ...], tuple[SimpleEffect, ...]]:
+def _two_level_factorial(
+    study: Study, rows: Sequence[Row], primary: Metric, factors: Sequence[str]
+) -> tuple[tuple[stats.Effect, ...], tuple[str, ...], tuple[SimpleEffect, ...]]:
     """Main effects and interactions when the grid is a full 2^k factorial (every factor at two levels):
     estimated in the metric's units, tested on its interval scale (logit for accuracies), Holm over the
     terms; for each significant two-factor interaction, the simple effects of each factor at each level of
@@ -908,13 +992,18 @@ def _two_level_factorial(study: Study, rows: Sequence[Row], primary: Metric, fac
     for e in effects:
         if len(e.term) == 2 and e.holm_p < ALPHA:
             for factor, within in (e.term, e.term[::-1]):
-                pairs = zip(stats.simple_effects(cells, list(factors), factor, within, CONFIDENCE),
-                            stats.simple_effects(tested_cells, list(factors), factor, within, CONFIDENCE))
+                pairs = zip(
+                    stats.simple_effects(cells, list(factors), factor, within, CONFIDENCE),
+                    stats.simple_effects(tested_cells, list(factors), factor, within, CONFIDENCE),
+                )
                 for level, (se, st) in zip(factor_levels(study, within), pairs):
                     simple.append((factor, within, level, se, st))
     holm_simple = stats.holm([st.t_pvalue for *_, st in simple]) if simple else []
-    return effects, tuple(factors), tuple(SimpleEffect(f, w, lv, _on_test_scale(se, st, h))
-                                          for (f, w, lv, se, st), h in zip(simple, holm_simple))
+    return (
+        effects,
+        tuple(factors),
+        tuple(SimpleEffect(f, w, lv, _on_test_scale(se, st, h)) for (f, w, lv, se, st), h in zip(simple, holm_simple)),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -952,8 +1041,9 @@ def _selection_corrected(rows: Sequence[Row], primary: Metric) -> tuple[SplitEst
     for choose, estimate in ((first, second), (second, first)):
         best = max(cells, key=lambda tc: sign * math.fsum(tc[1].values[s] for s in choose))  # first of a tie
         values = [best[1].values[s] for s in estimate]
-        out.append(SplitEstimate(choose, best[0], estimate,
-                                 stats.summarize(values, CONFIDENCE, primary.interval_scale)))
+        out.append(
+            SplitEstimate(choose, best[0], estimate, stats.summarize(values, CONFIDENCE, primary.interval_scale))
+        )
     return tuple(out)
 
 
@@ -996,7 +1086,9 @@ def _duplicate_metrics(study: Study, rows: Sequence[Row]) -> tuple[str, ...]:
         return ()
     out = []
     for final, test in (("final_val_accuracy", "test_accuracy"), ("final_val_loss", "test_loss")):
-        pairs = [(r.cells[final].values.get(s), r.cells[test].values.get(s)) for r in rows for s in r.cells[final].values]
+        pairs = [
+            (r.cells[final].values.get(s), r.cells[test].values.get(s)) for r in rows for s in r.cells[final].values
+        ]
         if pairs and all(b is not None and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12) for a, b in pairs):
             out.append(final)
     return tuple(out)
@@ -1023,17 +1115,29 @@ def analyze(study: Study, runs: pd.DataFrame) -> Analysis:
         g = groups.get(t.trial_id, {"seed": []})
         cells = {m.column: _cell(_values(g, m.column), m, t.config.epochs) for m in METRICS}
         pc = cells[primary.column]
-        boot = (stats.bootstrap_ci(list(pc.values.values()), CONFIDENCE, n_resamples=2000, seed=0)
-                if pc.n >= 2 else (math.nan, math.nan))
-        rows.append(Row(t, tuple(sorted(int(s) for s in g["seed"])), cells, published_single.get(t.trial_id, {}), boot,
-                        best_over.get(t.trial_id, {})))
+        boot = (
+            stats.bootstrap_ci(list(pc.values.values()), CONFIDENCE, n_resamples=2000, seed=0)
+            if pc.n >= 2
+            else (math.nan, math.nan)
+        )
+        rows.append(
+            Row(
+                t,
+                tuple(sorted(int(s) for s in g["seed"])),
+                cells,
+                published_single.get(t.trial_id, {}),
+                boot,
+                best_over.get(t.trial_id, {}),
+            )
+        )
     if study.design_kind != "random":  # factor by factor, each in its design order (sweeps list the swept factor first)
         levels = {f: factor_levels(study, f) for f in factors}
 
         def position(row: Row) -> tuple:
             return tuple(
                 next((i for i, lv in enumerate(levels[f]) if _same(lv, row.trial.values[f])), len(levels[f]))
-                if f in row.trial.values else len(levels[f])
+                if f in row.trial.values
+                else len(levels[f])
                 for f in factors
             )
 
@@ -1053,8 +1157,9 @@ def analyze(study: Study, runs: pd.DataFrame) -> Analysis:
         metrics=metrics,
         primary=primary,
         factors=factors,
-        verdicts=tuple(dataclasses.replace(v, by_epoch=_epoch_sensitivity(study, runs, v))
-                       for v in _verdicts(study, rows, primary)),
+        verdicts=tuple(
+            dataclasses.replace(v, by_epoch=_epoch_sensitivity(study, runs, v)) for v in _verdicts(study, rows, primary)
+        ),
         best_vs_rest=best_vs_rest,
         factor_effects=effects,
         factor_note=note,
@@ -1108,8 +1213,11 @@ def contrast_studies(a: Analysis, other: Analysis) -> StudyContrast | None:
     pairs = []
     for r in a.rows:
         o = theirs.get(r.trial.trial_id)
-        if o is None or set(o.trial.values) != set(r.trial.values) or not all(
-                same_value(o.trial.values[k], v) for k, v in r.trial.values.items()):
+        if (
+            o is None
+            or set(o.trial.values) != set(r.trial.values)
+            or not all(same_value(o.trial.values[k], v) for k, v in r.trial.values.items())
+        ):
             continue
         res = _compare(r.cells[metric.column], o.cells[metric.column], False)
         if res is not None:
@@ -1117,10 +1225,12 @@ def contrast_studies(a: Analysis, other: Analysis) -> StudyContrast | None:
     if not pairs:
         return None
     s, t = a.study, other.study
-    confound = (f"`{s.name}` trains on {training_images(s):,} images and {_validation_text(s)}; `{t.name}` trains on "
-                f"{training_images(t):,} images and {_validation_text(t)}. A difference mixes the two: more training "
-                "images raise test accuracy, and early stopping that watches the test set picks the stopping epoch on "
-                "the very images it is scored on.")
+    confound = (
+        f"`{s.name}` trains on {training_images(s):,} images and {_validation_text(s)}; `{t.name}` trains on "
+        f"{training_images(t):,} images and {_validation_text(t)}. A difference mixes the two: more training "
+        "images raise test accuracy, and early stopping that watches the test set picks the stopping epoch on "
+        "the very images it is scored on."
+    )
     return StudyContrast(t.name, metric, _family(pairs), confound)
 
 
@@ -1164,7 +1274,9 @@ def epoch_means(histories: Sequence[Sequence[float]]) -> list[tuple[float, int]]
     return out
 
 
-def training_length_hint(published: float, means: Sequence[tuple[float, int]], higher_is_better: bool) -> tuple[int, str]:
+def training_length_hint(
+    published: float, means: Sequence[tuple[float, int]], higher_is_better: bool
+) -> tuple[int, str]:
     """(closest epoch, reading) for a published final value against the seeds' per-epoch means.
 
     A published value that the seeds' curve passes through before its end looks like our runs after fewer
@@ -1176,10 +1288,13 @@ def training_length_hint(published: float, means: Sequence[tuple[float, int]], h
     epoch = int(np.argmin([abs(v - published) for v in values])) + 1
     better_than_all = published > max(values) if higher_is_better else published < min(values)
     if better_than_all:
-        return epoch, ("better than the seeds' mean at every epoch: a difference in setup (data, model, optimizer "
-                       "or framework numerics), not in training length, is the likely reason")
+        return epoch, (
+            "better than the seeds' mean at every epoch: a difference in setup (data, model, optimizer "
+            "or framework numerics), not in training length, is the likely reason"
+        )
     if epoch == len(values):
         return epoch, "closest to the seeds' last epoch: a difference in setup is the likely reason"
-    return epoch, ("the published run looks like ours after fewer epochs: a shorter or slower training (fewer "
-                   "epochs, an earlier stop, a slower start) is the likely reason")
-
+    return epoch, (
+        "the published run looks like ours after fewer epochs: a shorter or slower training (fewer "
+        "epochs, an earlier stop, a slower start) is the likely reason"
+    )

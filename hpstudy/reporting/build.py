@@ -20,22 +20,23 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from hpstudy import store
 from hpstudy.reporting.analysis import (  # noqa: F401 - the report's public API, re-exported
     Analysis,
+    StudyContrast,
     analyze,
+    contrast_studies,
     describe_seeds,
     epoch_means,
     load_runs,
     matching_trials,
     training_length_hint,
 )
-from hpstudy.reporting.analysis import StudyContrast, contrast_studies
-from hpstudy.study import Study, load_study
 from hpstudy.reporting.synthetic import synthetic_records  # noqa: F401 - re-exported for tests and benchmarks
+from hpstudy.study import Study, load_study
 
 # Where `hpstudy report` writes by default: beside the (git-ignored) results, never over the shipped
 # reports in reports/ (those are made with an explicit --out reports).
@@ -67,7 +68,10 @@ def contrast_for(study: Study, results: str | os.PathLike, a: Analysis) -> Study
 
 
 def write_report(
-    study: Study, results: str | os.PathLike, out: str | os.PathLike = DEFAULT_OUT, seeds: Sequence[int] | None = None,
+    study: Study,
+    results: str | os.PathLike,
+    out: str | os.PathLike = DEFAULT_OUT,
+    seeds: Sequence[int] | None = None,
     force: bool = False,
 ) -> Path:
     """Write OUT/<study>/ (README, tables, figures) from the stored runs and return that folder.
@@ -81,6 +85,7 @@ def write_report(
 
     runs = load_runs(study, results, seeds, checked=True)  # one pass: every part checked as it is read
     from hpstudy.reporting import testset_report  # each run's test-set correctness, where stored
+
     runs = testset_report.attach(runs, store.study_dir(results, study.name))
     store.check_writable(Path(out), "output")  # before the analysis and the figures, the slow part
     outputs.check_target(Path(out), study.name, force=force)
@@ -103,4 +108,3 @@ def write_report(
             (folder / name).write_text(text, encoding="utf-8", newline="\n")
 
     return outputs.publish(Path(out), study.name, build, force=force)
-

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib as mpl
 import numpy as np
@@ -61,7 +61,13 @@ PUBLISHED_LABEL = "published (one run)"
 def _published_label(rows: Sequence[Row]) -> str:
     """The legend entry of published markers: one run, or the paper's maximum over some factors."""
     over = sorted({f for r in rows for fs in r.published_best_over.values() for f in fs})
-    return f"published (the paper's best over {', '.join(_axis_label(f) + 's' for f in over)})" if over else PUBLISHED_LABEL
+    return (
+        f"published (the paper's best over {', '.join(_axis_label(f) + 's' for f in over)})"
+        if over
+        else PUBLISHED_LABEL
+    )
+
+
 SEED_STYLE = {"s": 6, "alpha": 0.55, "linewidths": 0, "zorder": 2}
 DENSE_POINTS = 5000  # past this many markers in one panel, PDF and SVG draw the markers as an embedded image
 
@@ -72,6 +78,7 @@ def _rasterize_dense(ax, points: int) -> None:
     dots make a 50 MB file that viewers and LaTeX choke on, and look the same at print resolution."""
     if points > DENSE_POINTS:
         ax.set_rasterization_zorder(3.5)
+
 
 WIDTH = 7.0  # inches: a full text width
 CHANCE = 15.0  # percent: a sweep line never above this is a failed (diverged) configuration
@@ -175,7 +182,7 @@ def _log_ticks(ax, values: Sequence[float]) -> None:
     lo, hi = math.floor(math.log10(min(values)) + 1e-9), math.ceil(math.log10(max(values)) - 1e-9)
     ticks = list(range(lo, hi + 1))
     ax.xaxis.set_major_locator(FixedLocator(ticks))
-    ax.set_xticklabels([f"{10.0 ** t:g}" for t in ticks])
+    ax.set_xticklabels([f"{10.0**t:g}" for t in ticks])
     ax.xaxis.set_minor_locator(NullLocator())
 
 
@@ -260,7 +267,9 @@ def _seed_values(metric: Metric, cell: Cell) -> list[float]:
 
 
 def _forest_metrics(a: Analysis) -> list[Metric]:
-    return _value_metrics(a, ("final_val_accuracy", "final_val_loss")) or _value_metrics(a, ("test_accuracy", "test_loss"))
+    return _value_metrics(a, ("final_val_accuracy", "final_val_loss")) or _value_metrics(
+        a, ("test_accuracy", "test_loss")
+    )
 
 
 def _has_published(a: Analysis, metrics: Sequence[Metric]) -> bool:
@@ -280,8 +289,9 @@ def _dot_rows(ax, a: Analysis, rows: Sequence[Row], m: Metric, y: np.ndarray) ->
         ax.scatter(sx, sy, color="0.2", **SEED_STYLE)
     means = np.array([m.scale(_mean(r.cells[m.column])) for r in rows])
     errs = _yerr(m, [r.cells[m.column] for r in rows])
-    eb = ax.errorbar(means, y, xerr=errs, fmt="o", color=OKABE_ITO[0], ecolor=OKABE_ITO[0], elinewidth=1.1,
-                     markersize=3.5, zorder=3)
+    eb = ax.errorbar(
+        means, y, xerr=errs, fmt="o", color=OKABE_ITO[0], ecolor=OKABE_ITO[0], elinewidth=1.1, markersize=3.5, zorder=3
+    )
     seeds = ax.scatter([], [], color="0.2", **{**SEED_STYLE, "s": 10})
     return eb, seeds
 
@@ -300,8 +310,16 @@ def fig_configurations(a: Analysis) -> Figure | None:
         eb, seeds = _dot_rows(ax, a, rows, m, y)
         pub = [(m.scale(r.published[m.column]), yy) for r, yy in zip(rows, y) if m.column in r.published]
         if pub:
-            pub_handle = ax.scatter([p[0] for p in pub], [p[1] for p in pub], marker="D", s=22, facecolors="white",
-                                    edgecolors=OKABE_ITO[1], linewidths=1.1, zorder=4)
+            pub_handle = ax.scatter(
+                [p[0] for p in pub],
+                [p[1] for p in pub],
+                marker="D",
+                s=22,
+                facecolors="white",
+                edgecolors=OKABE_ITO[1],
+                linewidths=1.1,
+                zorder=4,
+            )
         ax.set_xlabel(m.label)
         ax.grid(axis="y", visible=False)
         ax.xaxis.set_major_locator(MaxNLocator(5))
@@ -343,11 +361,25 @@ def fig_seeds(a: Analysis) -> Figure | None:
     handles, labels = [eb, seeds], ["mean and 95% CI over seeds", "one seed"]
     pub = [(m.scale(r.published[m.column]), yy) for r, yy in zip(rows, y) if m.column in r.published]
     if pub:
-        handles.append(ax.scatter([p[0] for p in pub], [p[1] for p in pub], marker="D", s=18, facecolors="white",
-                                  edgecolors=OKABE_ITO[1], linewidths=1.0, zorder=4))
+        handles.append(
+            ax.scatter(
+                [p[0] for p in pub],
+                [p[1] for p in pub],
+                marker="D",
+                s=18,
+                facecolors="white",
+                edgecolors=OKABE_ITO[1],
+                linewidths=1.0,
+                zorder=4,
+            )
+        )
         labels.append(_published_label(a.rows))
-    labels_y = [f"{r.trial.trial_id} ({trial_label(r.trial)})" if a.study.design_kind == "random" else trial_label(r.trial, a.factors)
-                for r in rows]
+    labels_y = [
+        f"{r.trial.trial_id} ({trial_label(r.trial)})"
+        if a.study.design_kind == "random"
+        else trial_label(r.trial, a.factors)
+        for r in rows
+    ]
     ax.set_yticks(y, labels_y, fontsize=6 if n > 30 else 7)
     ax.set_ylim(-0.6, n - 0.4)
     ax.set_xlabel(m.label)
@@ -384,7 +416,11 @@ def fig_by_factor(a: Analysis, factor: str) -> Figure | None:
     cell_of: dict[tuple[int, int], Row] = {}
     for r in a.rows:
         li = next((i for i, lv in enumerate(levels) if _same(lv, r.trial.values.get(factor))), None)
-        si = next(i for i, s in enumerate(series) if all(_same(x, y) for x, y in zip(s, (r.trial.values.get(f) for f in others))))
+        si = next(
+            i
+            for i, s in enumerate(series)
+            if all(_same(x, y) for x, y in zip(s, (r.trial.values.get(f) for f in others)))
+        )
         if li is not None:
             cell_of[(li, si)] = r
     k = len(series)
@@ -409,12 +445,29 @@ def fig_by_factor(a: Analysis, factor: str) -> Figure | None:
                 ax.scatter(sx, sy, color=color, **{**SEED_STYLE, "alpha": 0.4})
             means = np.array([m.scale(_mean(r.cells[m.column])) if r else math.nan for r in rows])
             errs = _yerr(m, [r.cells[m.column] if r else None for r in rows])
-            eb = ax.errorbar(offs, means, yerr=errs, fmt=MARKERS[si % len(MARKERS)], color=color, markersize=4,
-                             elinewidth=1.0, capsize=2, zorder=3)
+            eb = ax.errorbar(
+                offs,
+                means,
+                yerr=errs,
+                fmt=MARKERS[si % len(MARKERS)],
+                color=color,
+                markersize=4,
+                elinewidth=1.0,
+                capsize=2,
+                zorder=3,
+            )
             pubs = [(o, m.scale(r.published[m.column])) for o, r in zip(offs, rows) if r and m.column in r.published]
             if pubs:
-                pub_handle = ax.scatter([p[0] for p in pubs], [p[1] for p in pubs], marker="D", s=16,
-                                        facecolors="white", edgecolors="black", linewidths=0.9, zorder=4)
+                pub_handle = ax.scatter(
+                    [p[0] for p in pubs],
+                    [p[1] for p in pubs],
+                    marker="D",
+                    s=16,
+                    facecolors="white",
+                    edgecolors="black",
+                    linewidths=0.9,
+                    zorder=4,
+                )
             if ax is axes[0]:
                 handles.append(eb)
                 labels.append(", ".join(f"{_short(f)} {format_value(f, v)}" for f, v in zip(others, s)) or m.label)
@@ -469,8 +522,12 @@ def fig_sweep(a: Analysis, x_factor: str, metric: Metric) -> Figure | None:
     for pi_, (ax, pv) in enumerate(zip(axes, panels)):
         failed: list[tuple[str, float]] = []
         for li, key in enumerate(lines):
-            members = [r for r in rows if (panel is None or r.trial.values.get(panel) == pv)
-                       and all(_same(r.trial.values.get(f), v) for f, v in zip(line_factors, key))]
+            members = [
+                r
+                for r in rows
+                if (panel is None or r.trial.values.get(panel) == pv)
+                and all(_same(r.trial.values.get(f), v) for f, v in zip(line_factors, key))
+            ]
             members.sort(key=lambda r: r.trial.values[x_factor])
             if not members:
                 continue
@@ -481,8 +538,15 @@ def fig_sweep(a: Analysis, x_factor: str, metric: Metric) -> Figure | None:
             hi = np.array([metric.scale(c.summary.ci_high) if c.has_interval else math.nan for c in cells])
             color = OKABE_ITO[li % len(OKABE_ITO)]
             label = ", ".join(format_value(f, v) for f, v in zip(line_factors, key)) or metric.label
-            (ln,) = ax.plot(xs, ys, color=color, marker=MARKERS[li % len(MARKERS)], linestyle=LINESTYLES[li % len(LINESTYLES)],
-                            markersize=3.5, zorder=3)
+            (ln,) = ax.plot(
+                xs,
+                ys,
+                color=color,
+                marker=MARKERS[li % len(MARKERS)],
+                linestyle=LINESTYLES[li % len(LINESTYLES)],
+                markersize=3.5,
+                zorder=3,
+            )
             ax.fill_between(xs, lo, hi, color=color, alpha=0.15, linewidth=0, zorder=2)
             dodge = (li - (nl - 1) / 2.0) * 0.08  # seeds of different lines side by side, not on top of each other
             sx, sy = [], []
@@ -495,8 +559,11 @@ def fig_sweep(a: Analysis, x_factor: str, metric: Metric) -> Figure | None:
             if sx:
                 ax.scatter(sx, sy, color=color, **{**SEED_STYLE, "s": 5, "alpha": 0.5})
             handles.setdefault(label, ln)
-            pubs = [(axis(r.trial.values[x_factor]), metric.scale(r.published[metric.column]))
-                    for r in members if metric.column in r.published]
+            pubs = [
+                (axis(r.trial.values[x_factor]), metric.scale(r.published[metric.column]))
+                for r in members
+                if metric.column in r.published
+            ]
             if pubs:
                 ax.scatter([p[0] for p in pubs], [p[1] for p in pubs], color=color, **PUBLISHED_STYLE)
                 has_published = True
@@ -517,18 +584,30 @@ def fig_sweep(a: Analysis, x_factor: str, metric: Metric) -> Figure | None:
         _fit_ylim(axes[0], np.array(shown))  # shared: every panel gets the same range
         for pi_, failed in failed_by_panel.items():
             if failed:
-                axes[pi_].text(0.02, 0.02, "\n".join(f"{name}: {value:.1f}% (chance level), off scale" for name, value in failed),
-                               transform=axes[pi_].transAxes, fontsize=6.5, va="bottom", ha="left", color="0.25")
-    for ax in axes[len(panels):]:
+                axes[pi_].text(
+                    0.02,
+                    0.02,
+                    "\n".join(f"{name}: {value:.1f}% (chance level), off scale" for name, value in failed),
+                    transform=axes[pi_].transAxes,
+                    fontsize=6.5,
+                    va="bottom",
+                    ha="left",
+                    color="0.25",
+                )
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
     # the seeds are drawn in their line's colour: the legend says so, or shows that colour when there is one line
     seed_label = "one seed" if len(lines) == 1 else "one seed (in its line's colour)"
-    handles[seed_label] = axes[0].scatter([], [], color=OKABE_ITO[0] if len(lines) == 1 else "0.4",
-                                          **{**SEED_STYLE, "s": 10})
+    handles[seed_label] = axes[0].scatter(
+        [], [], color=OKABE_ITO[0] if len(lines) == 1 else "0.4", **{**SEED_STYLE, "s": 10}
+    )
     if has_published:  # one neutral legend entry for the stars, whatever their colour, after the lines
         over = sorted({f for r in rows for f in r.published_best_over.get(metric.column, ())})
-        label = (f"published (the paper's best over {', '.join(_axis_label(f) + 's' for f in over)})" if over
-                 else PUBLISHED_LABEL)
+        label = (
+            f"published (the paper's best over {', '.join(_axis_label(f) + 's' for f in over)})"
+            if over
+            else PUBLISHED_LABEL
+        )
         handles[label] = axes[0].scatter([], [], color="white", **PUBLISHED_STYLE)
     _legend_below(fig, list(handles.values()), list(handles), ncols=min(len(handles), 6))
     return fig
@@ -559,7 +638,7 @@ def _carry_forward(matrix: np.ndarray) -> np.ndarray:
     for row in out:
         finite = np.flatnonzero(np.isfinite(row))
         if finite.size:
-            row[finite[-1] + 1:] = row[finite[-1]]
+            row[finite[-1] + 1 :] = row[finite[-1]]
     return out
 
 
@@ -621,23 +700,38 @@ def fig_learning_curves(a: Analysis) -> Figure | None:
         ep = np.arange(1, mat.shape[1] + 1)
         for row in mat:
             ok = np.isfinite(row)
-            sl = ax.plot(ep[ok], row[ok], color=OKABE_ITO[4], linewidth=0.6, marker="o", markersize=1.6, alpha=0.6, zorder=2)[0]
+            sl = ax.plot(
+                ep[ok], row[ok], color=OKABE_ITO[4], linewidth=0.6, marker="o", markersize=1.6, alpha=0.6, zorder=2
+            )[0]
             handles.setdefault("one seed", sl)
         mean, lo, hi = _t_band(_carry_forward(mat))
         (ln,) = ax.plot(ep, mean, color=OKABE_ITO[0], linewidth=1.4, zorder=3)
         ax.fill_between(ep, lo, hi, color=OKABE_ITO[0], alpha=0.2, linewidth=0, zorder=1)
         handles.setdefault("mean and 95% CI over seeds", ln)
-        pub = [v for v in a.verdicts if r.trial.trial_id in v.trials and v.placement is not None and v.metric in
-               (("final_val_accuracy", "best_val_accuracy", "test_accuracy") if str(a.study.validation) == "test"
-                else ("final_val_accuracy", "best_val_accuracy"))]
+        pub = [
+            v
+            for v in a.verdicts
+            if r.trial.trial_id in v.trials
+            and v.placement is not None
+            and v.metric
+            in (
+                ("final_val_accuracy", "best_val_accuracy", "test_accuracy")
+                if str(a.study.validation) == "test"
+                else ("final_val_accuracy", "best_val_accuracy")
+            )
+        ]
         if pub:
-            handles.setdefault("published", ax.axhline(pub[0].published * 100.0, color=OKABE_ITO[1], linewidth=0.9,
-                                                        linestyle="--", zorder=2))
+            handles.setdefault(
+                "published",
+                ax.axhline(pub[0].published * 100.0, color=OKABE_ITO[1], linewidth=0.9, linestyle="--", zorder=2),
+            )
             shown.append(pub[0].published * 100.0)
         finite = mat[np.isfinite(mat)]
         if finite.size and finite.max() > CHANCE:
             shown += list(finite[finite > CHANCE])
-        label = trial_label(r.trial) if a.study.design_kind != "random" else f"{r.trial.trial_id} ({trial_label(r.trial)})"
+        label = (
+            trial_label(r.trial) if a.study.design_kind != "random" else f"{r.trial.trial_id} ({trial_label(r.trial)})"
+        )
         ax.set_title(label, fontsize=7)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
@@ -645,7 +739,7 @@ def fig_learning_curves(a: Analysis) -> Figure | None:
         axes[i * ncols].set_ylabel(("validation" if column.startswith("val") else "training") + " accuracy (%)")
     if shown:
         _fit_ylim(axes[0], np.array(shown))
-    for ax in axes[len(rows):]:
+    for ax in axes[len(rows) :]:
         ax.set_visible(False)
     _legend_below(fig, list(handles.values()), list(handles), ncols=3)
     return fig
@@ -658,7 +752,9 @@ def _best_so_far(a: Analysis, rows: Sequence[Row]) -> list[Row | None]:
     out, best = [], None
     for r in rows:
         c = r.cells[m.column]
-        if c.summary is not None and (best is None or m.better * c.summary.mean > m.better * best.cells[m.column].summary.mean):
+        if c.summary is not None and (
+            best is None or m.better * c.summary.mean > m.better * best.cells[m.column].summary.mean
+        ):
             best = r
         out.append(best)
     return out
@@ -671,8 +767,18 @@ def fig_best_so_far(a: Analysis) -> Figure | None:
     if not rows or chosen[-1] is None:
         return None
     mean = np.array([m.scale(_mean(r.cells[m.column])) if r else math.nan for r in chosen])
-    lo = np.array([m.scale(r.cells[m.column].summary.ci_low) if r and r.cells[m.column].has_interval else math.nan for r in chosen])
-    hi = np.array([m.scale(r.cells[m.column].summary.ci_high) if r and r.cells[m.column].has_interval else math.nan for r in chosen])
+    lo = np.array(
+        [
+            m.scale(r.cells[m.column].summary.ci_low) if r and r.cells[m.column].has_interval else math.nan
+            for r in chosen
+        ]
+    )
+    hi = np.array(
+        [
+            m.scale(r.cells[m.column].summary.ci_high) if r and r.cells[m.column].has_interval else math.nan
+            for r in chosen
+        ]
+    )
     x = np.arange(len(rows))  # trial-000 at 0: the axis counts as the trial ids do
     fig = Figure(figsize=(WIDTH / 2 + 0.6, 2.9), layout="constrained")
     ax = fig.subplots()
@@ -685,21 +791,42 @@ def fig_best_so_far(a: Analysis) -> Figure | None:
     dots = ax.scatter(x, trial_means, s=12, color=OKABE_ITO[4], zorder=3)
     xs = np.append(x, len(rows) - 0.5)  # the last trial's step gets a width too
     (ln,) = ax.plot(xs, np.append(mean, mean[-1]), color=OKABE_ITO[0], drawstyle="steps-post", zorder=4)
-    ax.fill_between(xs, np.append(lo, lo[-1]), np.append(hi, hi[-1]), color=OKABE_ITO[0], alpha=0.2,
-                    linewidth=0, step="post", zorder=1)
+    ax.fill_between(
+        xs,
+        np.append(lo, lo[-1]),
+        np.append(hi, hi[-1]),
+        color=OKABE_ITO[0],
+        alpha=0.2,
+        linewidth=0,
+        step="post",
+        zorder=1,
+    )
     ax.set_xlim(-0.5, len(rows) - 0.3)
-    handles = {"best trial so far by mean over seeds (its mean and 95% CI)": ln, "each trial's mean": dots,
-               "one seed": ax.scatter([], [], color="0.3", **{**SEED_STYLE, "s": 10})}
+    handles = {
+        "best trial so far by mean over seeds (its mean and 95% CI)": ln,
+        "each trial's mean": dots,
+        "one seed": ax.scatter([], [], color="0.3", **{**SEED_STYLE, "s": 10}),
+    }
     pubs = [v for v in a.verdicts if v.metric == m.column and v.placement is not None and "search" in v.against]
     if pubs:
-        sc = ax.scatter([len(rows) - 1] * len(pubs), [m.scale(v.published) for v in pubs], color="white", **PUBLISHED_STYLE)
+        sc = ax.scatter(
+            [len(rows) - 1] * len(pubs), [m.scale(v.published) for v in pubs], color="white", **PUBLISHED_STYLE
+        )
         handles[PUBLISHED_LABEL.replace("one run", "best of its search")] = sc
     failed = _at_chance(m, trial_means)
     if failed.any():  # trials at chance level would flatten the curve: leave them off the scale, say so
         shown = np.concatenate([trial_means[~failed], mean, [m.scale(v.published) for v in pubs]])
         _fit_ylim(ax, shown[np.isfinite(shown)])
-        ax.text(0.98, 0.02, f"{int(failed.sum())} trial(s) at chance level, off scale", transform=ax.transAxes,
-                fontsize=6.5, ha="right", va="bottom", color="0.25")
+        ax.text(
+            0.98,
+            0.02,
+            f"{int(failed.sum())} trial(s) at chance level, off scale",
+            transform=ax.transAxes,
+            fontsize=6.5,
+            ha="right",
+            va="bottom",
+            color="0.25",
+        )
     ax.set_xlabel("trial (the number in its id)")
     ax.set_ylabel(m.label)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -743,10 +870,19 @@ def fig_score_vs_hyper(a: Analysis) -> Figure | None:
     for ax, (name, label, get) in zip(axes, axes_spec):
         xs = [get(r.trial) for r in rows]
         discrete = not _numeric(xs) or len(set(xs)) <= 6
-        cats = sorted(set(xs), key=lambda v: (not isinstance(v, (int, float)), v if isinstance(v, (int, float)) else str(v))) if discrete else []
+        cats = (
+            sorted(
+                set(xs), key=lambda v: (not isinstance(v, (int, float)), v if isinstance(v, (int, float)) else str(v))
+            )
+            if discrete
+            else []
+        )
         log = not discrete and _log_axis(name, xs)
-        xv = (np.array([cats.index(v) for v in xs], dtype=float) if discrete
-              else np.array([math.log10(v) for v in xs] if log else xs, dtype=float))
+        xv = (
+            np.array([cats.index(v) for v in xs], dtype=float)
+            if discrete
+            else np.array([math.log10(v) for v in xs] if log else xs, dtype=float)
+        )
         if discrete:  # spread the trials sharing a level so that their intervals do not overlap
             for level in range(len(cats)):
                 idx = np.flatnonzero(xv == level)
@@ -759,12 +895,29 @@ def fig_score_vs_hyper(a: Analysis) -> Figure | None:
             ax.scatter(sx, sy, color="0.3", **{**SEED_STYLE, "s": 4})
         _rasterize_dense(ax, len(sx) + len(rows))
         is_best = np.array([r is best for r in rows])
-        eb = ax.errorbar(xv[~is_best], ys[~is_best], yerr=errs[:, ~is_best], fmt="o", color=OKABE_ITO[0],
-                         markersize=3, elinewidth=0.8, alpha=0.85, zorder=3)
+        eb = ax.errorbar(
+            xv[~is_best],
+            ys[~is_best],
+            yerr=errs[:, ~is_best],
+            fmt="o",
+            color=OKABE_ITO[0],
+            markersize=3,
+            elinewidth=0.8,
+            alpha=0.85,
+            zorder=3,
+        )
         handles.setdefault("trial: mean and 95% CI", eb)
         if is_best.any():
-            bb = ax.errorbar(xv[is_best], ys[is_best], yerr=errs[:, is_best], fmt="s", color=OKABE_ITO[1],
-                             markersize=4.5, elinewidth=1.1, zorder=4)
+            bb = ax.errorbar(
+                xv[is_best],
+                ys[is_best],
+                yerr=errs[:, is_best],
+                fmt="s",
+                color=OKABE_ITO[1],
+                markersize=4.5,
+                elinewidth=1.1,
+                zorder=4,
+            )
             handles.setdefault(f"best trial ({best.trial.trial_id})", bb)
         base = name.split(".")[0]
         for where, value in pub_points:
@@ -777,15 +930,17 @@ def fig_score_vs_hyper(a: Analysis) -> Figure | None:
                     px = next(i for i, c in enumerate(cats) if _same(px, c))
                 elif log:
                     px = math.log10(px)
-                handles.setdefault("published best configuration (one search)",
-                                   ax.scatter([px], [value], color="white", **PUBLISHED_STYLE))
+                handles.setdefault(
+                    "published best configuration (one search)",
+                    ax.scatter([px], [value], color="white", **PUBLISHED_STYLE),
+                )
         if categorical:
             ax.set_xticks(range(len(cats)), [format_value(base, c) for c in cats])
             ax.grid(axis="x", visible=False)
         elif log:
             _log_ticks(ax, [float(v) for v in xs])
         ax.set_xlabel(label)
-    for ax in axes[len(axes_spec):]:
+    for ax in axes[len(axes_spec) :]:
         ax.set_visible(False)
     for i in range(nrows):
         axes[i * ncols].set_ylabel(m.label)
@@ -793,8 +948,16 @@ def fig_score_vs_hyper(a: Analysis) -> Figure | None:
     if failed.any():
         shown = np.concatenate([ys[~failed], [v for _, v in pub_points]])
         _fit_ylim(axes[0], shown[np.isfinite(shown)])
-        axes[0].text(0.02, 0.02, f"{int(failed.sum())} trial(s) at chance level, off scale", transform=axes[0].transAxes,
-                     fontsize=6.5, ha="left", va="bottom", color="0.25")
+        axes[0].text(
+            0.02,
+            0.02,
+            f"{int(failed.sum())} trial(s) at chance level, off scale",
+            transform=axes[0].transAxes,
+            fontsize=6.5,
+            ha="left",
+            va="bottom",
+            color="0.25",
+        )
     _legend_below(fig, list(handles.values()), list(handles), ncols=min(len(handles), 3))
     return fig
 
@@ -810,52 +973,93 @@ def plan(a: Analysis) -> list[tuple[str, str, callable]]:
     n_seeds = sorted({len(r.seeds) for r in a.rows})
     seeds = f"{n_seeds[0]}" if len(n_seeds) == 1 else f"{n_seeds[0]}-{n_seeds[-1]}"
     ci = f"mean and 95% CI over {seeds} seeds, small dots the individual seeds"
-    bounded = (" Intervals are computed on the logit scale for accuracies and the log scale for losses, so none "
-               "leaves the possible range.")
+    bounded = (
+        " Intervals are computed on the logit scale for accuracies and the log scale for losses, so none "
+        "leaves the possible range."
+    )
     forest = a.study.design_kind == "grid" and len(a.rows) <= 40
     if forest:
         metrics = _forest_metrics(a)
         what = " and ".join(m.label.replace(" (%)", "") for m in metrics)
         pub = "; open diamonds: the paper's single runs" if _has_published(a, metrics) else ""
-        out.append(("configurations", f"{what[0].upper()}{what[1:]} per configuration: {ci}{pub}.{bounded}", fig_configurations))
+        out.append(
+            (
+                "configurations",
+                f"{what[0].upper()}{what[1:]} per configuration: {ci}{pub}.{bounded}",
+                fig_configurations,
+            )
+        )
     else:
         pub = "; open diamonds: the paper's values" if _has_published(a, [a.primary]) else ""
         shown, total = len(strip_rows(a)), sum(r.cells[a.primary.column].n > 0 for r in a.rows)
-        which = ("every configuration" if shown == total else
-                 f"the {shown} best of the {total} configurations by mean {a.primary.label}, best first (table.csv lists every one)")
+        which = (
+            "every configuration"
+            if shown == total
+            else f"the {shown} best of the {total} configurations by mean {a.primary.label}, best first (table.csv lists every one)"
+        )
         out.append(("seeds", f"{a.primary.label} of every seed of {which}: {ci}{pub}.{bounded}", fig_seeds))
     bar = _bar_factor(a)
     if bar:
         metrics = _value_metrics(a, ("test_accuracy", "test_loss"))
         pub = "; open diamonds: the paper's single runs" if _has_published(a, metrics) else ""
-        out.append((f"by_{bar}", f"Test accuracy and test loss by {_axis_label(bar)}, one marker per combination of "
-                    f"the other factors: {ci}{pub}. A dot plot: the accuracy axis does not start at 0.{bounded}",
-                    lambda a, f=bar: fig_by_factor(a, f)))
+        out.append(
+            (
+                f"by_{bar}",
+                f"Test accuracy and test loss by {_axis_label(bar)}, one marker per combination of "
+                f"the other factors: {ci}{pub}. A dot plot: the accuracy axis does not start at 0.{bounded}",
+                lambda a, f=bar: fig_by_factor(a, f),
+            )
+        )
     for f in _sweep_factors(a):
         note = Axis(f, factor_levels(a.study, f)).note()
         pub = "; stars: the paper's values" if _has_published(a, [a.primary]) else ""
-        out.append((f"{a.primary.column}_vs_{f}", f"{a.primary.label} against {_axis_label(f)}, one line per "
-                    f"{'implementation' if 'flavour' in a.factors else 'combination of the other factors'}: {ci}, the band "
-                    f"the CI{pub}. Every panel has the same y range" + (f"; {note}" if note else "") + f".{bounded}",
-                    lambda a, f=f: fig_sweep(a, f, a.primary)))
+        out.append(
+            (
+                f"{a.primary.column}_vs_{f}",
+                f"{a.primary.label} against {_axis_label(f)}, one line per "
+                f"{'implementation' if 'flavour' in a.factors else 'combination of the other factors'}: {ci}, the band "
+                f"the CI{pub}. Every panel has the same y range" + (f"; {note}" if note else "") + f".{bounded}",
+                lambda a, f=f: fig_sweep(a, f, a.primary),
+            )
+        )
     if a.study.design_kind == "random":
-        out.append(("best_so_far", f"The search's best trial so far, after each trial: the trial with the highest mean "
-                    f"{a.primary.label} over its {seeds} seeds, as the study file scores trials (line: its mean, band: its "
-                    "95% CI); dots: each trial's mean; small dots: the individual seeds; star: the paper's search result.",
-                    fig_best_so_far))
-        out.append(("score_vs_hyperparameters", f"{a.primary.label} of each trial (mean and 95% CI over {seeds} seeds, "
-                    "small dots the individual seeds) "
-                    "against each sampled hyperparameter; square: the best trial; star: the paper's best configuration.",
-                    fig_score_vs_hyper))
+        out.append(
+            (
+                "best_so_far",
+                f"The search's best trial so far, after each trial: the trial with the highest mean "
+                f"{a.primary.label} over its {seeds} seeds, as the study file scores trials (line: its mean, band: its "
+                "95% CI); dots: each trial's mean; small dots: the individual seeds; star: the paper's search result.",
+                fig_best_so_far,
+            )
+        )
+        out.append(
+            (
+                "score_vs_hyperparameters",
+                f"{a.primary.label} of each trial (mean and 95% CI over {seeds} seeds, "
+                "small dots the individual seeds) "
+                "against each sampled hyperparameter; square: the best trial; star: the paper's best configuration.",
+                fig_score_vs_hyper,
+            )
+        )
     rows = curve_rows(a)
     if rows:
-        which = ("every configuration" if len(rows) == len(a.rows) else
-                 f"the best configuration by {a.primary.label} of each group" if len(rows) < len(a.rows) else "")
+        which = (
+            "every configuration"
+            if len(rows) == len(a.rows)
+            else f"the best configuration by {a.primary.label} of each group"
+            if len(rows) < len(a.rows)
+            else ""
+        )
         split = "validation" if str(a.study.validation) != "none" else "training"
-        out.append(("learning_curves", f"{split.capitalize()} accuracy per epoch, {which}: thin lines with dots are the "
-                    "individual seeds, the thick line and band their mean and 95% t CI (a run that stopped early is carried forward "
-                    "at its last value); dashed: the paper's value where one is published for that configuration.",
-                    fig_learning_curves))
+        out.append(
+            (
+                "learning_curves",
+                f"{split.capitalize()} accuracy per epoch, {which}: thin lines with dots are the "
+                "individual seeds, the thick line and band their mean and 95% t CI (a run that stopped early is carried forward "
+                "at its last value); dashed: the paper's value where one is published for that configuration.",
+                fig_learning_curves,
+            )
+        )
     return out
 
 

@@ -19,8 +19,8 @@ import stat
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable
 
 from hpstudy.errors import OutputError
 from hpstudy.store import check_writable, why
@@ -131,7 +131,11 @@ def obstacles(target: Path, rels: Iterable[str], old: dict[str, str], folders: I
 
 
 def check_target(
-    out: Path, name: str, rels: Iterable[str] = REPORT_FILES, force: bool = False, folders: Iterable[str] = REPORT_FOLDERS
+    out: Path,
+    name: str,
+    rels: Iterable[str] = REPORT_FILES,
+    force: bool = False,
+    folders: Iterable[str] = REPORT_FOLDERS,
 ) -> None:
     """Refuse (OutputError) a report folder that is a symbolic link, or, without `force`, one where
     files it did not write stand in the way of `rels` and `folders`; nothing is written."""
@@ -143,8 +147,10 @@ def check_target(
         )
     for folder in (target, Path(out)):  # --out given the results folder, or a study's store
         if folder.is_dir() and any(folder.glob("part-*.parquet")):
-            raise OutputError(f"{folder} holds stored runs (part-*.parquet): it is a results store, not a place for "
-                              "reports. Pass another --out (reports go to OUT/<study>/).")
+            raise OutputError(
+                f"{folder} holds stored runs (part-*.parquet): it is a results store, not a place for "
+                "reports. Pass another --out (reports go to OUT/<study>/)."
+            )
     if force or not target.is_dir():
         return
     foreign = obstacles(target, rels, _old_manifest(target, lambda _: None), folders)
@@ -216,7 +222,7 @@ def publish(
         for rel in new_files:
             _clear_way(target, rel)
             os.replace(staging / rel, target / rel)
-        for rel, digest in sorted(old.items()):
+        for rel in sorted(old):
             if rel not in written and _ours(target, rel, old):
                 (target / rel).unlink()
         _replace_atomically(target / MANIFEST, json.dumps(written, indent=1, sort_keys=True) + "\n")
@@ -253,9 +259,13 @@ def read_run_list(folder: Path) -> list[str] | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        raise OutputError(f"{path} cannot be read ({exc}); regenerate the report (hpstudy report) to restore it.") from exc
+        raise OutputError(
+            f"{path} cannot be read ({exc}); regenerate the report (hpstudy report) to restore it."
+        ) from exc
     runs = listed.get("runs") if isinstance(listed, dict) else None
     if not isinstance(runs, list) or not all(isinstance(r, str) for r in runs):
-        raise OutputError(f"{path} is not a run list (expected {{\"study\": ..., \"runs\": [run ids]}}); regenerate "
-                          "the report (hpstudy report) to restore it.")
+        raise OutputError(
+            f'{path} is not a run list (expected {{"study": ..., "runs": [run ids]}}); regenerate '
+            "the report (hpstudy report) to restore it."
+        )
     return runs

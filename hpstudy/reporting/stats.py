@@ -16,8 +16,8 @@ import functools
 import itertools
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -131,8 +131,9 @@ def _mean_sd(x: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in x) / (n - 1))
 
 
-def summarize(values: ArrayLike, confidence: float = 0.95, scale: str = "linear",
-              bounds: tuple[float, float] | None = None) -> Summary:
+def summarize(
+    values: ArrayLike, confidence: float = 0.95, scale: str = "linear", bounds: tuple[float, float] | None = None
+) -> Summary:
     """Summarize seeds: mean, std (ddof=1), sem, t CI of the mean, prediction interval of one more run.
 
     ``scale`` says where the intervals are computed: "linear" (Student t on the values), "logit" (for
@@ -165,12 +166,23 @@ def summarize(values: ArrayLike, confidence: float = 0.95, scale: str = "linear"
     if bounds is not None:
         inner = back
         back = lambda v: min(max(inner(v), bounds[0]), bounds[1])  # noqa: E731
-    return Summary(n, mean, std, sem, back(centre - half_ci), back(centre + half_ci),
-                   back(centre - half_pi), back(centre + half_pi))
+    return Summary(
+        n,
+        mean,
+        std,
+        sem,
+        back(centre - half_ci),
+        back(centre + half_ci),
+        back(centre - half_pi),
+        back(centre + half_pi),
+    )
 
 
 def bootstrap_ci(
-    values: ArrayLike, confidence: float = 0.95, n_resamples: int = 10_000, seed: int = 0,
+    values: ArrayLike,
+    confidence: float = 0.95,
+    n_resamples: int = 10_000,
+    seed: int = 0,
     min_n: int = MIN_BOOTSTRAP_N,
 ) -> tuple[float, float]:
     """Deterministic bootstrap CI of the mean: BCa, falling back to percentile if degenerate.
@@ -189,8 +201,12 @@ def bootstrap_ci(
             warnings.simplefilter("ignore", stats.DegenerateDataWarning)
             warnings.simplefilter("ignore", RuntimeWarning)
             res = stats.bootstrap(
-                (x,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
-                method=method, rng=np.random.default_rng(seed),
+                (x,),
+                np.mean,
+                n_resamples=n_resamples,
+                confidence_level=confidence,
+                method=method,
+                rng=np.random.default_rng(seed),
             )
         low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
         if math.isfinite(low) and math.isfinite(high):
@@ -223,8 +239,14 @@ def tost_mean(values: ArrayLike, low: float, high: float) -> float:
     return max(p_low, p_high)
 
 
-def place_published(published: float, values: ArrayLike, confidence: float = 0.95, scale: str = "linear",
-                    margin: float | None = None, rounded: tuple[float, float] | None = None) -> Placement:
+def place_published(
+    published: float,
+    values: ArrayLike,
+    confidence: float = 0.95,
+    scale: str = "linear",
+    margin: float | None = None,
+    rounded: tuple[float, float] | None = None,
+) -> Placement:
     """Place a published result against the seeds: reproduced, consistent (the seeds cannot tell), or outside.
 
     - outside: the whole rounding interval `rounded` of the published value (default: the value itself) lies
@@ -255,8 +277,11 @@ def place_published(published: float, values: ArrayLike, confidence: float = 0.9
     elif all_equal:
         state = "consistent" if lo_r <= s.mean <= hi_r else "outside"
         p_out = 1.0 if state == "consistent" else 0.0
-        verdict = f"all {n} seeds equal" if state == "consistent" else (
-            "above all seeds, which are equal" if lo_r > s.mean else "below all seeds, which are equal")
+        verdict = (
+            f"all {n} seeds equal"
+            if state == "consistent"
+            else ("above all seeds, which are equal" if lo_r > s.mean else "below all seeds, which are equal")
+        )
     else:
         centre, spread = _mean_sd([_to_scale(float(v), scale) for v in x])
         nearest = min(max(centre, _to_scale(lo_r, scale)), _to_scale(hi_r, scale))
@@ -274,14 +299,31 @@ def place_published(published: float, values: ArrayLike, confidence: float = 0.9
         else:
             state, verdict = "consistent", f"consistent, but {n} seeds cannot tell"
     return Placement(
-        float(published), s.mean, s.std, z, percentile, s.pi_low, s.pi_high, state in ("reproduced", "consistent"),
-        verdict, state, n, 2.0 / (n + 1), p_out, tost, math.nan if margin is None else float(margin),
-        (lo_r, hi_r), ci_lo, ci_hi, all_equal,
+        float(published),
+        s.mean,
+        s.std,
+        z,
+        percentile,
+        s.pi_low,
+        s.pi_high,
+        state in ("reproduced", "consistent"),
+        verdict,
+        state,
+        n,
+        2.0 / (n + 1),
+        p_out,
+        tost,
+        math.nan if margin is None else float(margin),
+        (lo_r, hi_r),
+        ci_lo,
+        ci_hi,
+        all_equal,
     )
 
 
-def seeds_for_equivalence(margin: float, sd: float, df: int, alpha: float = 0.05,
-                          confidence: float = 0.95) -> tuple[int | None, int | None, int | None]:
+def seeds_for_equivalence(
+    margin: float, sd: float, df: int, alpha: float = 0.05, confidence: float = 0.95
+) -> tuple[int | None, int | None, int | None]:
     """Seeds whose (1 - 2 alpha) t interval of the mean is narrower than +-margin (what TOST needs when the
     published value equals the mean): for the sd, and over the sd's chi-square interval (None: over 100,000).
     Prospective: from a stated margin and the sd, never from an observed gap."""
@@ -331,7 +373,7 @@ class Difference:
 def rank_min_p(n_a: int, n_b: int, paired: bool) -> float:
     """Smallest attainable two-sided exact p: Wilcoxon signed-rank 2 / 2^n, Mann-Whitney 2 / C(n_a + n_b, n_a)."""
     if paired:
-        return min(1.0, 2.0 / 2.0 ** n_a) if n_a >= 1 else 1.0
+        return min(1.0, 2.0 / 2.0**n_a) if n_a >= 1 else 1.0
     return min(1.0, 2.0 / math.comb(n_a + n_b, n_a)) if n_a >= 1 and n_b >= 1 else 1.0
 
 
@@ -365,7 +407,11 @@ def _draw_counts(n_resamples: int, n_x: int, n_y: int, seed: int) -> tuple[np.nd
 
 
 def prob_improvement_ci(
-    a: ArrayLike, b: ArrayLike, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0,
+    a: ArrayLike,
+    b: ArrayLike,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
     min_n: int = MIN_BOOTSTRAP_N,
 ) -> tuple[float, float]:
     """Percentile bootstrap CI of P(a > b), resampling a and b separately (as rliable's stratified
@@ -418,8 +464,9 @@ def pooled_variance(groups: Sequence[ArrayLike]) -> tuple[float, int]:
     return (math.fsum(num) / df if df else math.nan), df
 
 
-def compare(a: ArrayLike, b: ArrayLike, paired: bool = False, confidence: float = 0.95,
-            pooled: tuple[float, int] | None = None) -> Difference:
+def compare(
+    a: ArrayLike, b: ArrayLike, paired: bool = False, confidence: float = 0.95, pooled: tuple[float, int] | None = None
+) -> Difference:
     """Compare configurations a and b (differences a - b).
 
     paired=False (runs share no randomness): Welch's t-test and its CI, Mann-Whitney U. paired=True (common
@@ -462,7 +509,7 @@ def compare(a: ArrayLike, b: ArrayLike, paired: bool = False, confidence: float 
             va, vb = _mean_sd(list(map(float, x)))[1] ** 2, _mean_sd(list(map(float, y)))[1] ** 2
             se2 = va / x.size + vb / y.size
             if se2 > 0:
-                df = se2 ** 2 / ((va / x.size) ** 2 / (x.size - 1) + (vb / y.size) ** 2 / (y.size - 1))
+                df = se2**2 / ((va / x.size) ** 2 / (x.size - 1) + (vb / y.size) ** 2 / (y.size - 1))
                 half = _t_crit(confidence, df) * math.sqrt(se2)
                 ci_low, ci_high = mean_diff - half, mean_diff + half
                 t_p = float(2.0 * stats.t.sf(abs(mean_diff) / math.sqrt(se2), df))
@@ -472,13 +519,29 @@ def compare(a: ArrayLike, b: ArrayLike, paired: bool = False, confidence: float 
     prob = prob_improvement(x, y)
     # at complete separation every resample separates too: the percentile interval is the point itself
     lo, hi = prob_improvement_ci(x, y, confidence) if 0.0 < prob < 1.0 else (nan, nan)
-    return Difference(paired, int(x.size), int(y.size), mean_diff, ci_low, ci_high, t_p, r_p,
-                      rank_min_p(int(x.size), int(y.size), paired), prob, lo, hi,
-                      pooled is not None and not paired)
+    return Difference(
+        paired,
+        int(x.size),
+        int(y.size),
+        mean_diff,
+        ci_low,
+        ci_high,
+        t_p,
+        r_p,
+        rank_min_p(int(x.size), int(y.size), paired),
+        prob,
+        lo,
+        hi,
+        pooled is not None and not paired,
+    )
 
 
 def mcb_intervals(
-    means: Sequence[float], ns: Sequence[int], variance: float, df: int, confidence: float = 0.95,
+    means: Sequence[float],
+    ns: Sequence[int],
+    variance: float,
+    df: int,
+    confidence: float = 0.95,
 ) -> list[tuple[float, float]]:
     """Hsu's multiple comparisons with the best (higher is better): for each configuration, a simultaneous
     interval for its mean minus the best mean of the others, constrained to contain 0 at one end
@@ -493,7 +556,9 @@ def mcb_intervals(
     d = float(stats.t.ppf(1.0 - (1.0 - confidence) / (k - 1), df))
     out = []
     for i in range(k):
-        gaps = [(means[i] - means[j], d * math.sqrt(variance * (1.0 / ns[i] + 1.0 / ns[j]))) for j in range(k) if j != i]
+        gaps = [
+            (means[i] - means[j], d * math.sqrt(variance * (1.0 / ns[i] + 1.0 / ns[j]))) for j in range(k) if j != i
+        ]
         upper = min(g + h for g, h in gaps)
         lower = min(g - h for g, h in gaps)
         out.append((min(0.0, lower), max(0.0, upper)))
@@ -524,9 +589,7 @@ def _power(n: int, effect: float, alpha: float, paired: bool) -> float:
     return float(stats.nct.sf(t, df, nc)) + (lower if math.isfinite(lower) else 0.0)
 
 
-def seeds_needed(
-    difference: float, std: float, power: float = 0.8, alpha: float = 0.05, paired: bool = True
-) -> int:
+def seeds_needed(difference: float, std: float, power: float = 0.8, alpha: float = 0.05, paired: bool = True) -> int:
     """Smallest number of seeds (per configuration) for a two-sided t-test to reach `power`.
 
     paired=True: `std` is the std of the paired differences, df = n - 1, noncentrality
@@ -580,12 +643,19 @@ def sd_interval(sd: float, df: int, confidence: float = 0.95) -> tuple[float, fl
     if df < 1 or not (math.isfinite(sd) and sd >= 0):
         return (math.nan, math.nan)
     alpha = 1.0 - confidence
-    return (sd * math.sqrt(df / float(stats.chi2.ppf(1.0 - alpha / 2.0, df))),
-            sd * math.sqrt(df / float(stats.chi2.ppf(alpha / 2.0, df))))
+    return (
+        sd * math.sqrt(df / float(stats.chi2.ppf(1.0 - alpha / 2.0, df))),
+        sd * math.sqrt(df / float(stats.chi2.ppf(alpha / 2.0, df))),
+    )
 
 
 def seeds_for_effect(
-    effect: float, sd: float, df: int, power: float = 0.8, alpha: float = 0.05, paired: bool = False,
+    effect: float,
+    sd: float,
+    df: int,
+    power: float = 0.8,
+    alpha: float = 0.05,
+    paired: bool = False,
     confidence: float = 0.95,
 ) -> SeedsAdvice:
     """Seeds per configuration for a two-sided t-test to detect `effect` (a smallest effect of interest,
@@ -625,13 +695,17 @@ def iqm(values: ArrayLike) -> float:
     rliable computes it as scipy.stats.trim_mean(scores, 0.25, axis=None) over every run of every task."""
     x = np.sort(_sample(values))
     cut = int(0.25 * x.size)  # scipy.stats.trim_mean's rule
-    kept = x[cut: x.size - cut]
+    kept = x[cut : x.size - cut]
     return math.fsum(float(v) for v in kept) / kept.size
 
 
 def stratified_bootstrap_ci(
-    scores: Sequence[ArrayLike], statistic=iqm, confidence: float = 0.95, n_resamples: int = 2000,
-    seed: int = 0, min_n: int = MIN_BOOTSTRAP_N,
+    scores: Sequence[ArrayLike],
+    statistic=iqm,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    min_n: int = MIN_BOOTSTRAP_N,
 ) -> tuple[float, float]:
     """Percentile CI of statistic(all runs) resampling runs with replacement within each task
     (configuration) separately: rliable's stratified bootstrap. (nan, nan) when the tasks hold fewer than
@@ -657,8 +731,12 @@ def performance_profile(values: ArrayLike, thresholds: ArrayLike) -> list[float]
 
 
 def performance_profile_band(
-    scores: Sequence[ArrayLike], thresholds: ArrayLike, confidence: float = 0.95, n_resamples: int = 1000,
-    seed: int = 0, min_n: int = MIN_BOOTSTRAP_N,
+    scores: Sequence[ArrayLike],
+    thresholds: ArrayLike,
+    confidence: float = 0.95,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    min_n: int = MIN_BOOTSTRAP_N,
 ) -> tuple[list[float], list[float]]:
     """Pointwise percentile band of the performance profile over a stratified bootstrap (runs resampled within
     each task), as rliable draws it; NaN bands when the tasks hold fewer than ``min_n`` runs in all."""
@@ -675,8 +753,10 @@ def performance_profile_band(
         profiles[i] = (pooled[:, None] > taus[None, :]).sum(axis=0) / total
     profiles.sort(axis=0)
     alpha = (1.0 - confidence) / 2.0
-    return ([_quantile_sorted(profiles[:, j], alpha) for j in range(taus.size)],
-            [_quantile_sorted(profiles[:, j], 1.0 - alpha) for j in range(taus.size)])
+    return (
+        [_quantile_sorted(profiles[:, j], alpha) for j in range(taus.size)],
+        [_quantile_sorted(profiles[:, j], 1.0 - alpha) for j in range(taus.size)],
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -705,7 +785,10 @@ def to_scale(value: float, scale: str) -> float:
 
 
 def simple_effects(
-    cells: dict[tuple[int, ...], ArrayLike], factors: Sequence[str], factor: str, within: str,
+    cells: dict[tuple[int, ...], ArrayLike],
+    factors: Sequence[str],
+    factor: str,
+    within: str,
     confidence: float = 0.95,
 ) -> list[Effect]:
     """The effect of `factor` (high - low) at each level of `within` (0 then 1), averaged over the other
@@ -717,7 +800,9 @@ def simple_effects(
     df = sum(len(v) - 1 for v in samples.values())
     if df < 1:
         raise ValueError("simple effects need at least one cell with 2 or more runs.")
-    pooled = math.fsum((v - m) ** 2 for vals in samples.values() for m in [math.fsum(vals) / len(vals)] for v in vals) / df
+    pooled = (
+        math.fsum((v - m) ** 2 for vals in samples.values() for m in [math.fsum(vals) / len(vals)] for v in vals) / df
+    )
     t = _t_crit(confidence, df)
     out = []
     for level in (0, 1):
@@ -731,7 +816,10 @@ def simple_effects(
 
 
 def factorial_effects(
-    cells: dict[tuple[int, ...], ArrayLike], factors: Sequence[str], confidence: float = 0.95, max_order: int = 3,
+    cells: dict[tuple[int, ...], ArrayLike],
+    factors: Sequence[str],
+    confidence: float = 0.95,
+    max_order: int = 3,
 ) -> list[Effect]:
     """Main effects and interactions of a full 2^k factorial from its cells' values.
 
@@ -744,21 +832,23 @@ def factorial_effects(
     """
     _check_unit("confidence", confidence)
     k = len(factors)
-    combos = [tuple((i >> j) & 1 for j in range(k)) for i in range(2 ** k)]
+    combos = [tuple((i >> j) & 1 for j in range(k)) for i in range(2**k)]
     if sorted(cells) != sorted(combos):
-        raise ValueError(f"a full 2^{k} factorial needs all {2 ** k} cells, got {len(cells)}.")
+        raise ValueError(f"a full 2^{k} factorial needs all {2**k} cells, got {len(cells)}.")
     samples = {c: [float(v) for v in _sample(cells[c], "cell values")] for c in combos}
     df = sum(len(v) - 1 for v in samples.values())
     if df < 1:
         raise ValueError("factorial effects need at least one cell with 2 or more runs.")
-    pooled = math.fsum((v - m) ** 2 for vals in samples.values() for m in [math.fsum(vals) / len(vals)] for v in vals) / df
+    pooled = (
+        math.fsum((v - m) ** 2 for vals in samples.values() for m in [math.fsum(vals) / len(vals)] for v in vals) / df
+    )
     t = _t_crit(confidence, df)
     means = {c: math.fsum(v) / len(v) for c, v in samples.items()}
     out = []
     for order in range(1, min(k, max_order) + 1):
         for term in itertools.combinations(range(k), order):
             signs = {c: math.prod(1 if c[j] else -1 for j in term) for c in combos}
-            scale = 2.0 / 2 ** k
+            scale = 2.0 / 2**k
             est = scale * math.fsum(signs[c] * means[c] for c in combos)
             se = math.sqrt(pooled * math.fsum(1.0 / len(samples[c]) for c in combos)) * scale
             p = float(2.0 * stats.t.sf(abs(est) / se, df)) if se > 0 else math.nan

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -14,7 +14,14 @@ from hpstudy.study import Study
 
 _FAKE_ENV = {
     "python": "3.11.2",
-    "packages": {"flax": "0.12.8", "hpstudy": "0.1.0", "jax": "0.10.2", "jaxlib": "0.10.2", "numpy": "2.4.6", "optax": "0.2.8"},
+    "packages": {
+        "flax": "0.12.8",
+        "hpstudy": "0.1.0",
+        "jax": "0.10.2",
+        "jaxlib": "0.10.2",
+        "numpy": "2.4.6",
+        "optax": "0.2.8",
+    },
     "xla_flags": "",
     "x64": False,
     "platform": "Linux-synthetic",
@@ -82,7 +89,13 @@ def synthetic_records(study: Study, seeds: Sequence[int], seed: int = 0) -> list
                 param_sha256=hashlib.sha256(f"{spec_id}|params".encode()).hexdigest(),
                 chunk_width=8 if max(c.hidden) <= 128 else 4,
                 group_id=c.group_id(),
-                seconds=float(study.data_shape.fit_images(c.validation) / c.batch_size * 2e-4 * c.epochs * (1 + 0.05 * rng.random())),
+                seconds=float(
+                    study.data_shape.fit_images(c.validation)
+                    / c.batch_size
+                    * 2e-4
+                    * c.epochs
+                    * (1 + 0.05 * rng.random())
+                ),
                 compile_seconds=1.5,
             )
             records.append(store.to_record(result, study.name, study.sha256, "synthetic-mnist-fingerprint", _FAKE_ENV))

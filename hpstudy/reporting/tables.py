@@ -19,7 +19,15 @@ import math
 
 import pandas as pd
 
-from hpstudy.reporting.analysis import FACTOR_LABELS, Analysis, Cell, Metric, describe_seeds, factor_levels, format_value
+from hpstudy.reporting.analysis import (
+    FACTOR_LABELS,
+    Analysis,
+    Cell,
+    Metric,
+    describe_seeds,
+    factor_levels,
+    format_value,
+)
 
 DECIMALS = {"acc": 2, "loss": 3, "time": 2, "count": 1}
 DAGGER_NOTE = "some runs gave a non-finite value (diverged) and are left out of that mean"
@@ -164,8 +172,10 @@ def to_markdown(a: Analysis) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     notes = []
     if any(r.published_best_over for r in a.rows):
-        notes.append(f"‡ the paper's best over {_best_over_text(a)} (one run each), printed at the configuration "
-                     "where the paper found it: a maximum, beside this configuration's mean.")
+        notes.append(
+            f"‡ the paper's best over {_best_over_text(a)} (one run each), printed at the configuration "
+            "where the paper found it: a maximum, beside this configuration's mean."
+        )
     if dagger:
         notes.append(f"† {DAGGER_NOTE}; NaN: every run did.")
     for note in notes:
@@ -177,8 +187,18 @@ def to_markdown(a: Analysis) -> str:
 # LaTeX
 # ----------------------------------------------------------------------------------------------
 
-_TEX_ESCAPE = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-               "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
+_TEX_ESCAPE = {
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "\\": r"\textbackslash{}",
+}
 
 
 def tex_escape(text: str) -> str:
@@ -218,17 +238,24 @@ def _tex_caption(a: Analysis, pivot: str | None) -> str:
     n = sorted({len(r.seeds) for r in a.rows})
     seeds = f"{n[0]}" if len(n) == 1 else f"{n[0]}--{n[-1]}"
     title = a.study.meta.get("title", a.study.name)
-    text = (f"{tex_escape(title)}: re-run over {seeds} seeds per configuration. ")
+    text = f"{tex_escape(title)}: re-run over {seeds} seeds per configuration. "
     if pivot:
-        text += (f"Mean {tex_escape(m.label.replace(' (%)', ''))} (\\%) over seeds by {tex_escape(FACTOR_LABELS.get(pivot, pivot))}, "
-                 "with the standard deviation over seeds in parentheses; "
-                 "95\\% intervals and every other metric are in table.csv. ")
+        text += (
+            f"Mean {tex_escape(m.label.replace(' (%)', ''))} (\\%) over seeds by {tex_escape(FACTOR_LABELS.get(pivot, pivot))}, "
+            "with the standard deviation over seeds in parentheses; "
+            "95\\% intervals and every other metric are in table.csv. "
+        )
     else:
-        text += ("Mean over seeds and 95\\% confidence interval of the mean (logit scale for accuracies, so that it "
-                 "stays within 0--100\\%). ")
+        text += (
+            "Mean over seeds and 95\\% confidence interval of the mean (logit scale for accuracies, so that it "
+            "stays within 0--100\\%). "
+        )
     if _published_metrics(a):
-        text += ("Pub. (at): the paper's value and the " + tex_escape(FACTOR_LABELS.get(pivot, pivot)) + " it was found at. "
-                 if pivot else "Pub.: the paper's single-run value. ")
+        text += (
+            "Pub. (at): the paper's value and the " + tex_escape(FACTOR_LABELS.get(pivot, pivot)) + " it was found at. "
+            if pivot
+            else "Pub.: the paper's single-run value. "
+        )
     if any(r.published_best_over for r in a.rows):
         text += f"$^\\ddagger$The paper's best over {tex_escape(_best_over_text(a))} (one run each), a maximum. "
     if a.significant_best:
@@ -273,11 +300,19 @@ def to_latex(a: Analysis) -> str:
         levels = factor_levels(a.study, pivot)
         has_pub = any(m.column in r.published for r in a.rows)
         spec = "l" * len(keys) + "r" * len(levels) + ("r" if has_pub else "")
-        head = [" & ".join([""] * len(keys) + [rf"\multicolumn{{{len(levels)}}}{{c}}{{{tex_escape(FACTOR_LABELS.get(pivot, pivot))}}}"]
-                           + ([""] if has_pub else [])) + r" \\",
-                rf"\cmidrule(lr){{{len(keys) + 1}-{len(keys) + len(levels)}}}",
-                " & ".join(key_head + [tex_escape(format_value(pivot, v)) for v in levels] + (["pub. (at)"] if has_pub else []))
-                + r" \\"]
+        head = [
+            " & ".join(
+                [""] * len(keys)
+                + [rf"\multicolumn{{{len(levels)}}}{{c}}{{{tex_escape(FACTOR_LABELS.get(pivot, pivot))}}}"]
+                + ([""] if has_pub else [])
+            )
+            + r" \\",
+            rf"\cmidrule(lr){{{len(keys) + 1}-{len(keys) + len(levels)}}}",
+            " & ".join(
+                key_head + [tex_escape(format_value(pivot, v)) for v in levels] + (["pub. (at)"] if has_pub else [])
+            )
+            + r" \\",
+        ]
         body, seen = [], []
         for r in a.rows:
             key = tuple(_tex_key(r, k) for k in keys)
@@ -286,8 +321,16 @@ def to_latex(a: Analysis) -> str:
             seen.append(key)
             cells = list(key)
             for v in levels:
-                match = next((x for x in a.rows if tuple(_tex_key(x, k) for k in keys) == key
-                              and pivot in x.trial.values and x.trial.values[pivot] == v), None)
+                match = next(
+                    (
+                        x
+                        for x in a.rows
+                        if tuple(_tex_key(x, k) for k in keys) == key
+                        and pivot in x.trial.values
+                        and x.trial.values[pivot] == v
+                    ),
+                    None,
+                )
                 cell = match.cells[m.column] if match is not None else None
                 text = "--" if cell is None or cell.summary is None else _num(m, cell.summary.mean)
                 if cell is not None and cell.has_interval:  # the spread over seeds, so no mean stands alone
@@ -297,8 +340,12 @@ def to_latex(a: Analysis) -> str:
                 cells.append(text)
             if has_pub:
                 found = [x for x in a.rows if tuple(_tex_key(x, k) for k in keys) == key and m.column in x.published]
-                cells.append("; ".join(f"{_published_text(a, x, m, 'tex')} ({tex_escape(format_value(pivot, x.trial.values.get(pivot)))})"
-                                       for x in found))
+                cells.append(
+                    "; ".join(
+                        f"{_published_text(a, x, m, 'tex')} ({tex_escape(format_value(pivot, x.trial.values.get(pivot)))})"
+                        for x in found
+                    )
+                )
             body.append(" & ".join(cells) + r" \\")
         return _tex_float(a, spec, head, body, pivot)
     metrics = _tex_metrics(a)

@@ -8,16 +8,16 @@ and `section` writes the README's subsection after the comparisons (hpstudy/repo
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
 from hpstudy import store
-from hpstudy.reporting import testset_stats
 from hpstudy.predictions import consistent
+from hpstudy.reporting import testset_stats
 
 CORRECT = "_test_correct"  # the column `attach` adds: a run's correctness as a boolean array, or None
 
@@ -78,8 +78,12 @@ def _cells(a, first: str, second: str, label: Callable) -> list[str] | None:
     if ca is None or cb is None or ca.shape[1] != cb.shape[1]:
         return None
     paired = a.paired and ca.shape[0] == cb.shape[0]
-    cells = [label(a.row(first).trial), label(a.row(second).trial), f"{ca.shape[0]}, {cb.shape[0]}",
-             _pp(ca.mean() - cb.mean())]
+    cells = [
+        label(a.row(first).trial),
+        label(a.row(second).trial),
+        f"{ca.shape[0]}, {cb.shape[0]}",
+        _pp(ca.mean() - cb.mean()),
+    ]
     if min(ca.shape[0], cb.shape[0]) >= testset_stats.MIN_RUNS:
         for images in (False, True):
             ci = testset_stats.paired_bootstrap(ca, cb, paired_seeds=paired, images=images)
@@ -103,12 +107,15 @@ def section(a, label: Callable) -> list[str]:
     have = int(a.runs[CORRECT].map(lambda c: c is not None).sum())
     lines = ["### Including the test set's sampling error", ""]
     if have == 0:
-        return lines + ["These runs do not store their test-set predictions, so no comparison in this report "
-                        "includes the test set's sampling error: all of them count only the variation between seeds, "
-                        "on the one fixed test set (see `hpstudy verify --add-predictions`).", ""]
+        return lines + [
+            "These runs do not store their test-set predictions, so no comparison in this report "
+            "includes the test set's sampling error: all of them count only the variation between seeds, "
+            "on the one fixed test set (see `hpstudy verify --add-predictions`).",
+            "",
+        ]
     rows = [cells for first, second in _pairs(a) if (cells := _cells(a, first, second, label)) is not None]
     n_images = next(c.size for c in a.runs[CORRECT] if c is not None)
-    seeding = ("by seed index (common random numbers)" if a.paired else "independently for each configuration")
+    seeding = "by seed index (common random numbers)" if a.paired else "independently for each configuration"
     lines += [
         f"Every run is scored on the same {n_images:,} test images, so the comparisons above count only the variation "
         "between seeds: they do not include the test set's sampling error, how a difference could change on another "
@@ -131,8 +138,11 @@ def section(a, label: Callable) -> list[str]:
         return lines + ["No compared pair has test-set predictions for all of its runs.", ""]
     mcnemar = any(cells[-1] for cells in rows)  # the McNemar column only where some pair has one
     if not mcnemar and all(cells[4] == "n/a" for cells in rows):
-        return lines + [f"No compared pair has {testset_stats.MIN_RUNS} runs per configuration, so no interval is "
-                        "given; the stored predictions give one once seeds are added.", ""]
+        return lines + [
+            f"No compared pair has {testset_stats.MIN_RUNS} runs per configuration, so no interval is "
+            "given; the stored predictions give one once seeds are added.",
+            "",
+        ]
     rows = [cells if mcnemar else cells[:-1] for cells in rows]
     head = ["a", "b", "n (a, b)", "test acc. a - b (pp)", "95% CI, seeds only", "95% CI, seeds + test images"]
     head += ["McNemar p (only a vs only b)"] if mcnemar else []

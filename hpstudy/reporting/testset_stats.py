@@ -107,7 +107,7 @@ def paired_bootstrap(
         cols = np.arange(size)[:, None]
         total_a = right_a[seeds_a, cols].sum(axis=1)
         total_b = right_b[seeds_b, cols].sum(axis=1)
-        stats[start:start + size] = total_a / (n_a * n_images) - total_b / (n_b * n_images)
+        stats[start : start + size] = total_a / (n_a * n_images) - total_b / (n_b * n_images)
     tail = (1 - confidence) / 2
     low, high = np.quantile(stats, [tail, 1 - tail])
     estimate = int(a.sum()) / a.size - int(b.sum()) / b.size

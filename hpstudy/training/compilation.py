@@ -55,8 +55,17 @@ def _cpu_key() -> str:
     from hpstudy.environment import fingerprint
 
     env = fingerprint()
-    text = "|".join([env["backend"], env["device_kind"], env["cpu_model"], ",".join(env["isa"]),
-                     env["numerics"], env["xla_flags"], json.dumps(env["numerics_env"], sort_keys=True)])
+    text = "|".join(
+        [
+            env["backend"],
+            env["device_kind"],
+            env["cpu_model"],
+            ",".join(env["isa"]),
+            env["numerics"],
+            env["xla_flags"],
+            json.dumps(env["numerics_env"], sort_keys=True),
+        ]
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -71,8 +80,10 @@ def cache_base() -> Path | None:
             return None if value.lower() in _OFF else Path(value).expanduser()
         return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hpstudy" / "jax"
     except RuntimeError as exc:  # pathlib's "Could not determine home directory"
-        raise OutputError(f"{ENV_CACHE_DIR}={os.environ.get(ENV_CACHE_DIR)!r} cannot be expanded ({exc}); set it to "
-                          "a folder, or to 'off' to run without the compilation cache.") from exc
+        raise OutputError(
+            f"{ENV_CACHE_DIR}={os.environ.get(ENV_CACHE_DIR)!r} cannot be expanded ({exc}); set it to "
+            "a folder, or to 'off' to run without the compilation cache."
+        ) from exc
 
 
 def default_cache_dir() -> Path | None:

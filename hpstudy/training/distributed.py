@@ -19,8 +19,8 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 try:
     import cloudpickle
@@ -31,8 +31,8 @@ except ImportError as exc:  # pragma: no cover - the core install has no Dask
     raise EngineError('the Dask backend needs the optional extra: pip install "hpstudy[dask]"') from exc
 
 from hpstudy import store
-from hpstudy.training import numerics, parallel
 from hpstudy.errors import EngineError
+from hpstudy.training import numerics, parallel
 
 PLUGIN_NAME = "hpstudy-pin-to-one-core"
 # The dataset a worker holds (loaded once, reused by every task with the same loader) and how many times
@@ -56,9 +56,11 @@ def pin_worker(mode: str = numerics.DEFAULT_MODE) -> int:
             except (ProcessLookupError, PermissionError):
                 pass
     if not numerics.prepare_process(mode, core if parallel.CAN_PIN else None):
-        raise EngineError("JAX started in this Dask worker before it was pinned to one core with the numerics "
-                          f"settings of mode {mode!r}; start workers with --preload hpstudy.training.distributed (or let "
-                          "hpstudy register its plugin before any other task uses JAX).")
+        raise EngineError(
+            "JAX started in this Dask worker before it was pinned to one core with the numerics "
+            f"settings of mode {mode!r}; start workers with --preload hpstudy.training.distributed (or let "
+            "hpstudy register its plugin before any other task uses JAX)."
+        )
     from hpstudy.training.compilation import enable_persistent_cache
 
     enable_persistent_cache()
@@ -83,11 +85,15 @@ class PinToOneCore(distributed.WorkerPlugin):
 def _check_worker(worker) -> None:
     """Refuse to train on a worker that runs more than one thread or is not pinned: its bits would differ."""
     if worker.state.nthreads != 1:
-        raise EngineError(f"Dask worker {worker.address} runs {worker.state.nthreads} threads; hpstudy trains "
-                          "only on one-thread workers: start them with `dask worker --nthreads 1`.")
+        raise EngineError(
+            f"Dask worker {worker.address} runs {worker.state.nthreads} threads; hpstudy trains "
+            "only on one-thread workers: start them with `dask worker --nthreads 1`."
+        )
     if parallel.CAN_PIN and not parallel.pinned():
-        raise EngineError(f"Dask worker {worker.address} is not pinned to one core; start it with "
-                          "--preload hpstudy.training.distributed, or run through hpstudy (which registers the plugin).")
+        raise EngineError(
+            f"Dask worker {worker.address} is not pinned to one core; start it with "
+            "--preload hpstudy.training.distributed, or run through hpstudy (which registers the plugin)."
+        )
 
 
 def _device_data(load_data: Callable, key: str):
@@ -102,18 +108,28 @@ def _device_data(load_data: Callable, key: str):
     return _data["dataset"], _data["device"]
 
 
-def train_part(part_id: int, specs: list, load_data: Callable, data_key: str, study: str, study_sha256: str,
-               queue_name: str, mode: str = numerics.DEFAULT_MODE) -> int:
+def train_part(
+    part_id: int,
+    specs: list,
+    load_data: Callable,
+    data_key: str,
+    study: str,
+    study_sha256: str,
+    queue_name: str,
+    mode: str = numerics.DEFAULT_MODE,
+) -> int:
     """A Dask task: train one part on this worker, sending each batch of finished runs, as store records,
     to the client's queue. Returns how many runs it trained."""
-    from hpstudy.training import engine
     from hpstudy.environment import fingerprint
+    from hpstudy.training import engine
 
     worker = distributed.get_worker()
     _check_worker(worker)
     if numerics.applied_mode() != mode:
-        raise EngineError(f"Dask worker {worker.address} runs in numerics mode {numerics.applied_mode()!r}, not "
-                          f"{mode!r}; restart the workers (a worker's mode is set before JAX starts).")
+        raise EngineError(
+            f"Dask worker {worker.address} runs in numerics mode {numerics.applied_mode()!r}, not "
+            f"{mode!r}; restart the workers (a worker's mode is set before JAX starts)."
+        )
     dataset, device = _device_data(load_data, data_key)
     env = fingerprint(mode)
     queue = distributed.Queue(queue_name, client=worker.client)
@@ -129,15 +145,17 @@ def train_part(part_id: int, specs: list, load_data: Callable, data_key: str, st
 # ---- client side -------------------------------------------------------------------------------------
 
 
-def connect(scheduler: "str | distributed.Client", timeout: str = "30s") -> tuple["distributed.Client", bool]:
+def connect(scheduler: str | distributed.Client, timeout: str = "30s") -> tuple[distributed.Client, bool]:
     """A client for a scheduler address (and whether we opened it), or the client given."""
     if isinstance(scheduler, distributed.Client):
         return scheduler, False
     try:
         return distributed.Client(scheduler, timeout=timeout), True
     except (OSError, TimeoutError, ValueError, TypeError) as exc:  # ValueError, TypeError: not an address
-        raise EngineError(f"cannot reach the Dask scheduler at {scheduler!r} ({exc}); start it with "
-                          "`dask scheduler` and pass the address it prints (tcp://HOST:8786).") from exc
+        raise EngineError(
+            f"cannot reach the Dask scheduler at {scheduler!r} ({exc}); start it with "
+            "`dask scheduler` and pass the address it prints (tcp://HOST:8786)."
+        ) from exc
 
 
 def execute_on_dask(
@@ -145,7 +163,7 @@ def execute_on_dask(
     study,
     load_data: Callable,
     directory: Path,
-    scheduler: "str | distributed.Client",
+    scheduler: str | distributed.Client,
     on_stored: Callable[[str, list[dict]], None] = lambda worker, records: None,
     mode: str = numerics.DEFAULT_MODE,
     check_environment: Callable[[str], None] | None = None,
@@ -167,8 +185,9 @@ def execute_on_dask(
         data_key = hashlib.sha256(cloudpickle.dumps(load_data)).hexdigest()
         queue = distributed.Queue(f"hpstudy-{uuid.uuid4().hex}", client=client)
         futures = [
-            client.submit(train_part, i, part, load_data, data_key, study.name, study.sha256, queue.name, mode,
-                          pure=False)
+            client.submit(
+                train_part, i, part, load_data, data_key, study.name, study.sha256, queue.name, mode, pure=False
+            )
             for i, part in enumerate(parts)
         ]
         return _collect(queue, futures, directory, on_stored, check_environment or (lambda env: None))
@@ -202,9 +221,11 @@ def _collect(queue, futures, directory: Path, on_stored, check_environment) -> i
             if digest is None:
                 new.append(record)
             elif digest != record["param_sha256"]:
-                raise EngineError(f"run {record['run_id']} was trained twice (its worker was lost) and gave "
-                                  f"different bits: {digest} then {record['param_sha256']}; the workers' "
-                                  "environments differ (compare their fingerprints).")
+                raise EngineError(
+                    f"run {record['run_id']} was trained twice (its worker was lost) and gave "
+                    f"different bits: {digest} then {record['param_sha256']}; the workers' "
+                    "environments differ (compare their fingerprints)."
+                )
             else:
                 recomputed += 1
         for env in {r["environment"] for r in new} - environments:
@@ -222,6 +243,11 @@ def slurm_cluster(memory: str = "4GB", walltime: str = "04:00:00", **kwargs):
     from dask_jobqueue import SLURMCluster
 
     return SLURMCluster(
-        cores=1, processes=1, job_cpu=1, memory=memory, walltime=walltime,
-        worker_extra_args=["--preload", "hpstudy.training.distributed"], **kwargs,
+        cores=1,
+        processes=1,
+        job_cpu=1,
+        memory=memory,
+        walltime=walltime,
+        worker_extra_args=["--preload", "hpstudy.training.distributed"],
+        **kwargs,
     )

@@ -17,21 +17,22 @@ import functools
 import hashlib
 import math
 import time
-from typing import Callable, Iterable, NamedTuple, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hpstudy.training.compilation import use_unrolled_threefry
-from hpstudy.config import EarlyStopping, RunConfig, key_digest
 from hpstudy import preprocessing
+from hpstudy.config import EarlyStopping, RunConfig, key_digest
 from hpstudy.data import Dataset, shape_of
+from hpstudy.runs import HISTORY_FIELDS, RunResult, RunSpec  # noqa: F401 - RunSpec: part of this module's API
+from hpstudy.training.compilation import use_unrolled_threefry
 from hpstudy.training.model import FAN_MODE, MLP, dropout_mask, float_dtype, l2_penalty, per_example_loss
 from hpstudy.training.optimizers import optimizer_for
 from hpstudy.training.schedules import at_epoch
-from hpstudy.runs import HISTORY_FIELDS, RunResult, RunSpec  # noqa: F401 - RunSpec: part of this module's API
 
 # Every program this module compiles lowers Threefry without loops on CPU: the same bits, faster (see
 # hpstudy/training/compilation.py).
@@ -97,9 +98,15 @@ assert EpochMetrics._fields == HISTORY_FIELDS, "the store's history columns foll
 def model_of(config: RunConfig) -> MLP:
     """The Flax module a configuration describes (as many outputs as its dataset has classes)."""
     return MLP(
-        hidden=tuple(config.hidden), activation=config.activation, init_scheme=config.init, flavour=config.flavour,
-        negative_slope=config.negative_slope, input_dropout=config.input_dropout,
-        layer_dropout=config.layer_dropout, batch_norm=config.batch_norm, n_out=shape_of(config.dataset).classes,
+        hidden=tuple(config.hidden),
+        activation=config.activation,
+        init_scheme=config.init,
+        flavour=config.flavour,
+        negative_slope=config.negative_slope,
+        input_dropout=config.input_dropout,
+        layer_dropout=config.layer_dropout,
+        batch_norm=config.batch_norm,
+        n_out=shape_of(config.dataset).classes,
     )
 
 
@@ -141,8 +148,13 @@ def mask_padded_units(config: RunConfig, params: dict, units: jax.Array) -> dict
 def real_params(params: dict, hidden: Sequence[int]) -> dict:
     """The real network inside a padded run's parameters (the masked units cut away)."""
     widths = (params["Dense_0"]["kernel"].shape[0], *hidden, params[f"Dense_{len(hidden)}"]["kernel"].shape[1])
-    return {f"Dense_{k}": {"kernel": params[f"Dense_{k}"]["kernel"][: widths[k], : widths[k + 1]],
-                           "bias": params[f"Dense_{k}"]["bias"][: widths[k + 1]]} for k in range(len(hidden) + 1)}
+    return {
+        f"Dense_{k}": {
+            "kernel": params[f"Dense_{k}"]["kernel"][: widths[k], : widths[k + 1]],
+            "bias": params[f"Dense_{k}"]["bias"][: widths[k + 1]],
+        }
+        for k in range(len(hidden) + 1)
+    }
 
 
 def init_run(config: RunConfig, key: jax.Array, hp: Hyper) -> RunState:
@@ -183,8 +195,15 @@ def forward_train(config: RunConfig, params, x, mask, rate, key, dropout: bool, 
         out = model.apply({"params": params}, x, rate, train=dropout, masks=masks, rngs={"dropout": key})
         return out, None
     out, updated = model.apply(
-        {"params": params, "batch_stats": batch_stats}, x, rate, train=True, masks=masks, example_mask=mask,
-        use_dropout=dropout, rngs={"dropout": key}, mutable=["batch_stats"],
+        {"params": params, "batch_stats": batch_stats},
+        x,
+        rate,
+        train=True,
+        masks=masks,
+        example_mask=mask,
+        use_dropout=dropout,
+        rngs={"dropout": key},
+        mutable=["batch_stats"],
     )
     return out, updated["batch_stats"]
 
@@ -333,8 +352,13 @@ def train_epoch(
     val_acc = val_acc.astype(dtype)
     trained = idx.size if config.drop_last else n  # the examples this epoch's steps saw
     metrics = EpochMetrics(loss_sum / trained, correct_sum / trained, val_loss, val_acc)
-    new = state._replace(params=params, opt_state=opt_state, epochs_run=state.epochs_run + 1, val=(val_loss, val_acc),
-                         batch_stats=batch_stats)
+    new = state._replace(
+        params=params,
+        opt_state=opt_state,
+        epochs_run=state.epochs_run + 1,
+        val=(val_loss, val_acc),
+        batch_stats=batch_stats,
+    )
     es = config.early_stopping
     if es is not None:
         improved, best, wait, stop = early_stopping_update(es, state, metrics, epoch)
@@ -408,7 +432,9 @@ def chunk_width(config: RunConfig, platform: str = "cpu") -> int:
     shape = shape_of(config.dataset)
     sizes = (shape.inputs, *config.hidden, shape.classes)
     work = config.batch_size * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-    target, low, high = (CHUNK_WORK, CHUNK_MIN, CHUNK_MAX) if platform == "cpu" else (GPU_CHUNK_WORK, GPU_CHUNK_MIN, GPU_CHUNK_MAX)
+    target, low, high = (
+        (CHUNK_WORK, CHUNK_MIN, CHUNK_MAX) if platform == "cpu" else (GPU_CHUNK_WORK, GPU_CHUNK_MIN, GPU_CHUNK_MAX)
+    )
     width = 2 ** int(math.floor(math.log2(max(1.0, target / work))))
     return int(min(high, max(low, width)))
 
@@ -458,7 +484,9 @@ class ChunkProgram:
     metrics (see `finalize`).
     """
 
-    def __init__(self, static: RunConfig, width: int, data: DeviceData, dropout: bool = True, val_is_test: bool = False):
+    def __init__(
+        self, static: RunConfig, width: int, data: DeviceData, dropout: bool = True, val_is_test: bool = False
+    ):
         self.width = width
         self.dropout = dropout
         self.val_is_test = val_is_test
@@ -618,8 +646,10 @@ def check_shape(config: RunConfig, data: DeviceData) -> None:
     """Refuse data whose images or labels do not fit the network the configuration's dataset sizes."""
     shape = shape_of(config.dataset)
     if data.x_train.shape[1] != shape.inputs or data.x_test.shape[1] != shape.inputs:
-        raise ValueError(f"runs of dataset {config.dataset} take {shape.inputs} inputs per image, but the data given "
-                         f"has {data.x_train.shape[1]}: it is not the dataset the runs name.")
+        raise ValueError(
+            f"runs of dataset {config.dataset} take {shape.inputs} inputs per image, but the data given "
+            f"has {data.x_train.shape[1]}: it is not the dataset the runs name."
+        )
 
 
 def compile_groups(specs: Iterable[RunSpec]) -> dict[RunConfig, list[RunSpec]]:

@@ -8,7 +8,7 @@ NNX's mutable objects would have to be split back into pytrees at every vmap bou
 from __future__ import annotations
 
 import functools
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -45,7 +45,9 @@ def activation_fn(name: str, flavour: str = "keras", negative_slope: float | Non
     if name == LEAKY_RELU:
         slope = negative_slope if negative_slope is not None else getattr(module, "LEAKY_RELU_SLOPE", None)
         if slope is None:
-            raise ValueError(f"activation 'leaky_relu' with flavour {flavour!r} needs negative_slope (no library default).")
+            raise ValueError(
+                f"activation 'leaky_relu' with flavour {flavour!r} needs negative_slope (no library default)."
+            )
         return functools.partial(jax.nn.leaky_relu, negative_slope=slope)
     overrides = getattr(module, "ACTIVATIONS", {})
     return overrides.get(name, ACTIVATION_FNS[name])
@@ -76,8 +78,13 @@ VARIANCE_SCALING = {
 assert set(INITS) == {"keras", "sklearn", "nielsen", "pytorch", *VARIANCE_SCALING, "orthogonal"}
 # How each scheme's spread depends on the layer's fans (the padded-width rescaling in engine.py needs it):
 # "avg": sqrt(1 / (fan_in + fan_out)), "in": sqrt(1 / fan_in), None: not at all (Nielsen's N(0, 1)).
-FAN_MODE = {"keras": "avg", "sklearn": "avg", "nielsen": None, "pytorch": "in",
-            **{name: "avg" if mode == "fan_avg" else "in" for name, (_, mode, _) in VARIANCE_SCALING.items()}}
+FAN_MODE = {
+    "keras": "avg",
+    "sklearn": "avg",
+    "nielsen": None,
+    "pytorch": "in",
+    **{name: "avg" if mode == "fan_avg" else "in" for name, (_, mode, _) in VARIANCE_SCALING.items()},
+}
 
 
 def initializers(scheme: str, fan_in: int, fan_out: int, activation: str) -> tuple[Callable, Callable]:
@@ -155,8 +162,13 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: jax.Array, rate: jax.Array | float = 0.0, train: bool = False, masks: tuple | None = None,
-        example_mask: jax.Array | None = None, use_dropout: bool | None = None,
+        self,
+        x: jax.Array,
+        rate: jax.Array | float = 0.0,
+        train: bool = False,
+        masks: tuple | None = None,
+        example_mask: jax.Array | None = None,
+        use_dropout: bool | None = None,
     ) -> jax.Array:
         """train: training mode (dropout layers and batch statistics). use_dropout=False leaves the dropout
         layers out in training mode (a program for runs without dropout; default: train). masks: the

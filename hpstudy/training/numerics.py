@@ -113,8 +113,11 @@ def settings_in_effect(mode: str) -> bool:
     current = [f for f in os.environ.get("XLA_FLAGS", "").split() if _flag_name(f) in ours]
     flags, env = settings(mode)
     others = {key for m in MODES if m != mode for key in settings(m)[1]} - set(env)
-    return (sorted(current) == sorted(flags) and all(os.environ.get(k) == v for k, v in env.items())
-            and not any(k in os.environ for k in others))
+    return (
+        sorted(current) == sorted(flags)
+        and all(os.environ.get(k) == v for k, v in env.items())
+        and not any(k in os.environ for k in others)
+    )
 
 
 def backend_started() -> bool:

@@ -12,11 +12,11 @@ Keras' Adam (epsilon added outside the bias correction) and scikit-learn's SGD m
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import functools
 import inspect
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -175,7 +175,9 @@ def check_arguments(what: str, name: str, signature: inspect.Signature, args: di
             near = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean {near[0]!r}?" if near else ""
             return f"{what} {name!r} takes no argument {key!r}{hint}; its arguments are: {', '.join(known) or 'none'}"
-    missing = [k for k, p in params.items() if p.default is p.empty and p.kind is not p.VAR_POSITIONAL and k not in args]
+    missing = [
+        k for k, p in params.items() if p.default is p.empty and p.kind is not p.VAR_POSITIONAL and k not in args
+    ]
     if missing:
         return f"{what} {name!r} needs the argument(s) {', '.join(missing)}"
     return None
@@ -184,7 +186,11 @@ def check_arguments(what: str, name: str, signature: inspect.Signature, args: di
 def optimizer_error(name: str, args: dict) -> str | None:
     """Why the optimizer name and its keyword arguments are invalid, or None when they are valid."""
     if name in LEGACY_OPTIMIZERS:
-        return f"optimizer {name!r} takes no optimizer_args (its arguments are learning_rate and momentum)" if args else None
+        return (
+            f"optimizer {name!r} takes no optimizer_args (its arguments are learning_rate and momentum)"
+            if args
+            else None
+        )
     try:
         factory = optimizer_factory(name)
     except KeyError:
@@ -202,8 +208,12 @@ def optimizer_error(name: str, args: dict) -> str | None:
 def is_plain(config) -> bool:
     """Whether a configuration uses one of the first five optimizers with nothing added (their original program)."""
     return (
-        config.optimizer in LEGACY_OPTIMIZERS and not config.optimizer_args and config.schedule == CONSTANT
-        and config.max_norm is None and config.clip_grad_norm is None and config.clip_grad_value is None
+        config.optimizer in LEGACY_OPTIMIZERS
+        and not config.optimizer_args
+        and config.schedule == CONSTANT
+        and config.max_norm is None
+        and config.clip_grad_norm is None
+        and config.clip_grad_value is None
     )
 
 
@@ -255,6 +265,14 @@ def build_error(config) -> str | None:
     Checked once per distinct optimizer setting (the model, data and learning rate do not enter)."""
     if is_plain(config):
         return None
-    fields = ("optimizer", "optimizer_args", "momentum", "schedule", "schedule_args", "max_norm", "clip_grad_norm",
-              "clip_grad_value")
+    fields = (
+        "optimizer",
+        "optimizer_args",
+        "momentum",
+        "schedule",
+        "schedule_args",
+        "max_norm",
+        "clip_grad_norm",
+        "clip_grad_value",
+    )
     return _build_error(type(config)(**{f: getattr(config, f) for f in fields}))

@@ -22,13 +22,20 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import Callable, Sequence
 
 from hpstudy.errors import EngineError
+
 # Pinning lives with the other settings a training process needs before JAX starts (hpstudy/training/numerics.py).
 from hpstudy.training.numerics import (  # noqa: F401 - pin_one_core, pinned, backend_started: part of this module's API
-    CAN_PIN, DEFAULT_MODE, backend_started, pin_one_core, pinned, prepare_process, usable_cores,
+    CAN_PIN,
+    DEFAULT_MODE,
+    backend_started,
+    pin_one_core,
+    pinned,
+    prepare_process,
+    usable_cores,
 )
 
 
@@ -139,7 +146,9 @@ class WorkerPool:
         self.workers = workers
         self.n_train = len(dataset.train.labels)
         self.pool = ProcessPoolExecutor(
-            workers, mp_context=ctx, initializer=_init_worker,
+            workers,
+            mp_context=ctx,
+            initializer=_init_worker,
             initargs=(core_queue, self.results, dataset, cache, os.getpid(), numerics),
         )
 
@@ -155,7 +164,7 @@ class WorkerPool:
             except queue.Empty:
                 for future in futures:  # a worker that died (killed, out of memory) never says so itself
                     if future.done() and future.exception() is not None:
-                        raise EngineError(f"a worker process died: {future.exception()!r}")
+                        raise EngineError(f"a worker process died: {future.exception()!r}") from None
                 continue
             if kind == "results":
                 on_results(payload)
@@ -174,7 +183,7 @@ class WorkerPool:
             for process in processes:
                 process.terminate()
 
-    def __enter__(self) -> "WorkerPool":
+    def __enter__(self) -> WorkerPool:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -182,7 +191,11 @@ class WorkerPool:
 
 
 def execute_parallel(
-    specs: Sequence, dataset, on_results: Callable[[list], None], workers: int, cache: bool = True,
+    specs: Sequence,
+    dataset,
+    on_results: Callable[[list], None],
+    workers: int,
+    cache: bool = True,
     numerics: str = DEFAULT_MODE,
 ) -> None:
     """Train `specs` in up to `workers` single-core processes (no more than there are parts to train)."""

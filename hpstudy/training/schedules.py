@@ -18,7 +18,8 @@ The engine tells it the epoch (and the training-set size, which scikit-learn's s
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

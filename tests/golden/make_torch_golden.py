@@ -27,9 +27,17 @@ N_IN, HIDDEN, N_OUT = 12, (8, 6), 10
 BATCH, N_EXAMPLES = 5, 17  # three full batches and one of 2
 LR = 0.125
 ACTIVATIONS = {
-    "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "elu": nn.ELU, "selu": nn.SELU, "gelu": nn.GELU,
-    "gelu_tanh": lambda: nn.GELU(approximate="tanh"), "softplus": nn.Softplus, "leaky_relu": nn.LeakyReLU,
-    "silu": nn.SiLU, "identity": nn.Identity,
+    "relu": nn.ReLU,
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+    "selu": nn.SELU,
+    "gelu": nn.GELU,
+    "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
+    "softplus": nn.Softplus,
+    "leaky_relu": nn.LeakyReLU,
+    "silu": nn.SiLU,
+    "identity": nn.Identity,
 }
 
 
@@ -107,9 +115,9 @@ def train_case(case: dict, index: int, arrays: dict) -> None:
         loss_fn = nn.CrossEntropyLoss(label_smoothing=case["label_smoothing"])
     opt = torch.optim.SGD(model.parameters(), lr=LR)
     model.train()
-    for step, start in enumerate(range(0, N_EXAMPLES, BATCH)):
-        xb = torch.from_numpy(x[start:start + BATCH])
-        yb = torch.from_numpy(y[start:start + BATCH])
+    for start in range(0, N_EXAMPLES, BATCH):
+        xb = torch.from_numpy(x[start : start + BATCH])
+        yb = torch.from_numpy(y[start : start + BATCH])
         target = nn.functional.one_hot(yb, N_OUT).double() if case["loss"] == "mse" else yb
         opt.zero_grad()
         loss_fn(model(xb), target).backward()
@@ -147,7 +155,8 @@ def initialiser_draws(arrays: dict) -> None:
     arrays["init/linear_bias"] = lin.bias.detach().numpy().astype(np.float32)
     w = torch.empty(INIT_FAN_OUT, INIT_FAN_IN)  # torch's (fan_out, fan_in) weight layout
     for name, fn in (
-        ("xavier_normal", nn.init.xavier_normal_), ("xavier_uniform", nn.init.xavier_uniform_),
+        ("xavier_normal", nn.init.xavier_normal_),
+        ("xavier_uniform", nn.init.xavier_uniform_),
         ("kaiming_normal", lambda t: nn.init.kaiming_normal_(t, nonlinearity="relu")),
         ("kaiming_uniform", lambda t: nn.init.kaiming_uniform_(t, nonlinearity="relu")),
         ("orthogonal", nn.init.orthogonal_),
@@ -164,8 +173,12 @@ def dataloader_batches() -> dict:
             loader = torch.utils.data.DataLoader(list(range(n)), batch_size=b, shuffle=True, drop_last=drop_last)
             sizes = [len(batch) for batch in loader]
             seen = {int(i) for batch in loader for i in batch}
-            out[f"{n},{b},{drop_last}"] = {"batches": len(sizes), "last": sizes[-1] if sizes else 0,
-                                           "sizes": sorted(set(sizes)), "distinct": len(seen)}
+            out[f"{n},{b},{drop_last}"] = {
+                "batches": len(sizes),
+                "last": sizes[-1] if sizes else 0,
+                "sizes": sorted(set(sizes)),
+                "distinct": len(seen),
+            }
     return out
 
 
@@ -178,13 +191,23 @@ def main() -> None:
     initialiser_draws(arrays)
     np.savez_compressed(HERE / "torch_golden.npz", **arrays)
     meta = {
-        "torch": torch.__version__, "lr": LR, "batch": BATCH, "n_in": N_IN, "hidden": list(HIDDEN), "n_out": N_OUT,
-        "steps": math.ceil(N_EXAMPLES / BATCH), "cases": cases, "dataloader": dataloader_batches(),
+        "torch": torch.__version__,
+        "lr": LR,
+        "batch": BATCH,
+        "n_in": N_IN,
+        "hidden": list(HIDDEN),
+        "n_out": N_OUT,
+        "steps": math.ceil(N_EXAMPLES / BATCH),
+        "cases": cases,
+        "dataloader": dataloader_batches(),
         "init": {"fan_in": INIT_FAN_IN, "fan_out": INIT_FAN_OUT},
         "defaults": {
-            "leaky_relu_slope": nn.LeakyReLU().negative_slope, "softplus_threshold": nn.Softplus().threshold,
-            "gelu_approximate": nn.GELU().approximate, "batchnorm_momentum": nn.BatchNorm1d(1).momentum,
-            "batchnorm_eps": nn.BatchNorm1d(1).eps, "cross_entropy_reduction": nn.CrossEntropyLoss().reduction,
+            "leaky_relu_slope": nn.LeakyReLU().negative_slope,
+            "softplus_threshold": nn.Softplus().threshold,
+            "gelu_approximate": nn.GELU().approximate,
+            "batchnorm_momentum": nn.BatchNorm1d(1).momentum,
+            "batchnorm_eps": nn.BatchNorm1d(1).eps,
+            "cross_entropy_reduction": nn.CrossEntropyLoss().reduction,
             "elu_alpha": nn.ELU().alpha,
         },
     }

@@ -27,12 +27,21 @@ from optim_fidelity import EPOCHS, batches, float_inputs, sample, uniform_layers
 from torch_optim_cases import CASES  # noqa: E402
 
 OUT = HERE / "torch_optim"
-OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
-              "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad, "adadelta": torch.optim.Adadelta}
-SCHEDULERS = {"step_lr": torch.optim.lr_scheduler.StepLR, "multistep_lr": torch.optim.lr_scheduler.MultiStepLR,
-              "exponential_lr": torch.optim.lr_scheduler.ExponentialLR,
-              "cosine_annealing_lr": torch.optim.lr_scheduler.CosineAnnealingLR,
-              "linear_lr": torch.optim.lr_scheduler.LinearLR}
+OPTIMIZERS = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "rmsprop": torch.optim.RMSprop,
+    "adagrad": torch.optim.Adagrad,
+    "adadelta": torch.optim.Adadelta,
+}
+SCHEDULERS = {
+    "step_lr": torch.optim.lr_scheduler.StepLR,
+    "multistep_lr": torch.optim.lr_scheduler.MultiStepLR,
+    "exponential_lr": torch.optim.lr_scheduler.ExponentialLR,
+    "cosine_annealing_lr": torch.optim.lr_scheduler.CosineAnnealingLR,
+    "linear_lr": torch.optim.lr_scheduler.LinearLR,
+}
 
 
 def run_torch(case: dict) -> np.ndarray:
@@ -48,8 +57,9 @@ def run_torch(case: dict) -> np.ndarray:
     for i, lin in enumerate(linears):
         modules += [lin] + ([torch.nn.ReLU()] if i < len(linears) - 1 else [])
     model = torch.nn.Sequential(*modules)
-    opt = OPTIMIZERS[case["optimizer"].split(":")[1]](model.parameters(), lr=case["lr"], foreach=False,
-                                                      **case.get("torch_args", case.get("args", {})))
+    opt = OPTIMIZERS[case["optimizer"].split(":")[1]](
+        model.parameters(), lr=case["lr"], foreach=False, **case.get("torch_args", case.get("args", {}))
+    )
     scheduler, per_step = None, False
     if "schedule" in case:
         args = dict(case["schedule_args"])
