@@ -135,7 +135,7 @@ l2 = [0.0001, 0.001]
 # flavour "nielsen": network.py (N(0, 1) weights and biases, sigmoid output with the quadratic cost, plain SGD).
 [model]
 flavour = "nielsen"
-hidden = [30]                   # network.py's Network([784, 30, 10])
+hidden = [30]                   # network.py's Network([inputs, 30, classes])
 activation = "sigmoid"
 
 [training]

@@ -1189,11 +1189,7 @@ class StudyContrast:
 
 def training_images(study: Study) -> int:
     """How many images a run trains on (the training set less a holdout)."""
-    validation = str(study.validation)
-    return TRAIN_IMAGES - (int(validation.partition(":")[2]) if validation.startswith("holdout:") else 0)
-
-
-TRAIN_IMAGES = 60_000
+    return study.data_shape.fit_images(str(study.validation))
 
 
 def _validation_text(study: Study) -> str:
