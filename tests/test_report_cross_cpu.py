@@ -13,7 +13,7 @@ from pathlib import Path
 from hpstudy import store
 from hpstudy.reporting.build import synthetic_records
 from hpstudy.study import load_study
-from tests.test_cross_cpu import EMULATED_CPU, qemu
+from tests.test_cross_cpu import EMULATED_CPU, full_cross_cpu, qemu
 
 ROOT = Path(__file__).resolve().parent.parent
 # A grid (forest plot, dot plot, factorial effects) and a sweep with a split learning-rate axis,
@@ -26,6 +26,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 def test_report_bytes_are_the_same_on_an_emulated_avx2_cpu(tmp_path):
+    full_cross_cpu()
     emulator = qemu()
     results = tmp_path / "results"
     for name in STUDIES:
