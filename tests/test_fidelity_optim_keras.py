@@ -43,8 +43,11 @@ LR = 2.0**-7  # exactly representable, so Keras' learning-rate variable holds th
 def run_keras(initial: list, optimizer, kernel_regularizer=None, kernel_constraint=None) -> list[list]:
     """Keras in float64 from `initial`: the layers after each epoch of `batches()` (train_on_batch per batch)."""
     with jax.enable_x64(True):
-        previous = keras.config.floatx()
+        # floatx and the global dtype policy both: a policy set earlier in the process (another test file
+        # restores the one it found) would otherwise keep the layers in float32
+        previous, policy = keras.config.floatx(), keras.config.dtype_policy()
         keras.config.set_floatx("float64")
+        keras.config.set_dtype_policy("float64")
         try:
             dense = dict(kernel_regularizer=kernel_regularizer, kernel_constraint=kernel_constraint)
             model = keras.Sequential(
@@ -63,6 +66,7 @@ def run_keras(initial: list, optimizer, kernel_regularizer=None, kernel_constrai
                 after.append([(weights[i], weights[i + 1]) for i in range(0, len(weights), 2)])
         finally:
             keras.config.set_floatx(previous)
+            keras.config.set_dtype_policy(policy)
     return after
 
 
