@@ -521,6 +521,9 @@ def _check_training(chk: _Checker, cfg: RunConfig, where: str) -> None:
         raise chk.fail(
             f"{where}schedule_args", dict(cfg.schedule_args), f"arguments that {cfg.schedule!r} takes ({error})"
         )
+    error = schedules.config_error(cfg)
+    if error:
+        raise chk.fail(f"{where}schedule", cfg.schedule, error)
     error = optimizers.build_error(cfg)
     if error:
         raise chk.fail(f"{where}optimizer", cfg.optimizer, f"an optimizer that builds with these settings ({error})")

@@ -109,6 +109,24 @@ def test_library_optimizers_and_their_arguments_are_factors(tmp_path):
             "design.factors.clip_grad_norm[1] = -1.0 is invalid; expected a number > 0",
         ),
         ('optimizer = "optax:sgd"\noptimizer_args = { momentum = [0.9, "x"] }', "", "a list of numbers"),
+        (
+            'schedule = "sklearn:adaptive"',
+            "",
+            "training.schedule = 'sklearn:adaptive' is invalid; expected 'sklearn:adaptive' acts where "
+            "scikit-learn's no-improvement rule would stop, so it needs early_stopping with rule = 'sklearn'",
+        ),
+        (
+            'schedule = "sklearn:adaptive"\nearly_stopping = { monitor = "val_loss", patience = 2 }',
+            "",
+            "found early_stopping.rule = 'keras'",
+        ),
+        (
+            'schedule = "sklearn:adaptive"\noptimizer = "sklearn:adam"\n'
+            'early_stopping = { monitor = "train_loss", min_delta = 1e-4, patience = 10, rule = "sklearn" }',
+            "",
+            "with optimizer 'sklearn:sgd' (MLPClassifier ignores learning_rate with solver='adam')",
+        ),
+        ('schedule = "sklearn:adaptive"\nschedule_args = { tol = 0.1 }', "", "takes no argument 'tol'"),
     ],
 )
 def test_bad_settings_are_named_clearly(tmp_path, training, factors, expected):
@@ -186,3 +204,13 @@ def test_keras_adam_is_adam_keras_in_float32():
     ours = _steps(optimizer_for(RunConfig(optimizer="keras:adam"), jnp.float32(0.001)), params, grads, n=20)
     theirs = _steps(optimizer_for(RunConfig(optimizer="adam_keras"), jnp.float32(0.001)), params, grads, n=20)
     np.testing.assert_array_equal(ours["w"], theirs["w"])
+
+
+def test_sklearn_adaptive_takes_the_flavour_stopping_rule(tmp_path):
+    """With flavour 'sklearn' the adaptive rate divides where MLPClassifier's default rule (tol 1e-4,
+    n_iter_no_change 10 on the training loss) would stop; the schedule takes no arguments of its own."""
+    s = study(tmp_path, 'schedule = "sklearn:adaptive"', 'flavour = ["sklearn"]\nlearning_rate = [0.1, 0.01]')
+    cfg = s.trials[0].config
+    assert (cfg.schedule, cfg.schedule_args, cfg.early_stopping.rule) == ("sklearn:adaptive", (), "sklearn")
+    assert (cfg.early_stopping.min_delta, cfg.early_stopping.patience) == (1e-4, 10)
+    assert len({t.config.group_id() for t in s.trials}) == 1  # the rate stays traced: one compile group

@@ -77,4 +77,32 @@ def invscaling(power_t=0.5):
     return schedule
 
 
-SCHEDULES = {"invscaling": invscaling}
+# learning_rate='adaptive' (solver='sgd', SGDOptimizer.trigger_stopping): where the no-improvement rule
+# (the `rule = "sklearn"` early stopping: training loss against tol, or the validation score with
+# early_stopping=True) would stop, the current rate is divided by 5 and the count restarts at 0; only once the
+# rate is already <= 1e-6 does training stop.
+ADAPTIVE_DIVISOR = 5.0
+ADAPTIVE_MIN_LR = 1e-6
+
+
+def adaptive():
+    """learning_rate='adaptive': the rate stays the current one (learning_rate_init until the first
+    division); `adaptive_epoch_end` divides it after an epoch whose no-improvement count exceeded
+    n_iter_no_change."""
+
+    def schedule(lr, step, epoch, n_train):
+        return lr
+
+    return schedule
+
+
+def adaptive_epoch_end(lr: jax.Array, triggered: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(the rate for the next epoch, stop) after an epoch whose no-improvement count exceeded n_iter_no_change
+    (`triggered`): stop if the rate is <= 1e-6, otherwise lr / 5 (trigger_stopping's `learning_rate /= 5.0`)."""
+    stop = triggered & (lr <= ADAPTIVE_MIN_LR)
+    return jnp.where(triggered & ~stop, lr / ADAPTIVE_DIVISOR, lr), stop
+
+
+SCHEDULES = {"invscaling": invscaling, "adaptive": adaptive}
+# Schedules that act at the end of an epoch on the early-stopping rule's verdict (hpstudy/training/schedules.py).
+EPOCH_END = {"adaptive": adaptive_epoch_end}

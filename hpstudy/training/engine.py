@@ -32,7 +32,7 @@ from hpstudy.runs import HISTORY_FIELDS, RunResult, RunSpec  # noqa: F401 - RunS
 from hpstudy.training.compilation import use_unrolled_threefry
 from hpstudy.training.model import FAN_MODE, MLP, dropout_mask, float_dtype, l2_penalty, per_example_loss
 from hpstudy.training.optimizers import optimizer_for
-from hpstudy.training.schedules import at_epoch
+from hpstudy.training.schedules import at_epoch, at_epoch_end, epoch_end_rule
 
 # Every program this module compiles lowers Threefry without loops on CPU: the same bits, faster (see
 # hpstudy/training/compilation.py).
@@ -360,8 +360,15 @@ def train_epoch(
         batch_stats=batch_stats,
     )
     es = config.early_stopping
+    if es is None and epoch_end_rule(config.schedule) is not None:
+        raise ValueError(
+            f"schedule {config.schedule!r} needs early_stopping with rule 'sklearn' (its no-improvement rule)"
+        )
     if es is not None:
         improved, best, wait, stop = early_stopping_update(es, state, metrics, epoch)
+        if epoch_end_rule(config.schedule) is not None:  # sklearn:adaptive: divide the rate instead of stopping
+            opt_state, wait, stop = at_epoch_end(config.schedule, opt_state, wait, stop)
+            new = new._replace(opt_state=opt_state)
         new = new._replace(best=best, wait=wait, stopped=stop, best_epoch=jnp.where(improved, epoch, state.best_epoch))
         if es.restore_best_weights:
             new = new._replace(

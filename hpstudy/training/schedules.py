@@ -12,7 +12,9 @@ initial_learning_rate, torch's optimizer lr), so it stays a traced per-run value
 `scheduled` wraps the optimizer: its state carries the base learning rate, the step count and the epoch,
 and before every update it writes the schedule's learning rate into the inner inject_hyperparams state.
 The engine tells it the epoch (and the training-set size, which scikit-learn's schedule counts in) with
-`at_epoch` at the start of every epoch.
+`at_epoch` at the start of every epoch. "sklearn:adaptive" also acts at the end of an epoch: where the
+run's `rule = "sklearn"` early stopping would stop, `at_epoch_end` divides the base learning rate in the
+state by 5 instead (and lets the run stop only once it is <= 1e-6), all on traced per-run values.
 """
 
 from __future__ import annotations
@@ -104,6 +106,25 @@ def at_epoch(opt_state: Any, epoch: jax.Array, n_train: int) -> Any:
     return opt_state._replace(epoch=jnp.asarray(epoch, jnp.int32), n_train=jnp.asarray(n_train, jnp.int32))
 
 
+def epoch_end_rule(name: str) -> Callable | None:
+    """The end-of-epoch rule of a schedule ((rate, triggered) -> (next rate, stop)), or None for the schedules
+    that are functions of the step and epoch only."""
+    from hpstudy.flavours import sklearn
+
+    library, _, short = name.partition(":")
+    return sklearn.EPOCH_END.get(short) if library == "sklearn" else None
+
+
+def at_epoch_end(name: str, opt_state: ScheduleState, wait: jax.Array, stop: jax.Array):
+    """(optimizer state, no-improvement count, stop) after the end-of-epoch rule of schedule `name` has seen
+    the early-stopping rule's verdict `stop` (for sklearn:adaptive: a verdict that does not stop the run
+    divides the rate held in the state and restarts the count at 0)."""
+    rule = epoch_end_rule(name)
+    lr, really_stop = rule(opt_state.base_lr, stop)
+    divided = stop & ~really_stop
+    return opt_state._replace(base_lr=lr.astype(opt_state.base_lr.dtype)), jnp.where(divided, 0, wait), really_stop
+
+
 def schedule_names() -> list[str]:
     """Every schedule name a study may use (Optax's as the pattern 'optax:<name>_schedule')."""
     named = [f"{lib}:{short}" for lib, table in library_schedules().items() for short in table]
@@ -127,4 +148,24 @@ def schedule_error(name: str, args: dict, learning_rate: float) -> str | None:
             return f"values[0] = {values[0]} must equal learning_rate = {learning_rate} (Keras starts from values[0])"
     if name.startswith("torch:") and args.get("interval", "epoch") not in ("epoch", "step"):
         return "interval is 'epoch' (scheduler.step() after every epoch, the default) or 'step' (after every batch)"
+    return None
+
+
+def config_error(config) -> str | None:
+    """Why a configuration's schedule does not fit the rest of it, or None (the schedule's arguments are
+    checked by `schedule_error`)."""
+    if epoch_end_rule(config.schedule) is None:
+        return None
+    es = config.early_stopping
+    if es is None or es.rule != "sklearn":
+        found = "no early_stopping" if es is None else f"early_stopping.rule = {es.rule!r}"
+        return (
+            f"{config.schedule!r} acts where scikit-learn's no-improvement rule would stop, so it needs "
+            f"early_stopping with rule = 'sklearn' (tol is min_delta, n_iter_no_change is patience; monitor "
+            f"'train_loss', or 'val_accuracy' for MLPClassifier(early_stopping=True)); found {found}"
+        )
+    if config.optimizer == "sklearn:adam":
+        return (
+            f"{config.schedule!r} with optimizer 'sklearn:sgd' (MLPClassifier ignores learning_rate with solver='adam')"
+        )
     return None
