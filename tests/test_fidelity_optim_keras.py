@@ -9,6 +9,7 @@ importable.
 
 from __future__ import annotations
 
+import math
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")  # before keras is first imported
@@ -208,7 +209,19 @@ SCHEDULES = {  # id: (hpstudy schedule, its arguments, the Keras schedule from t
         {"decay_steps": 6, "warmup_target": LR * 32, "warmup_steps": 4},
         lambda lr: S.CosineDecay(lr, 6, warmup_target=LR * 32, warmup_steps=4),
     ),
+    # SGDR: periods of 3, 6, 12 steps (restarts at steps 3 and 9), each starting from half the one before
+    "cosine-restarts": (
+        "keras:cosine_decay_restarts",
+        {"first_decay_steps": 3, "t_mul": 2.0, "m_mul": 0.5, "alpha": 0.1},
+        lambda lr: S.CosineDecayRestarts(lr, 3, t_mul=2.0, m_mul=0.5, alpha=0.1),
+    ),
+    "cosine-restarts-equal-periods": (
+        "keras:cosine_decay_restarts",
+        {"first_decay_steps": 4, "t_mul": 1.0, "m_mul": 0.8},
+        lambda lr: S.CosineDecayRestarts(lr, 4, t_mul=1.0, m_mul=0.8),
+    ),
 }
+COSINES = ("keras:cosine_decay", "keras:cosine_decay_restarts")
 
 
 @pytest.mark.parametrize("case", tuple(SCHEDULES))
@@ -220,7 +233,7 @@ def test_keras_schedule_matches_keras(case):
     # Keras' CosineDecay turns its Python-float initial rate into a float32 tensor and computes the cosine
     # in float32 even under floatx float64 (checked: its values carry float32 rounding, about 1e-8
     # relative), so the float64 comparison of the cosine cases is bounded by float32 rounding instead.
-    tolerance = 1e-6 if name == "keras:cosine_decay" else TOLERANCE
+    tolerance = 1e-6 if name in COSINES else TOLERANCE
     check(
         config("keras", "keras:sgd", lr, {"momentum": 0.5}, schedule=name, schedule_args=args),
         lambda: O.SGD(schedule(lr), momentum=0.5),
@@ -231,6 +244,117 @@ def test_keras_schedule_matches_keras(case):
             config("keras", "keras:adamw", lr / 64, {"weight_decay": 0.5}, schedule=name, schedule_args=args),
             lambda: O.AdamW(schedule(lr / 64), weight_decay=0.5),
         )
+
+
+def test_cosine_restarts_wrong_variants_are_caught():
+    """Equal periods instead of t_mul = 2, or no m_mul, land far outside even the float32-bounded tolerance."""
+    name, args, schedule = SCHEDULES["cosine-restarts"]
+    lr = LR * 16
+    for wrong in ({**args, "t_mul": 1.0}, {**args, "m_mul": 1.0}):
+        initial, ours = run_hpstudy(
+            config("keras", "keras:sgd", lr, {"momentum": 0.5}, schedule=name, schedule_args=wrong)
+        )
+        reference = run_keras(initial, lambda: O.SGD(schedule(lr), momentum=0.5))
+        assert trajectory_difference(ours, reference) > 1e2 * 1e-6
+
+
+def run_keras_fit(initial: list, optimizer, schedule) -> list[list]:
+    """Keras in float64 from `initial`, trained by model.fit (batch size 16, shuffle=False: the mini-batches of
+    `batches()`) with keras.callbacks.LearningRateScheduler(schedule); the layers after each epoch and the
+    rate the callback set for each epoch."""
+    images = np.concatenate([b[0] for b in batches()])
+    labels = np.concatenate([b[1] for b in batches()])
+    with jax.enable_x64(True):
+        previous, policy = keras.config.floatx(), keras.config.dtype_policy()
+        keras.config.set_floatx("float64")
+        keras.config.set_dtype_policy("float64")
+        try:
+            model = keras.Sequential(
+                [keras.Input(shape=(784,), dtype="float64")]
+                + [keras.layers.Dense(w, activation="relu") for w in HIDDEN]
+                + [keras.layers.Dense(10)]
+            )
+            model.compile(optimizer=optimizer(), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            model.set_weights([a for layer in initial for a in layer])
+            after, rates = [], []
+
+            def snapshot(epoch, logs):
+                weights = [np.asarray(w) for w in model.get_weights()]
+                assert weights[0].dtype == np.float64
+                after.append([(weights[i], weights[i + 1]) for i in range(0, len(weights), 2)])
+                rates.append(logs["learning_rate"])
+
+            callbacks = [
+                keras.callbacks.LearningRateScheduler(schedule),
+                keras.callbacks.LambdaCallback(on_epoch_end=snapshot),
+            ]
+            model.fit(
+                float_inputs(images),
+                labels,
+                batch_size=len(batches()[0][1]),
+                epochs=EPOCHS,
+                shuffle=False,
+                verbose=0,
+                callbacks=callbacks,
+            )
+        finally:
+            keras.config.set_floatx(previous)
+            keras.config.set_dtype_policy(policy)
+    return after, rates
+
+
+EPOCH_SCHEDULES = {  # id: (hpstudy schedule, its arguments, the LearningRateScheduler function of the initial rate)
+    "step-decay": (
+        "keras:step_decay",
+        {"drop": 0.5, "epochs_drop": 1},
+        lambda lr: lambda epoch: lr * 0.5 ** math.floor(epoch / 1),
+    ),
+    # the (1 + epoch) variant: floor((epoch + 1) / 2) drops at epoch index 1, not 2
+    "step-decay-offset": (
+        "keras:step_decay",
+        {"drop": 0.25, "epochs_drop": 2, "offset": 1},
+        lambda lr: lambda epoch: lr * 0.25 ** math.floor((1 + epoch) / 2),
+    ),
+    "exponential-per-epoch": (
+        "keras:exponential_decay",
+        {"decay_steps": 1, "decay_rate": 0.5, "interval": "epoch"},
+        lambda lr: lambda epoch: float(S.ExponentialDecay(lr, decay_steps=1, decay_rate=0.5)(epoch)),
+    ),
+    "piecewise-per-epoch": (
+        "keras:piecewise_constant_decay",
+        {"boundaries": [0, 1], "values": [LR * 16, LR * 4, LR], "interval": "epoch"},
+        lambda lr: lambda epoch: float(S.PiecewiseConstantDecay([0, 1], [LR * 16, LR * 4, LR])(epoch)),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", tuple(EPOCH_SCHEDULES))
+def test_learning_rate_scheduler_matches_keras(case):
+    """keras.callbacks.LearningRateScheduler: the rate set at the start of each epoch from its 0-based index,
+    through model.fit, against the schedule evaluated at the epoch."""
+    name, args, schedule = EPOCH_SCHEDULES[case]
+    lr = LR * 16
+    initial, ours = run_hpstudy(config("keras", "keras:sgd", lr, {"momentum": 0.5}, schedule=name, schedule_args=args))
+    reference, rates = run_keras_fit(initial, lambda: O.SGD(lr, momentum=0.5), schedule(lr))
+    assert rates[0] == float(schedule(lr)(0)) and len(set(rates)) > 1, rates  # epoch 0 at schedule(0), then a change
+    assert relative_difference(initial, reference[-1]) > 1e-3, "the reference hardly trained"
+    rel = trajectory_difference(ours, reference)
+    print(f"LearningRateScheduler {case}: rates {rates}, max relative difference {rel:.3e}")
+    assert rel < TOLERANCE
+
+
+def test_learning_rate_scheduler_wrong_counting_is_caught():
+    """The same step decay counted from 1 (the first drop an epoch early), or per optimizer step, lands far
+    outside the tolerance."""
+    name, args, schedule = EPOCH_SCHEDULES["exponential-per-epoch"]
+    lr = LR * 16
+    wrong = [("keras:step_decay", {"drop": 0.5, "epochs_drop": 1, "offset": 1}), (name, {**args, "interval": "step"})]
+    for wrong_name, wrong_args in wrong:
+        initial, ours = run_hpstudy(
+            config("keras", "keras:sgd", lr, {"momentum": 0.5}, schedule=wrong_name, schedule_args=wrong_args)
+        )
+        reference, _ = run_keras_fit(initial, lambda: O.SGD(lr, momentum=0.5), schedule(lr))
+        assert trajectory_difference(ours, reference) > 1e3 * TOLERANCE
 
 
 def test_kernel_l2_is_keras_kernel_regularizer():

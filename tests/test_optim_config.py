@@ -127,6 +127,27 @@ def test_library_optimizers_and_their_arguments_are_factors(tmp_path):
             "with optimizer 'sklearn:sgd' (MLPClassifier ignores learning_rate with solver='adam')",
         ),
         ('schedule = "sklearn:adaptive"\nschedule_args = { tol = 0.1 }', "", "takes no argument 'tol'"),
+        (
+            'schedule = "keras:exponential_decay"\nschedule_args = { decay_steps = 2, decay_rate = 0.5, interval = "batch" }',
+            "",
+            "interval is 'step' (the schedule at the optimizer's iterations, the default) or 'epoch'",
+        ),
+        ('schedule = "keras:step_decay"\nschedule_args = { drop = 0.5 }', "", "needs the argument(s) epochs_drop"),
+        (
+            'schedule = "keras:step_decay"\nschedule_args = { drop = 0.5, epochs_drop = 0 }',
+            "",
+            "epochs_drop = 0 must be a number > 0",
+        ),
+        (
+            'schedule = "keras:cosine_decay_restarts"\nschedule_args = { first_decay_steps = 10, t_mul = -1.0 }',
+            "",
+            "t_mul = -1.0 must be a number > 0",
+        ),
+        (
+            'schedule = "keras:cosine_decay_restarts"\nschedule_args = { first_decay_step = 10 }',
+            "",
+            "did you mean 'first_decay_steps'?",
+        ),
     ],
 )
 def test_bad_settings_are_named_clearly(tmp_path, training, factors, expected):

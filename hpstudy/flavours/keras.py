@@ -346,33 +346,42 @@ def max_norm(max_value: float = 2.0) -> optax.GradientTransformation:
 
 # Keras' LearningRateSchedule classes (keras/src/optimizers/schedules/learning_rate_schedule.py), evaluated at
 # every optimizer step with the optimizer's 0-based `iterations`; `lr` is their initial_learning_rate.
+# interval="epoch" (hpstudy's) evaluates the schedule at the 0-based epoch index instead, as
+# keras.callbacks.LearningRateScheduler(lambda epoch: float(schedule(epoch))) does: the callback's
+# on_epoch_begin(epoch) sets the optimizer's rate for every step of that epoch, so the first epoch trains at
+# schedule(0) and the first change applies to epoch index 1 (the second epoch).
 
 
-def exponential_decay(decay_steps, decay_rate, staircase=False):
+def _count(interval: str, step, epoch):
+    """The schedule's argument: the optimizer's iterations, or the epoch index under LearningRateScheduler."""
+    return epoch if interval == "epoch" else step
+
+
+def exponential_decay(decay_steps, decay_rate, staircase=False, interval="step"):
     """ExponentialDecay: lr * decay_rate^(step / decay_steps), the exponent floored when staircase."""
 
     def schedule(lr, step, epoch, n_train):
-        p = step.astype(lr.dtype) / decay_steps
+        p = _count(interval, step, epoch).astype(lr.dtype) / decay_steps
         return lr * jnp.power(decay_rate, jnp.floor(p) if staircase else p).astype(lr.dtype)
 
     return schedule
 
 
-def inverse_time_decay(decay_steps, decay_rate, staircase=False):
+def inverse_time_decay(decay_steps, decay_rate, staircase=False, interval="step"):
     """InverseTimeDecay: lr / (1 + decay_rate * step / decay_steps), the ratio floored when staircase."""
 
     def schedule(lr, step, epoch, n_train):
-        p = step.astype(lr.dtype) / decay_steps
+        p = _count(interval, step, epoch).astype(lr.dtype) / decay_steps
         return lr / (1 + decay_rate * (jnp.floor(p) if staircase else p))
 
     return schedule
 
 
-def polynomial_decay(decay_steps, end_learning_rate=0.0001, power=1.0, cycle=False):
+def polynomial_decay(decay_steps, end_learning_rate=0.0001, power=1.0, cycle=False, interval="step"):
     """PolynomialDecay: (lr - end) * (1 - step / decay_steps)^power + end (power 1: linear decay)."""
 
     def schedule(lr, step, epoch, n_train):
-        s = step.astype(lr.dtype)
+        s = _count(interval, step, epoch).astype(lr.dtype)
         steps = jnp.asarray(decay_steps, lr.dtype)
         if cycle:
             steps = steps * jnp.where(s == 0, 1.0, jnp.ceil(s / decay_steps))
@@ -383,18 +392,20 @@ def polynomial_decay(decay_steps, end_learning_rate=0.0001, power=1.0, cycle=Fal
     return schedule
 
 
-def piecewise_constant_decay(boundaries, values):
+def piecewise_constant_decay(boundaries, values, interval="step"):
     """PiecewiseConstantDecay: values[i] while boundaries[i-1] < step <= boundaries[i]. The study's
     learning_rate must equal values[0] (Keras takes no initial rate; study.py checks it)."""
 
     def schedule(lr, step, epoch, n_train):
-        index = jnp.sum(step > jnp.asarray(boundaries))  # how many boundaries lie strictly below the step
+        index = jnp.sum(
+            _count(interval, step, epoch) > jnp.asarray(boundaries)
+        )  # how many boundaries lie strictly below the step
         return jnp.asarray(values, lr.dtype)[index] * (lr / lr)  # lr / lr keeps the traced rate's dtype
 
     return schedule
 
 
-def cosine_decay(decay_steps, alpha=0.0, warmup_target=None, warmup_steps=0):
+def cosine_decay(decay_steps, alpha=0.0, warmup_target=None, warmup_steps=0, interval="step"):
     """CosineDecay: with warmup_target, a linear warm-up from lr to warmup_target over warmup_steps, then
     the cosine decay from it to alpha times it over decay_steps; without, the cosine decay from lr."""
 
@@ -403,12 +414,46 @@ def cosine_decay(decay_steps, alpha=0.0, warmup_target=None, warmup_steps=0):
         return peak * ((1 - alpha) * cosine + alpha)
 
     def schedule(lr, step, epoch, n_train):
-        s = step.astype(lr.dtype)
+        s = _count(interval, step, epoch).astype(lr.dtype)
         if warmup_target is None:
             return decay(jnp.minimum(s, decay_steps), lr)
         s = jnp.minimum(s, decay_steps + warmup_steps)
         warm = (warmup_target - lr) * (s / max(warmup_steps, 1)) + lr
         return jnp.where(s < warmup_steps, warm, decay(s - warmup_steps, jnp.asarray(warmup_target, lr.dtype)))
+
+    return schedule
+
+
+def cosine_decay_restarts(first_decay_steps, t_mul=2.0, m_mul=1.0, alpha=0.0, interval="step"):
+    """CosineDecayRestarts (SGDR): period i lasts first_decay_steps * t_mul^i steps and starts from
+    lr * m_mul^i; within it the rate falls as lr * m_mul^i * ((1 - alpha) * (1 + cos(pi * f)) / 2 + alpha), f the
+    fraction of the period done. The period index and fraction are Keras' closed form: with t_mul = 1,
+    i = floor(c) and f = c - i (c = step / first_decay_steps); otherwise
+    i = floor(log(1 - c * (1 - t_mul)) / log(t_mul)), f = (c - (1 - t_mul^i) / (1 - t_mul)) / t_mul^i."""
+
+    def schedule(lr, step, epoch, n_train):
+        c = _count(interval, step, epoch).astype(lr.dtype) / first_decay_steps
+        if t_mul == 1.0:
+            i = jnp.floor(c)
+            f = c - i
+        else:
+            t = jnp.asarray(t_mul, lr.dtype)
+            i = jnp.floor(jnp.log(1.0 - c * (1.0 - t)) / jnp.log(t))
+            f = (c - (1.0 - t**i) / (1.0 - t)) / t**i
+        cosine = 0.5 * jnp.asarray(m_mul, lr.dtype) ** i * (1.0 + jnp.cos(jnp.pi * f))
+        return lr * ((1 - alpha) * cosine + alpha)
+
+    return schedule
+
+
+def step_decay(drop, epochs_drop, offset=0):
+    """The per-epoch step decay written as a keras.callbacks.LearningRateScheduler function (no Keras class):
+    LearningRateScheduler(lambda epoch: lr * drop ** math.floor((epoch + offset) / epochs_drop)), with Keras'
+    0-based epoch index. offset=0: the rate first drops at epoch index epochs_drop; offset=1 is the variant
+    written with (1 + epoch), which first drops at epoch index epochs_drop - 1."""
+
+    def schedule(lr, step, epoch, n_train):
+        return lr * jnp.power(drop, jnp.floor((epoch + offset) / epochs_drop).astype(lr.dtype))
 
     return schedule
 
@@ -419,4 +464,6 @@ SCHEDULES = {
     "polynomial_decay": polynomial_decay,
     "piecewise_constant_decay": piecewise_constant_decay,
     "cosine_decay": cosine_decay,
+    "cosine_decay_restarts": cosine_decay_restarts,
+    "step_decay": step_decay,
 }

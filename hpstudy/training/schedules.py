@@ -1,7 +1,9 @@
 """Learning-rate schedules: the traced learning rate made a function of the optimizer step or the epoch.
 
 A schedule is named like an optimizer: "keras:<name>" (a keras.optimizers.schedules class, evaluated at every
-optimizer step with Keras' 0-based `iterations`), "torch:<name>" (a torch.optim.lr_scheduler class, stepped
+optimizer step with Keras' 0-based `iterations`, or with `interval = "epoch"` at the 0-based epoch index as
+keras.callbacks.LearningRateScheduler sets it; "keras:step_decay" is the per-epoch step decay written as a
+LearningRateScheduler function), "torch:<name>" (a torch.optim.lr_scheduler class, stepped
 once per epoch as `scheduler.step()` after each epoch, or once per step with `interval = "step"`),
 "sklearn:invscaling" (MLPClassifier's learning_rate='invscaling', recomputed after each epoch), or
 "optax:<name>" (any Optax schedule function of keyword arguments, e.g. optax:cosine_decay_schedule; its value, a function of the step count, multiplies the
@@ -148,6 +150,19 @@ def schedule_error(name: str, args: dict, learning_rate: float) -> str | None:
             return f"values[0] = {values[0]} must equal learning_rate = {learning_rate} (Keras starts from values[0])"
     if name.startswith("torch:") and args.get("interval", "epoch") not in ("epoch", "step"):
         return "interval is 'epoch' (scheduler.step() after every epoch, the default) or 'step' (after every batch)"
+    if name.startswith("keras:") and args.get("interval", "step") not in ("epoch", "step"):
+        return (
+            "interval is 'step' (the schedule at the optimizer's iterations, the default) or 'epoch' (at the "
+            "0-based epoch index, as keras.callbacks.LearningRateScheduler)"
+        )
+    for key in ("decay_steps", "first_decay_steps", "epochs_drop"):
+        value = args.get(key)
+        if name.startswith("keras:") and value is not None and not (isinstance(value, (int, float)) and value > 0):
+            return f"{key} = {value!r} must be a number > 0"
+    if name == "keras:cosine_decay_restarts" and not (
+        isinstance(args.get("t_mul", 2.0), (int, float)) and args.get("t_mul", 2.0) > 0
+    ):
+        return f"t_mul = {args['t_mul']!r} must be a number > 0 (each period is t_mul times the one before)"
     return None
 
 
