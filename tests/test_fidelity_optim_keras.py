@@ -246,6 +246,30 @@ def test_keras_schedule_matches_keras(case):
         )
 
 
+def test_schedule_defaults_are_keras_defaults():
+    """hpstudy's Keras schedules take the classes' own arguments and defaults (interval is hpstudy's;
+    step_decay is a LearningRateScheduler function, not a class)."""
+    import inspect
+
+    from hpstudy.flavours import keras as ours
+
+    classes = {
+        "exponential_decay": S.ExponentialDecay,
+        "inverse_time_decay": S.InverseTimeDecay,
+        "polynomial_decay": S.PolynomialDecay,
+        "piecewise_constant_decay": S.PiecewiseConstantDecay,
+        "cosine_decay": S.CosineDecay,
+        "cosine_decay_restarts": S.CosineDecayRestarts,
+    }
+    assert set(classes) == set(ours.SCHEDULES) - {"step_decay"}
+    for short, cls in classes.items():
+        theirs = inspect.signature(cls).parameters
+        for arg, p in inspect.signature(ours.SCHEDULES[short]).parameters.items():
+            if arg != "interval":
+                assert arg in theirs, (short, arg)
+                assert p.default == theirs[arg].default, (short, arg, p.default, theirs[arg].default)
+
+
 def test_cosine_restarts_wrong_variants_are_caught():
     """Equal periods instead of t_mul = 2, or no m_mul, land far outside even the float32-bounded tolerance."""
     name, args, schedule = SCHEDULES["cosine-restarts"]

@@ -17,7 +17,7 @@ import optax
 import pytest
 
 from hpstudy import data as hdata
-from hpstudy.config import RunConfig, pairs
+from hpstudy.config import EarlyStopping, RunConfig, pairs
 from hpstudy.errors import StudyError
 from hpstudy.study import load_study
 from hpstudy.training.engine import Hyper, device_data, init_run, train_epoch
@@ -235,3 +235,32 @@ def test_sklearn_adaptive_takes_the_flavour_stopping_rule(tmp_path):
     assert (cfg.schedule, cfg.schedule_args, cfg.early_stopping.rule) == ("sklearn:adaptive", (), "sklearn")
     assert (cfg.early_stopping.min_delta, cfg.early_stopping.patience) == (1e-4, 10)
     assert len({t.config.group_id() for t in s.trials}) == 1  # the rate stays traced: one compile group
+
+
+def test_engine_divides_the_adaptive_rate_in_float32():
+    """Through train_epoch in float32 (the engine's precision): with a tol no loss can beat, the no-improvement
+    count is 0 after the first epoch (the best is still inf), 1 after the second and exceeds n_iter_no_change
+    = 1 after the third, where the rate held in the state is divided by 5 and the count restarts; the run
+    goes on."""
+    data = device_data(hdata.synthetic(n_train=64, n_test=16))
+    es = EarlyStopping(monitor="train_loss", min_delta=100.0, patience=1, rule="sklearn")
+    cfg = RunConfig(
+        flavour="sklearn",
+        hidden=(8,),
+        init="sklearn",
+        optimizer="sklearn:sgd",
+        learning_rate=0.1,
+        batch_size=16,
+        epochs=3,
+        early_stopping=es,
+        schedule="sklearn:adaptive",
+    )
+    hp = Hyper(jnp.asarray(0.1, jnp.float32), jnp.asarray(0.0, jnp.float32))
+    state = init_run(cfg, jnp.asarray(np.array([0, 1], np.uint32)), hp)
+    seen = []
+    for epoch in range(3):
+        state, _ = train_epoch(cfg, state, hp, data, jnp.asarray(epoch))
+        seen.append((float(state.opt_state.base_lr), int(state.wait), bool(state.stopped)))
+    assert state.opt_state.base_lr.dtype == jnp.float32
+    fifth = float(np.float32(0.1) / np.float32(5.0))
+    assert seen == [(float(np.float32(0.1)), 0, False), (float(np.float32(0.1)), 1, False), (fifth, 0, False)]

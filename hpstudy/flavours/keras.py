@@ -397,9 +397,8 @@ def piecewise_constant_decay(boundaries, values, interval="step"):
     learning_rate must equal values[0] (Keras takes no initial rate; study.py checks it)."""
 
     def schedule(lr, step, epoch, n_train):
-        index = jnp.sum(
-            _count(interval, step, epoch) > jnp.asarray(boundaries)
-        )  # how many boundaries lie strictly below the step
+        # how many boundaries lie strictly below the step
+        index = jnp.sum(_count(interval, step, epoch) > jnp.asarray(boundaries))
         return jnp.asarray(values, lr.dtype)[index] * (lr / lr)  # lr / lr keeps the traced rate's dtype
 
     return schedule

@@ -18,8 +18,9 @@ def init_bound(fan_in: int, fan_out: int, activation: str) -> float:
 # --- optimizers, schedules and regularisation -------------------------------------------------------------
 
 # MLPClassifier's solvers (sklearn/neural_network/_stochastic_optimizers.py) with its own parameter names and
-# defaults, and its learning_rate='invscaling' and 'adaptive' schedules. alpha (the L2 term alpha / 2 * ||W||^2 / batch size,
-# weights only) is the `l2` key, added to the loss by the engine for every solver.
+# defaults, and its learning_rate='invscaling' and 'adaptive' schedules. alpha (the L2 term
+# alpha / 2 * ||W||^2 / batch size, weights only) is the `l2` key, added to the loss by the engine for every
+# solver.
 
 from typing import NamedTuple  # noqa: E402 - this section's own imports
 
