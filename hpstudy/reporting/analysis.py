@@ -1055,6 +1055,7 @@ class BestSet:
     size: int
     may_be_best: tuple[str, ...]  # trial ids whose interval for (mean - best of the others) reaches above 0
     is_best: str  # the trial whose interval's lower end is 0 (better than every other), or ''
+    equal_n: bool = True  # every configuration of the group has the same number of runs (Dunnett's value exact)
 
 
 def _best_sets(study: Study, rows: Sequence[Row], primary: Metric, factors: Sequence[str]) -> tuple[BestSet, ...]:
@@ -1072,10 +1073,11 @@ def _best_sets(study: Study, rows: Sequence[Row], primary: Metric, factors: Sequ
         if len(members) < 2 or df < 1:
             continue
         means = [sign * r.cells[primary.column].summary.mean for r in members]
-        intervals = stats.mcb_intervals(means, [r.cells[primary.column].n for r in members], variance, df, CONFIDENCE)
+        ns = [r.cells[primary.column].n for r in members]
+        intervals = stats.mcb_intervals(means, ns, variance, df, CONFIDENCE)
         may = tuple(r.trial.trial_id for r, (lo, hi) in zip(members, intervals) if hi > 0)
         best = next((r.trial.trial_id for r, (lo, hi) in zip(members, intervals) if lo == 0.0 and hi > 0), "")
-        out.append(BestSet(", ".join(key), len(members), may, best))
+        out.append(BestSet(", ".join(key), len(members), may, best, len(set(ns)) == 1))
     return tuple(out)
 
 

@@ -773,7 +773,14 @@ def _mcb_lines(a: Analysis) -> list[str]:
             "Which could be the best (Hsu's multiple comparisons with the best, corrected for choosing the best "
             "on these runs): a configuration may be the best when its simultaneous 95% interval for its mean minus "
             "the best mean of the others reaches above 0 (variance pooled over the group's configurations; critical value "
-            "Bonferroni's one-sided t over the others, a conservative bound on Dunnett's). "
+            "Dunnett's exact one-sided one for the comparisons with the others, by numerical integration"
+            + (
+                ""
+                if all(b.equal_n for b in a.best_sets)
+                else "; where the configurations of a group have different numbers of runs, that value with each "
+                "pair's own standard error, an approximation"
+            )
+            + "). "
         )
         + "; ".join(parts)
         + ".",
