@@ -318,10 +318,24 @@ def factor_levels(study: Study, factor: str) -> list:
 IMPLEMENTATIONS = {"keras": "Keras", "sklearn": "scikit-learn", "nielsen": "Nielsen"}
 
 
+def is_pairs(value: Any) -> bool:
+    """Whether a design value is a tuple of (name, value) pairs (optimizer_args, schedule_args)."""
+    return isinstance(value, (list, tuple)) and all(
+        isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], str) for p in value
+    )
+
+
+def _pair_value(value: Any) -> str:
+    """One value of a (name, value) pair as the study file writes it: true/false, numbers, text."""
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
 def format_value(factor: str, value: Any) -> str:
-    """A design value as text: 0.001, 32, 416x288, scikit-learn."""
+    """A design value as text: 0.001, 32, 416x288, scikit-learn, decay=0.9, eps=1e-08 (pairs; none: '')."""
     if factor == "flavour" and isinstance(value, str):
         return IMPLEMENTATIONS.get(value, value)
+    if is_pairs(value) and value:
+        return ", ".join(f"{name}={_pair_value(v)}" for name, v in value)
     if isinstance(value, (list, tuple)):
         return "x".join(str(v) for v in value)
     if isinstance(value, float):
@@ -333,11 +347,12 @@ def trial_label(trial: Trial, factors: Sequence[str] | None = None, sep: str = "
     """Short label of a trial from its design values ('lr 0.001, batch 32')."""
     short = {"learning_rate": "lr", "batch_size": "batch", "hidden": "hidden"}
     keys = factors if factors is not None else list(trial.values)
-    parts = [
-        format_value(k, trial.values[k]) if k == "flavour" else f"{short.get(k, k)} {format_value(k, trial.values[k])}"
-        for k in keys
-        if k in trial.values
-    ]
+
+    def text(k: str) -> str:
+        v = trial.values[k]
+        return f"({format_value(k, v)})" if is_pairs(v) else format_value(k, v)  # its commas kept apart
+
+    parts = [text(k) if k == "flavour" else f"{short.get(k, k)} {text(k)}" for k in keys if k in trial.values]
     return sep.join(parts) if parts else trial.trial_id
 
 
