@@ -1195,6 +1195,18 @@ def analyze(study: Study, runs: pd.DataFrame) -> Analysis:
 
 
 @dataclasses.dataclass(frozen=True)
+class OtherRuns:
+    """One verdict of this study placed again against the other study's runs of the same configuration
+    (one value's 95% on both sides, not corrected over the family): the training-set-size sensitivity."""
+
+    verdict: Verdict
+    here: str  # the state on this study's runs (uncorrected, as `there`)
+    there: str  # the state on the other study's runs
+    n: int  # the other study's runs of the configuration
+    mean: float  # their mean
+
+
+@dataclasses.dataclass(frozen=True)
 class StudyContrast:
     """This study's configurations against the same configurations of another study (study.compare_with)."""
 
@@ -1202,6 +1214,8 @@ class StudyContrast:
     metric: Metric
     comparisons: tuple[Comparison, ...]  # a: this study's configuration, b: the other's (same trial id)
     confound: str  # what differs between the two studies besides what the comparison is about
+    verdicts: tuple[OtherRuns, ...] = ()  # this study's verdicts on the other study's runs
+    training_images: tuple[int, int] = (0, 0)  # (this study's, the other's) images a run trains on
 
 
 def training_images(study: Study) -> int:
@@ -1244,7 +1258,40 @@ def contrast_studies(a: Analysis, other: Analysis) -> StudyContrast | None:
         "images raise test accuracy, and early stopping that watches the test set picks the stopping epoch on "
         "the very images it is scored on."
     )
-    return StudyContrast(t.name, metric, _family(pairs), confound)
+    return StudyContrast(
+        t.name,
+        metric,
+        _family(pairs),
+        confound,
+        _verdicts_on(a, theirs, {p[0] for p in pairs}),
+        (training_images(s), training_images(t)),
+    )
+
+
+def _verdicts_on(a: Analysis, theirs: dict, matched: set[str]) -> tuple[OtherRuns, ...]:
+    """Each counted verdict of `a` that names one configuration, placed on this study's runs and on the
+    other study's runs of the same configuration (`theirs`, by trial id; only the `matched` ones, whose
+    design values are the same), each at one value's 95%."""
+    out = []
+    for v in a.verdicts:
+        if not is_counted(v) or not v.trial_id or v.placement is None or v.trial_id not in matched:
+            continue
+        mine, other = a.row(v.trial_id).cells.get(v.metric), theirs[v.trial_id].cells.get(v.metric)
+        if mine is None or other is None or mine.n < 2 or other.n < 2:
+            continue
+        here, there = (_state_on(a.study, v, cell) for cell in (mine, other))
+        out.append(OtherRuns(v, here, there, other.n, other.summary.mean))
+    return tuple(out)
+
+
+def _state_on(study: Study, v: Verdict, cell: Cell) -> str:
+    """The state of a verdict's published number placed against `cell`'s values (one value's 95%)."""
+    metric = metric_of(v.metric)
+    values = list(cell.values.values())
+    placed = stats.place_published(
+        v.published, values, CONFIDENCE, metric.interval_scale, _margin(study, metric), v.placement.rounded
+    )
+    return placed.state
 
 
 def describe_seeds(seeds: Sequence[int]) -> str:
