@@ -1,8 +1,8 @@
 """Run a study: work out which (trial, seed) runs are missing from the store, execute them, store each chunk.
 
-One run reads the store once (`StoreSession`, through store.read_contents), under the store's lock when no
-other process holds it; the missing runs, the check of numeric environments and the runs it returns come
-from that read and the records this process stores after it.
+One run reads the store once (`StoreSession`, through store.read_contents), under the store's lock when it
+can; the missing runs, the check of numeric environments and the runs it returns come from that read and
+the records this process stores after it.
 """
 
 from __future__ import annotations
@@ -41,14 +41,19 @@ class RunReport:
 
 
 class StoreSession:
-    """One `hpstudy run` on a study's store: its contents read once, and its lock held from that read on.
+    """One `hpstudy run` on a study's store: its contents read once, and its lock held from then on.
 
-    Entering it (`open`): a store folder that does not exist yet holds nothing and is not read; the lock,
-    which creates the folder, is taken by `lock`, so that a run refused before (a confirmation declined, a
-    dataset that does not load) leaves no folder behind. An existing store is locked (without waiting) and
-    read under the lock. When another process holds the lock, the store is read without it: a study
-    whose runs are all stored then needs no lock at all; otherwise LockedError, or with `wait`, `lock`
-    waits and reads again (the other process may have stored some of the missing runs meanwhile).
+    Entering it (`open`) reads the store:
+    - a store folder that does not exist yet holds nothing and is not read; the lock, which creates the
+      folder, is taken by `lock`, so that a run refused before (a confirmation declined, a dataset that
+      does not load) leaves no folder behind;
+    - a store that has a lock file is locked (without waiting) and read under the lock;
+    - a store without one (no hpstudy process ever locked it: made by copying parts) is read without
+      making one, and so is a store whose lock another process holds: a study whose runs are all stored
+      then needs no lock and writes nothing; otherwise `lock` takes the lock (with another holder:
+      LockedError, or with `wait` waits) and reads again only if the store's parts changed since the
+      read (what another process stored meanwhile is then not computed again).
+    The lock file gets this process's pid only when runs are missing: a fully stored study writes nothing.
     columns: those of store.read_contents (None: all, for a frame of the runs).
     """
 
@@ -65,6 +70,7 @@ class StoreSession:
         self.wait, self.on_wait, self.columns = wait, on_wait, columns
         self.contents: store.Contents | None = None
         self.locked = False
+        self._signature: tuple | None = None  # the parts a read without the lock saw
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> StoreSession:
@@ -81,33 +87,46 @@ class StoreSession:
     def open(self) -> None:
         """Read the store (see the class)."""
         if not self.directory.is_dir():
-            self.contents = store.Contents.empty(self.directory, self.columns)
+            self.contents, self._signature = store.Contents.empty(self.directory, self.columns), ()
+            return
+        if not (self.directory / locking.LOCK_NAME).exists():
+            self._read_unlocked()
             return
         try:
-            self._stack.enter_context(locking.store_lock(self.directory, wait=False))
+            self._stack.enter_context(locking.store_lock(self.directory, wait=False, announce=False))
         except LockedError:
-            self._read()
+            self._read_unlocked()
             if self.todo and not self.wait:
                 raise
             return
         self.locked = True
-        self._read()
+        self.contents = store.read_contents(self.directory, self.study, self.columns)
+        self._announce()
 
     def lock(self) -> None:
-        """Hold the store's lock, with the contents read under it (waiting, or LockedError: see `open`)."""
+        """Hold the store's lock, with contents that hold under it (waiting, or LockedError: see the class)."""
         if self.locked:
             return
-        self._stack.enter_context(locking.store_lock(self.directory, self.wait, self.on_wait))
+        self._stack.enter_context(locking.store_lock(self.directory, self.wait, self.on_wait, announce=False))
         self.locked = True
-        self._read()
+        if self._signature is None or store.parts_signature(self.directory) != self._signature:
+            self.contents = store.read_contents(self.directory, self.study, self.columns)
+        self._signature = None
+        self._announce()
 
     def close(self) -> None:
         """Release the lock (if held)."""
         self._stack.close()
         self.locked = False
 
-    def _read(self) -> None:
+    def _read_unlocked(self) -> None:
+        self._signature = store.parts_signature(self.directory)  # before the read: a part added during it shows
         self.contents = store.read_contents(self.directory, self.study, self.columns)
+
+    def _announce(self) -> None:
+        """Name this process in the lock file once it is going to write."""
+        if self.todo:
+            locking.announce_holder(self.directory)
 
     @property
     def todo(self) -> list:

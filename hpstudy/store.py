@@ -307,6 +307,19 @@ def live_parts(directory: str | os.PathLike) -> list[Path]:
     raise StoreError(f"{directory} kept changing while being listed (a compaction running?); try again.")
 
 
+def parts_signature(directory: str | os.PathLike) -> tuple:
+    """What a store's live parts are, without reading them (names, sizes, modification times): equal
+    before and after, no part was added, replaced or removed in between."""
+    out = []
+    for part in live_parts(directory):
+        try:
+            st = part.stat()
+            out.append((part.name, st.st_size, st.st_mtime_ns))
+        except FileNotFoundError:  # removed by a finishing compaction: the signature differs anyway
+            out.append((part.name, -1, -1))
+    return tuple(out)
+
+
 def read_parts(directory: Path, read: Callable[[Path], object]) -> list:
     """`read` applied to every live part; a part removed meanwhile by a finishing compaction restarts the
     listing; a part that does not read is an error naming it."""
