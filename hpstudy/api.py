@@ -144,6 +144,21 @@ def _shard(value):
     raise StudyError(f"shard={value!r} (--shard) is invalid; expected 'I/N', a pair (I, N) or a storeops.Shard.")
 
 
+def _run_seeds(study, seeds) -> range:
+    """The seeds of a run of `study`; TooBigError for more than budget.MAX_RUNS runs, before any list of
+    runs is made."""
+    from hpstudy import budget
+
+    seeds = _seeds(study, seeds)
+    total = len(study.trials) * _count(seeds)
+    if total > budget.MAX_RUNS:
+        raise TooBigError(
+            f"{study.name}: {len(study.trials):,} trials x {_count(seeds):,} seeds = {total:,} runs; hpstudy runs at "
+            f"most {budget.MAX_RUNS:,} runs per call. Ask for fewer seeds (--seeds A:B adds more later, same bits)."
+        )
+    return seeds
+
+
 def plan(study, seeds=None, results: str | os.PathLike = DEFAULT_RESULTS, workers: int | None = None, shard=None):
     """(seeds, runs still missing, Estimate of their time) of running `study` over `seeds` (only the runs of
     `shard`, a storeops.Shard, if given); nothing runs.
@@ -154,14 +169,8 @@ def plan(study, seeds=None, results: str | os.PathLike = DEFAULT_RESULTS, worker
     from hpstudy.training.parallel import default_workers
 
     study = load_study(study)
-    seeds = _seeds(study, seeds)
+    seeds = _run_seeds(study, seeds)
     results = folder_arg("results", results, DEFAULT_RESULTS)
-    total = len(study.trials) * _count(seeds)
-    if total > budget.MAX_RUNS:
-        raise TooBigError(
-            f"{study.name}: {len(study.trials):,} trials x {_count(seeds):,} seeds = {total:,} runs; hpstudy runs at "
-            f"most {budget.MAX_RUNS:,} runs per call. Ask for fewer seeds (--seeds A:B adds more later, same bits)."
-        )
     directory = store.study_dir(results, study.name)
     columns = ["run_id", "seconds", "epochs_run", "hp.hidden", "hp.validation", "hp.dataset"]  # what the estimate needs
     stored = store.read_runs(directory, study.name, columns) if directory.is_dir() else None
@@ -224,9 +233,8 @@ def run(
     `scheduler`: a Dask scheduler address or distributed.Client to train on (hpstudy/training/distributed.py).
     The frame's attrs["run"] says what this call did (total, already_stored, computed, seconds, directory).
     """
+    from hpstudy import budget, runner, store
     from hpstudy import data as hdata
-    from hpstudy import store
-    from hpstudy.runner import run_study
     from hpstudy.training.compilation import cache_base
     from hpstudy.training.parallel import default_workers, usable_cores
 
@@ -270,40 +278,51 @@ def run(
         where = f"{workers} worker(s)"
     directory = store.study_dir(results, study.name)
     validation = study.validation
+    seeds = _run_seeds(study, seeds)
+    in_shard = runner.run_specs(study, seeds, shard)
+    # The store is read once (runner.StoreSession): the estimate, the runs to compute and the frame returned
+    # all come from that read and the runs this call stores.
+    session = runner.StoreSession(
+        directory,
+        study.name,
+        in_shard,
+        wait,
+        lambda pid: log(f"hpstudy: waiting for pid {pid}, which is running this study into {directory} ..."),
+        columns=None,
+    )
     try:
-        seeds, todo, estimate = plan(study, seeds, results, workers, shard)
-        in_shard = [s for s in study.runs(seeds) if shard is None or shard.holds(s.run_id)]
-        if todo and estimate.needs_confirmation() and not yes:
-            what = (
-                f"{study.name}: {estimate.describe()} with {where} "
-                f"({'measured on this study' if estimate.measured else 'rate measured on the shipped studies'})"
-            )
-            if confirm is None or not confirm(what):
-                raise TooBigError(
-                    f"{what}. That is above {budget_limits()}; pass --yes (yes=True) to start it, "
-                    "or ask for fewer seeds or a smaller design."
+        with session:
+            todo = session.todo
+            estimate = budget.estimate([s.config for s in todo], workers, session.contents.runs)
+            if todo and estimate.needs_confirmation() and not yes:
+                what = (
+                    f"{study.name}: {estimate.describe()} with {where} "
+                    f"({'measured on this study' if estimate.measured else 'rate measured on the shipped studies'})"
                 )
-        if todo and progress:
-            log(
-                f"{study.name}: {estimate.describe()} with {where} to compute "
-                f"({len(in_shard) - len(todo)} already stored)"
+                if confirm is None or not confirm(what):
+                    raise TooBigError(
+                        f"{what}. That is above {budget_limits()}; pass --yes (yes=True) to start it, "
+                        "or ask for fewer seeds or a smaller design."
+                    )
+            if todo and progress:
+                log(
+                    f"{study.name}: {estimate.describe()} with {where} to compute "
+                    f"({len(in_shard) - len(todo)} already stored)"
+                )
+            report = runner.run_study(
+                study,
+                seeds,
+                lambda: hdata.load_dataset(study.meta.get("dataset", "mnist"), data_dir, validation, download=download),
+                results,
+                progress=progress,
+                workers=workers,
+                numerics_mode=numerics_mode,
+                allow_mixed=allow_mixed,
+                wait=wait,
+                shard=shard,
+                scheduler=client,
+                session=session,
             )
-        report = run_study(
-            study,
-            seeds,
-            lambda: hdata.load_dataset(study.meta.get("dataset", "mnist"), data_dir, validation, download=download),
-            results,
-            progress=progress,
-            workers=workers,
-            numerics_mode=numerics_mode,
-            allow_mixed=allow_mixed,
-            wait=wait,
-            on_wait=lambda pid: log(
-                f"hpstudy: waiting for pid {pid}, which is running this study into {directory} ..."
-            ),
-            shard=shard,
-            scheduler=client,
-        )
     except KeyboardInterrupt:
         stored = store.validate(directory, study.name) if directory.is_dir() else 0
         raise Interrupted(
@@ -314,7 +333,7 @@ def run(
         if opened:
             client.close()
     wanted = {spec.run_id for spec in in_shard}  # not runs of configurations the file no longer has
-    runs = store.read_runs(report.directory, study.name)
+    runs = report.stored.runs
     runs = runs[runs["run_id"].isin(wanted)].reset_index(drop=True)
     runs.attrs["run"] = {
         "study": study.name,

@@ -32,11 +32,14 @@ def holder(directory: Path) -> str:
 
 
 @contextlib.contextmanager
-def store_lock(directory: Path, wait: bool = False, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+def store_lock(
+    directory: Path, wait: bool = False, on_wait: Callable[[str], None] | None = None, announce: bool = True
+) -> Iterator[None]:
     """Hold the lock of a study's store folder for the duration of the block.
 
     wait=False: LockedError (naming the holder's pid) when another process holds it; wait=True: block
-    until it is free, calling on_wait(pid) once first.
+    until it is free, calling on_wait(pid) once first. announce=False: the lock file is left as it is (a
+    holder that only reads writes nothing); `announce_holder` writes the pid once it is going to write.
     """
     directory = Path(directory)
     if fcntl is None:
@@ -67,8 +70,22 @@ def store_lock(directory: Path, wait: bool = False, on_wait: Callable[[str], Non
                     break
                 except BlockingIOError:
                     time.sleep(0.2)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        if announce:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         yield
     finally:
         os.close(fd)  # releases the lock (the kernel does the same when the process dies)
+
+
+def announce_holder(directory: Path) -> None:
+    """Write this process's pid into the lock file of a store whose lock it holds (taken with
+    announce=False), so that a second process can name it."""
+    if fcntl is None:
+        return
+    try:
+        (Path(directory) / LOCK_NAME).write_text(f"{os.getpid()}\n")
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write the lock file in {directory}: {exc.strerror}. Nothing was run or written."
+        ) from exc

@@ -1,7 +1,13 @@
-"""Run a study: work out which (trial, seed) runs are missing from the store, execute them, store each chunk."""
+"""Run a study: work out which (trial, seed) runs are missing from the store, execute them, store each chunk.
+
+One run reads the store once (`StoreSession`, through store.read_contents), under the store's lock when it
+can; the missing runs, the check of numeric environments and the runs it returns come from that read and
+the records this process stores after it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -14,7 +20,7 @@ from tqdm import tqdm
 from hpstudy import locking, store, storeops
 from hpstudy.data import Dataset
 from hpstudy.environment import differences, fingerprint
-from hpstudy.errors import StoreError
+from hpstudy.errors import LockedError, StoreError
 from hpstudy.study import Study
 from hpstudy.training import engine, numerics, parallel
 from hpstudy.training.compilation import enable_persistent_cache
@@ -30,6 +36,103 @@ class RunReport:
     computed: int
     seconds: float
     recomputed: int = 0  # on a Dask cluster: runs trained again after a worker was lost (stored once)
+    # the store's runs after this call (the one read plus what this call stored), in the session's columns
+    stored: store.Contents | None = dataclasses.field(default=None, compare=False, repr=False)
+
+
+class StoreSession:
+    """One `hpstudy run` on a study's store: its contents read once, and its lock held from then on.
+
+    Entering it (`open`) reads the store:
+    - a store folder that does not exist yet holds nothing and is not read; the lock, which creates the
+      folder, is taken by `lock`, so that a run refused before (a confirmation declined, a dataset that
+      does not load) leaves no folder behind;
+    - a store that has a lock file is locked (without waiting) and read under the lock;
+    - a store without one (no hpstudy process ever locked it: made by copying parts) is read without
+      making one, and so is a store whose lock another process holds: a study whose runs are all stored
+      then needs no lock and writes nothing; otherwise `lock` takes the lock (with another holder:
+      LockedError, or with `wait` waits) and reads again only if the store's parts changed since the
+      read (what another process stored meanwhile is then not computed again).
+    The lock file gets this process's pid only when runs are missing: a fully stored study writes nothing.
+    columns: those of store.read_contents (None: all, for a frame of the runs).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        study: str,
+        specs: list,
+        wait: bool = False,
+        on_wait: Callable[[str], None] | None = None,
+        columns=store.RUN_COLUMNS,
+    ):
+        self.directory, self.study, self.specs = Path(directory), study, list(specs)
+        self.wait, self.on_wait, self.columns = wait, on_wait, columns
+        self.contents: store.Contents | None = None
+        self.locked = False
+        self._signature: tuple | None = None  # the parts a read without the lock saw
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> StoreSession:
+        try:
+            self.open()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Read the store (see the class)."""
+        if not self.directory.is_dir():
+            self.contents, self._signature = store.Contents.empty(self.directory, self.columns), ()
+            return
+        if not (self.directory / locking.LOCK_NAME).exists():
+            self._read_unlocked()
+            return
+        try:
+            self._stack.enter_context(locking.store_lock(self.directory, wait=False, announce=False))
+        except LockedError:
+            self._read_unlocked()
+            if self.todo and not self.wait:
+                raise
+            return
+        self.locked = True
+        self.contents = store.read_contents(self.directory, self.study, self.columns)
+        self._announce()
+
+    def lock(self) -> None:
+        """Hold the store's lock, with contents that hold under it (waiting, or LockedError: see the class)."""
+        if self.locked:
+            return
+        self._stack.enter_context(locking.store_lock(self.directory, self.wait, self.on_wait, announce=False))
+        self.locked = True
+        if self._signature is None or store.parts_signature(self.directory) != self._signature:
+            self.contents = store.read_contents(self.directory, self.study, self.columns)
+        self._signature = None
+        self._announce()
+
+    def close(self) -> None:
+        """Release the lock (if held)."""
+        self._stack.close()
+        self.locked = False
+
+    def _read_unlocked(self) -> None:
+        self._signature = store.parts_signature(self.directory)  # before the read: a part added during it shows
+        self.contents = store.read_contents(self.directory, self.study, self.columns)
+
+    def _announce(self) -> None:
+        """Name this process in the lock file once it is going to write."""
+        if self.todo:
+            locking.announce_holder(self.directory)
+
+    @property
+    def todo(self) -> list:
+        """The runs of the session not in the store."""
+        done = self.contents.ids
+        return [spec for spec in self.specs if spec.run_id not in done]
 
 
 def run_study(
@@ -45,6 +148,7 @@ def run_study(
     on_wait: Callable[[str], None] | None = None,
     shard: storeops.Shard | None = None,
     scheduler=None,
+    session: StoreSession | None = None,
 ) -> RunReport:
     """Compute and store every run of `study` over `seeds` that the store does not hold yet.
 
@@ -61,53 +165,71 @@ def run_study(
 
     The results folder is checked for writing before the data is loaded or anything trained, and the
     study's store is locked while runs are computed and stored (hpstudy/locking.py): a second process
-    on it waits (`wait`) or is refused; nothing is written when the data cannot be loaded.
+    on it waits (`wait`) or is refused; nothing is written when the data cannot be loaded. The store is
+    read once (see `StoreSession`; `session`: one the caller opened on this store, e.g. to plan from its
+    read first); the report's `stored` holds that read and the runs stored since.
     """
     directory = store.study_dir(results, study.name)
     store.check_writable(directory)
-    specs_total = len(_specs(study, seeds, shard))
-    if not _missing(study, seeds, directory, shard):
-        return RunReport(directory, specs_total, specs_total, 0, 0.0)
+    with contextlib.ExitStack() as stack:
+        if session is None:
+            session = stack.enter_context(
+                StoreSession(directory, study.name, run_specs(study, seeds, shard), wait, on_wait)
+            )
+        elif session.directory != directory:
+            raise ValueError(f"the session is on {session.directory}, not on {directory}")
+        return _run(study, session, load_data, progress, workers, numerics_mode, allow_mixed, scheduler)
+
+
+def _run(
+    study: Study,
+    session: StoreSession,
+    load_data: Callable[[], Dataset],
+    progress: bool,
+    workers: int,
+    numerics_mode: str,
+    allow_mixed: bool,
+    scheduler,
+) -> RunReport:
+    """`run_study` in an open session."""
+    directory, total = session.directory, len(session.specs)
+    if not session.todo:  # a fully stored study: no data, no training, no lock wait
+        return RunReport(directory, total, total, 0, 0.0, stored=session.contents)
     if scheduler is not None:
         numerics.check_mode(numerics_mode)
-        with locking.store_lock(directory, wait, on_wait):
-            todo = _missing(study, seeds, directory, shard)
-            if not todo:
-                return RunReport(directory, specs_total, specs_total, 0, 0.0)
-            return _run_on_dask(
-                study, todo, specs_total, load_data, directory, scheduler, progress, numerics_mode, allow_mixed
-            )
+        session.lock()
+        todo = session.todo
+        if not todo:
+            return RunReport(directory, total, total, 0, 0.0, stored=session.contents)
+        return _run_on_dask(study, session, load_data, scheduler, progress, numerics_mode, allow_mixed)
     in_process = prepare_training(workers, numerics_mode)
     env = fingerprint(numerics_mode)
     if not allow_mixed:
-        check_mixing(directory, env)
-    dataset = load_data()  # only now: a fully stored study needs no data at all (and a failure writes nothing)
-    with locking.store_lock(directory, wait, on_wait):
+        check_mixing(session.contents, env)  # before any data is loaded
+    dataset = load_data()  # only now: a fully stored study needs no data (and a new store gets no folder on failure)
+    if not session.locked:
         # Under the lock: what another process stored while this one waited is not computed again.
-        todo = _missing(study, seeds, directory, shard)
-        if not todo:
-            return RunReport(directory, specs_total, specs_total, 0, 0.0)
-        seconds = _train_and_store(study, todo, dataset, directory, env, progress, workers, numerics_mode, in_process)
-    return RunReport(directory, specs_total, specs_total - len(todo), len(todo), seconds)
+        session.lock()
+        if not allow_mixed:
+            check_mixing(session.contents, env)
+    todo = session.todo
+    if not todo:
+        return RunReport(directory, total, total, 0, 0.0, stored=session.contents)
+    seconds = _train_and_store(study, todo, dataset, session, env, progress, workers, numerics_mode, in_process)
+    return RunReport(directory, total, total - len(todo), len(todo), seconds, stored=session.contents)
 
 
-def _specs(study: Study, seeds: range, shard: storeops.Shard | None) -> list:
+def run_specs(study: Study, seeds: range, shard: storeops.Shard | None = None) -> list:
     """The runs of `study` over `seeds` (only those of `shard`, if one is given)."""
     specs = study.runs(seeds)
     return specs if shard is None else [spec for spec in specs if shard.holds(spec.run_id)]
-
-
-def _missing(study: Study, seeds: range, directory: Path, shard: storeops.Shard | None = None) -> list:
-    """The runs of `study` over `seeds` (and `shard`) that the store does not hold."""
-    done = store.stored_ids(directory, study.name) if directory.is_dir() else set()
-    return [spec for spec in _specs(study, seeds, shard) if spec.run_id not in done]
 
 
 def _train_and_store(
     study: Study,
     todo: list,
     dataset: Dataset,
-    directory: Path,
+    session: StoreSession,
     env: dict,
     progress: bool,
     workers: int,
@@ -116,6 +238,7 @@ def _train_and_store(
 ) -> float:
     """Train `todo`, storing each finished chunk, then compact the store if it holds many parts; the
     seconds it took."""
+    directory = session.directory
     start = time.perf_counter()
     parts = [0]
     with tqdm(total=len(todo), unit="run", desc=study.name, file=sys.stderr, disable=not progress) as bar:
@@ -123,6 +246,7 @@ def _train_and_store(
         def on_chunk(results_: list[engine.RunResult]) -> None:
             records = [store.to_record(r, study.name, study.sha256, dataset.fingerprint, env) for r in results_]
             store.write_chunk(directory, records)
+            session.contents.add(records)
             parts[0] += 1
             bar.update(len(results_))
 
@@ -134,10 +258,8 @@ def _train_and_store(
 
 def _run_on_dask(
     study: Study,
-    todo,
-    total: int,
+    session: StoreSession,
     load_data,
-    directory: Path,
     scheduler,
     progress: bool,
     numerics_mode: str,
@@ -147,10 +269,12 @@ def _run_on_dask(
     store's environments are checked against each environment the workers report (unless allow_mixed)."""
     from hpstudy.training.distributed import execute_on_dask
 
+    directory, total, todo = session.directory, len(session.specs), session.todo
     start, written = time.perf_counter(), [0]
     with tqdm(total=len(todo), unit="run", desc=study.name, file=sys.stderr, disable=not progress) as bar:
 
         def on_stored(worker: str, records: list[dict]) -> None:
+            session.contents.add(records)
             written[0] += 1
             bar.update(len(records))
 
@@ -162,11 +286,11 @@ def _run_on_dask(
             scheduler,
             on_stored,
             numerics_mode,
-            check_environment=None if allow_mixed else lambda env: check_mixing(directory, env),
+            check_environment=None if allow_mixed else lambda env: check_mixing(session.contents, env),
         )
     seconds = time.perf_counter() - start
     _compact_if_many(directory, written[0])
-    return RunReport(directory, total, total - len(todo), len(todo), seconds, recomputed)
+    return RunReport(directory, total, total - len(todo), len(todo), seconds, recomputed, session.contents)
 
 
 def _compact_if_many(directory: Path, parts_written: int) -> None:
@@ -203,10 +327,12 @@ def train(specs, dataset: Dataset, on_chunk, workers: int, numerics_mode: str, i
         parallel.execute_parallel(specs, dataset, on_chunk, workers, numerics=numerics_mode)
 
 
-def check_mixing(directory: Path, env: dict) -> None:
-    """Refuse to add runs to a store whose runs were made in another numeric environment (other pinned
-    packages, numerics mode or settings, device): their bits could not be compared with the new ones."""
-    for text, count in store.stored_environments(directory).items():
+def check_mixing(stored: store.Contents, env: dict) -> None:
+    """Refuse to add runs to a store whose runs (`stored`, store.read_contents) were made in another numeric
+    environment (other pinned packages, numerics mode or settings, device): their bits could not be
+    compared with the new ones."""
+    directory = stored.directory
+    for text, count in stored.environments().items():
         diffs = differences(text, env)
         if diffs:
             named = "; ".join(f"{field}: stored {old!r}, now {new!r}" for field, old, new in diffs)

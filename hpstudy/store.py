@@ -307,6 +307,19 @@ def live_parts(directory: str | os.PathLike) -> list[Path]:
     raise StoreError(f"{directory} kept changing while being listed (a compaction running?); try again.")
 
 
+def parts_signature(directory: str | os.PathLike) -> tuple:
+    """What a store's live parts are, without reading them (names, sizes, modification times): equal
+    before and after, no part was added, replaced or removed in between."""
+    out = []
+    for part in live_parts(directory):
+        try:
+            st = part.stat()
+            out.append((part.name, st.st_size, st.st_mtime_ns))
+        except FileNotFoundError:  # removed by a finishing compaction: the signature differs anyway
+            out.append((part.name, -1, -1))
+    return tuple(out)
+
+
 def read_parts(directory: Path, read: Callable[[Path], object]) -> list:
     """`read` applied to every live part; a part removed meanwhile by a finishing compaction restarts the
     listing; a part that does not read is an error naming it."""
@@ -489,6 +502,74 @@ def stored_ids(directory: Path, study: str | None = None) -> set[str]:
 def validate(directory: Path, study: str | None = None) -> int:
     """Check every part of a store as read_runs does, without keeping the runs; the number of runs."""
     return len(read_runs(directory, study, columns=["run_id"]))
+
+
+# What `hpstudy run` needs of every stored run when it returns no frame: which runs are stored, and where.
+RUN_COLUMNS = ("run_id", "trial_id", "seed", "environment")
+
+
+class Contents:
+    """One read of a store (`read_contents`) and the runs this process stored after it (`add`): while this
+    process holds the store's lock, what a fresh read with the same columns would return."""
+
+    def __init__(self, directory: Path, runs: pd.DataFrame, columns: list[str] | None = None):
+        self.directory = Path(directory)
+        self.columns = columns  # the columns read (None: all)
+        self._runs = runs  # one row per run, sorted by trial and seed, as read_runs returns them
+        self._added: list[dict] = []  # records stored since, not yet in _runs
+
+    @classmethod
+    def empty(cls, directory: Path, columns=RUN_COLUMNS) -> Contents:
+        """A store that holds no runs (a folder not made yet: nothing to read)."""
+        wanted = None if columns is None else list(dict.fromkeys([*columns, *RUN_COLUMNS]))
+        return cls(directory, pd.DataFrame(columns=["run_id"]), wanted)
+
+    @property
+    def runs(self) -> pd.DataFrame:
+        """The stored runs: those read and those added, one row per run, sorted by trial and seed."""
+        if self._added:
+            new = pa.Table.from_pylist(self._added).to_pandas()  # as a read of their parts converts them
+            if self.columns is not None:
+                new = new[[c for c in self.columns if c in new.columns]]
+            runs = new if not len(self._runs) else pd.concat([self._runs, new], ignore_index=True)
+            runs = runs.drop_duplicates("run_id").sort_values(["trial_id", "seed"], kind="stable")
+            self._runs, self._added = runs.reset_index(drop=True), []
+        return self._runs
+
+    @property
+    def ids(self) -> set[str]:
+        """The ids of the stored runs."""
+        return set(self._runs["run_id"]) | {r["run_id"] for r in self._added}
+
+    def environments(self) -> dict[str, int]:
+        """Each distinct environment fingerprint (JSON text) of the stored runs, with how many carry it."""
+        counts: dict[str, int] = {}
+        for text in [*(self._runs["environment"] if len(self._runs) else ()), *(r["environment"] for r in self._added)]:
+            counts[text] = counts.get(text, 0) + 1
+        return counts
+
+    def add(self, records: list[dict]) -> None:
+        """Count in the records of runs this process has just stored (store.write_chunk); a run already
+        held is kept once."""
+        self._added.extend(records)
+
+
+def read_contents(directory: Path, study: str | None = None, columns=RUN_COLUMNS) -> Contents:
+    """The runs in a store, read once with every part checked as read_runs checks it, with each run's
+    environment record: what `hpstudy run` plans, checks and returns from (hpstudy/runner.py). columns:
+    only these (with run_id, trial_id, seed and environment); None: every column. A store that does not
+    exist holds no runs."""
+    directory = Path(directory)
+    wanted = None if columns is None else list(dict.fromkeys([*columns, *RUN_COLUMNS]))
+    if not directory.is_dir():
+        return Contents.empty(directory, columns)
+    runs = read_runs(directory, study, wanted)
+    if len(runs) and ("environment" not in runs.columns or runs["environment"].isna().any()):
+        for part in live_parts(directory):
+            if pq.read_schema(part).get_field_index("environment") < 0:
+                raise StoreError(f"results part {part} has no environment column; move it aside to recompute its runs.")
+        raise StoreError(f"{directory} holds runs without an environment record; move their parts aside.")
+    return Contents(directory, runs, wanted)
 
 
 def stored_environments(directory: Path) -> dict[str, int]:

@@ -102,9 +102,11 @@ def test_small_n_uses_exact_rank_p_and_a_pooled_variance():
 
 
 def test_multiple_comparisons_with_the_best_by_hand():
-    """Selection-corrected best at small n: Hsu's MCB with a pooled variance (Bonferroni critical value)."""
+    """Selection-corrected best at small n: Hsu's MCB with a pooled variance (Dunnett's one-sided critical
+    value for k - 1 = 2 comparisons and df = 6: 2.34 in Dunnett's 1955 table 1a)."""
     means, ns, var, df = [0.97, 0.965, 0.90], [3, 3, 3], 0.0001, 6
-    d = sstats.t.ppf(1 - 0.05 / 2, df)  # k - 1 = 2 comparisons, one-sided
+    d = stats.dunnett_one_sided(2, df)
+    assert d == pytest.approx(2.34, abs=0.005) and sstats.t.ppf(0.95, df) < d < sstats.t.ppf(1 - 0.05 / 2, df)
     h = d * math.sqrt(var * (2 / 3))
     got = stats.mcb_intervals(means, ns, var, df)
     assert got[0] == pytest.approx((min(0, 0.005 - h), max(0, 0.005 + h)))  # the top one, vs the second

@@ -318,10 +318,24 @@ def factor_levels(study: Study, factor: str) -> list:
 IMPLEMENTATIONS = {"keras": "Keras", "sklearn": "scikit-learn", "nielsen": "Nielsen"}
 
 
+def is_pairs(value: Any) -> bool:
+    """Whether a design value is a tuple of (name, value) pairs (optimizer_args, schedule_args)."""
+    return isinstance(value, (list, tuple)) and all(
+        isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], str) for p in value
+    )
+
+
+def _pair_value(value: Any) -> str:
+    """One value of a (name, value) pair as the study file writes it: true/false, numbers, text."""
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
 def format_value(factor: str, value: Any) -> str:
-    """A design value as text: 0.001, 32, 416x288, scikit-learn."""
+    """A design value as text: 0.001, 32, 416x288, scikit-learn, decay=0.9, eps=1e-08 (pairs; none: '')."""
     if factor == "flavour" and isinstance(value, str):
         return IMPLEMENTATIONS.get(value, value)
+    if is_pairs(value) and value:
+        return ", ".join(f"{name}={_pair_value(v)}" for name, v in value)
     if isinstance(value, (list, tuple)):
         return "x".join(str(v) for v in value)
     if isinstance(value, float):
@@ -333,11 +347,12 @@ def trial_label(trial: Trial, factors: Sequence[str] | None = None, sep: str = "
     """Short label of a trial from its design values ('lr 0.001, batch 32')."""
     short = {"learning_rate": "lr", "batch_size": "batch", "hidden": "hidden"}
     keys = factors if factors is not None else list(trial.values)
-    parts = [
-        format_value(k, trial.values[k]) if k == "flavour" else f"{short.get(k, k)} {format_value(k, trial.values[k])}"
-        for k in keys
-        if k in trial.values
-    ]
+
+    def text(k: str) -> str:
+        v = trial.values[k]
+        return f"({format_value(k, v)})" if is_pairs(v) else format_value(k, v)  # its commas kept apart
+
+    parts = [text(k) if k == "flavour" else f"{short.get(k, k)} {text(k)}" for k in keys if k in trial.values]
     return sep.join(parts) if parts else trial.trial_id
 
 
@@ -1055,6 +1070,7 @@ class BestSet:
     size: int
     may_be_best: tuple[str, ...]  # trial ids whose interval for (mean - best of the others) reaches above 0
     is_best: str  # the trial whose interval's lower end is 0 (better than every other), or ''
+    equal_n: bool = True  # every configuration of the group has the same number of runs (Dunnett's value exact)
 
 
 def _best_sets(study: Study, rows: Sequence[Row], primary: Metric, factors: Sequence[str]) -> tuple[BestSet, ...]:
@@ -1072,10 +1088,11 @@ def _best_sets(study: Study, rows: Sequence[Row], primary: Metric, factors: Sequ
         if len(members) < 2 or df < 1:
             continue
         means = [sign * r.cells[primary.column].summary.mean for r in members]
-        intervals = stats.mcb_intervals(means, [r.cells[primary.column].n for r in members], variance, df, CONFIDENCE)
+        ns = [r.cells[primary.column].n for r in members]
+        intervals = stats.mcb_intervals(means, ns, variance, df, CONFIDENCE)
         may = tuple(r.trial.trial_id for r, (lo, hi) in zip(members, intervals) if hi > 0)
         best = next((r.trial.trial_id for r, (lo, hi) in zip(members, intervals) if lo == 0.0 and hi > 0), "")
-        out.append(BestSet(", ".join(key), len(members), may, best))
+        out.append(BestSet(", ".join(key), len(members), may, best, len(set(ns)) == 1))
     return tuple(out)
 
 
@@ -1178,6 +1195,18 @@ def analyze(study: Study, runs: pd.DataFrame) -> Analysis:
 
 
 @dataclasses.dataclass(frozen=True)
+class OtherRuns:
+    """One verdict of this study placed again against the other study's runs of the same configuration
+    (one value's 95% on both sides, not corrected over the family): the training-set-size sensitivity."""
+
+    verdict: Verdict
+    here: str  # the state on this study's runs (uncorrected, as `there`)
+    there: str  # the state on the other study's runs
+    n: int  # the other study's runs of the configuration
+    mean: float  # their mean
+
+
+@dataclasses.dataclass(frozen=True)
 class StudyContrast:
     """This study's configurations against the same configurations of another study (study.compare_with)."""
 
@@ -1185,6 +1214,8 @@ class StudyContrast:
     metric: Metric
     comparisons: tuple[Comparison, ...]  # a: this study's configuration, b: the other's (same trial id)
     confound: str  # what differs between the two studies besides what the comparison is about
+    verdicts: tuple[OtherRuns, ...] = ()  # this study's verdicts on the other study's runs
+    training_images: tuple[int, int] = (0, 0)  # (this study's, the other's) images a run trains on
 
 
 def training_images(study: Study) -> int:
@@ -1227,7 +1258,40 @@ def contrast_studies(a: Analysis, other: Analysis) -> StudyContrast | None:
         "images raise test accuracy, and early stopping that watches the test set picks the stopping epoch on "
         "the very images it is scored on."
     )
-    return StudyContrast(t.name, metric, _family(pairs), confound)
+    return StudyContrast(
+        t.name,
+        metric,
+        _family(pairs),
+        confound,
+        _verdicts_on(a, theirs, {p[0] for p in pairs}),
+        (training_images(s), training_images(t)),
+    )
+
+
+def _verdicts_on(a: Analysis, theirs: dict, matched: set[str]) -> tuple[OtherRuns, ...]:
+    """Each counted verdict of `a` that names one configuration, placed on this study's runs and on the
+    other study's runs of the same configuration (`theirs`, by trial id; only the `matched` ones, whose
+    design values are the same), each at one value's 95%."""
+    out = []
+    for v in a.verdicts:
+        if not is_counted(v) or not v.trial_id or v.placement is None or v.trial_id not in matched:
+            continue
+        mine, other = a.row(v.trial_id).cells.get(v.metric), theirs[v.trial_id].cells.get(v.metric)
+        if mine is None or other is None or mine.n < 2 or other.n < 2:
+            continue
+        here, there = (_state_on(a.study, v, cell) for cell in (mine, other))
+        out.append(OtherRuns(v, here, there, other.n, other.summary.mean))
+    return tuple(out)
+
+
+def _state_on(study: Study, v: Verdict, cell: Cell) -> str:
+    """The state of a verdict's published number placed against `cell`'s values (one value's 95%)."""
+    metric = metric_of(v.metric)
+    values = list(cell.values.values())
+    placed = stats.place_published(
+        v.published, values, CONFIDENCE, metric.interval_scale, _margin(study, metric), v.placement.rounded
+    )
+    return placed.state
 
 
 def describe_seeds(seeds: Sequence[int]) -> str:

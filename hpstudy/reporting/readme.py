@@ -484,7 +484,7 @@ def _section_sensitivity(a: Analysis) -> list[str]:
     items = [v for v in _counted(a) if v.by_epoch and len(set(v.by_epoch)) > 1]
     steady = [v for v in _counted(a) if v.by_epoch and len(set(v.by_epoch)) == 1]
     if not items and not steady:
-        return []
+        return _size_sensitivity(a)
     lines = [
         "### Sensitivity of the verdicts to training length",
         "",
@@ -506,7 +506,42 @@ def _section_sensitivity(a: Analysis) -> list[str]:
         lines.append(
             f"- {len(steady)} other verdict{'s' if len(steady) > 1 else ''} would be the same after every epoch."
         )
+    return lines + [""] + _size_sensitivity(a)
+
+
+def _size_sensitivity(a: Analysis) -> list[str]:
+    """Each verdict on the runs of the study the study file compares with (compare_with), which train on
+    another number of images: the training-set-size sensitivity, with what else differs between them."""
+    c = a.contrast
+    if c is None or not c.verdicts:
+        return []
+    here, there = c.training_images
+    moved = [x for x in c.verdicts if x.here != x.there]
+    lines = [
+        "### Sensitivity of the verdicts to the training-set size",
+        "",
+        f"Each verdict that names one configuration again, on the runs of the same configuration in `{c.other}` "
+        f"({there:,} training images instead of {here:,}); both sides at one value's 95% interval, not corrected "
+        "over the family, so a verdict here may differ from the table above. The training-set size is not the "
+        f"only difference: {c.confound} {len(moved)} of {len(c.verdicts)} verdict{_s(len(c.verdicts))} "
+        f"would change.",
+        "",
+    ]
+    for x in moved:
+        v, m = x.verdict, metric_of(x.verdict.metric)
+        lines.append(
+            f"- {_md_escape(_name(m))} at {_md_escape(_where(v))} (published {_value_text(m, v.published)}): "
+            f"{x.here} on these runs ({here:,} images), {x.there} on `{c.other}`'s {x.n} runs ({there:,} images, "
+            f"mean {_value_text(m, x.mean)})."
+        )
+    if len(moved) < len(c.verdicts):
+        rest = len(c.verdicts) - len(moved)
+        lines.append(f"- {rest} other verdict{_s(rest)} would be the same on `{c.other}`'s runs.")
     return lines + [""]
+
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"
 
 
 def _environment_lines(runs: pd.DataFrame) -> list[str]:
@@ -773,7 +808,14 @@ def _mcb_lines(a: Analysis) -> list[str]:
             "Which could be the best (Hsu's multiple comparisons with the best, corrected for choosing the best "
             "on these runs): a configuration may be the best when its simultaneous 95% interval for its mean minus "
             "the best mean of the others reaches above 0 (variance pooled over the group's configurations; critical value "
-            "Bonferroni's one-sided t over the others, a conservative bound on Dunnett's). "
+            "Dunnett's exact one-sided one for the comparisons with the others, by numerical integration"
+            + (
+                ""
+                if all(b.equal_n for b in a.best_sets)
+                else "; where the configurations of a group have different numbers of runs, that value with each "
+                "pair's own standard error, an approximation"
+            )
+            + "). "
         )
         + "; ".join(parts)
         + ".",

@@ -27,6 +27,7 @@ from hpstudy.reporting.analysis import (
     describe_seeds,
     factor_levels,
     format_value,
+    is_pairs,
 )
 
 DECIMALS = {"acc": 2, "loss": 3, "time": 2, "count": 1}
@@ -208,7 +209,7 @@ def tex_escape(text: str) -> str:
 
 def _tex_key(r, key: str) -> str:
     v = r.trial.values.get(key)
-    if isinstance(v, (list, tuple)):
+    if isinstance(v, (list, tuple)) and not is_pairs(v):
         return "$" + r"\times".join(str(x) for x in v) + "$"
     return tex_escape(_key_text(r, key))
 
