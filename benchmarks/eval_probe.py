@@ -187,6 +187,9 @@ def main() -> None:
     parser.add_argument("--out")
     parser.add_argument("--rows", default="125,250,1000,10000")
     parser.add_argument("--mode", default="portable")
+    parser.add_argument(
+        "--all-cores", action="store_true", help="do not pin to one core (JAX's thread pool gets them all)"
+    )
     parser.add_argument("--cpuid-only", action="store_true", help="print the caches Eigen would read, nothing else")
     parser.add_argument("--compare", nargs="+", help="JSON files of earlier runs: print which hashes differ")
     args = parser.parse_args()
@@ -201,11 +204,15 @@ def main() -> None:
         return
     from hpstudy.training import numerics
 
-    assert numerics.prepare_process(args.mode), "JAX started before the numerics settings"
+    if args.all_cores:
+        assert numerics.apply(args.mode), "JAX started before the numerics settings"
+    else:
+        assert numerics.prepare_process(args.mode), "JAX started before the numerics settings"
     caches = eigen_cache_sizes()
     result = {
         "label": args.label,
         "mode": args.mode,
+        "cores": "all" if args.all_cores else 1,
         "cpuid": caches,
         "kc_784": eigen_kc(caches.get("l1") or 16 * 1024, 784),
         "kc_30": eigen_kc(caches.get("l1") or 16 * 1024, 30),
