@@ -153,7 +153,7 @@ def test_evaluation_products_same_bits_on_emulated_cpu(tmp_path):
     here, 32 KiB emulated) and with it the k-blocking Eigen's computeProductBlockingSizes would choose.
     Guards the finding of docs/reproducibility.md, "Known cross-CPU difference: evaluation losses": the
     1-ulp val_loss difference between a Zen 4 and this Xeon is not reproduced by cache-size-dependent
-    blocking under emulation. About 2 minutes emulated."""
+    blocking under emulation. About 3 minutes (165 s here)."""
     full_cross_cpu()
     emulator = qemu()
     probe = Path(__file__).resolve().parent.parent / "benchmarks" / "eval_probe.py"
