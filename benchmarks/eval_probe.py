@@ -164,6 +164,18 @@ def probe(rows_list: list[int]) -> dict:
             key = f"eval_rows{rows}_width{width}"
             out[key] = {name: sha(v) for name, v in values.items()}
             out[key]["mean_value"] = [float(v) for v in values["mean"]]
+    # The same run's evaluation in slot 0 and in slot 1 of a chunk of 2, and alone: equal if the chunk's
+    # composition does not matter (the project's guarantee).
+    other = [a * np.float32(1.01) for a in (w1, b1, w2, b2)]
+    chunked = jax.jit(jax.vmap(stages, in_axes=(None, None, 0, 0, 0, 0)))
+    for rows in rows_list:
+        x, y = images[:rows], labels[:rows]
+        first = chunked(x, y, *[np.stack([a, o]) for a, o in zip((w1, b1, w2, b2), other)])
+        second = chunked(x, y, *[np.stack([o, a]) for a, o in zip((w1, b1, w2, b2), other)])
+        alone = stages(x, y, w1, b1, w2, b2)
+        out[f"slots_rows{rows}"] = {
+            name: [sha(first[name][0]), sha(second[name][1]), sha(alone[name])] for name in alone
+        }
     value, grads = train_grads(images[:125], labels[:125], w1, b1, w2, b2)
     out["train_step_b125"] = {"loss": sha(value), "grads": [sha(g) for g in grads]}
     return out
