@@ -152,8 +152,8 @@ def test_evaluation_products_same_bits_on_emulated_cpu(tmp_path):
     emulated EPYC-Milan give the same bits, although the L1 data cache their cpuid reports differs (48 KiB
     here, 32 KiB emulated) and with it the k-blocking Eigen's computeProductBlockingSizes would choose.
     Guards the finding of docs/reproducibility.md, "Known cross-CPU difference: evaluation losses": the
-    1-ulp val_loss difference between a Zen 4 and this Xeon is not reproduced by cache-size-dependent
-    blocking under emulation. About 3 minutes (165 s here)."""
+    reported L1 size does not decide these bits (the stored val_loss mismatch came from the run's slot in
+    its chunk, which the probe's slots_rows* entries show on any one CPU). About 3 minutes (165 s here)."""
     full_cross_cpu()
     emulator = qemu()
     probe = Path(__file__).resolve().parent.parent / "benchmarks" / "eval_probe.py"
