@@ -153,7 +153,7 @@ def test_evaluation_products_same_bits_on_emulated_cpu(tmp_path):
     here, 32 KiB emulated) and with it the k-blocking Eigen's computeProductBlockingSizes would choose.
     Guards the finding of docs/reproducibility.md, "Known cross-CPU difference: evaluation losses": the
     reported L1 size does not decide these bits (the stored val_loss mismatch came from the run's slot in
-    its chunk, which the probe's slots_rows* entries show on any one CPU). About 3 minutes (165 s here)."""
+    its chunk, which the probe's slots_rows* entries show on any one CPU). About 3-5 minutes (165-261 s here)."""
     full_cross_cpu()
     emulator = qemu()
     probe = Path(__file__).resolve().parent.parent / "benchmarks" / "eval_probe.py"
