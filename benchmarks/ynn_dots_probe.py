@@ -9,7 +9,10 @@ own random operands), and a 7x1001x33 one; then the loss and all gradients of bo
 vmapped). `ops` counts YNNPACK fusions and plain dots in the optimized programs. With --chain, also how many
 elements of each product differ from one sequential FMA chain over k per element (NumPy: the float32 product
 is exact in float64, each step rounded to float32), which is what makes a product's bits independent of the
-vector width. Prints one JSON object. The process is pinned to one core, as training processes are.
+vector width. With --time, the median microseconds of some of the grid network's products, among them the
+weight gradient x^T @ g as the step has it (Eigen: YNNPACK does not take it) and with x^T materialised behind
+an optimization_barrier (a transpose and a YNNPACK dot); run it under `perf record` to see which kernels run.
+Prints one JSON object. The process is pinned to one core, as training processes are.
 """
 
 import glob
@@ -91,6 +94,33 @@ if "--chain" in sys.argv:  # fresh operands (seed 1), each product against the N
             else:
                 got = jax.jit(jax.vmap(lambda a, c: a.T @ c))(np.ascontiguousarray(np.swapaxes(x, 1, 2)), w)
             out["chain_differing"][f"{b}x{m}x{k}x{n} {form}"] = int((np.asarray(got) != chain(x, w)).sum())
+if "--time" in sys.argv:  # median us of 1,000 calls (also the loop to run under `perf record`)
+    import time
+
+    from jax import lax
+
+    x, w, g = arr(2, 32, 784), arr(2, 784, 128), arr(2, 32, 128)
+    timed = {
+        "2x(32x784@784x128)": (lambda a, c: a @ c, x, w),
+        "2x(32x128@(128x128)^T)": (lambda a, c: a @ c.T, g, arr(2, 128, 128)),
+        "2x(32x128@128x10)": (lambda a, c: a @ c, g, arr(2, 128, 10)),
+        # the weight gradient: as the step has it, and with x^T materialised behind a barrier (YNNPACK takes it)
+        "2x((32x784)^T@32x128)": (lambda a, c: a.T @ c, x, g),
+        "2x(barrier((32x784)^T)@32x128)": (lambda a, c: lax.optimization_barrier(a.T) @ c, x, g),
+    }
+    out["median_us"] = {}
+    for name, (f, a, c) in timed.items():
+        f = jax.jit(jax.vmap(f))
+        f(a, c).block_until_ready()
+        times = []
+        for _ in range(1000):
+            t = time.perf_counter()
+            f(a, c).block_until_ready()
+            times.append(time.perf_counter() - t)
+        out["median_us"][name] = round(sorted(times)[len(times) // 2] * 1e6, 1)
+    plain, barrier = (timed[k] for k in ("2x((32x784)^T@32x128)", "2x(barrier((32x784)^T)@32x128)"))
+    out["barrier_same_bits"] = bool((jax.jit(jax.vmap(plain[0]))(x, g) == jax.jit(jax.vmap(barrier[0]))(x, g)).all())
+    out["load_average_1min"] = os.getloadavg()[0]
 ops = {"ynn_fusions": 0, "dots": 0}
 for path in glob.glob(f"{dump}/*after_optimizations.txt"):
     for line in open(path):
