@@ -30,6 +30,14 @@ YNN_OFF = "--xla_cpu_experimental_ynn_fusion_type="
 CAP_AVX2 = "--xla_cpu_max_isa=AVX2"
 EIGEN = {"TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL": "false"}
 ONEDNN_AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+# Only the dots to YNNPACK (XLA's LibraryFusionType names: individual_dot = a dot alone, dot = a dot with the
+# element-wise ops around it); reductions and log-sum-exp stay in XLA's code. Not portable: YNNPACK picks
+# its kernels by CPU whatever --xla_cpu_max_isa says (docs/reproducibility.md, "Only the dots to YNNPACK").
+YNN_DOTS = "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
+YNN_DOT_FUSIONS = "--xla_cpu_experimental_ynn_fusion_type=dot"
+# XLA's switch for "platform dependent math" (default true). Off, YNNPACK keeps to dot kernels that sum each
+# output element in one FMA chain over k (k-tile 1) instead of kernels that interleave k across lanes.
+PDM_OFF = "--xla_cpu_enable_platform_dependent_math=false"
 # name: (XLA flags, environment variables). "native" is XLA's defaults; "portable" is today's portable mode.
 VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "native": ((), {}),
@@ -40,6 +48,9 @@ VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "portable_no_cap": ((YNN_OFF,), EIGEN),
     "ynn_off+onednn_avx2+cap": ((YNN_OFF, CAP_AVX2), ONEDNN_AVX2),
     "ynn_off+onednn_avx2": ((YNN_OFF,), ONEDNN_AVX2),
+    "ynn_dots+eigen+cap": ((YNN_DOTS, CAP_AVX2), EIGEN),
+    "ynn_dot_fusions+eigen+cap": ((YNN_DOT_FUSIONS, CAP_AVX2), EIGEN),
+    "ynn_dots_consistent+eigen+cap": ((PDM_OFF, YNN_DOTS, CAP_AVX2), EIGEN),  # numerics.CANDIDATE_YNN_DOTS_*
 }
 
 CHILD = r"""

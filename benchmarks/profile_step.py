@@ -86,6 +86,7 @@ device = engine.device_data(dataset)
 m = C.machine()
 result = {"peak_gflops_one_core": m["fp32_flop_per_cycle_per_core"] * m["clock_ghz"], "workloads": {}}
 for w in (C.GRID32, C.SMALL10):
+    before = set(glob.glob(f"{dump}/*cpu_after_optimizations.txt"))
     width = engine.chunk_width(w.config().static())
     specs = [RunSpec(w.config(epochs=1), s) for s in range(width)]
     engine.execute(specs, lambda _: device, lambda r: None)
@@ -99,20 +100,27 @@ for w in (C.GRID32, C.SMALL10):
             "Threadpool", "np.", "while")  # runtime and Python events; a while loop contains the step's ops
     for e in events:
         if e.get("ph") == "X" and not e["name"].startswith(skip):
-            durations[e["name"]].append(e.get("dur", 0.0))
-    dots = {}
-    for p in sorted(glob.glob(f"{dump}/*cpu_after_optimizations.txt")):  # later modules win a shared name
-        dots.update(shapes(open(p).read()))
+            durations[(e.get("args", {}).get("hlo_module"), e["name"])].append(e.get("dur", 0.0))
+    # FLOPs from this workload's own programs only, module by module: op names repeat across modules (a dot in
+    # one, a reduction in another), so each traced op is looked up in the dump of its own module (the trace
+    # names it), among the dumps written since this workload started; should two of those share a module name,
+    # the smaller product is the step's (the median call above is the step's too: it runs every step)
+    dots = collections.defaultdict(dict)
+    for p in sorted(set(glob.glob(f"{dump}/*cpu_after_optimizations.txt")) - before):
+        module = os.path.basename(p).split(".", 1)[1].rsplit(".cpu_after_optimizations", 1)[0]
+        for name, d in shapes(open(p).read()).items():
+            if name not in dots[module] or d["flop"] < dots[module][name]["flop"]:
+                dots[module][name] = d
     steps = w.steps_per_epoch(n_train)
     ops = []
-    for name, ds in durations.items():
+    for (module, name), ds in durations.items():
         # the median call, times the calls per step: robust to the preemptions of a loaded machine
         ds = sorted(ds)
         op = {"op": name, "calls_per_step": len(ds) / steps, "median_us": ds[len(ds) // 2],
               "us_per_step": ds[len(ds) // 2] * len(ds) / steps, "sum_us_per_step": sum(ds) / steps}
-        if name in dots:
-            op.update(dots[name])
-            op["gflops"] = dots[name]["flop"] / op["median_us"] / 1e3 if op["median_us"] else None
+        if name in dots.get(module, {}):
+            op.update(dots[module][name], module=module)
+            op["gflops"] = op["flop"] / op["median_us"] / 1e3 if op["median_us"] else None
         ops.append(op)
     ops.sort(key=lambda o: -o["us_per_step"])
     in_step = [o for o in ops if o["calls_per_step"] >= 1]
@@ -124,7 +132,8 @@ for w in (C.GRID32, C.SMALL10):
         "us_per_model_step": step_us / width, "dot_us_per_step": dot_us,
         "dot_gflops": dot_flop / dot_us / 1e3 if dot_us else None,
         "step_gflops": dot_flop / step_us / 1e3 if step_us else None,
-        "outside_steps_us_total": sum(o["sum_us_per_step"] * steps for o in ops if o["calls_per_step"] < 1)}
+        "outside_steps_us_total": sum(o["sum_us_per_step"] * steps for o in ops if o["calls_per_step"] < 1),
+        "step_dots": [[o["op"], o["flop"], o["calls_per_step"], o["median_us"]] for o in in_step if "flop" in o]}
 print(json.dumps(result))
 """
 

@@ -68,10 +68,14 @@ def qemu() -> str:
     )
 
 
-def train(tmp: Path, mode: str, study: Path, data: str, emulate: bool) -> dict:
-    """Run the child natively or under the emulated CPU; return its JSON."""
-    results = tmp / f"{mode}-{'emulated' if emulate else 'native'}"
+def train(tmp: Path, mode: str, study: Path, data: str, emulate: bool, settings: list | None = None) -> dict:
+    """Run the child natively or under the emulated CPU; return its JSON. `settings` ([XLA flags, environment
+    variables]) replaces native mode's settings (the child's SETTINGS argument)."""
+    results = tmp / f"{mode}{'-settings' if settings else ''}-{'emulated' if emulate else 'native'}"
     command = [sys.executable, str(CHILD), mode, str(study), str(results), data]
+    if settings is not None:
+        assert mode == "native", "explicit settings replace native mode's"
+        command.append(json.dumps(settings))
     if emulate:
         command = [qemu(), "-cpu", EMULATED_CPU, *command]
     env = {**os.environ, "HPSTUDY_CACHE_DIR": "off"}  # compile here, for this CPU: never a cached program
@@ -143,6 +147,25 @@ def test_portable_numerics_real_mnist_epoch(tmp_path, mnist_dir, monkeypatch):
     assert_same_runs(
         train(tmp_path, "portable", study, "mnist", False), train(tmp_path, "portable", study, "mnist", True)
     )
+
+
+def test_candidate_ynn_dots_same_bits_on_emulated_avx2_cpu(tmp_path, small_study):
+    """The measured candidate for a faster portable mode (numerics.CANDIDATE_YNN_DOTS_*: YNNPACK's dots with
+    XLA's platform dependent math off, the AVX2 cap, Eigen's kernel for the rest): one seed of Keras' Adam with
+    dropout, 2 epochs, the same bits on this CPU and an emulated AVX2-only CPU. Not a mode yet."""
+    full_cross_cpu()
+    qemu()
+    small_study.write_text(
+        SMALL.replace("seeds = 2", "seeds = 1")
+        .replace("epochs = 4", "epochs = 2")
+        .replace('["adam_keras", "sgd"]', '["adam_keras"]')
+    )
+    settings = [list(numerics.CANDIDATE_YNN_DOTS_XLA_FLAGS), numerics.CANDIDATE_YNN_DOTS_ENV]
+    native = train(tmp_path, "native", small_study, "synthetic", False, settings)
+    assert_same_runs(native, train(tmp_path, "native", small_study, "synthetic", True, settings))
+    portable = train(tmp_path, "portable", small_study, "synthetic", False)
+    other = {v["param_sha256"] for v in portable["runs"].values()}
+    assert other.isdisjoint(v["param_sha256"] for v in native["runs"].values()), "portable mode's bits differ"
 
 
 @pytest.mark.slow

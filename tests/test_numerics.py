@@ -116,3 +116,66 @@ def test_two_single_worker_processes_claim_different_cores(tmp_path):
     # the first one's claim ends with it: a new process may take that core again
     third = subprocess.run([sys.executable, "-c", child, "0"], capture_output=True, text=True, env=env, check=True)
     assert int(third.stdout) == core_first
+
+
+# The candidate for a faster portable mode (numerics.CANDIDATE_YNN_DOTS_*, docs/reproducibility.md): each product
+# YNNPACK takes must be one FMA chain over k per output element, from k = 0 up, which is what makes its bits
+# independent of the vector width. Checked against NumPy (the float32 product is exact in float64, so each step
+# rounds once, as an FMA does) in a fresh process with the candidate's settings.
+CHAIN_CHILD = r"""
+import json, os, sys
+flags, env = json.loads(sys.argv[1])
+os.environ["XLA_FLAGS"] = " ".join(flags)
+os.environ.update(env)
+os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+import jax, numpy as np
+rng = np.random.default_rng(1)
+out = {}
+for b, m, k, n in [(2, 32, 128, 10), (4, 10, 30, 10), (4, 10, 784, 30)]:
+    x, w = rng.standard_normal((b, m, k), dtype=np.float32), rng.standard_normal((b, k, n), dtype=np.float32)
+    f = jax.jit(jax.vmap(lambda a, c: a @ c))
+    got = np.asarray(f(x, w))
+    acc = np.zeros((b, m, n), np.float32)
+    for i in range(k):
+        acc = (x[:, :, i, None].astype(np.float64) * w[:, None, i] + acc).astype(np.float32)
+    out[f"{b}x({m}x{k}@{k}x{n})"] = {"differing": int((got != acc).sum()),
+                                     "ynn": "ynn" in f.lower(x, w).compile().as_text()}
+print(json.dumps(out))
+"""
+
+
+def chain_check(flags: tuple[str, ...], env: dict) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    child_env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", *numerics.PORTABLE_ENV)}
+    proc = subprocess.run(
+        [sys.executable, "-c", CHAIN_CHILD, json.dumps([list(flags), env])],
+        capture_output=True,
+        text=True,
+        env=child_env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not numerics.is_x86_64(), reason="the candidate settings are measured on x86-64 only")
+def test_candidate_ynn_dots_are_one_fma_chain_per_element():
+    """Under the candidate settings YNNPACK computes the products (not Eigen), each element one FMA chain."""
+    got = chain_check(numerics.CANDIDATE_YNN_DOTS_XLA_FLAGS, numerics.CANDIDATE_YNN_DOTS_ENV)
+    assert got == {key: {"differing": 0, "ynn": True} for key in got} and len(got) == 3, got
+
+
+@pytest.mark.skipif(not numerics.is_x86_64(), reason="the candidate settings are measured on x86-64 only")
+def test_platform_dependent_math_on_gives_other_sums_on_avx512():
+    """The check above can fail: with XLA's platform dependent math on (its default), an AVX-512 CPU's YNNPACK
+    picks dot kernels that interleave k across lanes for these shapes, despite --xla_cpu_max_isa=AVX2."""
+    if not numerics.cpu_features().get("AVX512F"):
+        pytest.skip("no AVX-512 here: YNNPACK's AVX2 kernels may give the chain's bits with the setting on too")
+    flags = tuple(f for f in numerics.CANDIDATE_YNN_DOTS_XLA_FLAGS if "platform_dependent_math" not in f)
+    got = chain_check(flags, numerics.CANDIDATE_YNN_DOTS_ENV)
+    assert all(v["ynn"] for v in got.values()), got
+    assert got["2x(32x128@128x10)"]["differing"] > 0 and got["4x(10x30@30x10)"]["differing"] > 0, got

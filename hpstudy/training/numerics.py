@@ -34,6 +34,18 @@ DEFAULT_MODE = "portable"
 # XLA flags and library environment variables of each mode (see the module docstring for why each).
 PORTABLE_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=", "--xla_cpu_max_isa=AVX2")
 PORTABLE_ENV = {"TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL": "false"}
+# Not a mode: the measured candidate for a faster portable mode (issue 19; docs/reproducibility.md, "Only the
+# dots to YNNPACK"). YNNPACK takes the dots it supports (`individual_dot`; its reductions and log-sum-exp stay in
+# XLA's code); with XLA's "platform dependent math" off, YNNPACK keeps to dot kernels that sum each output
+# element in one FMA chain over k (k-tile 1) whatever the vector width, instead of kernels that interleave k
+# across lanes (which it picks on AVX-512 CPUs, ignoring --xla_cpu_max_isa). The AVX2 cap and Eigen's kernel
+# stay for all other code and dots. Other bits than portable mode's (new runs would not match stored ones).
+CANDIDATE_YNN_DOTS_XLA_FLAGS = (
+    "--xla_cpu_enable_platform_dependent_math=false",
+    "--xla_cpu_experimental_ynn_fusion_type=individual_dot",
+    "--xla_cpu_max_isa=AVX2",
+)
+CANDIDATE_YNN_DOTS_ENV = dict(PORTABLE_ENV)
 # Both modes: GPU reductions and scatters in a fixed order (ignored by the CPU backend).
 COMMON_XLA_FLAGS = ("--xla_gpu_deterministic_ops=true",)
 # x86-64-v3's floating-point-relevant features (AVX2 + FMA; F16C comes with them), as NumPy's run-time
