@@ -361,33 +361,20 @@ def keras_model(activation: str, optimizer: str):
 
 def run_keras(initial: list, activation: str, optimizer: str) -> list:
     """Keras 3 (JAX backend) in float64 from `initial`, one train_on_batch call per mini-batch."""
-    keras = keras3()
-    from keras.src.backend.common import dtypes as keras_dtypes
+    keras3()
+    from tests.test_fidelity_model import keras_float64  # float64 all through, restored afterwards
 
-    with jax.enable_x64(True):
-        # floatx and the global dtype policy both (another test file may have set a float32 policy), and
-        # Keras' type promotion kept at float64: on a non-TensorFlow backend it maps float64 to float32, so
-        # tanh would compute in float32 inside the float64 model (tests/test_fidelity_model.py: keras_float64)
-        previous, policy = keras.config.floatx(), keras.config.dtype_policy()
-        downcast = keras_dtypes.BIT64_TO_BIT32_DTYPE["float64"]
-        keras.config.set_floatx("float64")
-        keras.config.set_dtype_policy("float64")
-        keras_dtypes.BIT64_TO_BIT32_DTYPE["float64"] = "float64"
-        try:
-            model = keras_model(activation, optimizer)
-            model.set_weights([a for layer in initial for a in layer])
-            for v in model.optimizer.variables:  # a fresh optimizer: step 0, zero moments, the same rate
-                if v is not model.optimizer._learning_rate:
-                    v.assign(np.zeros(v.shape, v.dtype))
-            assert float(model.optimizer.learning_rate) == KERAS_LR[optimizer]
-            for images, labels in batches():
-                model.train_on_batch(float_inputs(images), labels)
-            weights = [np.asarray(w) for w in model.get_weights()]
-            assert all(w.dtype == np.float64 for w in weights)
-        finally:
-            keras_dtypes.BIT64_TO_BIT32_DTYPE["float64"] = downcast
-            keras.config.set_floatx(previous)
-            keras.config.set_dtype_policy(policy)
+    with keras_float64():
+        model = keras_model(activation, optimizer)
+        model.set_weights([a for layer in initial for a in layer])
+        for v in model.optimizer.variables:  # a fresh optimizer: step 0, zero moments, the same rate
+            if v is not model.optimizer._learning_rate:
+                v.assign(np.zeros(v.shape, v.dtype))
+        assert float(model.optimizer.learning_rate) == KERAS_LR[optimizer]
+        for images, labels in batches():
+            model.train_on_batch(float_inputs(images), labels)
+        weights = [np.asarray(w) for w in model.get_weights()]
+        assert all(w.dtype == np.float64 for w in weights)
     return [(weights[i], weights[i + 1]) for i in range(0, len(weights), 2)]
 
 
