@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from optim_fidelity import float_inputs  # pixels as every reference receives them
 
 from hpstudy import data as hdata
 from hpstudy.config import RunConfig
@@ -65,11 +66,6 @@ def examples() -> tuple[np.ndarray, np.ndarray]:
 def batches() -> list[tuple[np.ndarray, np.ndarray]]:
     images, labels = examples()
     return [(images[s : s + BATCH], labels[s : s + BATCH]) for s in range(0, N_EXAMPLES, BATCH)]
-
-
-def float_inputs(images: np.ndarray) -> np.ndarray:
-    """Pixels as float64 in [0, 1], as every reference receives them."""
-    return images.astype(np.float64) / 255.0
 
 
 def flavour_config(flavour: str, activation: str, learning_rate: float, **override) -> RunConfig:
