@@ -360,13 +360,14 @@ def train_epoch(
         batch_stats=batch_stats,
     )
     es = config.early_stopping
-    if es is None and epoch_end_rule(config.schedule) is not None:
+    acts_at_epoch_end = epoch_end_rule(config.schedule) is not None  # sklearn:adaptive (decided at trace time)
+    if es is None and acts_at_epoch_end:
         raise ValueError(
             f"schedule {config.schedule!r} needs early_stopping with rule 'sklearn' (its no-improvement rule)"
         )
     if es is not None:
         improved, best, wait, stop = early_stopping_update(es, state, metrics, epoch)
-        if epoch_end_rule(config.schedule) is not None:  # sklearn:adaptive: divide the rate instead of stopping
+        if acts_at_epoch_end:  # divide the rate where the rule would stop
             opt_state, wait, stop = at_epoch_end(config.schedule, opt_state, wait, stop)
             new = new._replace(opt_state=opt_state)
         new = new._replace(best=best, wait=wait, stopped=stop, best_epoch=jnp.where(improved, epoch, state.best_epoch))
