@@ -190,17 +190,30 @@ def cmd_verify(args: argparse.Namespace) -> int:
         results=args.results,
         lock_path=Path(args.lock) if args.lock else LOCK_FILE,
         add_predictions=args.add_predictions,
+        amend_evaluation=args.amend_evaluation,
     )
+    amended_ids = {rid for a in outcome.amended for rid in a.run_ids}
     for m in outcome.mismatches:
-        print(f"MISMATCH run {m.run_id} {m.field}: stored {m.stored}, now {m.now}")
+        label = "AMENDED" if m.run_id in amended_ids else "MISMATCH"
+        print(f"{label} run {m.run_id} {m.field}: stored {m.stored}, now {m.now}")
     print(
         f"{outcome.matched} of {outcome.checked} runs match bit for bit"
+        + (
+            f"; {outcome.amended_runs} more reproduced their training, evaluation values amended"
+            if outcome.amended
+            else ""
+        )
         + (
             f"; {len(outcome.environment)} environment differences (above)"
             if outcome.environment
             else "; environment as recorded"
         )
     )
+    for amended in outcome.amended:
+        print(
+            f"{amended.directory}: evaluation values of {amended.runs} runs amended ({amended.values} fields, "
+            f"in {len(amended.parts_written)} parts); every old and new value is in {amended.directory}/amendments.jsonl"
+        )
     for added in outcome.added:
         print(
             f"{added.directory}: test-set predictions added to {added.runs_added} runs in {len(added.parts_written)} "
@@ -208,7 +221,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         )
     if not outcome.ok:
         raise VerificationError(
-            f"{outcome.checked - outcome.matched} of {outcome.checked} runs did not reproduce bit for bit."
+            f"{outcome.checked - outcome.matched - outcome.amended_runs} of {outcome.checked} runs did not "
+            "reproduce bit for bit"
+            + (" (and were not amended: not only evaluation values differ)." if outcome.amended else ".")
         )
     return 0
 
@@ -324,6 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--add-predictions",
         action="store_true",
         help="add the test-set predictions of every run found equal in every stored value to its store",
+    )
+    ver.add_argument(
+        "--amend-evaluation",
+        metavar="REASON",
+        help="replace the stored evaluation values (validation and test losses, accuracies, predictions) of runs "
+        "whose training reproduced bit for bit but whose evaluation did not; every old and new value is logged "
+        "with REASON in the store's amendments.jsonl",
     )
     ver.set_defaults(func=cmd_verify)
 

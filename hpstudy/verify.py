@@ -5,7 +5,10 @@ mode and settings, ISA floor, device, chunk width, dataset) and with the lock fi
 is named: a mismatch that follows is then explained, not a mystery. Runs are retrained in the numerics
 mode they were made in, through the same executor as `hpstudy run`, and nothing is written to the store,
 except with add_predictions (`--add-predictions`): then the test-set predictions of the runs found equal in
-every stored value are added to their parts (hpstudy/predictions.py), and nothing for any other run.
+every stored value are added to their parts (hpstudy/predictions.py), and nothing for any other run; or
+with amend_evaluation (`--amend-evaluation REASON`): then the runs whose training reproduced bit for bit
+but whose evaluation values did not get the new evaluation values, each old and new value written to the
+store's amendment log with the reason (hpstudy/amend.py). A run with any other difference is never amended.
 """
 
 from __future__ import annotations
@@ -66,10 +69,23 @@ class Outcome:
     environment: list[str] = dataclasses.field(default_factory=list)
     mismatches: list[Mismatch] = dataclasses.field(default_factory=list)
     added: list = dataclasses.field(default_factory=list)  # predictions.Added per store (add_predictions)
+    amended: list = dataclasses.field(default_factory=list)  # amend.Amended per store (amend_evaluation)
+
+    @property
+    def amended_runs(self) -> int:
+        return sum(a.runs for a in self.amended)
 
     @property
     def ok(self) -> bool:
-        return self.checked > 0 and self.matched == self.checked
+        """Every checked run matched, or differed only in evaluation values that were amended."""
+        return self.checked > 0 and self.matched + self.amended_runs == self.checked
+
+
+def evaluation_only(found: list[Mismatch]) -> bool:
+    """Whether a run's differences are all in what evaluation gives (its training reproduced)."""
+    from hpstudy.amend import EVALUATION_FIELDS
+
+    return bool(found) and all(m.field in EVALUATION_FIELDS for m in found)
 
 
 def find_store(path: str | Path, results: str | Path | None = None) -> list[Path]:
@@ -248,13 +264,21 @@ def verify(
     progress: bool = True,
     load_data=None,
     add_predictions: bool = False,
+    amend_evaluation: str | None = None,
 ) -> Outcome:
     """Retrain the stored runs under `path` (or a deterministic sample of k per store) and compare.
 
     load_data: optional {(dataset, validation): Dataset} maker for tests (default: the real files).
     add_predictions: afterwards, add the test-set predictions of every run found equal in every stored
     value, on the dataset it was recorded with, to the parts whose runs all were (hpstudy/predictions.py).
+    amend_evaluation: the reason (required, written to the log) for replacing the stored evaluation values
+    of runs whose every other value reproduced (hpstudy/amend.py); refused where the environment differs
+    from the recorded one, since the new values must come from the environment the runs were made in.
     """
+    if amend_evaluation is not None and not amend_evaluation.strip():
+        raise StudyError("--amend-evaluation needs a reason (it is written to the store's amendment log).")
+    if amend_evaluation is not None and add_predictions:
+        raise StudyError("--amend-evaluation and --add-predictions are separate passes; run one, then the other.")
     from hpstudy.environment import fingerprint
     from hpstudy.predictions import consistent
     from hpstudy.runner import prepare_training, train
@@ -266,7 +290,7 @@ def verify(
     stored = [store.read_runs(s) for s in stores]
     if stores != [Path(path)]:
         check_report_runs(Path(path), stores, stored)
-    chosen = [sample(runs_, k) for runs_ in stored]
+    chosen = [sample(runs_, k).assign(_store=str(s)) for s, runs_ in zip(stores, stored)]
     runs = pd.concat(chosen, ignore_index=True)
     if runs.empty:
         raise StoreError(f"{path} holds no runs to verify.")
@@ -288,9 +312,15 @@ def verify(
             )
     for line in outcome.environment:
         print(f"environment differs: {line}", file=sys.stderr)
+    if amend_evaluation is not None and outcome.environment:
+        raise StoreError(
+            f"not amending {path}: this environment differs from the recorded one (above), so new evaluation "
+            "values would not be the ones its runs' own environment gives. Nothing was trained or written."
+        )
     # keyed by what the run is, not by its stored id: a changed identity rule shows as a run_id mismatch
     rows = {(RunConfig.from_canonical(row["config"]).canonical(), int(row["seed"])): row for _, row in runs.iterrows()}
     reproduced: dict[str, tuple[bytes, bytes]] = {}  # run id: (predictions, correct bits), every value equal
+    to_amend: dict[Path, tuple[dict, dict]] = {}  # store: ({run id: stored values}, {run id: new values})
     with tqdm(total=len(runs), unit="run", desc="verify", file=sys.stderr, disable=not progress) as bar:
         for (dataset_name, validation), dataset in datasets.items():
             specs = [
@@ -305,6 +335,10 @@ def verify(
                     row = rows[(result.spec.config.canonical(), result.spec.seed)]
                     now = store.to_record(result, row["study"], row["study_sha256"], dataset.fingerprint, {})
                     found = compare(row, now)
+                    if amend_evaluation is not None and evaluation_only(found):
+                        old, new = to_amend.setdefault(Path(row["_store"]), ({}, {}))
+                        old[row["run_id"]] = {m.field: row[m.field] for m in found}
+                        new[row["run_id"]] = {m.field: now[m.field] for m in found}
                     if (
                         not found
                         and row["dataset_fingerprint"] == dataset.fingerprint
@@ -322,4 +356,11 @@ def verify(
         from hpstudy.predictions import add_to_store
 
         outcome.added = [add_to_store(s, reproduced) for s in stores]
+    if to_amend:
+        from hpstudy.amend import amend_store, code_version
+
+        outcome.amended = [
+            amend_store(directory, old, new, amend_evaluation, code_version())
+            for directory, (old, new) in sorted(to_amend.items())
+        ]
     return outcome

@@ -484,6 +484,25 @@ def validation_is_test(data: DeviceData) -> bool:
     return data.x_val is data.x_test and data.y_val is data.y_test
 
 
+# Evaluation images, one copy per lane. Shared by all lanes (in_axes None), jax.vmap turns a layer's
+# product into ONE product over every run's columns (rows x 784 @ 784 x width*units), and the kernel then
+# gives a run's columns other bits in slot 0, in slot 1 and alone (docs/reproducibility.md, "Evaluation
+# values and a run's slot"). With a copy per lane each run gets a product of its own, batched over the
+# lanes: a run's values are those of the same run in any slot, at any width. The training images need
+# no copy: each lane gathers its own batches.
+PER_LANE = DeviceData(x_train=None, y_train=None, x_val=0, y_val=None, x_test=0, y_test=None, stats=None)
+
+
+def lanes_of(images: jax.Array, width: int) -> jax.Array:
+    """`images` once per lane (a broadcast: XLA materialises it only where a consumer needs it)."""
+    return jnp.broadcast_to(images, (width, *images.shape))
+
+
+def per_lane(data: DeviceData, width: int) -> DeviceData:
+    """`data` with its evaluation images once per lane, to be vmapped with in_axes PER_LANE."""
+    return data._replace(x_val=lanes_of(data.x_val, width), x_test=lanes_of(data.x_test, width))
+
+
 class ChunkProgram:
     """The compiled functions of one compile group at one chunk width (see `program_for`).
 
@@ -507,14 +526,15 @@ class ChunkProgram:
         self.init = init.lower(keys, hp).compile()
         state = jax.eval_shape(init, keys, hp)
         # the epoch index is per lane: a lane refilled with a new run starts at epoch 0 beside older runs
-        epoch_fn = functools.partial(train_epoch, static, dropout=dropout)
-        epoch = jax.jit(jax.vmap(epoch_fn, in_axes=(0, 0, None, 0)), donate_argnums=0)
+        epoch_fn = jax.vmap(functools.partial(train_epoch, static, dropout=dropout), in_axes=(0, 0, PER_LANE, 0))
+        epoch = jax.jit(lambda s, h, d, e: epoch_fn(s, h, per_lane(d, width), e), donate_argnums=0)
         self.epoch = epoch.lower(state, hp, data, jnp.zeros(width, jnp.int32)).compile()
-        final_fn = functools.partial(finalize, static, val_is_test=val_is_test)
-        final = jax.jit(jax.vmap(final_fn, in_axes=(0, None)))
+        final_fn = jax.vmap(functools.partial(finalize, static, val_is_test=val_is_test), in_axes=(0, PER_LANE))
+        final = jax.jit(lambda s, d: final_fn(s, per_lane(d, width)))
         self.final = final.lower(state, data).compile()
         # A program of its own, so that `final`, and every value it gives, stays exactly what it was.
-        predict = jax.jit(jax.vmap(functools.partial(test_predictions, static), in_axes=(0, None, None)))
+        predict_fn = jax.vmap(functools.partial(test_predictions, static), in_axes=(0, 0, None))
+        predict = jax.jit(lambda p, images, stats: predict_fn(p, lanes_of(images, width), stats))
         self.predict = predict.lower(jax.eval_shape(final, state, data)[0], data.x_test, data.stats).compile()
         self.compile_seconds = time.perf_counter() - start
 

@@ -1,0 +1,157 @@
+"""`hpstudy verify --amend-evaluation REASON`: stored evaluation values replaced by re-made ones, only for
+runs whose training reproduced bit for bit, every old and new value in the store's amendment log."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import SMALL_STUDY, run_hashes, synthetic_dataset
+
+from hpstudy import amend, cli, store
+from hpstudy import verify as V
+from hpstudy.errors import StoreError, StudyError
+
+FACTORS_ONE = "learning_rate = [0.01]\nbatch_size = [64]\ndropout = [0.2]"
+REASON = "per-lane evaluation: a test of the amendment path"
+
+
+def synthetic_for(runs):
+    """verify's dataset maker, for the synthetic test data."""
+    return {("mnist", "test"): synthetic_dataset()}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A store of 2 runs (1 trial x 2 seeds) trained once for this module, kept pristine."""
+    folder = tmp_path_factory.mktemp("amend")
+    (folder / "small.toml").write_text(SMALL_STUDY.format(factors=FACTORS_ONE))
+    run_hashes(folder / "small.toml", range(2), folder / "results")
+    return folder / "results" / "small"
+
+
+@pytest.fixture
+def stored(trained, tmp_path) -> Path:
+    copy = tmp_path / "small"
+    copy.mkdir()
+    for part in trained.glob("part-*.parquet"):
+        (copy / part.name).write_bytes(part.read_bytes())
+    return copy
+
+
+def rewrite_parts(directory: Path, change) -> None:
+    """Apply `change(rows)` to every part in place (as old code's stored values would have it)."""
+    for part in directory.glob("part-*.parquet"):
+        table = pq.read_table(part)
+        rows = table.to_pylist()
+        change(rows)
+        pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), part)
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def nudge_evaluation(victim: str):
+    """An edit of evaluation values only: 1 ulp in one epoch's val_loss and in the test loss."""
+
+    def change(rows):
+        for row in rows:
+            if row["run_id"] == victim:
+                row["val_loss"] = [row["val_loss"][0], row["val_loss"][1] * (1 + 2**-52)] + row["val_loss"][2:]
+                row["test_loss"] = row["test_loss"] * (1 + 2**-52)
+
+    return change
+
+
+def test_evaluation_only_difference_is_amended_and_logged(stored):
+    before = store.read_runs(stored).set_index("run_id")
+    victim = min(before.index)
+    rewrite_parts(stored, nudge_evaluation(victim))
+    tampered = store.read_runs(stored).set_index("run_id")
+    outcome = V.verify(stored, load_data=synthetic_for, progress=False, lock_path=None, amend_evaluation=REASON)
+    assert outcome.ok and (outcome.checked, outcome.matched, outcome.amended_runs) == (2, 1, 1)
+    assert sorted(m.field for m in outcome.mismatches) == ["test_loss", "val_loss"]
+    after = store.read_runs(stored).set_index("run_id")
+    # the re-made values are the original ones; every other value of every run is untouched
+    for column in after.columns:
+        for rid in after.index:
+            a, b = after.at[rid, column], before.at[rid, column]
+            assert repr(list(a) if hasattr(a, "__len__") and not isinstance(a, (str, bytes)) else a) == repr(
+                list(b) if hasattr(b, "__len__") and not isinstance(b, (str, bytes)) else b
+            ), (rid, column)
+    (entry,) = amend.read_log(stored)
+    assert entry["reason"] == REASON and set(entry["runs"]) == {victim}
+    change = entry["runs"][victim]
+    assert set(change) == {"val_loss", "test_loss"}
+    assert change["val_loss"]["epochs"] == [1]
+    assert change["val_loss"]["old"] == [repr(float(tampered.at[victim, "val_loss"][1]))]
+    assert change["val_loss"]["new"] == [repr(float(before.at[victim, "val_loss"][1]))]
+    assert change["test_loss"] == {
+        "old": repr(float(tampered.at[victim, "test_loss"])),
+        "new": repr(float(before.at[victim, "test_loss"])),
+    }
+    # and now the store verifies plainly
+    again = V.verify(stored, load_data=synthetic_for, progress=False, lock_path=None)
+    assert (again.checked, again.matched) == (2, 2)
+
+
+def test_a_training_difference_is_never_amended(stored):
+    victim = min(store.read_runs(stored)["run_id"])
+
+    def change(rows):
+        nudge_evaluation(victim)(rows)
+        for row in rows:
+            if row["run_id"] == victim:
+                row["train_loss"] = [row["train_loss"][0] * (1 + 2**-52)] + row["train_loss"][1:]
+
+    rewrite_parts(stored, change)
+    files = snapshot(stored)
+    outcome = V.verify(stored, load_data=synthetic_for, progress=False, lock_path=None, amend_evaluation=REASON)
+    assert not outcome.ok and outcome.amended == [] and (outcome.checked, outcome.matched) == (2, 1)
+    assert snapshot(stored) == files  # nothing written, no log
+
+
+def test_cli_amends_then_verifies(stored, monkeypatch, capsys):
+    monkeypatch.setattr(V, "_datasets", lambda runs, data_dir: synthetic_for(runs))
+    victim = min(store.read_runs(stored)["run_id"])
+    rewrite_parts(stored, nudge_evaluation(victim))
+    assert cli.main(["verify", str(stored), "--lock", str(V.LOCK_FILE), "--amend-evaluation", REASON]) == 0
+    out = capsys.readouterr().out
+    assert f"AMENDED run {victim} test_loss" in out and "evaluation values of 1 runs amended" in out
+    assert cli.main(["verify", str(stored), "--lock", str(V.LOCK_FILE)]) == 0
+    assert "2 of 2 runs match bit for bit" in capsys.readouterr().out
+
+
+def test_amendment_needs_a_reason_and_a_recorded_environment(stored):
+    with pytest.raises(StudyError, match="needs a reason"):
+        V.verify(stored, load_data=synthetic_for, progress=False, lock_path=None, amend_evaluation=" ")
+
+    def change(rows):
+        for row in rows:
+            env = json.loads(row["environment"])
+            env["packages"]["optax"] = "0.0.1"
+            row["environment"] = json.dumps(env, sort_keys=True)
+
+    rewrite_parts(stored, change)
+    files = snapshot(stored)
+    with pytest.raises(StoreError, match="not amending"):
+        V.verify(stored, load_data=synthetic_for, progress=False, lock_path=None, amend_evaluation=REASON)
+    assert snapshot(stored) == files
+
+
+def test_amend_store_refuses_non_evaluation_fields(stored):
+    rid = min(store.read_runs(stored)["run_id"])
+    files = snapshot(stored)
+    with pytest.raises(StoreError, match="only evaluation values, not param_sha256"):
+        amend.amend_store(stored, {rid: {"param_sha256": "x"}}, {rid: {"param_sha256": "y"}}, REASON, "test")
+    assert snapshot(stored) == files
+
+
+def test_a_store_log_that_is_not_json_is_a_clear_error(stored):
+    (stored / amend.LOG_NAME).write_text("not json\n")
+    with pytest.raises(StoreError, match="amendments.jsonl is not an amendment log"):
+        amend.read_log(stored)
