@@ -35,8 +35,10 @@ def trained(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def stored(trained, tmp_path) -> Path:
-    copy = tmp_path / "small"
-    copy.mkdir()
+    """A copy of the trained store in tmp_path/results/small, beside its study file tmp_path/small.toml."""
+    (tmp_path / "small.toml").write_bytes((trained.parent.parent / "small.toml").read_bytes())
+    copy = tmp_path / "results" / "small"
+    copy.mkdir(parents=True)
     for part in trained.glob("part-*.parquet"):
         (copy / part.name).write_bytes(part.read_bytes())
     return copy
@@ -97,6 +99,17 @@ def test_evaluation_only_difference_is_amended_and_logged(stored):
     # and now the store verifies plainly
     again = V.verify(stored, load_data=synthetic_for, progress=False, lock_path=None)
     assert (again.checked, again.matched) == (2, 2)
+    # the report says so, with the reason
+    out = stored.parent.parent / "report"
+    assert (
+        cli.main(
+            ["report", str(stored.parent.parent / "small.toml"), "--results", str(stored.parent), "--out", str(out)]
+        )
+        == 0
+    )
+    text = next(out.rglob("README.md")).read_text()
+    assert "evaluation values (validation and test metrics, not the training) of 1 of these runs" in text
+    assert REASON in text and "amendments.jsonl" in text
 
 
 def test_a_training_difference_is_never_amended(stored):

@@ -170,7 +170,21 @@ def load_runs(
     keep["_order"] = keep["trial_id"].map(order)
     keep = keep.sort_values(["_order", "seed"], kind="stable").drop(columns="_order").reset_index(drop=True)
     keep.attrs["ignored"] = int(len(runs) - len(keep))  # other seeds, or configurations no longer in the file
+    keep.attrs["amendments"] = amendments_of(directory, set(keep["run_id"]))
     return keep
+
+
+def amendments_of(directory, run_ids: set[str]) -> list[tuple[str, str, int]]:
+    """(date, reason, runs of `run_ids` amended) for each entry of the store's amendment log
+    (hpstudy/amend.py) that touched one of these runs."""
+    from hpstudy.amend import read_log
+
+    out = []
+    for entry in read_log(directory):
+        n = len(set(entry["runs"]) & run_ids)
+        if n:
+            out.append((entry["when"][:10], entry["reason"], n))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

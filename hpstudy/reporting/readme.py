@@ -263,6 +263,12 @@ def _section_runs(a: Analysis) -> list[str]:
         + ", ".join(f"{w} ({c} runs)" for w, c in sorted(widths.items()))
         + "."
     )
+    for when, reason, n in runs.attrs.get("amendments", []):
+        lines.append(
+            f"- Amended: the evaluation values (validation and test metrics, not the training) of {n} of these runs "
+            f"were re-made on {when} by `hpstudy verify --amend-evaluation`; the reason given: {_md_escape(reason)} "
+            "Every old and new value is in the store's `amendments.jsonl`."
+        )
     compile_s = runs.drop_duplicates(["group_id", "chunk_width", "compile_seconds"])["compile_seconds"].sum()
     lines.append(
         f"- Training time: {float(runs['seconds'].sum()):.1f} s of chunk wall time over all runs, plus "
