@@ -131,3 +131,16 @@ def test_docs_studies_epochs_agree_with_the_study_files():
             assert stated <= epochs, (found.group(1), stated, epochs)
             checked += 1
     assert checked >= 4
+
+
+def test_published_training_metrics_are_placed_against_each_seeds_value():
+    """The notebook of chollet2017_first_network prints its last epoch's training loss and accuracy; they are
+    placed against each seed's final training metrics (once reported as 'no runs': no per-seed cell)."""
+    a = _analysis("chollet2017_first_network")
+    by_metric = {v.metric: v for v in a.verdicts}
+    for column in ("final_train_accuracy", "final_train_loss", "test_accuracy"):
+        v = by_metric[column]
+        assert v.n == 10 and v.placement is not None, column
+        seeds = a.runs[column].astype(float)
+        assert v.placement.mean == pytest.approx(seeds.mean(), rel=1e-9)
+    assert "no runs" not in "\n".join(readme._verdict_table(a))

@@ -61,12 +61,13 @@ METRIC = {m.column: m for m in METRICS}
 # Training time is a measurement of chunks, not of runs: reported apart (Analysis.timing), never with
 # per-run intervals or a "best".
 SECONDS = Metric("seconds", "seconds / run", "time", 0)
-# Published metrics that may be placed against the seeds, besides the table's.
-EXTRA_METRICS = {
-    "seconds": SECONDS,
-    "final_train_accuracy": Metric("final_train_accuracy", "final train acc. (%)", "acc", +1),
-    "final_train_loss": Metric("final_train_loss", "final train loss", "loss", -1),
-}
+# Published metrics that may be placed against the seeds, besides the table's: the training metrics
+# (each seed's value, as for the table's metrics, but not tabulated) and the time (reference only).
+TRAIN_METRICS = (
+    Metric("final_train_accuracy", "final train acc. (%)", "acc", +1),
+    Metric("final_train_loss", "final train loss", "loss", -1),
+)
+EXTRA_METRICS = {"seconds": SECONDS, **{m.column: m for m in TRAIN_METRICS}}
 PRIMARY_PREFERENCE = ("test_accuracy", "best_val_accuracy", "final_val_accuracy")
 FACTOR_LABELS = {
     "learning_rate": "learning rate",
@@ -103,6 +104,7 @@ COLUMNS = (
     *store.HISTORY_FIELDS,
     "epochs_run",
     *(m.column for m in METRICS if m.column != "epochs_run"),
+    *(m.column for m in TRAIN_METRICS),
     "seconds",
     "chunk_width",
     "group_id",
@@ -441,7 +443,7 @@ _PER_RUN = ("seed", "seconds", "epochs_run", "chunk_width")  # besides the metri
 def _columns_by_trial(runs: pd.DataFrame) -> dict[str, dict[str, list]]:
     """Each configuration's runs as plain lists per column, in stored order (built in one pass: indexing a
     pandas group per metric costs more than the statistics once there are thousands of configurations)."""
-    wanted = [c for c in (*_PER_RUN, *(m.column for m in METRICS)) if c in runs.columns]
+    wanted = [c for c in (*_PER_RUN, *(m.column for m in (*METRICS, *TRAIN_METRICS))) if c in runs.columns]
     columns = {c: runs[c].tolist() for c in wanted}
     return {
         tid: {c: [v[i] for i in idx] for c, v in columns.items()}
@@ -1144,7 +1146,7 @@ def analyze(study: Study, runs: pd.DataFrame) -> Analysis:
                         best_over.setdefault(trials[0].trial_id, {})[key] = tuple(p["best_over"])
     for t in study.trials:
         g = groups.get(t.trial_id, {"seed": []})
-        cells = {m.column: _cell(_values(g, m.column), m, t.config.epochs) for m in METRICS}
+        cells = {m.column: _cell(_values(g, m.column), m, t.config.epochs) for m in (*METRICS, *TRAIN_METRICS)}
         pc = cells[primary.column]
         boot = (
             stats.bootstrap_ci(list(pc.values.values()), CONFIDENCE, n_resamples=2000, seed=0)

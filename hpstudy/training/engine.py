@@ -488,7 +488,7 @@ def validation_is_test(data: DeviceData) -> bool:
 # product into ONE product over every run's columns (rows x 784 @ 784 x width*units), and the kernel then
 # gives a run's columns other bits in slot 0, in slot 1 and alone (docs/reproducibility.md, "Evaluation
 # values and a run's slot"). With a copy per lane each run gets a product of its own, batched over the
-# lanes: a run's values are those of the same run in any slot, at any width. The training images need
+# lanes: a run's values are those of the same run in any slot, beside any runs. The training images need
 # no copy: each lane gathers its own batches.
 PER_LANE = DeviceData(x_train=None, y_train=None, x_val=0, y_val=None, x_test=0, y_test=None, stats=None)
 
