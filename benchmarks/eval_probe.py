@@ -1,5 +1,5 @@
 """Which products of the evaluation depend on the CPU under portable numerics (docs/reproducibility.md,
-"Known difference: evaluation values depend on a run's slot in its chunk").
+"Evaluation values and a run's slot").
 
 Hashes, under portable settings in a fresh single-core process, the stages of a 784-30-10 sigmoid MLP's
 evaluation (softmax cross-entropy, as the Keras flavour) on `rows` random MNIST-like images: the first

@@ -174,7 +174,7 @@ def test_evaluation_products_same_bits_on_emulated_cpu(tmp_path):
     vmapped over chunks of 2 and 4 runs; benchmarks/eval_probe.py) under portable settings: this CPU and an
     emulated EPYC-Milan give the same bits, although the L1 data cache their cpuid reports differs (48 KiB
     here, 32 KiB emulated) and with it the k-blocking Eigen's computeProductBlockingSizes would choose.
-    Guards the finding of docs/reproducibility.md, "Known difference: evaluation values depend on a run's slot in its chunk": the
+    Guards the finding of docs/reproducibility.md, "Evaluation values and a run's slot": the
     reported L1 size does not decide these bits (the stored val_loss mismatch came from the run's slot in
     its chunk, which the probe's slots_rows* entries show on any one CPU). About 3-5 minutes (165-261 s here)."""
     full_cross_cpu()
