@@ -5,7 +5,9 @@ runs beside them in a chunk.
 Each study trains in a fresh process (tests/cross_cpu_child.py), as the settings must be in place before JAX
 starts: XLA's defaults (YNNPACK fusions, oneDNN's sgemm, 512-bit code on an AVX-512 host), portable mode's
 settings, the mode's own, and the mode's own with a thread pool of every core instead of one pinned core (as
-on a Mac). Portable mode's runs of the same study are the control: other bits (the comparison can fail).
+on a Mac). The controls: portable mode's runs of the same study have other parameters (the mode changes the
+program), and on an AVX-512 host native mode's runs (plain code under XLA's defaults) differ from portable
+mode's (the settings compared here do change plain code's bits, so the comparison can fail).
 The same study under qemu-aarch64: tests/test_aarch64.py.
 """
 
@@ -98,6 +100,7 @@ def trained(tmp_path_factory) -> dict:
         got[name] = train(tmp, name, numerics.FIXED_ORDER, study, settings)
     got["own_all_cores"] = train(tmp, "own_all_cores", numerics.FIXED_ORDER, study, all_cores=True)
     got["portable_mode"] = train(tmp, "portable_mode", "portable", study)
+    got["native_mode"] = train(tmp, "native_mode", "native", study)  # XLA's defaults, plain code
     got["own_3_seeds"] = train(tmp, "own_3_seeds", numerics.FIXED_ORDER, study_file(tmp, seeds=3))
     return got
 
@@ -110,6 +113,8 @@ def test_fixed_order_mode_same_bits_under_every_xla_setting(trained):
     own = {v["param_sha256"] for v in trained["own"]["runs"].values()}
     assert len(own) == 2
     assert own.isdisjoint(v["param_sha256"] for v in trained["portable_mode"]["runs"].values())
+    if numerics.cpu_features().get("AVX512F"):  # there XLA's defaults choose other kernels: the plain code differs
+        assert differing(trained["portable_mode"], trained["native_mode"])
     # the runs really trained: finite losses that fell
     for values in trained["own"]["runs"].values():
         assert np.all(np.isfinite(values["train_loss"])) and values["train_loss"][-1] < values["train_loss"][0]
