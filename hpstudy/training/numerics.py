@@ -123,7 +123,8 @@ def check_floor(mode: str) -> None:
     if not is_x86_64():
         raise EngineError(
             f"numerics mode 'portable' is defined for x86-64 CPUs, and this machine is {platform.machine()}; "
-            "run with --numerics native (results are then bit-identical only on the same kind of CPU)."
+            "run with --numerics native (results are then bit-identical only on the same kind of CPU), or with "
+            "--numerics fixed-order on aarch64 (the same bits as x86-64's fixed-order runs; slower)."
         )
     features = cpu_features()
     missing = [name for name in FLOOR_FEATURES if not features.get(name, False)]
