@@ -13,6 +13,7 @@ from pathlib import Path
 from hpstudy import api
 from hpstudy.api import STUDIES_DIR
 from hpstudy.errors import DataError, HpstudyError, OutputError, StoreError, StudyError
+from hpstudy.training import numerics
 
 DATASET_HELP = (
     "run the study's design on another dataset: mnist, fashion_mnist, tfds:NAME or npz:PATH "
@@ -299,10 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--numerics",
-        choices=("portable", "native"),
-        default="portable",
+        choices=numerics.MODES,
+        default=numerics.DEFAULT_MODE,
         help="portable (default): the same bits on any x86-64 CPU with AVX2+FMA; native: faster, "
-        "bits valid on the same kind of CPU only (recorded with each run)",
+        "bits valid on the same kind of CPU only; fixed-order: the same bits on x86-64 (with FMA) and "
+        "aarch64 (ARM, Apple silicon), slower (recorded with each run)",
     )
     run.add_argument(
         "--allow-mixed",

@@ -111,7 +111,7 @@ def _fingerprint(mode: str) -> dict:
         "python": platform.python_version(),
         "packages": installed_versions((*PINNED, "hpstudy")),
         "numerics": mode,
-        "isa_floor": numerics.PORTABLE_FLOOR if mode == "portable" else "host",
+        "isa_floor": numerics.isa_floor(mode),
         "xla_flags": numerics.xla_flags_for(mode, os.environ.get("XLA_FLAGS", "")),
         "numerics_env": numerics.settings(mode)[1],
         "x64": x64,
@@ -128,11 +128,15 @@ def _fingerprint(mode: str) -> dict:
 
 def numeric_identity(env: dict | str) -> dict:
     """The part of a fingerprint that decides a run's bits: pinned packages, numerics mode and settings,
-    device; in native mode (or where no mode was recorded) also the CPU's ISA, since the bits follow it."""
+    device; in native mode (or where no mode was recorded) also the CPU's ISA, since the bits follow it. In
+    fixed-order mode neither the ISA nor the cores per run decide them (a Mac, which cannot pin, records all
+    its cores)."""
     env = json.loads(env) if isinstance(env, str) else env
     identity = {f"packages.{name}": (env.get("packages") or {}).get(name) for name in (*PINNED, "hpstudy")}
     identity.update({field: env.get(field) for field in NUMERIC_FIELDS})
-    if env.get("numerics") != "portable":
+    if env.get("numerics") == numerics.FIXED_ORDER:
+        identity.pop("cores_per_run")
+    elif env.get("numerics") != "portable":
         identity["isa"] = env.get("isa")
     return identity
 

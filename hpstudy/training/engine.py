@@ -29,8 +29,19 @@ from hpstudy import preprocessing
 from hpstudy.config import EarlyStopping, RunConfig, key_digest
 from hpstudy.data import Dataset, shape_of
 from hpstudy.runs import HISTORY_FIELDS, RunResult, RunSpec  # noqa: F401 - RunSpec: part of this module's API
+from hpstudy.training import numerics
 from hpstudy.training.compilation import use_unrolled_threefry
-from hpstudy.training.model import FAN_MODE, MLP, dropout_mask, float_dtype, l2_penalty, per_example_loss
+from hpstudy.training.model import (
+    FAN_MODE,
+    MLP,
+    batch_loss_sum,
+    check_fixed_order,
+    correct_count,
+    dropout_mask,
+    float_dtype,
+    l2_penalty,
+    per_example_loss,
+)
 from hpstudy.training.optimizers import optimizer_for
 from hpstudy.training.schedules import at_epoch, at_epoch_end, epoch_end_rule
 
@@ -96,7 +107,11 @@ assert EpochMetrics._fields == HISTORY_FIELDS, "the store's history columns foll
 
 
 def model_of(config: RunConfig) -> MLP:
-    """The Flax module a configuration describes (as many outputs as its dataset has classes)."""
+    """The Flax module a configuration describes (as many outputs as its dataset has classes); in numerics
+    mode "fixed-order" its dense layers and losses are fixed-order ones (model.py), and a configuration with
+    parts the mode does not cover is refused."""
+    if numerics.fixed_order_active():
+        check_fixed_order(config)
     return MLP(
         hidden=tuple(config.hidden),
         activation=config.activation,
@@ -218,7 +233,7 @@ def objective(config: RunConfig, params, x, y, mask, rate, key, dropout: bool = 
     """
     out, new_stats = forward_train(config, params, x, mask, rate, key, dropout, masks, batch_stats)
     count = jnp.sum(mask)
-    loss = jnp.sum(per_example_loss(config.loss, out, y, config.label_smoothing) * mask) / count
+    loss = batch_loss_sum(config.loss, out, y, mask, config.label_smoothing) / count
     if config.l2:
         loss = loss + config.l2 * l2_penalty(params) / count
     if config.kernel_l2:  # Keras' kernel_regularizer=L2(kernel_l2): kernel_l2 * sum(w^2), not scaled by the batch
@@ -237,7 +252,7 @@ def train_step(
     tx = optimizer_for(config)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
-    correct = jnp.sum((jnp.argmax(out, -1) == y) * mask)
+    correct = correct_count(out, y, mask)
     if batch_stats is not None:
         return params, opt_state, loss * jnp.sum(mask), correct, new_stats
     return params, opt_state, loss * jnp.sum(mask), correct

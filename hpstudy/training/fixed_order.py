@@ -17,11 +17,13 @@ chooses an order by CPU, and no reduction is vectorised or split by XLA's own ru
   products, LLVM fuses the first: fma(x0, w0, round(x1 * w1)) (tests/test_fixed_order.py).
 - `custom_vjp`: the gradients are fixed-order products too (g @ w^T and x^T @ g), so autodiff inserts no
   XLA dot or reduction; `add_bias` does the same for bias gradients (a fixed-order sum over the batch).
-- `sum(x, axis)` and `logsumexp`: the same block scheme, for mean losses, accuracy counts, softmax.
+- `sum(x, axis)`, `logsumexp` and `log_softmax`: the same block scheme, for mean losses, accuracy counts and
+  the softmax (`log_softmax`'s `custom_vjp` sums its incoming gradient in fixed order too).
 Measured: the same bits under XLA's defaults (YNNPACK, oneDNN, 512-bit code), with YNNPACK off, under
 portable settings, with one core or a thread pool of two, and on aarch64 under qemu; 1.1-1.25x the
-time of portable numerics' Eigen dots. Not used by training yet. FMA matters: CPUs without FMA would
+time of portable numerics' Eigen dots. FMA matters: CPUs without FMA would
 give other bits.
+Used by training in numerics mode "fixed-order" (hpstudy/training/numerics.py; the layers and losses in model.py).
 """
 
 from __future__ import annotations
@@ -124,3 +126,27 @@ def logsumexp(z: jax.Array) -> jax.Array:
     """log(sum(exp(z))) over the last axis, the sum in a fixed order (the maximum is exact in any order)."""
     m = jax.lax.stop_gradient(jnp.max(z, axis=-1))
     return m + jnp.log(sum(jnp.exp(z - m[..., None]), axis=-1))
+
+
+@jax.custom_vjp
+def log_softmax(z: jax.Array) -> jax.Array:
+    """z - logsumexp(z) over the last axis, with the sum in a fixed order; its gradient g - softmax * sum(g)
+    sums g in a fixed order as well (autodiff of a broadcast subtraction would insert XLA's reduce)."""
+    return _log_softmax(z)
+
+
+def _log_softmax(z):
+    shifted = z - jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))  # the maximum is exact in any order
+    return shifted - jnp.log(sum(jnp.exp(shifted), axis=-1))[..., None]
+
+
+def _log_softmax_fwd(z):
+    out = _log_softmax(z)
+    return out, out
+
+
+def _log_softmax_bwd(out, g):
+    return (g - jnp.exp(out) * sum(g, axis=-1)[..., None],)
+
+
+log_softmax.defvjp(_log_softmax_fwd, _log_softmax_bwd)

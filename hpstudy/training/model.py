@@ -3,6 +3,10 @@
 Linen rather than NNX: linen modules are stateless descriptions whose `init`/`apply` are pure
 functions of explicit parameter pytrees and keys, which is exactly what jit + vmap over runs needs;
 NNX's mutable objects would have to be split back into pytrees at every vmap boundary.
+
+In numerics mode "fixed-order" (hpstudy/training/numerics.py) the dense layers (`FixedOrderDense`), the loss's
+log-softmax and sums (`per_example_loss`, `batch_loss_sum`, `mean_loss`) and the accuracy counts
+(`correct_count`) use hpstudy/training/fixed_order.py; in every other mode they are the code they always were.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from hpstudy.flavours import keras as keras_flavour
 from hpstudy.flavours import nielsen as nielsen_flavour
 from hpstudy.flavours import pytorch as pytorch_flavour
 from hpstudy.flavours import sklearn as sklearn_flavour
+from hpstudy.training import fixed_order as fo
+from hpstudy.training import numerics
 
 ACTIVATION_FNS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
@@ -146,6 +152,49 @@ class BatchNorm(nn.Module):
         return y
 
 
+def fixed_order_on(fixed: bool | None = None) -> bool:
+    """`fixed`, or when None whether this process trains in numerics mode "fixed-order" (read at trace time)."""
+    return numerics.fixed_order_active() if fixed is None else fixed
+
+
+# What fixed-order mode does not write in fixed order yet: their sums (batch statistics, gradient norms) are
+# XLA reductions, whose order depends on the vector width. Refused rather than trained with other bits.
+FIXED_ORDER_UNSUPPORTED = {
+    "batch_norm": "none",
+    "clip_grad_norm": None,
+    "max_norm": None,
+}
+
+
+def check_fixed_order(config) -> None:
+    """Refuse, naming the setting, a configuration fixed-order mode cannot train in fixed order."""
+    for field, plain in FIXED_ORDER_UNSUPPORTED.items():
+        value = getattr(config, field, plain)
+        if value != plain:
+            raise ValueError(
+                f"{field}={value!r} is not supported in numerics mode 'fixed-order' (its sums are XLA reductions, "
+                f"whose order depends on the CPU); expected {field}={plain!r}, or another numerics mode."
+            )
+
+
+class FixedOrderDense(nn.Module):
+    """nn.Dense's parameters (the same names, shapes and initialisers, so the same initial values) with the
+    product and the bias gradient in a fixed order (fixed_order.dot, fixed_order.add_bias)."""
+
+    features: int
+    kernel_init: Callable
+    bias_init: Callable
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+        x, kernel, bias = (a.astype(self.dtype) for a in (x, kernel, bias))
+        return fo.add_bias(fo.dot(x, kernel), bias)
+
+
 class MLP(nn.Module):
     """Dense layers with an activation, optional batch normalisation and dropout after each hidden layer,
     optional dropout on the input; returns pre-activations of the output layer (logits)."""
@@ -159,6 +208,13 @@ class MLP(nn.Module):
     input_dropout: float = 0.0
     layer_dropout: tuple[float, ...] | None = None  # per hidden layer, instead of the traced `rate`
     batch_norm: str = "none"
+    fixed_order: bool | None = None  # FixedOrderDense layers (None: whether the process's mode is fixed-order)
+
+    def dense(self, index: int, width: int, k_init: Callable, b_init: Callable, dtype) -> nn.Module:
+        """Dense layer `index` (named Dense_<index>, as Flax names nn.Dense layers in order)."""
+        if fixed_order_on(self.fixed_order):
+            return FixedOrderDense(width, k_init, b_init, dtype, dtype, name=f"Dense_{index}")
+        return nn.Dense(width, kernel_init=k_init, bias_init=b_init, dtype=dtype, param_dtype=dtype)
 
     @nn.compact
     def __call__(
@@ -188,7 +244,7 @@ class MLP(nn.Module):
                 x = drop(len(self.hidden), x, self.input_dropout)
         for i, width in enumerate(self.hidden):
             k_init, b_init = initializers(self.init_scheme, x.shape[-1], width, self.activation)
-            x = nn.Dense(width, kernel_init=k_init, bias_init=b_init, dtype=dtype, param_dtype=dtype)(x)
+            x = self.dense(i, width, k_init, b_init, dtype)(x)
             if self.batch_norm == "before_activation":
                 x = BatchNorm(self.flavour)(x, train, example_mask)
             x = act(x)
@@ -197,7 +253,7 @@ class MLP(nn.Module):
             if dropout_on:
                 x = drop(i, x, rate if self.layer_dropout is None else self.layer_dropout[i])
         k_init, b_init = initializers(self.init_scheme, x.shape[-1], self.n_out, self.activation)
-        return nn.Dense(self.n_out, kernel_init=k_init, bias_init=b_init, dtype=dtype, param_dtype=dtype)(x)
+        return self.dense(len(self.hidden), self.n_out, k_init, b_init, dtype)(x)
 
     def dropout_keys(self) -> tuple:
         """The keys `__call__` draws its dropout masks from: the hidden layers' in layer order, then the
@@ -226,7 +282,9 @@ def _pick_bwd(residuals, g):
 pick.defvjp(_pick_fwd, _pick_bwd)
 
 
-def per_example_loss(kind: str, outputs: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+def per_example_loss(
+    kind: str, outputs: jax.Array, labels: jax.Array, label_smoothing: float = 0.0, fixed: bool | None = None
+) -> jax.Array:
     """Loss of each example from the output layer's pre-activations `outputs` and integer labels.
 
     softmax_cross_entropy: on logits; with label smoothing e the targets are (1 - e) * one_hot + e / K, as
@@ -235,7 +293,11 @@ def per_example_loss(kind: str, outputs: jax.Array, labels: jax.Array, label_smo
     mse: mean over the K outputs of (z - y)^2 on the raw (linear) outputs: Keras' MeanSquaredError after a
       linear Dense(10), nn.MSELoss() on one-hot targets (its mean over batch and outputs is the same).
     softmax_mse: the same on softmax(z): Keras' Dense(10, activation="softmax") with loss="mse".
+    fixed (default: whether the process's numerics mode is fixed-order): log-softmax and the sums over the
+    outputs in a fixed order (`_fixed_order_loss`).
     """
+    if fixed_order_on(fixed):
+        return _fixed_order_loss(kind, outputs, labels, label_smoothing)
     if kind == "softmax_cross_entropy":
         log_p = jax.nn.log_softmax(outputs)
         if not label_smoothing:
@@ -253,9 +315,60 @@ def per_example_loss(kind: str, outputs: jax.Array, labels: jax.Array, label_smo
     raise ValueError(f"loss={kind!r} is unknown; expected one of {', '.join(LOSSES)}.")
 
 
-def l2_penalty(params) -> jax.Array:
-    """0.5 * sum of squared kernel weights (biases excluded), scikit-learn's alpha term before scaling."""
+def _fixed_order_loss(kind: str, outputs: jax.Array, labels: jax.Array, label_smoothing: float) -> jax.Array:
+    """`per_example_loss` with log-softmax and every sum over the outputs in a fixed order (fixed_order.py)."""
+    k = outputs.shape[-1]
+    if kind == "softmax_cross_entropy":
+        log_p = fo.log_softmax(outputs)
+        if not label_smoothing:
+            return -pick(log_p, labels)
+        targets = jax.nn.one_hot(labels, k, dtype=outputs.dtype) * (1.0 - label_smoothing) + label_smoothing / k
+        return -fo.sum(targets * log_p, axis=-1)
+    onehot = jax.nn.one_hot(labels, k, dtype=outputs.dtype)
+    if kind == "sigmoid_quadratic":
+        return 0.5 * fo.sum((jax.nn.sigmoid(outputs) - onehot) ** 2, axis=-1)
+    if kind == "mse":
+        return fo.sum(jnp.square(outputs - onehot), axis=-1) / k
+    if kind == "softmax_mse":
+        return fo.sum(jnp.square(jnp.exp(fo.log_softmax(outputs)) - onehot), axis=-1) / k
+    raise ValueError(f"loss={kind!r} is unknown; expected one of {', '.join(LOSSES)}.")
+
+
+def batch_loss_sum(
+    kind: str,
+    outputs: jax.Array,
+    labels: jax.Array,
+    mask: jax.Array,
+    label_smoothing: float = 0.0,
+    fixed: bool | None = None,
+) -> jax.Array:
+    """The sum over a batch's real examples (`mask`) of their losses; in fixed-order mode summed in a fixed order."""
+    losses = per_example_loss(kind, outputs, labels, label_smoothing, fixed) * mask
+    return fo.sum(losses, axis=0) if fixed_order_on(fixed) else jnp.sum(losses)
+
+
+def mean_loss(
+    kind: str, outputs: jax.Array, labels: jax.Array, label_smoothing: float = 0.0, fixed: bool | None = None
+) -> jax.Array:
+    """The mean loss over a whole split; in fixed-order mode summed in a fixed order. (For the evaluation:
+    engine.evaluate still takes jnp.mean, an XLA reduction, see docs/reproducibility.md.)"""
+    losses = per_example_loss(kind, outputs, labels, label_smoothing, fixed)
+    return fo.sum(losses, axis=0) / losses.shape[0] if fixed_order_on(fixed) else jnp.mean(losses)
+
+
+def correct_count(outputs: jax.Array, labels: jax.Array, mask: jax.Array, fixed: bool | None = None) -> jax.Array:
+    """How many real examples (`mask`) the outputs classify correctly, as a float; in fixed-order mode summed in
+    a fixed order (a sum of zeros and ones below 2**24 is exact in any order, so the bits are the same)."""
+    hits = (jnp.argmax(outputs, -1) == labels) * mask
+    return fo.sum(hits, axis=0) if fixed_order_on(fixed) else jnp.sum(hits)
+
+
+def l2_penalty(params, fixed: bool | None = None) -> jax.Array:
+    """0.5 * sum of squared kernel weights (biases excluded), scikit-learn's alpha term before scaling; in
+    fixed-order mode each kernel summed in a fixed order (over its rows, then its columns)."""
     kernels = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(params) if "kernel" in str(path[-1])]
+    if fixed_order_on(fixed):
+        return 0.5 * sum(fo.sum(fo.sum(k * k, axis=0), axis=0) for k in kernels)
     return 0.5 * sum(jnp.sum(k * k) for k in kernels)
 
 

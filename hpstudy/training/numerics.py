@@ -17,7 +17,13 @@ Two things make XLA:CPU's results depend on the machine rather than on the progr
   is the floor: below it (no FMA) XLA's code would round differently, so portable mode refuses to run.
 
 Mode "portable" (the default) applies all of this; "native" leaves XLA's CPU dispatch alone (faster,
-bits valid on the same kind of CPU only). The mode is recorded with every run (environment.fingerprint).
+bits valid on the same kind of CPU only). Mode "fixed-order" (opt-in) takes another way: the model's dense
+layers, the loss's log-softmax and sums, and the accuracy counts are written with hpstudy/training/fixed_order.py's
+element-wise chains (model.py), so no library kernel and no vectorised XLA reduction decides an order in the
+training step; its bits are then the same on x86-64 CPUs with FMA and on aarch64 (ARM servers, Apple silicon),
+whatever the vector width, the XLA kernel settings or the number of cores (no pinning needed, so a Mac needs
+no setting either). Its one setting, YNNPACK fusions off, leaves the remaining plain reductions (the evaluation's
+mean loss) to XLA's own code, as portable mode does. Its bits differ from the other modes' (other sums). The mode is recorded with every run (environment.fingerprint).
 Environment variables read by native libraries must be in place before JAX creates its CPU backend:
 `prepare_process` is called first thing in every training process (the CLI's, each worker's, the tests').
 """
@@ -29,8 +35,9 @@ import platform
 
 from hpstudy.errors import EngineError
 
-MODES = ("portable", "native")
+MODES = ("portable", "native", "fixed-order")
 DEFAULT_MODE = "portable"
+FIXED_ORDER = "fixed-order"
 # XLA flags and library environment variables of each mode (see the module docstring for why each).
 PORTABLE_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=", "--xla_cpu_max_isa=AVX2")
 PORTABLE_ENV = {"TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL": "false"}
@@ -46,12 +53,21 @@ CANDIDATE_YNN_DOTS_XLA_FLAGS = (
     "--xla_cpu_max_isa=AVX2",
 )
 CANDIDATE_YNN_DOTS_ENV = dict(PORTABLE_ENV)
-# Both modes: GPU reductions and scatters in a fixed order (ignored by the CPU backend).
+# Fixed-order mode: YNNPACK fusions off, so that the reductions its step does not write in fixed order (the
+# evaluation's mean loss in engine.evaluate) are XLA's own code, not kernels YNNPACK picks by CPU. No AVX2 cap
+# and no Eigen setting: the mode's products are element-wise chains, which no vector width reorders.
+FIXED_ORDER_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=",)
+FIXED_ORDER_ENV: dict[str, str] = {}
+# Every mode: GPU reductions and scatters in a fixed order (ignored by the CPU backend).
 COMMON_XLA_FLAGS = ("--xla_gpu_deterministic_ops=true",)
 # x86-64-v3's floating-point-relevant features (AVX2 + FMA; F16C comes with them), as NumPy's run-time
 # CPU detection names them: it asks the CPU itself (cpuid), so it also sees an emulated CPU correctly.
 PORTABLE_FLOOR = "x86-64-v3"
 FLOOR_FEATURES = ("AVX", "AVX2", "FMA3", "F16C")
+# Fixed-order mode's floor: fused multiply-add (its chains are FMAs; without FMA each product is rounded
+# first, other bits). Every aarch64 CPU has it (Advanced SIMD); on x86-64 it is FMA3 (Haswell, Piledriver on).
+FIXED_ORDER_FLOOR = "fma"
+FIXED_ORDER_FEATURES_X86 = ("FMA3",)
 
 # Whether this OS lets a process choose its cores (Linux does; macOS does not, and there XLA uses them all).
 CAN_PIN = hasattr(os, "sched_setaffinity")
@@ -73,14 +89,42 @@ def is_x86_64() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64")
 
 
+def is_aarch64() -> bool:
+    """Whether this is a 64-bit ARM machine (Linux says aarch64, macOS arm64)."""
+    return platform.machine().lower() in ("aarch64", "arm64")
+
+
+def isa_floor(mode: str) -> str:
+    """The CPUs on which `mode`'s bits are the same: portable's x86-64-v3, fixed-order's FMA (x86-64 with FMA3,
+    or aarch64), native's "host" (the same kind of CPU only)."""
+    return {"portable": PORTABLE_FLOOR, FIXED_ORDER: FIXED_ORDER_FLOOR}.get(mode, "host")
+
+
 def check_floor(mode: str) -> None:
-    """Refuse portable mode where it cannot give the promised bits: not x86-64, or below x86-64-v3."""
+    """Refuse a mode where it cannot give the promised bits: portable off x86-64 or below x86-64-v3;
+    fixed-order on a CPU without fused multiply-add, or neither x86-64 nor aarch64."""
+    if mode == FIXED_ORDER:
+        if is_aarch64():
+            return
+        if not is_x86_64():
+            raise EngineError(
+                f"numerics mode 'fixed-order' is defined for x86-64 (with FMA) and aarch64 CPUs, and this machine "
+                f"is {platform.machine()}; run with --numerics native (bits then hold on the same kind of CPU only)."
+            )
+        missing = [name for name in FIXED_ORDER_FEATURES_X86 if not cpu_features().get(name, False)]
+        if missing:
+            raise EngineError(
+                f"this CPU lacks {', '.join(missing)} (fused multiply-add), which numerics mode 'fixed-order' needs: "
+                "its sums are chains of FMAs. Run with --numerics native to train anyway (recorded with each run)."
+            )
+        return
     if mode != "portable":
         return
     if not is_x86_64():
         raise EngineError(
             f"numerics mode 'portable' is defined for x86-64 CPUs, and this machine is {platform.machine()}; "
-            "run with --numerics native (results are then bit-identical only on the same kind of CPU)."
+            "run with --numerics native (results are then bit-identical only on the same kind of CPU), or with "
+            "--numerics fixed-order on aarch64 (the same bits as x86-64's fixed-order runs; slower)."
         )
     features = cpu_features()
     missing = [name for name in FLOOR_FEATURES if not features.get(name, False)]
@@ -104,6 +148,8 @@ def settings(mode: str) -> tuple[tuple[str, ...], dict[str, str]]:
     check_mode(mode)
     if mode == "portable":
         return (*PORTABLE_XLA_FLAGS, *COMMON_XLA_FLAGS), dict(PORTABLE_ENV)
+    if mode == FIXED_ORDER:
+        return (*FIXED_ORDER_XLA_FLAGS, *COMMON_XLA_FLAGS), dict(FIXED_ORDER_ENV)
     return COMMON_XLA_FLAGS, {}
 
 
@@ -169,6 +215,12 @@ def apply(mode: str = DEFAULT_MODE) -> bool:
 def applied_mode() -> str | None:
     """The numerics mode this process applied (None if none was)."""
     return _applied.get("mode")
+
+
+def fixed_order_active() -> bool:
+    """Whether this process trains in fixed-order mode (read when a program is traced: model.py's layers and
+    losses then use hpstudy/training/fixed_order.py; every other mode's programs are left exactly as they were)."""
+    return _applied.get("mode") == FIXED_ORDER
 
 
 def usable_cores() -> list[int]:
