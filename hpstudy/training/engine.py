@@ -40,6 +40,7 @@ from hpstudy.training.model import (
     dropout_mask,
     float_dtype,
     l2_penalty,
+    mean_loss,
     per_example_loss,
 )
 from hpstudy.training.optimizers import optimizer_for
@@ -278,7 +279,9 @@ def evaluate(
     the running statistics)."""
     variables = {"params": params} if batch_stats is None else {"params": params, "batch_stats": batch_stats}
     out = model_of(config).apply(variables, preprocessing.apply(config.preprocessing, images, stats))
-    loss = jnp.mean(per_example_loss(config.loss, out, labels, config.label_smoothing))
+    loss = mean_loss(config.loss, out, labels, config.label_smoothing)  # fixed-order in that mode
+    if numerics.fixed_order_active():
+        return loss, correct_count(out, labels, jnp.ones_like(labels)) / labels.shape[0]
     return loss, jnp.mean(jnp.argmax(out, -1) == labels)
 
 

@@ -350,8 +350,7 @@ def batch_loss_sum(
 def mean_loss(
     kind: str, outputs: jax.Array, labels: jax.Array, label_smoothing: float = 0.0, fixed: bool | None = None
 ) -> jax.Array:
-    """The mean loss over a whole split; in fixed-order mode summed in a fixed order. (For the evaluation:
-    engine.evaluate still takes jnp.mean, an XLA reduction, see docs/reproducibility.md.)"""
+    """The mean loss over a whole split (engine.evaluate); in fixed-order mode summed in a fixed order."""
     losses = per_example_loss(kind, outputs, labels, label_smoothing, fixed)
     return fo.sum(losses, axis=0) / losses.shape[0] if fixed_order_on(fixed) else jnp.mean(losses)
 
