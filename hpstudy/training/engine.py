@@ -41,7 +41,6 @@ from hpstudy.training.model import (
     float_dtype,
     l2_penalty,
     mean_loss,
-    per_example_loss,
 )
 from hpstudy.training.optimizers import optimizer_for
 from hpstudy.training.schedules import at_epoch, at_epoch_end, epoch_end_rule
