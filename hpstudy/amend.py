@@ -118,6 +118,9 @@ def _append_log(directory: Path, entry: dict) -> None:
     text = path.read_text() if path.exists() else ""
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".amendments-", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # a log like any file the user writes (mkstemp makes it private)
         with os.fdopen(fd, "w") as fh:
             fh.write(text + json.dumps(entry, sort_keys=True) + "\n")
             fh.flush()
