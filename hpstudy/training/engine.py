@@ -502,7 +502,7 @@ def validation_is_test(data: DeviceData) -> bool:
 
 
 # Evaluation images, one copy per lane. Shared by all lanes (in_axes None), jax.vmap turns a layer's
-# product into ONE product over every run's columns (rows x 784 @ 784 x width*units), and the kernel then
+# product into ONE product over every run's columns (rows x inputs @ inputs x width*units), and the kernel then
 # gives a run's columns other bits in slot 0, in slot 1 and alone (docs/reproducibility.md, "Evaluation
 # values and a run's slot"). With a copy per lane each run gets a product of its own, batched over the
 # lanes: a run's values are those of the same run in any slot, beside any runs. The training images need
