@@ -279,6 +279,10 @@ def verify(
         raise StudyError("--amend-evaluation needs a reason (it is written to the store's amendment log).")
     if amend_evaluation is not None and add_predictions:
         raise StudyError("--amend-evaluation and --add-predictions are separate passes; run one, then the other.")
+    if amend_evaluation is not None:
+        from hpstudy.amend import code_version
+
+        version = code_version()  # the code this process trains with: read now, not when the log is written
     from hpstudy.environment import fingerprint
     from hpstudy.predictions import consistent
     from hpstudy.runner import prepare_training, train
@@ -357,10 +361,10 @@ def verify(
 
         outcome.added = [add_to_store(s, reproduced) for s in stores]
     if to_amend:
-        from hpstudy.amend import amend_store, code_version
+        from hpstudy.amend import amend_store
 
         outcome.amended = [
-            amend_store(directory, old, new, amend_evaluation, code_version())
+            amend_store(directory, old, new, amend_evaluation, version)
             for directory, (old, new) in sorted(to_amend.items())
         ]
     return outcome
