@@ -8,21 +8,23 @@ docs/reproducibility.md ("A fixed-order dot") has the measurements.
 
 How, with element-wise operations only (no XLA dot and no XLA reduce is left, so no library kernel
 chooses an order by CPU, and no reduction is vectorised or split by XLA's own rules):
-- `dot(x, w)`: k is cut into blocks of `BLOCK` (zero padding at the end adds exact zeros); within a
-  block each output element is a chain of multiply-adds x[k]*w[k] + acc in k order, which XLA fuses into
-  one loop vectorised over the output's elements (each lane its own element) and LLVM turns into FMAs;
-  the blocks' partial sums are then added in block order, behind an `optimization_barrier` (without
-  it XLA recomputes the block products inside every add). Element-wise adds keep their order: XLA does
-  not reassociate floating-point adds without fast math. In each block's first add, which has two
-  products, LLVM fuses the first: fma(x0, w0, round(x1 * w1)) (tests/test_fixed_order.py).
-- `custom_vjp`: the gradients are fixed-order products too (g @ w^T and x^T @ g), so autodiff inserts no
-  XLA dot or reduction; `add_bias` does the same for bias gradients (a fixed-order sum over the batch).
-- `sum(x, axis)`, `logsumexp` and `log_softmax`: the same block scheme, for mean losses, accuracy counts and
-  the softmax (`log_softmax`'s `custom_vjp` sums its incoming gradient in fixed order too).
+- `dot(x, w)`: every output element is ONE chain over k in k order, acc = round(x[0] * w[0]), then
+  acc = fma(x[k], w[k], acc) (`_kchain`). It runs as one `lax.fori_loop` over blocks of `BLOCK` k carrying
+  the accumulator, the block's multiply-adds unrolled in the body, which XLA fuses into one loop over the
+  output vectorised along its minor axis (each lane its own element) and LLVM turns into FMAs; how k is cut
+  into iterations changes the speed, never the order. Each add has exactly one product (the first product
+  is kept apart behind an `optimization_barrier`), so FMA contraction has one choice. Element-wise adds keep
+  their order: XLA does not reassociate floating-point adds without fast math (tests/test_fixed_order.py
+  pins the order against NumPy).
+- `custom_vjp`: the gradients are the same chains (`input_grad`: g @ w^T, a chain over n with w transposed
+  once; `weight_grad`: x^T @ g, a chain over the batch), so autodiff inserts no XLA dot or reduction;
+  `add_bias` does the same for bias gradients (a fixed-order sum over the batch).
+- `sum(x, axis)`, `logsumexp` and `log_softmax`: chains within blocks of `SUM_BLOCK`, the blocks' sums
+  chained in order, for mean losses, accuracy counts and the softmax (`log_softmax`'s `custom_vjp` sums its
+  incoming gradient in fixed order too).
 Measured: the same bits under XLA's defaults (YNNPACK, oneDNN, 512-bit code), with YNNPACK off, under
-portable settings, with one core or a thread pool of two, and on aarch64 under qemu; 1.1-1.25x the
-time of portable numerics' Eigen dots. FMA matters: CPUs without FMA would
-give other bits.
+portable settings, with one core or a thread pool of two, and on aarch64 under qemu. FMA matters: CPUs
+without FMA would give other bits.
 Used by training in numerics mode "fixed-order" (hpstudy/training/numerics.py; the layers and losses in model.py).
 """
 
@@ -34,7 +36,6 @@ import jax
 import jax.numpy as jnp
 
 BLOCK = 16  # k per loop iteration of a dot: speed only, the bits do not depend on it (see `_kchain`)
-UNROLLED = 32  # a dot over at most this many k (+ 1) is one straight chain, without a loop
 SUM_BLOCK = 8  # elements per chain of `sum` (8 and 16 measured alike on the two networks)
 
 
@@ -71,7 +72,7 @@ def _kchain(a: jax.Array, b: jax.Array, block: int = BLOCK) -> jax.Array:
         return ak[..., :, None] * bk[..., None, :]
 
     acc = jax.lax.optimization_barrier(term(a[..., 0, :], b[..., 0, :]))
-    nb = 0 if k - 1 <= UNROLLED else (k - 1) // block
+    nb = (k - 1) // block  # loop iterations; the other k - 1 - nb * block terms are unrolled after the loop
 
     def body(j, acc):
         start = 1 + j * block
