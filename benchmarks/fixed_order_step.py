@@ -6,7 +6,8 @@ One single-core process under the mode's settings (numerics.prepare_process). Th
 ReLU, softmax cross-entropy, batch 32), vmapped over a chunk of 2 runs, as the engine runs it: the loss and its
 gradient with fixed-order layers and loss, plain (nn.Dense, XLA's reductions), and each half alone; then the
 784x128 layer's three products alone (forward x @ w, weight gradient x^T @ g, input gradient g @ w^T, the last
-needed from the second layer on), fixed-order. Median microseconds of `--repeats` calls after a warm-up.
+needed from the second layer on), fixed-order. Median microseconds of `--repeats` calls after a warm-up, wall
+and CPU time (the process's, time.process_time).
 Prints JSON (with the 1-minute load average).
 """
 
@@ -29,15 +30,17 @@ from hpstudy.training import model  # noqa: E402
 WIDTH, BATCH = 2, 32
 
 
-def median_us(f, *args, repeats: int) -> float:
+def median_us(f, *args, repeats: int) -> dict[str, int]:
+    """Median wall time and median CPU time (time.process_time: steadier on a loaded machine) of a jitted call."""
     f = jax.jit(f)
     jax.block_until_ready(f(*args))
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         jax.block_until_ready(f(*args))
         times.append(time.perf_counter() - start)
-    return round(sorted(times)[repeats // 2] * 1e6)
+        cpu.append(time.process_time() - start_cpu)
+    return {"wall": round(sorted(times)[repeats // 2] * 1e6), "cpu": round(sorted(cpu)[repeats // 2] * 1e6)}
 
 
 def main() -> None:
@@ -63,11 +66,10 @@ def main() -> None:
         }
     w = jnp.asarray(rng.standard_normal((WIDTH, 784, 128), dtype=np.float32))
     g = jnp.asarray(rng.standard_normal((WIDTH, BATCH, 128), dtype=np.float32))
-    block = fo.BLOCK
     out["784x128 products, fixed-order"] = {
-        "forward x @ w": median_us(jax.vmap(lambda x, w: fo._dot(x, w, block)), x, w, repeats=args.repeats),
-        "weight gradient x^T @ g": median_us(jax.vmap(lambda x, g: fo._dot(x.T, g, block)), x, g, repeats=args.repeats),
-        "input gradient g @ w^T": median_us(jax.vmap(lambda g, w: fo._dot(g, w.T, block)), g, w, repeats=args.repeats),
+        "forward x @ w": median_us(jax.vmap(fo._dot), x, w, repeats=args.repeats),
+        "weight gradient x^T @ g": median_us(jax.vmap(fo.weight_grad), x, g, repeats=args.repeats),
+        "input gradient g @ w^T": median_us(jax.vmap(fo.input_grad), g, w, repeats=args.repeats),
     }
     out["load_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(out, indent=1))

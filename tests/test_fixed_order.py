@@ -54,32 +54,44 @@ def test_fixed_order_same_bits_under_every_kernel_choice():
         assert len({got[name]["plain_dot"] for name in got}) > 1, got
 
 
+def _chain_reference(a, b):
+    """NumPy: out[m, n] = one chain over k in order, acc = round(a[0] * b[0]), then acc = fma(a[k], b[k], acc)
+    (each multiply-add rounded once, as an FMA does: the float32 product is exact in float64)."""
+    import numpy as np
+
+    acc = (a[0, :, None] * b[0, None, :]).astype(np.float32)
+    for k in range(1, a.shape[0]):
+        acc = (a[k, :, None].astype(np.float64) * b[k, None, :] + acc).astype(np.float32)
+    return acc
+
+
 def test_fixed_order_matches_its_documented_order():
-    """dot: within blocks of BLOCK, a chain of multiply-adds; then the blocks' sums in order (NumPy, with
-    each multiply-add rounded once, as an FMA does: the float32 product is exact in float64). The first
-    add of a block has two products; LLVM fuses the first one: fma(x0, w0, round(x1 * w1))."""
+    """dot and its two gradient products: every output element one k-sequential FMA chain (NumPy reference),
+    whatever the block size (which sets only how the chain is cut into loop iterations); k = 40 runs the loop
+    and the unrolled tail, k = 20 the straight chain. sum: chains within blocks of SUM_BLOCK, then the blocks'
+    sums in order."""
     import jax
     import numpy as np
 
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((5, 40), dtype=np.float32)
-    w = rng.standard_normal((40, 3), dtype=np.float32)
-    b = fixed_order.BLOCK
-    partial = []
-
-    def fma(a, c, d):
-        return (a.astype(np.float64) * c + d).astype(np.float32)
-
-    for start in range(0, 40, b):
-        acc = fma(x[:, start, None], w[start], (x[:, start + 1, None] * w[start + 1]).astype(np.float32))
-        for k in range(start + 2, start + b):
-            acc = fma(x[:, k, None], w[k], acc)
-        partial.append(acc)
-    expected = partial[0]
-    for p in partial[1:]:
-        expected = expected + p
-    got = np.asarray(jax.jit(fixed_order.dot)(x, w))
-    assert np.array_equal(got, expected), np.abs(got - expected).max()
+    for k in (40, 20, 1):
+        x = rng.standard_normal((5, k), dtype=np.float32)
+        w = rng.standard_normal((k, 3), dtype=np.float32)
+        g = rng.standard_normal((5, 3), dtype=np.float32)
+        expected = _chain_reference(x.T, w)
+        for block in (fixed_order.BLOCK, 4, 7):
+            got = np.asarray(jax.jit(fixed_order.dot, static_argnums=2)(x, w, block))
+            assert np.array_equal(got, expected), (k, block, np.abs(got - expected).max())
+        gx, gw = jax.jit(lambda x, w, g: jax.vjp(fixed_order.dot, x, w)[1](g))(x, w, g)
+        assert np.array_equal(np.asarray(gx), _chain_reference(g.T, w.T)), k  # g @ w^T: a chain over n
+        assert np.array_equal(np.asarray(gw), _chain_reference(x, g)), k  # x^T @ g: a chain over the batch
+    # vmapped over a chunk and with leading batch dimensions, as the engine calls it: the same chains
+    xs = rng.standard_normal((2, 3, 4, 50), dtype=np.float32)
+    ws = rng.standard_normal((2, 50, 6), dtype=np.float32)
+    got = np.asarray(jax.jit(jax.vmap(fixed_order.dot))(xs, ws))
+    for c in range(2):
+        assert np.array_equal(got[c].reshape(12, 6), _chain_reference(xs[c].reshape(12, 50).T, ws[c])), c
+    b = fixed_order.SUM_BLOCK
     s = rng.standard_normal((19,), dtype=np.float32)
     blocks = []
     padded = np.concatenate([s, np.zeros(24 - 19, np.float32)])
