@@ -22,8 +22,8 @@ layers, the loss's log-softmax and sums, and the accuracy counts are written wit
 element-wise chains (model.py), so no library kernel and no vectorised XLA reduction decides an order in the
 training step; its bits are then the same on x86-64 CPUs with FMA and on aarch64 (ARM servers, Apple silicon),
 whatever the vector width, the XLA kernel settings or the number of cores (no pinning needed, so a Mac needs
-no setting either). Its one setting, YNNPACK fusions off, leaves the remaining plain reductions (the evaluation's
-mean loss) to XLA's own code, as portable mode does. Its bits differ from the other modes' (other sums). The mode is recorded with every run (environment.fingerprint).
+no setting either). Its one setting, YNNPACK fusions off, is a guard: a reduction not written in fixed order (none
+in the step or the evaluation today) stays XLA's own code, as in portable mode, not a kernel YNNPACK picks by CPU. Its bits differ from the other modes' (other sums). The mode is recorded with every run (environment.fingerprint).
 Environment variables read by native libraries must be in place before JAX creates its CPU backend:
 `prepare_process` is called first thing in every training process (the CLI's, each worker's, the tests').
 """
@@ -53,8 +53,8 @@ CANDIDATE_YNN_DOTS_XLA_FLAGS = (
     "--xla_cpu_max_isa=AVX2",
 )
 CANDIDATE_YNN_DOTS_ENV = dict(PORTABLE_ENV)
-# Fixed-order mode: YNNPACK fusions off, so that the reductions its step does not write in fixed order (the
-# evaluation's mean loss in engine.evaluate) are XLA's own code, not kernels YNNPACK picks by CPU. No AVX2 cap
+# Fixed-order mode: YNNPACK fusions off, so that a reduction not written in fixed order (none in the step or the
+# evaluation today) would be XLA's own code, not a kernel YNNPACK picks by CPU. No AVX2 cap
 # and no Eigen setting: the mode's products are element-wise chains, which no vector width reorders.
 FIXED_ORDER_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=",)
 FIXED_ORDER_ENV: dict[str, str] = {}
