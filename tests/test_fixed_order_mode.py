@@ -158,7 +158,7 @@ def test_fixed_order_mode_refuses_what_it_does_not_cover():
     from hpstudy.config import RunConfig
 
     config = RunConfig(hidden=(16,), batch_norm="before_activation")
-    with pytest.raises(ValueError, match="batch_norm='before_activation'.*fixed-order"):
+    with pytest.raises(EngineError, match="batch_norm='before_activation'.*fixed-order"):
         model.check_fixed_order(config)
     model.check_fixed_order(RunConfig(hidden=(16,)))
 

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from hpstudy.config import ACTIVATIONS, INITS, LOSSES
+from hpstudy.errors import EngineError
 from hpstudy.flavours import keras as keras_flavour
 from hpstudy.flavours import nielsen as nielsen_flavour
 from hpstudy.flavours import pytorch as pytorch_flavour
@@ -171,7 +172,7 @@ def check_fixed_order(config) -> None:
     for field, plain in FIXED_ORDER_UNSUPPORTED.items():
         value = getattr(config, field, plain)
         if value != plain:
-            raise ValueError(
+            raise EngineError(
                 f"{field}={value!r} is not supported in numerics mode 'fixed-order' (its sums are XLA reductions, "
                 f"whose order depends on the CPU); expected {field}={plain!r}, or another numerics mode."
             )
