@@ -29,7 +29,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hpstudy import locking, store, storeops
+from hpstudy import store, storeops
 from hpstudy.errors import StoreError
 
 # What evaluation gives: the only fields an amendment may change.
@@ -166,12 +166,7 @@ def amend_store(directory: Path, old: dict[str, dict], new: dict[str, dict], rea
         raise StoreError(f"an amendment may change only evaluation values, not {', '.join(bad)}; nothing written")
     if not new:
         return amended
-    with locking.store_lock(directory), storeops._compaction_lock(directory):
-        journal = store.read_journal(directory)
-        if journal and (journal["add"] or journal["remove"]):
-            raise StoreError(
-                f"{directory} has an unfinished compaction; run `hpstudy compact {directory}` first. Nothing was written."
-            )
+    with storeops.rewriting_parts(directory):
         parts = {}
         for part in store.live_parts(directory):
             ids = set(pq.read_table(part, columns=["run_id"]).column("run_id").to_pylist())

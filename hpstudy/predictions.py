@@ -17,8 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hpstudy import locking, store, storeops
-from hpstudy.errors import StoreError
+from hpstudy import store, storeops
 
 
 @dataclasses.dataclass
@@ -72,13 +71,7 @@ def add_to_store(directory: Path, found: dict[str, tuple[bytes, bytes]]) -> Adde
     ({run_id: (predictions, correct bits)}); holds the store's run lock and its compaction lock meanwhile."""
     directory = Path(directory)
     added = Added(directory)
-    with locking.store_lock(directory), storeops._compaction_lock(directory):
-        journal = store.read_journal(directory)
-        if journal and (journal["add"] or journal["remove"]):
-            raise StoreError(
-                f"{directory} has an unfinished compaction; run `hpstudy compact {directory}` first. "
-                "Nothing was written."
-            )
+    with storeops.rewriting_parts(directory):
         for part in store.live_parts(directory):
             table = pq.read_table(part)
             lacking = _lacking(table)

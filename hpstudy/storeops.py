@@ -307,6 +307,19 @@ def _compaction_lock(directory: Path) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def rewriting_parts(directory: Path) -> Iterator[None]:
+    """Hold what rewriting a store's parts in place needs: its run lock and its compaction lock, and no
+    unfinished compaction (whose journal names parts that are about to move); a StoreError otherwise."""
+    with locking.store_lock(directory), _compaction_lock(directory):
+        journal = store.read_journal(directory)
+        if journal and (journal["add"] or journal["remove"]):
+            raise StoreError(
+                f"{directory} has an unfinished compaction; run `hpstudy compact {directory}` first. Nothing was written."
+            )
+        yield
+
+
 def _write_journal(directory: Path, journal: dict) -> None:
     """Replace the journal atomically (temp file, fsync, rename, fsync of the folder)."""
     tmp = directory / f".{store.JOURNAL}.tmp"
