@@ -136,7 +136,7 @@ def numeric_identity(env: dict | str) -> dict:
     identity.update({field: env.get(field) for field in NUMERIC_FIELDS})
     if env.get("numerics") == numerics.FIXED_ORDER:
         identity.pop("cores_per_run")
-    elif env.get("numerics") != "portable":
+    elif env.get("numerics") not in numerics.PORTABLE_MODES:
         identity["isa"] = env.get("isa")
     return identity
 

@@ -68,29 +68,31 @@ def qemu() -> str:
     )
 
 
-def train(tmp: Path, mode: str, study: Path, data: str, emulate: bool, settings: list | None = None) -> dict:
-    """Run the child natively or under the emulated CPU; return its JSON. `settings` ([XLA flags, environment
-    variables]) replaces native mode's settings (the child's SETTINGS argument)."""
+def train(
+    tmp: Path, mode: str, study: Path, data: str, emulate: bool, settings: list | None = None, cpu: str = EMULATED_CPU
+) -> dict:
+    """Run the child natively or under the emulated CPU `cpu`; return its JSON. `settings` ([XLA flags,
+    environment variables]) replaces native mode's settings (the child's SETTINGS argument)."""
     results = tmp / f"{mode}{'-settings' if settings else ''}-{'emulated' if emulate else 'native'}"
     command = [sys.executable, str(CHILD), mode, str(study), str(results), data]
     if settings is not None:
         assert mode == "native", "explicit settings replace native mode's"
         command.append(json.dumps(settings))
     if emulate:
-        command = [qemu(), "-cpu", EMULATED_CPU, *command]
+        command = [qemu(), "-cpu", cpu, *command]
     env = {**os.environ, "HPSTUDY_CACHE_DIR": "off"}  # compile here, for this CPU: never a cached program
     proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=3600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def assert_same_runs(native: dict, emulated: dict) -> None:
+def assert_same_runs(native: dict, emulated: dict, cpu: str = EMULATED_CPU) -> None:
     """Every run present on both sides with every compared value equal."""
     assert "AVX512F" not in emulated["features"] and "AVX2" in emulated["features"], emulated["features"]
     assert set(native["runs"]) == set(emulated["runs"]) and native["runs"]
     for run_id, values in native["runs"].items():
         differing = {f: (v, emulated["runs"][run_id][f]) for f, v in values.items() if emulated["runs"][run_id][f] != v}
-        assert not differing, f"run {run_id} differs between this CPU and an emulated {EMULATED_CPU}: {differing}"
+        assert not differing, f"run {run_id} differs between this CPU and an emulated {cpu}: {differing}"
 
 
 @pytest.fixture
@@ -149,20 +151,18 @@ def test_portable_numerics_real_mnist_epoch(tmp_path, mnist_dir, monkeypatch):
     )
 
 
-def test_candidate_ynn_dots_same_bits_on_emulated_avx2_cpu(tmp_path, small_study):
-    """The measured candidate for a faster portable mode (numerics.CANDIDATE_YNN_DOTS_*: YNNPACK's dots with
-    XLA's platform dependent math off, the AVX2 cap, Eigen's kernel for the rest): one seed of Keras' Adam with
-    dropout, 2 epochs, the same bits on this CPU and an emulated AVX2-only CPU. Not a mode yet."""
-    full_cross_cpu()
+@pytest.mark.parametrize("cpu", ["EPYC-Milan", "Haswell"])
+def test_portable_v2_same_bits_on_emulated_avx2_cpu(tmp_path, small_study, cpu):
+    """Numerics mode portable-v2 (YNNPACK's consistent dots, weight gradients from a materialised transpose):
+    one seed of Keras' Adam with dropout and one of SGD, 2 epochs, the same bits on this CPU and on an emulated
+    AVX2-only CPU (an AMD and an Intel core), and other bits than portable mode's (so the comparison can
+    fail). In CI on EPYC-Milan; Haswell with HPSTUDY_CROSS_CPU=all."""
+    if cpu != EMULATED_CPU:
+        full_cross_cpu()
     qemu()
-    small_study.write_text(
-        SMALL.replace("seeds = 2", "seeds = 1")
-        .replace("epochs = 4", "epochs = 2")
-        .replace('["adam_keras", "sgd"]', '["adam_keras"]')
-    )
-    settings = [list(numerics.CANDIDATE_YNN_DOTS_XLA_FLAGS), numerics.CANDIDATE_YNN_DOTS_ENV]
-    native = train(tmp_path, "native", small_study, "synthetic", False, settings)
-    assert_same_runs(native, train(tmp_path, "native", small_study, "synthetic", True, settings))
+    small_study.write_text(SMALL.replace("seeds = 2", "seeds = 1").replace("epochs = 4", "epochs = 2"))
+    native = train(tmp_path, numerics.PORTABLE_V2, small_study, "synthetic", False)
+    assert_same_runs(native, train(tmp_path, numerics.PORTABLE_V2, small_study, "synthetic", True, cpu=cpu), cpu)
     portable = train(tmp_path, "portable", small_study, "synthetic", False)
     other = {v["param_sha256"] for v in portable["runs"].values()}
     assert other.isdisjoint(v["param_sha256"] for v in native["runs"].values()), "portable mode's bits differ"

@@ -6,7 +6,9 @@ NNX's mutable objects would have to be split back into pytrees at every vmap bou
 
 In numerics mode "fixed-order" (hpstudy/training/numerics.py) the dense layers (`FixedOrderDense`), the loss's
 log-softmax and sums (`per_example_loss`, `batch_loss_sum`, `mean_loss`) and the accuracy counts
-(`correct_count`) use hpstudy/training/fixed_order.py; in every other mode they are the code they always were.
+(`correct_count`) use hpstudy/training/fixed_order.py; in mode "portable-v2" the dense layers' weight gradients
+are computed from a materialised transpose (`TransposedGradDense`); in every other mode they are the code they
+always were.
 """
 
 from __future__ import annotations
@@ -196,6 +198,46 @@ class FixedOrderDense(nn.Module):
         return fo.add_bias(fo.dot(x, kernel), bias)
 
 
+@jax.custom_vjp
+def transposed_grad_dot(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """x @ kernel (nn.Dense's product), whose weight gradient multiplies a materialised x^T (`_tgd_bwd`)."""
+    return x @ kernel
+
+
+def _tgd_fwd(x, kernel):
+    return x @ kernel, (x, kernel)
+
+
+def _tgd_bwd(residuals, g):
+    # Autodiff would contract x and g over the batch (x^T @ g with x transposed in place), a form YNNPACK's
+    # dot does not take, so it went to Eigen's kernel at a third of the speed. The barrier keeps XLA from
+    # folding the transpose back into the product: x^T is written out, then YNNPACK multiplies it.
+    x, kernel = residuals
+    xt = jax.lax.optimization_barrier(x.reshape(-1, x.shape[-1]).T)
+    return g @ kernel.T, xt @ g.reshape(-1, g.shape[-1])
+
+
+transposed_grad_dot.defvjp(_tgd_fwd, _tgd_bwd)
+
+
+class TransposedGradDense(nn.Module):
+    """nn.Dense's parameters (the same names, shapes and initialisers, so the same initial values) and forward
+    values, with the weight gradient computed by `transposed_grad_dot` (numerics mode portable-v2)."""
+
+    features: int
+    kernel_init: Callable
+    bias_init: Callable
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+        x, kernel, bias = (a.astype(self.dtype) for a in (x, kernel, bias))
+        return transposed_grad_dot(x, kernel) + bias
+
+
 class MLP(nn.Module):
     """Dense layers with an activation, optional batch normalisation and dropout after each hidden layer,
     optional dropout on the input; returns pre-activations of the output layer (logits)."""
@@ -215,6 +257,8 @@ class MLP(nn.Module):
         """Dense layer `index` (named Dense_<index>, as Flax names nn.Dense layers in order)."""
         if fixed_order_on(self.fixed_order):
             return FixedOrderDense(width, k_init, b_init, dtype, dtype, name=f"Dense_{index}")
+        if numerics.transposed_grads_active():
+            return TransposedGradDense(width, k_init, b_init, dtype, dtype, name=f"Dense_{index}")
         return nn.Dense(width, kernel_init=k_init, bias_init=b_init, dtype=dtype, param_dtype=dtype)
 
     @nn.compact

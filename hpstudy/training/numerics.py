@@ -35,24 +35,28 @@ import platform
 
 from hpstudy.errors import EngineError
 
-MODES = ("portable", "native", "fixed-order")
+MODES = ("portable", "native", "fixed-order", "portable-v2")
 DEFAULT_MODE = "portable"
 FIXED_ORDER = "fixed-order"
 # XLA flags and library environment variables of each mode (see the module docstring for why each).
 PORTABLE_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=", "--xla_cpu_max_isa=AVX2")
 PORTABLE_ENV = {"TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL": "false"}
-# Not a mode: the measured candidate for a faster portable mode (issue 19; docs/reproducibility.md, "Only the
-# dots to YNNPACK"). YNNPACK takes the dots it supports (`individual_dot`; its reductions and log-sum-exp stay in
-# XLA's code); with XLA's "platform dependent math" off, YNNPACK keeps to dot kernels that sum each output
-# element in one FMA chain over k (k-tile 1) whatever the vector width, instead of kernels that interleave k
-# across lanes (which it picks on AVX-512 CPUs, ignoring --xla_cpu_max_isa). The AVX2 cap and Eigen's kernel
-# stay for all other code and dots. Other bits than portable mode's (new runs would not match stored ones).
-CANDIDATE_YNN_DOTS_XLA_FLAGS = (
+# Mode "portable-v2" (issue 19; docs/reproducibility.md, "Numerics mode portable-v2"): YNNPACK takes the dots it
+# supports (`individual_dot`; its reductions and log-sum-exp stay in XLA's code); with XLA's "platform dependent
+# math" off, YNNPACK keeps to dot kernels that sum each output element in one FMA chain over k (k-tile 1) whatever
+# the vector width, instead of kernels that interleave k across lanes (which it picks on AVX-512 CPUs, ignoring
+# --xla_cpu_max_isa). The AVX2 cap and Eigen's kernel stay for all other code and any dot YNNPACK does not take;
+# the dense layers' weight gradients are written so that YNNPACK takes them too (model.TransposedGradDense).
+# Other bits than portable mode's, so runs of the two modes are never mixed in a store.
+PORTABLE_V2 = "portable-v2"
+PORTABLE_V2_XLA_FLAGS = (
     "--xla_cpu_enable_platform_dependent_math=false",
     "--xla_cpu_experimental_ynn_fusion_type=individual_dot",
     "--xla_cpu_max_isa=AVX2",
 )
-CANDIDATE_YNN_DOTS_ENV = dict(PORTABLE_ENV)
+PORTABLE_V2_ENV = dict(PORTABLE_ENV)
+# The modes whose bits hold on any x86-64-v3 CPU (AVX2 and FMA).
+PORTABLE_MODES = ("portable", PORTABLE_V2)
 # Fixed-order mode: YNNPACK fusions off, so that a reduction not written in fixed order (none in the step or the
 # evaluation today) would be XLA's own code, not a kernel YNNPACK picks by CPU. No AVX2 cap
 # and no Eigen setting: the mode's products are element-wise chains, which no vector width reorders.
@@ -95,9 +99,9 @@ def is_aarch64() -> bool:
 
 
 def isa_floor(mode: str) -> str:
-    """The CPUs on which `mode`'s bits are the same: portable's x86-64-v3, fixed-order's FMA (x86-64 with FMA3,
+    """The CPUs on which `mode`'s bits are the same: portable's (and portable-v2's) x86-64-v3, fixed-order's FMA (x86-64 with FMA3,
     or aarch64), native's "host" (the same kind of CPU only)."""
-    return {"portable": PORTABLE_FLOOR, FIXED_ORDER: FIXED_ORDER_FLOOR}.get(mode, "host")
+    return {"portable": PORTABLE_FLOOR, PORTABLE_V2: PORTABLE_FLOOR, FIXED_ORDER: FIXED_ORDER_FLOOR}.get(mode, "host")
 
 
 def check_floor(mode: str) -> None:
@@ -118,11 +122,11 @@ def check_floor(mode: str) -> None:
                 "its sums are chains of FMAs. Run with --numerics native to train anyway (recorded with each run)."
             )
         return
-    if mode != "portable":
+    if mode not in PORTABLE_MODES:
         return
     if not is_x86_64():
         raise EngineError(
-            f"numerics mode 'portable' is defined for x86-64 CPUs, and this machine is {platform.machine()}; "
+            f"numerics mode {mode!r} is defined for x86-64 CPUs, and this machine is {platform.machine()}; "
             "run with --numerics native (results are then bit-identical only on the same kind of CPU), or with "
             "--numerics fixed-order on aarch64 (the same bits as x86-64's fixed-order runs; slower)."
         )
@@ -130,7 +134,7 @@ def check_floor(mode: str) -> None:
     missing = [name for name in FLOOR_FEATURES if not features.get(name, False)]
     if missing:
         raise EngineError(
-            f"this CPU lacks {', '.join(missing)}, which portable numerics needs ({PORTABLE_FLOOR}: AVX2 and FMA); "
+            f"this CPU lacks {', '.join(missing)}, which numerics mode {mode!r} needs ({PORTABLE_FLOOR}: AVX2 and FMA); "
             "its results would not match other machines' bits. Run with --numerics native to train anyway "
             "(recorded with each run), or use a CPU from about 2013 or later."
         )
@@ -148,6 +152,8 @@ def settings(mode: str) -> tuple[tuple[str, ...], dict[str, str]]:
     check_mode(mode)
     if mode == "portable":
         return (*PORTABLE_XLA_FLAGS, *COMMON_XLA_FLAGS), dict(PORTABLE_ENV)
+    if mode == PORTABLE_V2:
+        return (*PORTABLE_V2_XLA_FLAGS, *COMMON_XLA_FLAGS), dict(PORTABLE_V2_ENV)
     if mode == FIXED_ORDER:
         return (*FIXED_ORDER_XLA_FLAGS, *COMMON_XLA_FLAGS), dict(FIXED_ORDER_ENV)
     return COMMON_XLA_FLAGS, {}
@@ -221,6 +227,12 @@ def fixed_order_active() -> bool:
     """Whether this process trains in fixed-order mode (read when a program is traced: model.py's layers and
     losses then use hpstudy/training/fixed_order.py; every other mode's programs are left exactly as they were)."""
     return _applied.get("mode") == FIXED_ORDER
+
+
+def transposed_grads_active() -> bool:
+    """Whether this process trains in portable-v2 mode (read when a program is traced: model.py's dense layers
+    then compute their weight gradients from a materialised transpose, which YNNPACK's dot takes)."""
+    return _applied.get("mode") == PORTABLE_V2
 
 
 def usable_cores() -> list[int]:
