@@ -214,13 +214,18 @@ def run_keras(python: str, data_dir: str, workload: C.Workload, order, n_train: 
 E2E_SETTINGS = (("one core", "0", 1), ("whole machine", None, None))
 
 
+def e2e_settings(which: str) -> tuple:
+    """E2E_SETTINGS, or only its "one core" or "whole machine" entry."""
+    return {"both": E2E_SETTINGS, "one": E2E_SETTINGS[:1], "whole": E2E_SETTINGS[1:]}[which]
+
+
 def _pinned(cmd: list[str], cores: str | None) -> list[str]:
     """`cmd` confined to `cores` (taskset) where given."""
     return ["taskset", "-c", cores, *cmd] if cores is not None else cmd
 
 
 def _hpstudy_grid(
-    data_dir: str, seeds: int, cores: str | None, workers: int | None, results: Path, cache: Path
+    data_dir: str, seeds: int, cores: str | None, workers: int | None, results: Path, cache: Path, numerics: str
 ) -> dict:
     """Wall seconds and runs of `hpstudy run` of the grid study into a fresh results folder."""
     import pandas as pd
@@ -238,6 +243,8 @@ def _hpstudy_grid(
         str(results),
         "--data-dir",
         data_dir,
+        "--numerics",
+        numerics,
     ]
     if workers is not None:
         cmd += ["--workers", str(workers)]
@@ -256,20 +263,34 @@ def _hpstudy_grid(
     }
 
 
-def end_to_end(data_dir: str, keras_py: str | None, seeds: int, rounds: int = 2) -> dict:
+def end_to_end(
+    data_dir: str,
+    keras_py: str | None,
+    seeds: int,
+    rounds: int = 2,
+    numerics: str = "portable",
+    settings: tuple = E2E_SETTINGS,
+) -> dict:
     """`hpstudy run` of the grid study (`seeds` seeds) against Keras running its 8 configurations once, in
     the same sitting with the same cores, alternating round by round; per core and for the whole machine.
 
     The figure to quote is per run: (hpstudy seconds / hpstudy runs) / (Keras seconds / 8). Round 1 of
-    hpstudy compiles (cold cache); later rounds load the compiled programs (warm cache).
+    hpstudy compiles (cold cache); later rounds load the compiled programs (warm cache). `numerics`:
+    hpstudy's numerics mode; `settings`: which of E2E_SETTINGS to run.
     """
-    out: dict = {"study": "studies/naragundkar2024_grid.toml", "seeds": seeds, "rounds": rounds, "settings": {}}
+    out: dict = {
+        "study": "studies/naragundkar2024_grid.toml",
+        "seeds": seeds,
+        "rounds": rounds,
+        "numerics": numerics,
+        "settings": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
-        for label, cores, workers in E2E_SETTINGS:
+        for label, cores, workers in settings:
             cache = Path(tmp) / f"jax-cache-{label.replace(' ', '-')}"
             block: dict = {"cores": cores or "all", "hpstudy": [], "keras": []}
             for round_ in range(rounds):
-                h = _hpstudy_grid(data_dir, seeds, cores, workers, Path(tmp) / f"r-{label}-{round_}", cache)
+                h = _hpstudy_grid(data_dir, seeds, cores, workers, Path(tmp) / f"r-{label}-{round_}", cache, numerics)
                 block["hpstudy"].append({k: v for k, v in h.items() if k != "hashes"})
                 block.setdefault("hashes", h["hashes"])
                 block["same_bits_every_round"] = (
@@ -357,8 +378,9 @@ def end_to_end_lines(e2e: dict) -> list[str]:
         "",
         f"## End to end: the grid study, {e2e['seeds']} seeds, against Keras running it once",
         "",
-        f"Same sitting, same cores, alternating hpstudy and Keras, {e2e['rounds']} round(s) (medians; hpstudy's "
-        "first round compiles, later rounds load the compiled programs):",
+        f"Same sitting, same cores, alternating hpstudy (numerics mode {e2e.get('numerics', 'portable')}) and "
+        f"Keras, {e2e['rounds']} round(s) (medians; hpstudy's first round compiles, later rounds load the compiled "
+        "programs):",
         "",
     ]
     lines += [
@@ -550,7 +572,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--end-to-end-only",
         action="store_true",
-        help="only the end-to-end comparison, written to benchmarks/end_to_end.json",
+        help="only the end-to-end comparison, written to benchmarks/end_to_end.json (or --e2e-out)",
+    )
+    parser.add_argument("--e2e-out", default=str(HERE / "end_to_end.json"))
+    parser.add_argument("--numerics", default="portable", help="hpstudy's numerics mode in the end-to-end runs")
+    parser.add_argument(
+        "--e2e-cores",
+        choices=("both", "one", "whole"),
+        default="both",
+        help="end to end on one core, on the whole machine, or both (default)",
     )
     parser.add_argument("--render", action="store_true", help="only re-write results.md from an existing results.json")
     parser.add_argument("--out", default=str(HERE / "results.json"))
@@ -575,10 +605,12 @@ def main(argv: list[str] | None = None) -> int:
             "environment": C.env_summary(),
             "keras_python": keras_py or keras_where,
             "notes": [],
-            "end_to_end": end_to_end(data_dir, keras_py, args.e2e_seeds, args.e2e_rounds),
+            "end_to_end": end_to_end(
+                data_dir, keras_py, args.e2e_seeds, args.e2e_rounds, args.numerics, e2e_settings(args.e2e_cores)
+            ),
         }
         res["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-        C.write_json(HERE / "end_to_end.json", res)
+        C.write_json(Path(args.e2e_out), res)
         print("\n".join(end_to_end_lines(res["end_to_end"])))
         return 0
 
@@ -655,7 +687,9 @@ def main(argv: list[str] | None = None) -> int:
         "real work that is not counted, so it understates the arithmetic done.",
     ]
     if args.end_to_end:
-        res["end_to_end"] = end_to_end(data_dir, keras_py, args.e2e_seeds, args.e2e_rounds)
+        res["end_to_end"] = end_to_end(
+            data_dir, keras_py, args.e2e_seeds, args.e2e_rounds, args.numerics, e2e_settings(args.e2e_cores)
+        )
     res["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     res["table"] = build_table(res)
     C.write_json(Path(args.out), res)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 from conftest import FACTORS, run_hashes, synthetic_dataset
 
@@ -118,10 +123,11 @@ def test_two_single_worker_processes_claim_different_cores(tmp_path):
     assert int(third.stdout) == core_first
 
 
-# The candidate for a faster portable mode (numerics.CANDIDATE_YNN_DOTS_*, docs/reproducibility.md): each product
-# YNNPACK takes must be one FMA chain over k per output element, from k = 0 up, which is what makes its bits
-# independent of the vector width. Checked against NumPy (the float32 product is exact in float64, so each step
-# rounds once, as an FMA does) in a fresh process with the candidate's settings.
+# Numerics mode portable-v2 (numerics.PORTABLE_V2_*, docs/reproducibility.md): each product YNNPACK takes must be
+# one FMA chain over k per output element, from k = 0 up, which is what makes its bits independent of the vector
+# width. Checked against NumPy (the float32 product is exact in float64, so each step rounds once, as an FMA does)
+# in a fresh process with the mode's settings: forward products, and the weight-gradient products as
+# model.TransposedGradDense gives them to YNNPACK (x^T materialised: 784 x batch @ batch x n, k = the batch).
 CHAIN_CHILD = r"""
 import json, os, sys
 flags, env = json.loads(sys.argv[1])
@@ -131,7 +137,7 @@ os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 import jax, numpy as np
 rng = np.random.default_rng(1)
 out = {}
-for b, m, k, n in [(2, 32, 128, 10), (4, 10, 30, 10), (4, 10, 784, 30)]:
+for b, m, k, n in [(2, 32, 128, 10), (4, 10, 30, 10), (4, 10, 784, 30), (2, 784, 32, 128), (4, 784, 10, 30)]:
     x, w = rng.standard_normal((b, m, k), dtype=np.float32), rng.standard_normal((b, k, n), dtype=np.float32)
     f = jax.jit(jax.vmap(lambda a, c: a @ c))
     got = np.asarray(f(x, w))
@@ -145,11 +151,6 @@ print(json.dumps(out))
 
 
 def chain_check(flags: tuple[str, ...], env: dict) -> dict:
-    import json
-    import os
-    import subprocess
-    import sys
-
     child_env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", *numerics.PORTABLE_ENV)}
     proc = subprocess.run(
         [sys.executable, "-c", CHAIN_CHILD, json.dumps([list(flags), env])],
@@ -162,20 +163,86 @@ def chain_check(flags: tuple[str, ...], env: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not numerics.is_x86_64(), reason="the candidate settings are measured on x86-64 only")
-def test_candidate_ynn_dots_are_one_fma_chain_per_element():
-    """Under the candidate settings YNNPACK computes the products (not Eigen), each element one FMA chain."""
-    got = chain_check(numerics.CANDIDATE_YNN_DOTS_XLA_FLAGS, numerics.CANDIDATE_YNN_DOTS_ENV)
-    assert got == {key: {"differing": 0, "ynn": True} for key in got} and len(got) == 3, got
+@pytest.mark.skipif(not numerics.is_x86_64(), reason="portable-v2 is defined for x86-64 only")
+def test_portable_v2_dots_are_one_fma_chain_per_element():
+    """Under portable-v2's settings YNNPACK computes the products (not Eigen), each element one FMA chain."""
+    got = chain_check(numerics.PORTABLE_V2_XLA_FLAGS, numerics.PORTABLE_V2_ENV)
+    assert got == {key: {"differing": 0, "ynn": True} for key in got} and len(got) == 5, got
 
 
-@pytest.mark.skipif(not numerics.is_x86_64(), reason="the candidate settings are measured on x86-64 only")
+@pytest.mark.skipif(not numerics.is_x86_64(), reason="portable-v2 is defined for x86-64 only")
 def test_platform_dependent_math_on_gives_other_sums_on_avx512():
     """The check above can fail: with XLA's platform dependent math on (its default), an AVX-512 CPU's YNNPACK
     picks dot kernels that interleave k across lanes for these shapes, despite --xla_cpu_max_isa=AVX2."""
     if not numerics.cpu_features().get("AVX512F"):
         pytest.skip("no AVX-512 here: YNNPACK's AVX2 kernels may give the chain's bits with the setting on too")
-    flags = tuple(f for f in numerics.CANDIDATE_YNN_DOTS_XLA_FLAGS if "platform_dependent_math" not in f)
-    got = chain_check(flags, numerics.CANDIDATE_YNN_DOTS_ENV)
+    flags = tuple(f for f in numerics.PORTABLE_V2_XLA_FLAGS if "platform_dependent_math" not in f)
+    got = chain_check(flags, numerics.PORTABLE_V2_ENV)
     assert all(v["ynn"] for v in got.values()), got
     assert got["2x(32x128@128x10)"]["differing"] > 0 and got["4x(10x30@30x10)"]["differing"] > 0, got
+
+
+# A gradient step of the grid network (784-128-128-10, batch 32) vmapped over a chunk of 2, compiled in a fresh
+# process of the given mode: which of its products YNNPACK takes ("ynn_fusion") and which stay plain dots
+# (Eigen's kernel under portable settings).
+STEP_CHILD = r"""
+import json, sys
+from hpstudy.training import numerics
+assert numerics.prepare_process(sys.argv[1])
+import jax, jax.numpy as jnp, optax
+from hpstudy.training import model
+net = model.MLP(hidden=(128, 128), activation="relu", init_scheme="keras")
+x, y = jnp.ones((2, 32, 784)), jnp.zeros((2, 32), jnp.int32)
+params = jax.vmap(lambda k: net.init(k, x[0]))(jax.random.split(jax.random.key(0)))
+loss = lambda p, x, y: optax.softmax_cross_entropy_with_integer_labels(net.apply(p, x), y).mean()
+text = jax.jit(jax.vmap(jax.grad(loss))).lower(params, x, y).compile().as_text()
+entry = text[text.index("ENTRY"):].splitlines()
+print(json.dumps({"ynn": sum(l.strip().startswith("%ynn_fusion") for l in entry),
+                  "dot": sum(" dot(" in l for l in entry)}))
+"""
+
+
+def step_products(mode: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", *numerics.PORTABLE_ENV)}
+    env["HPSTUDY_CACHE_DIR"] = "off"
+    proc = subprocess.run(
+        [sys.executable, "-c", STEP_CHILD, mode], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not numerics.is_x86_64(), reason="portable-v2 is defined for x86-64 only")
+def test_portable_v2_step_has_every_product_on_ynnpack():
+    """What makes portable-v2 fast: all 8 products of the step (3 forward, 3 weight gradients, 2 input gradients)
+    are YNNPACK's (whose k-tile-1 kernels the chain test above checks), none left to Eigen's kernel; portable
+    mode, the control, runs them all as plain dots."""
+    assert step_products(numerics.PORTABLE_V2) == {"ynn": 8, "dot": 0}
+    assert step_products("portable")["dot"] == 8
+
+
+def test_transposed_grad_dense_is_nn_dense_with_another_weight_gradient_order():
+    """portable-v2's layer: nn.Dense's parameter names and initial values, its forward values bit for bit, and
+    its gradients equal to autodiff's up to rounding (the weight gradient's sum runs in another order)."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from hpstudy.training import model
+
+    k_init, b_init = model.initializers("keras", 784, 30, "relu")
+    plain = nn.Dense(30, kernel_init=k_init, bias_init=b_init)
+    ours = model.TransposedGradDense(30, k_init, b_init)
+    x = jax.random.normal(jax.random.key(1), (10, 784))
+    p_plain, p_ours = plain.init(jax.random.key(2), x), ours.init(jax.random.key(2), x)
+    assert jax.tree.map(lambda a, b: bool((a == b).all()), p_plain, p_ours) == jax.tree.map(lambda a: True, p_plain)
+    assert (plain.apply(p_plain, x) == ours.apply(p_ours, x)).all()
+
+    def loss(module):
+        return lambda p, x: jnp.sum(jnp.tanh(module.apply(p, x)) ** 2)
+
+    g_plain = jax.grad(loss(plain), argnums=(0, 1))(p_plain, x)
+    g_ours = jax.grad(loss(ours), argnums=(0, 1))(p_ours, x)
+    for a, b in zip(jax.tree.leaves(g_plain), jax.tree.leaves(g_ours)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
