@@ -302,9 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--numerics",
         choices=numerics.MODES,
         default=numerics.DEFAULT_MODE,
-        help="portable (default): the same bits on any x86-64 CPU with AVX2+FMA; native: faster, "
-        "bits valid on the same kind of CPU only; fixed-order: the same bits on x86-64 (with FMA) and "
-        "aarch64 (ARM, Apple silicon), slower (recorded with each run)",
+        help="portable (default): the same bits on any x86-64 CPU with AVX2+FMA; portable-v2: the same promise, "
+        "other bits, about native speed; native: bits valid on the same kind of CPU only; fixed-order: the same "
+        "bits on x86-64 (with FMA) and aarch64 (ARM, Apple silicon), slower (recorded with each run)",
     )
     run.add_argument(
         "--allow-mixed",

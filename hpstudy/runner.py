@@ -159,7 +159,8 @@ def run_study(
     scheduler address or distributed.Client: train on that cluster instead (hpstudy/training/distributed.py), whose
     workers apply `numerics_mode` as local workers do.
 
-    numerics_mode: "portable" (bits equal on any x86-64-v3 CPU) or "native" (hpstudy/training/numerics.py).
+    numerics_mode: one of numerics.MODES, e.g. "portable" (bits equal on any x86-64-v3 CPU) or "native"
+    (hpstudy/training/numerics.py).
     A store whose runs were made in another numeric environment (packages, numerics mode, device) is
     refused unless allow_mixed (see `check_mixing`).
 
