@@ -116,13 +116,39 @@ def _append_log(directory: Path, entry: dict) -> None:
     """Append one line to the store's amendment log, atomically (the whole file rewritten and renamed)."""
     path = directory / LOG_NAME
     text = path.read_text() if path.exists() else ""
+    _write_log(directory, text + json.dumps(entry, sort_keys=True) + "\n")
+
+
+def carry_logs(out: str | os.PathLike, sources) -> int:
+    """Append to OUT's amendment log every amendment of the `sources` stores it does not hold yet (storeops.merge:
+    the merged runs carry the amended values, so the merged store must name them too); how many were added.
+    Running it again adds nothing."""
+    out = Path(out)
+    held = {json.dumps(entry, sort_keys=True) for entry in read_log(out)}
+    new = []
+    for source in sources:
+        for entry in read_log(source):
+            line = json.dumps(entry, sort_keys=True)
+            if line not in held:
+                held.add(line)
+                new.append(line)
+    if new:
+        path = out / LOG_NAME
+        text = path.read_text() if path.exists() else ""
+        _write_log(out, text + "".join(line + "\n" for line in new))
+    return len(new)
+
+
+def _write_log(directory: Path, text: str) -> None:
+    """The store's amendment log, written to a temporary file and renamed over the old one."""
+    path = directory / LOG_NAME
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".amendments-", suffix=".tmp")
     try:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # a log like any file the user writes (mkstemp makes it private)
         with os.fdopen(fd, "w") as fh:
-            fh.write(text + json.dumps(entry, sort_keys=True) + "\n")
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

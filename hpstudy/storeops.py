@@ -244,7 +244,8 @@ def merge(
     Every run is checked against every other copy of it first: any difference in value refuses the whole
     merge before anything is written, and so do runs made in different numeric environments unless
     `allow_mixed`. Runs OUT already holds are not written again, so a merge that crashed half-way is
-    finished by running it again. Each written part is atomic (store.write_table).
+    finished by running it again. Each written part is atomic (store.write_table). The sources' amendment logs
+    (hpstudy/amend.py) are carried into OUT's, so that OUT names every amended value it holds.
     """
     out = Path(out)
     if not sources:
@@ -261,7 +262,12 @@ def merge(
     if not allow_mixed:
         check_environments(incoming)
     with locking.store_lock(out):  # one writer per store, as for `hpstudy run`
-        return _merge_into(out, incoming, runs_per_part, allow_mixed)
+        report = _merge_into(out, incoming, runs_per_part, allow_mixed)
+        if report.runs:
+            from hpstudy import amend  # here, not at the top: amend builds on this module
+
+            amend.carry_logs(out, [Path(source) for source in sources])  # after the parts: a rerun completes it
+        return report
 
 
 def _merge_into(out: Path, incoming: list[tuple[Path, pa.Table]], runs_per_part: int, allow_mixed: bool) -> MergeReport:

@@ -139,6 +139,28 @@ def test_cli_amends_then_verifies(stored, monkeypatch, capsys):
     assert "2 of 2 runs match bit for bit" in capsys.readouterr().out
 
 
+def test_merge_carries_the_amendment_log(stored, tmp_path):
+    """A merged store holds the amended values, so it names the amendments too: `hpstudy merge` carries each
+    source's log into OUT (once, however often the merge is run), and OUT's report shows the reason."""
+    from hpstudy import storeops
+
+    rewrite_parts(stored, nudge_evaluation(min(store.read_runs(stored)["run_id"])))
+    V.verify(stored, load_data=synthetic_for, progress=False, lock_path=None, amend_evaluation=REASON)
+    out = tmp_path / "merged" / "small"
+    assert cli.main(["merge", str(out), str(stored)]) == 0
+    assert amend.read_log(out) == amend.read_log(stored) and len(amend.read_log(out)) == 1
+    storeops.merge(out, [stored])  # again: nothing new to write, nothing carried twice
+    assert (out / amend.LOG_NAME).read_bytes() == (stored / amend.LOG_NAME).read_bytes()
+    report = tmp_path / "report"
+    assert (
+        cli.main(
+            ["report", str(stored.parent.parent / "small.toml"), "--results", str(out.parent), "--out", str(report)]
+        )
+        == 0
+    )
+    assert REASON in next(report.rglob("README.md")).read_text()
+
+
 def test_amendment_needs_a_reason_and_a_recorded_environment(stored):
     with pytest.raises(StudyError, match="needs a reason"):
         V.verify(stored, load_data=synthetic_for, progress=False, lock_path=None, amend_evaluation=" ")
