@@ -145,9 +145,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     )
     import pandas as pd
 
+    from hpstudy.reporting.analysis import format_value
+
     table = pd.DataFrame(
         [
-            {k: ("x".join(map(str, v)) if isinstance(v, tuple) else v) for k, v in t.values.items()}
+            # tuples as the reports write them: 128x128, and (name, value) pairs as decay=0.9, eps=1e-08
+            {k: (format_value(k, v) if isinstance(v, tuple) else v) for k, v in t.values.items()}
             for t in study.trials
         ],
         index=[t.trial_id if study.design_kind == "random" else i + 1 for i, t in enumerate(study.trials)],

@@ -48,6 +48,13 @@ def test_show_random_design_names_its_trials(capsys, monkeypatch):
     )
 
 
+def test_show_writes_optimizer_arguments_as_the_study_file_does(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert cli.main(["show", "chollet2017_first_network", "--results", "/nonexistent/results"]) == 0
+    out = capsys.readouterr().out
+    assert "decay=0.9, eps=1e-08, eps_in_sqrt=false" in out and "('decay'" not in out
+
+
 def test_new_writes_a_template_that_validates_and_never_overwrites(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert cli.main(["new", "my_study"]) == 0
