@@ -196,8 +196,8 @@ def _run(
     directory, total = session.directory, len(session.specs)
     if not session.todo:  # a fully stored study: no data, no training, no lock wait
         return RunReport(directory, total, total, 0, 0.0, stored=session.contents)
+    check_mode_covers(session.todo, numerics_mode)  # before any run trains: none of the study's is stored then
     if scheduler is not None:
-        numerics.check_mode(numerics_mode)
         session.lock()
         todo = session.todo
         if not todo:
@@ -218,6 +218,17 @@ def _run(
         return RunReport(directory, total, total, 0, 0.0, stored=session.contents)
     seconds = _train_and_store(study, todo, dataset, session, env, progress, workers, numerics_mode, in_process)
     return RunReport(directory, total, total - len(todo), len(todo), seconds, stored=session.contents)
+
+
+def check_mode_covers(specs, numerics_mode: str) -> None:
+    """Refuse a numerics mode that is unknown, or (fixed-order) cannot train one of the runs `specs`, naming the
+    setting, before anything trains (the engine would refuse only when it compiles that run's chunk)."""
+    numerics.check_mode(numerics_mode)
+    if numerics_mode == numerics.FIXED_ORDER:
+        from hpstudy.training.model import check_fixed_order
+
+        for spec in specs:
+            check_fixed_order(spec.config)
 
 
 def run_specs(study: Study, seeds: range, shard: storeops.Shard | None = None) -> list:

@@ -193,3 +193,29 @@ def test_fixed_order_layers_and_losses_match_the_plain_ones():
     np.testing.assert_allclose(
         model.l2_penalty(p_plain["params"], fixed=True), model.l2_penalty(p_plain["params"], fixed=False), rtol=1e-6
     )
+
+
+def test_fixed_order_refusal_comes_before_any_run_trains(write_study, tmp_path):
+    """A study with one run fixed-order mode cannot train is refused when `hpstudy run` starts, before the
+    runs it could train are trained and stored (the engine alone would refuse only at that run's chunk)."""
+    from conftest import synthetic_dataset
+
+    from hpstudy.runner import run_study
+    from hpstudy.study import load_study
+
+    study = load_study(
+        write_study(
+            'learning_rate = [0.01]\nbatch_size = [64]\ndropout = [0.0]\nbatch_norm = ["none", "before_activation"]'
+        )
+    )
+    loaded = []
+    with pytest.raises(EngineError, match="batch_norm='before_activation'.*fixed-order"):
+        run_study(
+            study,
+            range(1),
+            lambda: loaded.append(1) or synthetic_dataset(),
+            tmp_path / "results",
+            progress=False,
+            numerics_mode=numerics.FIXED_ORDER,
+        )
+    assert not loaded and not (tmp_path / "results" / "small").exists()
