@@ -50,7 +50,10 @@ VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "ynn_off+onednn_avx2": ((YNN_OFF,), ONEDNN_AVX2),
     "ynn_dots+eigen+cap": ((YNN_DOTS, CAP_AVX2), EIGEN),
     "ynn_dot_fusions+eigen+cap": ((YNN_DOT_FUSIONS, CAP_AVX2), EIGEN),
-    "ynn_dots_consistent+eigen+cap": ((PDM_OFF, YNN_DOTS, CAP_AVX2), EIGEN),  # numerics.CANDIDATE_YNN_DOTS_*
+    "ynn_dots_consistent+eigen+cap": (
+        (PDM_OFF, YNN_DOTS, CAP_AVX2),
+        EIGEN,
+    ),  # portable-v2's settings (numerics.PORTABLE_V2_*), without its layer
 }
 
 CHILD = r"""
