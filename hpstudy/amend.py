@@ -12,6 +12,8 @@ field that changed), so that the store itself says which of its values were re-m
 part that holds an amended run is rewritten with only those values changed and renamed over the old one
 atomically; a reader sees the old part or the new one. The log is written before the parts, so that a
 crash in between leaves a log that names more than was changed, never a change the log does not name.
+Verify amends chunk by chunk as its retraining goes (one log entry each), so that an interrupted pass keeps
+what it re-made; a second pass finds those runs equal and amends the rest.
 """
 
 from __future__ import annotations
@@ -182,11 +184,19 @@ def _with_values(table: pa.Table, new: dict[str, dict]) -> pa.Table:
     return table
 
 
-def amend_store(directory: Path, old: dict[str, dict], new: dict[str, dict], reason: str, version: str) -> Amended:
+def amend_store(
+    directory: Path,
+    old: dict[str, dict],
+    new: dict[str, dict],
+    reason: str,
+    version: str,
+    so_far: Amended | None = None,
+) -> Amended:
     """Replace the evaluation values `new` ({run_id: {field: value}}) of the store's runs; `old` holds the
-    stored values they replace (for the log). Holds the store's run lock and its compaction lock."""
+    stored values they replace (for the log). Holds the store's run lock and its compaction lock. `so_far`:
+    what earlier calls of the same pass amended in this store (verify calls this once per chunk), extended."""
     directory = Path(directory)
-    amended = Amended(directory)
+    amended = so_far if so_far is not None else Amended(directory)
     bad = sorted({f for values in new.values() for f in values} - set(EVALUATION_FIELDS))
     if bad:
         raise StoreError(f"an amendment may change only evaluation values, not {', '.join(bad)}; nothing written")
@@ -212,8 +222,9 @@ def amend_store(directory: Path, old: dict[str, dict], new: dict[str, dict], rea
         )
         for part in sorted(parts):
             store.write_table(_with_values(pq.read_table(part), new), part)
-            amended.parts_written.append(part)
+            if part not in amended.parts_written:
+                amended.parts_written.append(part)
         store.fsync_dir(directory)
-    amended.run_ids = sorted(new)
-    amended.values = sum(len(v) for v in new.values())
+    amended.run_ids = sorted({*amended.run_ids, *new})
+    amended.values += sum(len(v) for v in new.values())
     return amended

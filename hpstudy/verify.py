@@ -280,7 +280,7 @@ def verify(
     if amend_evaluation is not None and add_predictions:
         raise StudyError("--amend-evaluation and --add-predictions are separate passes; run one, then the other.")
     if amend_evaluation is not None:
-        from hpstudy.amend import code_version
+        from hpstudy.amend import amend_store, code_version
 
         version = code_version()  # the code this process trains with: read now, not when the log is written
     from hpstudy.environment import fingerprint
@@ -324,7 +324,7 @@ def verify(
     # keyed by what the run is, not by its stored id: a changed identity rule shows as a run_id mismatch
     rows = {(RunConfig.from_canonical(row["config"]).canonical(), int(row["seed"])): row for _, row in runs.iterrows()}
     reproduced: dict[str, tuple[bytes, bytes]] = {}  # run id: (predictions, correct bits), every value equal
-    to_amend: dict[Path, tuple[dict, dict]] = {}  # store: ({run id: stored values}, {run id: new values})
+    amended: dict[Path, object] = {}  # store: amend.Amended, over every chunk amended so far
     with tqdm(total=len(runs), unit="run", desc="verify", file=sys.stderr, disable=not progress) as bar:
         for (dataset_name, validation), dataset in datasets.items():
             specs = [
@@ -335,6 +335,7 @@ def verify(
             ]
 
             def on_chunk(results_, dataset=dataset) -> None:
+                to_amend: dict[Path, tuple[dict, dict]] = {}  # store: ({run id: stored}, {run id: new values})
                 for result in results_:
                     row = rows[(result.spec.config.canonical(), result.spec.seed)]
                     now = store.to_record(result, row["study"], row["study_sha256"], dataset.fingerprint, {})
@@ -353,18 +354,20 @@ def verify(
                     outcome.checked += 1
                     outcome.matched += not found
                     outcome.mismatches.extend(found)
+                # Written chunk by chunk, so that an interrupted pass keeps what it has re-made (a rerun finds
+                # those runs equal and goes on with the rest).
+                for directory, (old, new) in sorted(to_amend.items()):
+                    amended[directory] = amend_store(
+                        directory, old, new, amend_evaluation, version, amended.get(directory)
+                    )
                 bar.update(len(results_))
 
-            train(specs, dataset, on_chunk, workers, mode, in_process)
+            try:
+                train(specs, dataset, on_chunk, workers, mode, in_process)
+            finally:
+                outcome.amended = [amended[d] for d in sorted(amended)]
     if add_predictions:
         from hpstudy.predictions import add_to_store
 
         outcome.added = [add_to_store(s, reproduced) for s in stores]
-    if to_amend:
-        from hpstudy.amend import amend_store
-
-        outcome.amended = [
-            amend_store(directory, old, new, amend_evaluation, version)
-            for directory, (old, new) in sorted(to_amend.items())
-        ]
     return outcome

@@ -139,6 +139,58 @@ def test_cli_amends_then_verifies(stored, monkeypatch, capsys):
     assert "2 of 2 runs match bit for bit" in capsys.readouterr().out
 
 
+def test_an_interrupted_amendment_pass_keeps_the_chunks_it_finished(tmp_path, monkeypatch):
+    """Two runs in two chunks (batch 32 and 64 are separate programs), both with an evaluation value nudged;
+    the pass is interrupted after the first chunk. The first run is amended and logged, the second untouched;
+    a second pass finds the first equal and amends the second; the report counts both under one reason."""
+    from hpstudy import runner
+
+    (tmp_path / "small.toml").write_text(
+        SMALL_STUDY.format(factors="learning_rate = [0.01]\nbatch_size = [32, 64]\ndropout = [0.2]").replace(
+            "seeds = 2", "seeds = 1"
+        )
+    )
+    run_hashes(tmp_path / "small.toml", range(1), tmp_path / "results")
+    directory = tmp_path / "results" / "small"
+    before = store.read_runs(directory).set_index("run_id")
+    assert len(before) == 2 and before["group_id"].nunique() == 2
+    for victim in before.index:
+        rewrite_parts(directory, nudge_evaluation(victim))
+    real_train = runner.train
+
+    def one_chunk_then_stop(specs, dataset, on_chunk, *args):
+        done = []
+        real_train(specs, dataset, lambda results: (on_chunk(results), done.append(1)), *args)
+        if done:
+            raise KeyboardInterrupt  # as Ctrl-C after the first group's chunk
+
+    calls = []
+
+    def interrupted(specs, dataset, on_chunk, *args):
+        calls.append(1)
+        if len(calls) == 1:
+            return one_chunk_then_stop(specs[:1], dataset, on_chunk, *args)
+        raise AssertionError("not reached")
+
+    monkeypatch.setattr(runner, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        V.verify(directory, load_data=synthetic_for, progress=False, lock_path=None, amend_evaluation=REASON)
+    (entry,) = amend.read_log(directory)
+    first = next(iter(entry["runs"]))
+    after = store.read_runs(directory).set_index("run_id")
+    assert after.at[first, "test_loss"] == before.at[first, "test_loss"]  # re-made
+    (second,) = set(before.index) - {first}
+    assert after.at[second, "test_loss"] != before.at[second, "test_loss"]  # still the nudged value
+    monkeypatch.setattr(runner, "train", real_train)
+    outcome = V.verify(directory, load_data=synthetic_for, progress=False, lock_path=None, amend_evaluation=REASON)
+    assert (outcome.checked, outcome.matched, outcome.amended_runs) == (2, 1, 1)
+    assert [set(e["runs"]) for e in amend.read_log(directory)] == [{first}, {second}]
+    assert V.verify(directory, load_data=synthetic_for, progress=False, lock_path=None).matched == 2
+    from hpstudy.reporting.analysis import amendments_of
+
+    assert [(reason, n) for _, reason, n in amendments_of(directory, set(before.index))] == [(REASON, 2)]
+
+
 def test_merge_carries_the_amendment_log(stored, tmp_path):
     """A merged store holds the amended values, so it names the amendments too: `hpstudy merge` carries each
     source's log into OUT (once, however often the merge is run), and OUT's report shows the reason."""

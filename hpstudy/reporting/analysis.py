@@ -177,16 +177,17 @@ def load_runs(
 
 
 def amendments_of(directory, run_ids: set[str]) -> list[tuple[str, str, int]]:
-    """(date, reason, runs of `run_ids` amended) for each entry of the store's amendment log
-    (hpstudy/amend.py) that touched one of these runs."""
+    """(date, reason, runs of `run_ids` amended) for each date and reason of the store's amendment log
+    (hpstudy/amend.py) that touched one of these runs, in the log's order (a pass writes one entry per
+    chunk, counted together here)."""
     from hpstudy.amend import read_log
 
-    out = []
+    touched: dict[tuple[str, str], set] = {}
     for entry in read_log(directory):
-        n = len(set(entry["runs"]) & run_ids)
-        if n:
-            out.append((entry["when"][:10], entry["reason"], n))
-    return out
+        runs = set(entry["runs"]) & run_ids
+        if runs:
+            touched.setdefault((entry["when"][:10], entry["reason"]), set()).update(runs)
+    return [(when, reason, len(runs)) for (when, reason), runs in touched.items()]
 
 
 # ----------------------------------------------------------------------------------------------
