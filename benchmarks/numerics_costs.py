@@ -54,14 +54,19 @@ VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
         (PDM_OFF, YNN_DOTS, CAP_AVX2),
         EIGEN,
     ),  # portable-v2's settings (numerics.PORTABLE_V2_*), without its layer
+    "portable-v2": ((PDM_OFF, YNN_DOTS, CAP_AVX2), EIGEN),  # the mode: these settings and its layer (MODE_OF)
 }
+# Variants that are a numerics mode's programs, not only its settings: the child marks the process as in that
+# mode (what numerics.prepare_process records), so that model.py traces the mode's layers.
+MODE_OF = {"portable-v2": "portable-v2"}
 
 CHILD = r"""
 import json, os, sys, time
-flags, env = json.loads(sys.argv[1])
+flags, env, mode = json.loads(sys.argv[1])
 os.environ["XLA_FLAGS"] = " ".join(flags + ["--xla_gpu_deterministic_ops=true"])
 os.environ.update(env)
 from hpstudy.training import numerics
+numerics._applied["mode"] = mode
 assert numerics.pin_one_core()
 sys.path.insert(0, sys.argv[4])
 import _common as C
@@ -109,7 +114,7 @@ def main() -> int:
                     sys.executable,
                     "-c",
                     CHILD,
-                    json.dumps([list(flags), extra]),
+                    json.dumps([list(flags), extra, MODE_OF.get(name)]),
                     str(args.runs),
                     args.data_dir,
                     str(Path(__file__).parent),

@@ -27,17 +27,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
-from numerics_costs import VARIANTS  # noqa: E402
+from numerics_costs import MODE_OF, VARIANTS  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "profile_step.json"
 
 CHILD = r"""
 import collections, glob, gzip, json, os, re, sys, tempfile
-flags, env, n_train, data_dir, here = json.loads(sys.argv[1])
+flags, env, n_train, data_dir, here, mode = json.loads(sys.argv[1])
 dump = tempfile.mkdtemp(prefix="hpstudy-profile-")
 os.environ["XLA_FLAGS"] = " ".join(flags + [f"--xla_dump_to={dump}", "--xla_dump_hlo_as_text"])
 os.environ.update(env)
 from hpstudy.training import numerics
+numerics._applied["mode"] = mode  # a mode's own layers (numerics_costs.MODE_OF), else None
 assert numerics.pin_one_core()
 sys.path.insert(0, here)
 import jax
@@ -159,7 +160,9 @@ def main() -> int:
                 sys.executable,
                 "-c",
                 CHILD,
-                json.dumps([list(flags), extra, args.train, args.data_dir, str(Path(__file__).parent)]),
+                json.dumps(
+                    [list(flags), extra, args.train, args.data_dir, str(Path(__file__).parent), MODE_OF.get(name)]
+                ),
             ],
             capture_output=True,
             text=True,
