@@ -17,10 +17,11 @@ Two things make XLA:CPU's results depend on the machine rather than on the progr
   is the floor: below it (no FMA) XLA's code would round differently, so portable mode refuses to run.
 
 Mode "portable" (the default) applies all of this; "native" leaves XLA's CPU dispatch alone (faster,
-bits valid on the same kind of CPU only). Mode "portable-v2" (opt-in) keeps portable's promise at about native
-speed: its products are YNNPACK's, restricted to kernels whose every output element is one FMA chain over k
-(XLA's platform-dependent math off), with the dense layers' weight gradients written so that YNNPACK takes them
-(model.TransposedGradDense); everything else is as in portable mode. Other bits than portable's. Mode "fixed-order" (opt-in) takes another way: the model's dense
+bits valid on the same kind of CPU only). Mode "portable-v2" (opt-in) keeps portable's promise 1.5x faster
+(0.8-0.9x native): its products are YNNPACK's, restricted to kernels whose every output element is one FMA
+chain over k (XLA's platform-dependent math off), with the dense layers' weight gradients written so that
+YNNPACK takes them (model.TransposedGradDense); everything else is as in portable mode. Other bits than
+portable's. Mode "fixed-order" (opt-in) takes another way: the model's dense
 layers, the loss's log-softmax and sums, and the accuracy counts are written with hpstudy/training/fixed_order.py's
 element-wise chains (model.py), so no library kernel and no vectorised XLA reduction decides an order in the
 training step; its bits are then the same on x86-64 CPUs with FMA and on aarch64 (ARM servers, Apple silicon),
@@ -102,8 +103,8 @@ def is_aarch64() -> bool:
 
 
 def isa_floor(mode: str) -> str:
-    """The CPUs on which `mode`'s bits are the same: portable's (and portable-v2's) x86-64-v3, fixed-order's FMA (x86-64 with FMA3,
-    or aarch64), native's "host" (the same kind of CPU only)."""
+    """The CPUs on which `mode`'s bits are the same: portable's and portable-v2's x86-64-v3, fixed-order's FMA
+    (x86-64 with FMA3, or aarch64), native's "host" (the same kind of CPU only)."""
     return {"portable": PORTABLE_FLOOR, PORTABLE_V2: PORTABLE_FLOOR, FIXED_ORDER: FIXED_ORDER_FLOOR}.get(mode, "host")
 
 
