@@ -36,20 +36,24 @@ def test_user_flags_kept_and_mode_flags_win():
     assert "--xla_cpu_max_isa" not in numerics.xla_flags_for("native", flags)
 
 
+@pytest.mark.parametrize("mode", ["portable", "portable-v2"])
 @pytest.mark.parametrize("missing", ["AVX2", "FMA3"])
-def test_portable_mode_refuses_cpus_below_the_floor(monkeypatch, missing):
+def test_portable_modes_refuse_cpus_below_the_floor(monkeypatch, missing, mode):
     features = {name: True for name in numerics.FLOOR_FEATURES} | {missing: False}
     monkeypatch.setattr(numerics, "cpu_features", lambda: features)
     monkeypatch.setattr(numerics, "is_x86_64", lambda: True)
-    with pytest.raises(EngineError, match=f"lacks {missing}.*--numerics native"):
-        numerics.check_floor("portable")
+    with pytest.raises(EngineError, match=f"lacks {missing}, which numerics mode '{mode}' needs.*--numerics native"):
+        numerics.check_floor(mode)
     numerics.check_floor("native")  # native mode trains anywhere, and says so in the fingerprint
 
 
-def test_portable_mode_refuses_other_architectures(monkeypatch):
+@pytest.mark.parametrize("mode", ["portable", "portable-v2"])
+def test_portable_modes_refuse_other_architectures(monkeypatch, mode):
+    """portable-v2 too, although its products matched x86's on some emulated ARM cores: not on all
+    (docs/reproducibility.md, "Numerics mode portable-v2")."""
     monkeypatch.setattr(numerics, "is_x86_64", lambda: False)
-    with pytest.raises(EngineError, match="defined for x86-64"):
-        numerics.check_floor("portable")
+    with pytest.raises(EngineError, match=f"'{mode}' is defined for x86-64"):
+        numerics.check_floor(mode)
 
 
 def test_unknown_mode_is_named():
@@ -63,6 +67,8 @@ def test_identity_ignores_cpu_model_in_portable_mode_only():
     assert differences(a, b) == []
     native_a, native_b = dict(a, numerics="native"), dict(b, numerics="native")
     assert [d[0] for d in differences(native_a, native_b)] == ["isa"]
+    v2_a, v2_b = dict(a, numerics="portable-v2"), dict(b, numerics="portable-v2")
+    assert differences(v2_a, v2_b) == [] and differences(a, v2_a) == [("numerics", "portable", "portable-v2")]
     assert numeric_identity(a)["packages.jax"] == "0.10.2"
 
 
