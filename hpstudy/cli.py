@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=numerics.MODES,
         default=numerics.DEFAULT_MODE,
         help="portable (default): the same bits on any x86-64 CPU with AVX2+FMA; portable-v2: the same promise, "
-        "other bits, 1.5x faster; native: bits valid on the same kind of CPU only; fixed-order: the same "
+        "other bits, 1.5-2x faster; native: bits valid on the same kind of CPU only; fixed-order: the same "
         "bits on x86-64 (with FMA) and aarch64 (ARM, Apple silicon), slower (recorded with each run)",
     )
     run.add_argument(

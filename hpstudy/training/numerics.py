@@ -17,8 +17,8 @@ Two things make XLA:CPU's results depend on the machine rather than on the progr
   is the floor: below it (no FMA) XLA's code would round differently, so portable mode refuses to run.
 
 Mode "portable" (the default) applies all of this; "native" leaves XLA's CPU dispatch alone (faster,
-bits valid on the same kind of CPU only). Mode "portable-v2" (opt-in) keeps portable's promise 1.5x faster
-(0.8-0.9x native): its products are YNNPACK's, restricted to kernels whose every output element is one FMA
+bits valid on the same kind of CPU only). Mode "portable-v2" (opt-in) keeps portable's promise 1.5-2x faster
+(about native speed): its products are YNNPACK's, restricted to kernels whose every output element is one FMA
 chain over k (XLA's platform-dependent math off), with the dense layers' weight gradients written so that
 YNNPACK takes them (model.TransposedGradDense); everything else is as in portable mode. Other bits than
 portable's. Mode "fixed-order" (opt-in) takes another way: the model's dense
