@@ -180,9 +180,9 @@ def check_fixed_order(config) -> None:
             )
 
 
-class FixedOrderDense(nn.Module):
-    """nn.Dense's parameters (the same names, shapes and initialisers, so the same initial values) with the
-    product and the bias gradient in a fixed order (fixed_order.dot, fixed_order.add_bias)."""
+class DenseParams(nn.Module):
+    """nn.Dense's fields and parameters (the same names, shapes and initialisers, so the same initial values);
+    the layers below differ from nn.Dense only in how they compute with them."""
 
     features: int
     kernel_init: Callable
@@ -190,11 +190,20 @@ class FixedOrderDense(nn.Module):
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def inputs_and_params(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(x, kernel, bias) in the layer's dtype, the parameters created as nn.Dense creates them."""
         kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), self.param_dtype)
         bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
         x, kernel, bias = (a.astype(self.dtype) for a in (x, kernel, bias))
+        return x, kernel, bias
+
+
+class FixedOrderDense(DenseParams):
+    """nn.Dense with the product and the bias gradient in a fixed order (fixed_order.dot, fixed_order.add_bias)."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x, kernel, bias = self.inputs_and_params(x)
         return fo.add_bias(fo.dot(x, kernel), bias)
 
 
@@ -220,21 +229,13 @@ def _tgd_bwd(residuals, g):
 transposed_grad_dot.defvjp(_tgd_fwd, _tgd_bwd)
 
 
-class TransposedGradDense(nn.Module):
-    """nn.Dense's parameters (the same names, shapes and initialisers, so the same initial values) and forward
-    values, with the weight gradient computed by `transposed_grad_dot` (numerics mode portable-v2)."""
-
-    features: int
-    kernel_init: Callable
-    bias_init: Callable
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
+class TransposedGradDense(DenseParams):
+    """nn.Dense's forward values, with the weight gradient computed by `transposed_grad_dot` (numerics mode
+    portable-v2)."""
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), self.param_dtype)
-        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-        x, kernel, bias = (a.astype(self.dtype) for a in (x, kernel, bias))
+        x, kernel, bias = self.inputs_and_params(x)
         return transposed_grad_dot(x, kernel) + bias
 
 
