@@ -5,7 +5,6 @@ nothing for a run it did not reproduce; stores without them still load."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -186,37 +185,13 @@ def test_merging_a_copy_without_predictions_keeps_the_one_with(stored, tmp_path,
         assert merged[column].to_dict() == complete[column].to_dict()
 
 
-BACKFILLED = {"naragundkar2024_grid": 80, "naragundkar2024_grid_holdout": 40}  # shipped studies: runs
-BEFORE_BACKFILL = "4a9e796"  # the commit whose shipped parts had no predictions yet
+SHIPPED_WITH_PREDICTIONS = {"naragundkar2024_grid": 80, "naragundkar2024_grid_holdout": 40}  # studies: runs
 
 
-@pytest.mark.parametrize("name", sorted(BACKFILLED))
-def test_shipped_backfilled_runs_have_predictions_consistent_with_their_accuracy(name):
+@pytest.mark.parametrize("name", sorted(SHIPPED_WITH_PREDICTIONS))
+def test_shipped_runs_have_predictions_consistent_with_their_accuracy(name):
     runs = store.read_runs(ROOT / "reports" / "_runs" / name)
-    assert len(runs) == BACKFILLED[name]
+    assert len(runs) == SHIPPED_WITH_PREDICTIONS[name]
     for _, run in runs.iterrows():
         assert len(run["test_predictions"]) == 10_000
         assert consistent(run["test_correct"], 10_000, run["test_accuracy"])
-
-
-@pytest.mark.parametrize("name", sorted(BACKFILLED))
-def test_backfill_changed_no_stored_value_of_the_shipped_runs(name):
-    """The store holds the same part files as before predictions were added, and every column they held
-    then is unchanged, value for value; the two prediction columns are the only ones added."""
-
-    def git(*args) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, check=False)
-
-    if shutil.which("git") is None or git("cat-file", "-e", f"{BEFORE_BACKFILL}^{{commit}}").returncode != 0:
-        pytest.skip(f"needs the repository's history (commit {BEFORE_BACKFILL})")
-    folder = f"reports/_runs/{name}"
-    listed = git("ls-tree", "--name-only", f"{BEFORE_BACKFILL}:{folder}").stdout.decode().split()
-    parts = sorted((ROOT / folder).glob("part-*.parquet"))
-    assert [p.name for p in parts] == sorted(n for n in listed if n.startswith("part-"))
-    for part in parts:
-        shown = git("show", f"{BEFORE_BACKFILL}:{folder}/{part.name}")
-        assert shown.returncode == 0, shown.stderr
-        old = pq.read_table(pa.BufferReader(shown.stdout))
-        new = pq.read_table(part)
-        assert new.column_names == old.column_names + list(store.PREDICTION_COLUMNS)
-        assert new.select(old.column_names).equals(old), part.name
