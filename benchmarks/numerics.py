@@ -1,4 +1,4 @@
-"""A/B: portable numerics (the default) against native numerics, same workloads, alternating processes.
+"""A/B: portable numerics against native numerics (and other modes, e.g. the default portable-v2), alternating processes.
 
     python benchmarks/numerics.py [--data-dir DIR] [--rounds 4] [--runs 8] [--modes portable native fixed-order]
         [--out FILE]

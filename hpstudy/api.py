@@ -212,7 +212,7 @@ def run(
     yes: bool = False,
     confirm: Callable[[str], bool] | None = None,
     wait: bool = False,
-    numerics_mode: str = "portable",
+    numerics_mode: str | None = None,
     allow_mixed: bool = False,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
@@ -227,7 +227,8 @@ def run(
     above the thresholds of hpstudy/budget.py needs yes=True, or `confirm` (called with a description)
     returning True; else TooBigError. `workers` above the usable cores is
     capped with a warning through `log`. A second process on the same store raises LockedError, or waits
-    with wait=True. `numerics_mode` and `allow_mixed`: see hpstudy/training/numerics.py and runner.check_mixing.
+    with wait=True. `numerics_mode` and `allow_mixed`: see hpstudy/training/numerics.py and runner.check_mixing;
+    numerics_mode=None trains in the mode of the runs already stored, else in the default (runner.resolve_mode).
     Ctrl-C raises Interrupted, saying how many runs are stored and how to resume. `shard` ("I/N" or a
     storeops.Shard): only that shard's runs, for job arrays (`hpstudy merge` combines the stores).
     `scheduler`: a Dask scheduler address or distributed.Client to train on (hpstudy/training/distributed.py).
@@ -235,6 +236,7 @@ def run(
     """
     from hpstudy import budget, runner, store
     from hpstudy import data as hdata
+    from hpstudy.training import numerics
     from hpstudy.training.compilation import cache_base
     from hpstudy.training.parallel import default_workers, usable_cores
 
@@ -304,10 +306,16 @@ def run(
                         f"{what}. That is above {budget_limits()}; pass --yes (yes=True) to start it, "
                         "or ask for fewer seeds or a smaller design."
                     )
+            mode = runner.resolve_mode(numerics_mode, session.contents)
             if todo and progress:
                 log(
                     f"{study.name}: {estimate.describe()} with {where} to compute "
                     f"({len(in_shard) - len(todo)} already stored)"
+                )
+            if todo and numerics_mode is None and mode != numerics.DEFAULT_MODE:
+                log(
+                    f"hpstudy: numerics mode {mode!r}, the mode of the runs stored in {directory} (the default, "
+                    f"{numerics.DEFAULT_MODE!r}, would give other bits; pass --numerics to choose)"
                 )
             report = runner.run_study(
                 study,
@@ -316,7 +324,7 @@ def run(
                 results,
                 progress=progress,
                 workers=workers,
-                numerics_mode=numerics_mode,
+                numerics_mode=mode,
                 allow_mixed=allow_mixed,
                 wait=wait,
                 shard=shard,

@@ -2,8 +2,9 @@
 
 The time model is the work of training (epochs x training images x multiply-adds of the network per
 image) divided by a measured rate. The rate is that of the study's own stored runs where there are any,
-else RATE_PER_CORE, measured on the 2-core CPU machine from the 582 shipped runs in reports/_runs
-(median over all five studies of work / stored seconds; per study 3.2e9 to 7.8e9).
+else RATE_PER_CORE, measured on the 2-core CPU machine (an Intel Xeon) from the 662 shipped runs in
+reports/_runs, made in the default numerics mode (median over all eight studies of work / stored seconds; per
+study 4.7e9 to 2.1e10).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from hpstudy.data import shape_of
 
-RATE_PER_CORE = 4.5e9  # multiply-adds (per training image and epoch) per second and core; see above
+RATE_PER_CORE = 6.2e9  # multiply-adds (per training image and epoch) per second and core; see above
 # Above these, `hpstudy run` asks for --yes (and refuses when it cannot ask): a run this long should
 # be a decision, not a typo.
 CONFIRM_RUNS = 10_000

@@ -304,10 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--numerics",
         choices=numerics.MODES,
-        default=numerics.DEFAULT_MODE,
-        help="portable (default): the same bits on any x86-64 CPU with AVX2+FMA; portable-v2: the same promise, "
-        "other bits, 1.5-2x faster; native: bits valid on the same kind of CPU only; fixed-order: the same "
-        "bits on x86-64 (with FMA) and aarch64 (ARM, Apple silicon), slower (recorded with each run)",
+        default=None,
+        help="portable-v2 (the default): the same bits on any x86-64 CPU with AVX2+FMA, at about native speed; "
+        "portable: the same promise, other bits, 1.5-2x slower (the earlier default); native: bits valid on the "
+        "same kind of CPU only; fixed-order: the same bits on x86-64 (with FMA) and aarch64 (ARM, Apple silicon), "
+        "slower. Recorded with each run; without this option, seeds added to a store keep its runs' mode",
     )
     run.add_argument(
         "--allow-mixed",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -142,7 +143,7 @@ def run_study(
     results: str | os.PathLike,
     progress: bool = True,
     workers: int = 1,
-    numerics_mode: str = numerics.DEFAULT_MODE,
+    numerics_mode: str | None = None,
     allow_mixed: bool = False,
     wait: bool = False,
     on_wait: Callable[[str], None] | None = None,
@@ -159,8 +160,8 @@ def run_study(
     scheduler address or distributed.Client: train on that cluster instead (hpstudy/training/distributed.py), whose
     workers apply `numerics_mode` as local workers do.
 
-    numerics_mode: one of numerics.MODES, e.g. "portable" (bits equal on any x86-64-v3 CPU) or "native"
-    (hpstudy/training/numerics.py).
+    numerics_mode: one of numerics.MODES, e.g. "portable-v2" (bits equal on any x86-64-v3 CPU) or "native"
+    (hpstudy/training/numerics.py); None: the mode of the runs already stored, else the default (`resolve_mode`).
     A store whose runs were made in another numeric environment (packages, numerics mode, device) is
     refused unless allow_mixed (see `check_mixing`).
 
@@ -196,6 +197,7 @@ def _run(
     directory, total = session.directory, len(session.specs)
     if not session.todo:  # a fully stored study: no data, no training, no lock wait
         return RunReport(directory, total, total, 0, 0.0, stored=session.contents)
+    numerics_mode = resolve_mode(numerics_mode, session.contents)
     check_mode_covers(session.todo, numerics_mode)  # before any run trains: none of the study's is stored then
     if scheduler is not None:
         session.lock()
@@ -218,6 +220,19 @@ def _run(
         return RunReport(directory, total, total, 0, 0.0, stored=session.contents)
     seconds = _train_and_store(study, todo, dataset, session, env, progress, workers, numerics_mode, in_process)
     return RunReport(directory, total, total - len(todo), len(todo), seconds, stored=session.contents)
+
+
+def stored_mode(stored: store.Contents) -> str | None:
+    """The numerics mode every stored run records, or None for an empty store, runs of several modes (stored
+    with --allow-mixed) or runs that record none."""
+    modes = {json.loads(text).get("numerics") for text in stored.environments()}
+    return modes.pop() if len(modes) == 1 else None
+
+
+def resolve_mode(requested: str | None, stored: store.Contents) -> str:
+    """The numerics mode to train in: the one asked for; else the stored runs' mode, so that seeds added to a
+    store made in an earlier default mode keep its bits; else numerics.DEFAULT_MODE."""
+    return requested or stored_mode(stored) or numerics.DEFAULT_MODE
 
 
 def check_mode_covers(specs, numerics_mode: str) -> None:

@@ -49,7 +49,7 @@ dropout = [0.2]
 
 def full_cross_cpu() -> None:
     """Skip unless HPSTUDY_CROSS_CPU=all. An emulated run compiles every program under emulation: 10-20
-    minutes or more each on a slow machine, so CI runs one emulated check (the portable test below, on the
+    minutes or more each on a slow machine, so CI runs one emulated check (the default mode's test below, on the
     smallest study that still runs both kernels' paths) and the rest on request."""
     if os.environ.get("HPSTUDY_CROSS_CPU") != "all":
         pytest.skip("a second emulated run (10-20 min on a slow machine); run it with HPSTUDY_CROSS_CPU=all")
@@ -102,8 +102,8 @@ def small_study(tmp_path: Path) -> Path:
     return path
 
 
-def test_portable_numerics_same_bits_on_emulated_avx2_cpu(tmp_path, small_study):
-    """Portable mode (the default): this CPU and an emulated AVX2-only CPU store identical values. In CI one
+def test_default_numerics_same_bits_on_emulated_avx2_cpu(tmp_path, small_study):
+    """The default mode (portable-v2): this CPU and an emulated AVX2-only CPU store identical values. In CI one
     seed of Keras' Adam with dropout for 2 epochs (100 steps at batch 32); the whole study with
     HPSTUDY_CROSS_CPU=all."""
     qemu()
@@ -113,6 +113,18 @@ def test_portable_numerics_same_bits_on_emulated_avx2_cpu(tmp_path, small_study)
             .replace("epochs = 4", "epochs = 2")
             .replace('["adam_keras", "sgd"]', '["adam_keras"]')
         )
+    assert_same_runs(
+        train(tmp_path, numerics.DEFAULT_MODE, small_study, "synthetic", False),
+        train(tmp_path, numerics.DEFAULT_MODE, small_study, "synthetic", True),
+    )
+
+
+def test_portable_numerics_same_bits_on_emulated_avx2_cpu(tmp_path, small_study):
+    """Portable mode (the earlier default, which the stores made in it keep): the whole study, this CPU and an
+    emulated AVX2-only CPU store identical values. With HPSTUDY_CROSS_CPU=all: CI's emulated check is the
+    default mode's (above)."""
+    full_cross_cpu()
+    qemu()
     assert_same_runs(
         train(tmp_path, "portable", small_study, "synthetic", False),
         train(tmp_path, "portable", small_study, "synthetic", True),
@@ -134,8 +146,9 @@ def test_native_numerics_differ_across_cpus(tmp_path, small_study):
 
 @pytest.mark.slow
 @pytest.mark.mnist
-def test_portable_numerics_real_mnist_epoch(tmp_path, mnist_dir, monkeypatch):
-    """One real-MNIST epoch of the grid network (batch 64, dropout, Keras' Adam): same bits emulated."""
+def test_default_numerics_real_mnist_epoch(tmp_path, mnist_dir, monkeypatch):
+    """One real-MNIST epoch of the grid network (batch 64, dropout, Keras' Adam), default mode: same bits
+    emulated."""
     monkeypatch.setenv("HPSTUDY_DATA_DIR", str(mnist_dir))
     study = tmp_path / "mnist_epoch.toml"
     study.write_text(
@@ -147,7 +160,8 @@ def test_portable_numerics_real_mnist_epoch(tmp_path, mnist_dir, monkeypatch):
     full_cross_cpu()
     qemu()
     assert_same_runs(
-        train(tmp_path, "portable", study, "mnist", False), train(tmp_path, "portable", study, "mnist", True)
+        train(tmp_path, numerics.DEFAULT_MODE, study, "mnist", False),
+        train(tmp_path, numerics.DEFAULT_MODE, study, "mnist", True),
     )
 
 
@@ -156,8 +170,8 @@ def test_portable_v2_same_bits_on_emulated_avx2_cpu(tmp_path, small_study, cpu):
     """Numerics mode portable-v2 (YNNPACK's consistent dots, weight gradients from a materialised transpose):
     one seed of Keras' Adam with dropout and one of SGD, 2 epochs, the same bits on this CPU and on an emulated
     AVX2-only CPU (an AMD and an Intel core), and other bits than portable mode's (so the comparison can
-    fail). With HPSTUDY_CROSS_CPU=all: CI's emulated check is the default mode's (above), as each emulated
-    study takes 10-20 minutes."""
+    fail). With HPSTUDY_CROSS_CPU=all: CI's emulated check (the default mode's, above) is one Adam seed on an
+    AMD core, as each emulated study takes 10-20 minutes."""
     full_cross_cpu()
     qemu()
     small_study.write_text(SMALL.replace("seeds = 2", "seeds = 1").replace("epochs = 4", "epochs = 2"))

@@ -18,13 +18,13 @@ from hpstudy.study import load_study
 from hpstudy.training import numerics
 
 
-def test_this_process_trains_under_portable_settings():
-    """The test process applied the default mode before JAX started, as every training process does."""
-    assert numerics.applied_mode() == "portable"
-    assert numerics.settings_in_effect("portable") and not numerics.settings_in_effect("native")
+def test_this_process_trains_under_the_default_mode_settings():
+    """The test process applied the default mode (portable-v2) before JAX started, as every training process does."""
+    assert numerics.DEFAULT_MODE == numerics.PORTABLE_V2 and numerics.applied_mode() == numerics.PORTABLE_V2
+    assert numerics.settings_in_effect(numerics.PORTABLE_V2) and not numerics.settings_in_effect("portable")
     env = fingerprint()
-    assert env["numerics"] == "portable" and env["isa_floor"] == "x86-64-v3"
-    for flag in numerics.PORTABLE_XLA_FLAGS:
+    assert env["numerics"] == numerics.PORTABLE_V2 and env["isa_floor"] == "x86-64-v3"
+    for flag in numerics.PORTABLE_V2_XLA_FLAGS:
         assert flag in env["xla_flags"].split()
     assert env["numerics_env"] == {"TENSORFLOW_USE_CUSTOM_CONTRACTION_KERNEL": "false"}
 
@@ -57,12 +57,14 @@ def test_portable_modes_refuse_other_architectures(monkeypatch, mode):
 
 
 def test_unknown_mode_is_named():
-    with pytest.raises(EngineError, match="'fast' is unknown; expected one of portable, native"):
+    with pytest.raises(
+        EngineError, match="'fast' is unknown; expected one of portable-v2, portable, native, fixed-order"
+    ):
         numerics.check_mode("fast")
 
 
 def test_identity_ignores_cpu_model_in_portable_mode_only():
-    a = dict(fingerprint(), cpu_model="CPU A", isa=["avx2", "fma"])
+    a = dict(fingerprint("portable"), cpu_model="CPU A", isa=["avx2", "fma"])
     b = dict(a, cpu_model="CPU B", isa=["avx2", "fma", "avx512f"])
     assert differences(a, b) == []
     native_a, native_b = dict(a, numerics="native"), dict(b, numerics="native")
@@ -73,12 +75,14 @@ def test_identity_ignores_cpu_model_in_portable_mode_only():
 
 
 def test_store_of_another_numeric_environment_is_refused(tmp_path, write_study):
-    """A store made in portable mode refuses native-mode runs, naming the difference; --allow-mixed stores them."""
+    """A store made in the default mode refuses native-mode runs, naming the difference; --allow-mixed stores them."""
     path = write_study(FACTORS)
     run_hashes(path, range(1), tmp_path)
     study = load_study(path)
     before = sorted(p.read_bytes() for p in store.study_dir(tmp_path, study.name).glob("part-*.parquet"))
-    with pytest.raises(StoreError, match=r"another numeric environment \(.*numerics: stored 'portable', now 'native'"):
+    with pytest.raises(
+        StoreError, match=r"another numeric environment \(.*numerics: stored 'portable-v2', now 'native'"
+    ):
         run_study(study, range(2), synthetic_dataset, tmp_path, progress=False, numerics_mode="native")
     after = sorted(p.read_bytes() for p in store.study_dir(tmp_path, study.name).glob("part-*.parquet"))
     assert after == before, "a refused run must not touch the store"
@@ -87,7 +91,35 @@ def test_store_of_another_numeric_environment_is_refused(tmp_path, write_study):
     )
     assert report.computed == len(study.trials)
     envs = store.stored_environments(report.directory)
-    assert sorted(__import__("json").loads(e)["numerics"] for e in envs) == ["native", "portable"]
+    assert sorted(json.loads(e)["numerics"] for e in envs) == ["native", "portable-v2"]
+
+
+def test_seeds_added_without_a_mode_keep_the_stored_runs_mode(tmp_path, write_study, capsys, monkeypatch):
+    """A store made in portable mode (the earlier default) gets its added seeds in portable mode when no mode is
+    named, and the same bits as one call over all seeds; a fresh store gets the default mode; a named mode is
+    still checked against the store."""
+    from hpstudy import api
+    from hpstudy import data as hdata
+    from hpstudy.runner import resolve_mode, stored_mode
+
+    monkeypatch.setattr(hdata, "load_dataset", lambda *args, **kwargs: synthetic_dataset())
+    path = write_study(FACTORS)
+    study = load_study(path)
+    run = lambda seeds, folder, **kw: api.run(study, seeds, tmp_path / folder, workers=1, progress=False, **kw)  # noqa: E731
+    run(1, "a", numerics_mode="portable")
+    capsys.readouterr()
+    added = run(2, "a")
+    assert "numerics mode 'portable', the mode of the runs stored in" in capsys.readouterr().err
+    whole = run(2, "b", numerics_mode="portable")
+    hashes = lambda runs: dict(zip(runs["run_id"], runs["param_sha256"]))  # noqa: E731
+    assert hashes(added) == hashes(whole) and len(hashes(added)) == 2 * len(study.trials)
+    contents = store.read_contents(store.study_dir(tmp_path / "a", study.name), study.name)
+    assert stored_mode(contents) == "portable" and resolve_mode(None, contents) == "portable"
+    assert resolve_mode("native", contents) == "native"
+    fresh = run(1, "c")
+    assert set(fresh["environment"].map(lambda e: json.loads(e)["numerics"])) == {numerics.DEFAULT_MODE}
+    with pytest.raises(StoreError, match="numerics: stored 'portable', now 'portable-v2'"):
+        run(3, "a", numerics_mode=numerics.DEFAULT_MODE)
 
 
 def test_fingerprint_imports_no_executor():
