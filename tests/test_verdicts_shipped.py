@@ -63,13 +63,23 @@ def test_search_result_is_compared_with_the_search_best_and_called_selected():
 
 
 def test_ties_for_a_seeds_best_are_broken_by_a_stated_rule_and_reported():
-    a = _analysis("vallepalli2024_best")
+    """The shipped runs of vallepalli2024_best hold no tie since their re-make in portable-v2 (the portable runs
+    tied at seed 2), so one is made on a copy of them: seed 2's runner-up gets its best's score."""
+    study = load_study(ROOT / "studies" / "vallepalli2024_best.toml")
+    runs = load_runs(study, RUNS)
+    at_2 = runs["seed"] == 2
+    best = runs.loc[at_2, "best_val_accuracy"].max()
+    runner_up = runs.loc[at_2 & (runs["best_val_accuracy"] < best), "best_val_accuracy"].idxmax()
+    runs.loc[runner_up, "best_val_accuracy"] = best
+    a = analyze(study, runs)
     pivot = a.runs.pivot(index="seed", columns="trial_id", values="best_val_accuracy")
     tied = [int(s) for s, row in pivot.iterrows() if (row == row.max()).sum() > 1]
     assert tied == [2]
     for v in counted(a.verdicts):
         assert len(v.ties) == 1 and v.ties[0].startswith("seed 2: ") and "first in the design's order" in v.ties[0]
     assert "ties: seed 2" in "\n".join(readme._verdict_table(a))
+    untouched = _analysis("vallepalli2024_best")
+    assert all(not v.ties for v in counted(untouched.verdicts))
 
 
 def test_outside_is_corrected_for_the_number_of_published_values():
