@@ -26,7 +26,7 @@ def synthetic_for(runs):
 
 @pytest.fixture
 def stored(tmp_path, write_study) -> Path:
-    """A store of 2 runs (1 trial x 2 seeds) trained here in portable mode."""
+    """A store of 2 runs (1 trial x 2 seeds) trained here in the default numerics mode."""
     run_hashes(write_study(FACTORS_ONE), range(2), tmp_path / "results")
     return tmp_path / "results" / "small"
 
@@ -146,3 +146,26 @@ def test_report_folder_finds_its_runs(tmp_path, stored):
         V.find_store(report)
     assert V.find_store(report, results=stored.parent) == [stored]
     assert V.find_store(stored.parent) == [stored]
+
+
+@pytest.mark.mnist
+def test_a_shipped_run_retrained_in_the_default_mode_gives_its_stored_bits(tmp_path, mnist_dir):
+    """Seed 0 of chollet2017_first_network (784-512-10, 5 epochs on real MNIST), trained here with no mode named,
+    stores what reports/_runs holds for it, value for value: the shipped runs are the default mode's, and a user's
+    `hpstudy run` on any x86-64-v3 CPU continues them (the runs were made on an Intel Xeon; CI may be an AMD)."""
+    from hpstudy import data as hdata
+    from hpstudy.runner import run_study
+    from hpstudy.study import load_study
+
+    root = Path(__file__).resolve().parent.parent
+    study = load_study(root / "studies" / "chollet2017_first_network.toml")
+    load = lambda: hdata.load_mnist(mnist_dir, study.meta.get("validation", "test"), download=False)  # noqa: E731
+    report = run_study(study, range(1), load, tmp_path, progress=False)
+    fresh = store.read_runs(report.directory).set_index("run_id")
+    shipped = store.read_runs(root / "reports" / "_runs" / study.name).set_index("run_id").loc[fresh.index]
+    assert len(fresh) == 1 and json.loads(fresh["environment"].iloc[0])["numerics"] == "portable-v2"
+    for field in V.COMPARED[1:]:
+        a, b = fresh[field].iloc[0], shipped[field].iloc[0]
+        assert str(list(a) if hasattr(a, "__len__") and not isinstance(a, str) else a) == str(
+            list(b) if hasattr(b, "__len__") and not isinstance(b, str) else b
+        ), field
