@@ -36,9 +36,9 @@ def load(folder: Path):
 
 def compare_study(before: Path, after: Path, confidence: float = 0.95) -> dict:
     """Per configuration, the paired difference after - before in test accuracy; the study's Holm-adjusted p."""
-    old, new = load(before), load(after)
-    shared = old.index.intersection(new.index)
-    old, new = old.loc[shared], new.loc[shared]
+    old_all, new_all = load(before), load(after)
+    shared = old_all.index.intersection(new_all.index)
+    old, new = old_all.loc[shared], new_all.loc[shared]
     trials, pvalues = [], []
     for trial in sorted(set(old["trial_id"])):
         ids = sorted(old.index[old["trial_id"] == trial], key=lambda rid: int(old.at[rid, "seed"]))
@@ -63,8 +63,8 @@ def compare_study(before: Path, after: Path, confidence: float = 0.95) -> dict:
     return {
         "modes": {"before": sorted(set(old["mode"])), "after": sorted(set(new["mode"]))},
         "runs": int(len(shared)),
-        "runs_only_before": int(len(load(before)) - len(shared)),
-        "runs_only_after": int(len(load(after)) - len(shared)),
+        "runs_only_before": int(len(old_all) - len(shared)),
+        "runs_only_after": int(len(new_all) - len(shared)),
         "trials": len(trials),
         "trials_tested": len(tested),
         "same_test_accuracy_runs": int((new["test_accuracy"] == old["test_accuracy"]).sum()),
