@@ -113,6 +113,17 @@ def test_estimate_uses_the_study_s_measured_speed(tmp_path):
     assert not fresh.measured and fresh.rate == budget.RATE_PER_CORE
 
 
+def test_default_rate_is_the_shipped_runs_median():
+    """budget.RATE_PER_CORE is what its docstring says: the median rate over all runs of the shipped studies
+    (rounded to two digits), so it is re-measured whenever they are re-made."""
+    import pandas as pd
+
+    studies = sorted(p.stem for p in (ROOT / "studies").glob("*.toml"))
+    runs = pd.concat([store.read_runs(ROOT / "reports" / "_runs" / name) for name in studies])
+    assert len(runs) == 662
+    assert budget.RATE_PER_CORE == float(f"{budget.measured_rate(runs):.1e}")
+
+
 def test_workers_beyond_the_usable_cores_are_capped_with_a_warning(tmp_path, capsys, reached):
     from hpstudy.training.parallel import usable_cores
 
